@@ -1,0 +1,73 @@
+# churnwatch — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA := deploy/kafka/kafka.sh
+PROC := deploy/proc.sh
+export KAFKA_PORT ?= 9092
+export CHURNWATCH_KAFKA_BOOTSTRAP ?=
+BOOTSTRAP = $(if $(CHURNWATCH_KAFKA_BOOTSTRAP),$(CHURNWATCH_KAFKA_BOOTSTRAP),127.0.0.1:$(KAFKA_PORT))
+API_PORT ?= 8000
+PYTEST_ARGS ?=
+
+.PHONY: help install kafka-install kafka-up kafka-down kafka-status test test-unit lint demo down
+
+help: ## Show the targets
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(BIN)/.installed: pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+install: $(BIN)/.installed ## Create .venv and install churnwatch with its dev tools
+
+kafka-install: ## Resolve the Apache Kafka broker jars from Maven Central (once)
+	@$(KAFKA) install
+
+kafka-up: kafka-install ## Start the local Kafka broker (KRaft, 127.0.0.1:$KAFKA_PORT)
+	@$(KAFKA) start
+
+kafka-down: ## Stop the local Kafka broker started by kafka-up
+	@$(KAFKA) stop
+
+kafka-status: ## Exit 0 when the local broker is up
+	@$(KAFKA) status
+
+test: install kafka-install ## Run the whole suite; starts Kafka if it is down and stops what it started
+	@started=0; \
+	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start || exit 1; started=1; fi; \
+	stop_started() { if [ $$started = 1 ]; then $(KAFKA) stop; fi; }; \
+	trap 'stop_started; exit 130' INT TERM; \
+	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m pytest $(PYTEST_ARGS) tests; rc=$$?; \
+	stop_started; exit $$rc
+
+test-unit: install ## Run the unit tests only (no broker)
+	$(BIN)/python -m pytest -m "not integration" tests/unit
+
+lint: install ## ruff and mypy --strict
+	$(BIN)/ruff check streamer api tests bench
+	$(BIN)/ruff format --check streamer api tests bench
+	$(BIN)/mypy
+
+demo: install kafka-up ## Start Kafka, the worker and the API in the background
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start worker $(BIN)/python -m streamer
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start api $(BIN)/python -m api --port $(API_PORT)
+	@$(BIN)/python -m streamer.waitfor http://127.0.0.1:$(API_PORT)/healthz http://127.0.0.1:9102/metrics
+	@echo
+	@echo "churnwatch is up:"
+	@echo "  API            http://127.0.0.1:$(API_PORT)/docs   (health: /healthz)"
+	@echo "  worker metrics http://127.0.0.1:9102/metrics"
+	@echo "  logs           .local/run/worker.log .local/run/api.log   (Kafka: make kafka-logs)"
+	@echo "  stop with      make down"
+
+down: ## Stop everything demo started (API, worker, Kafka)
+	@$(PROC) stop simulator
+	@$(PROC) stop api
+	@$(PROC) stop worker
+	@$(KAFKA) stop

@@ -1,0 +1,1 @@
+"""churnwatch HTTP API: account health, at-risk lists, alerts and event ingest."""

@@ -1,0 +1,30 @@
+"""``python -m api``: serve the API with uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from api.app import create_app
+from api.settings import ApiSettings
+
+
+def main() -> None:
+    """Parse the command line, build the app and serve it."""
+    parser = argparse.ArgumentParser(description="churnwatch API")
+    parser.add_argument("--host", default=None, help="overrides CHURNWATCH_API_HOST")
+    parser.add_argument("--port", type=int, default=None, help="overrides CHURNWATCH_API_PORT")
+    args = parser.parse_args()
+    settings = ApiSettings()
+    uvicorn.run(
+        create_app(settings),
+        host=args.host or settings.api_host,
+        port=args.port or settings.api_port,
+        log_level="info",
+        access_log=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""churnwatch worker: usage events in, account health and churn alerts out."""

@@ -1,0 +1,34 @@
+"""``python -m streamer``: run a churnwatch worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import faust
+from prometheus_client import start_http_server
+
+from streamer.app import create_app
+from streamer.core.policy import load_policy
+from streamer.settings import WorkerSettings
+from streamer.topics import ensure_topics
+
+log = logging.getLogger("churnwatch.worker")
+
+
+def main() -> None:
+    """Create the topics, serve metrics and run the Faust worker until it is told to stop."""
+    settings = WorkerSettings()
+    logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    policies = load_policy(settings.rules_text())
+    asyncio.run(ensure_topics(settings))
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr="127.0.0.1")
+        log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+    app = create_app(settings, policies)
+    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

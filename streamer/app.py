@@ -1,0 +1,245 @@
+"""The Faust application: topics, the account table, the agent and the clock timer.
+
+Everything here decodes, calls ``PartitionProcessor`` (which calls the pure core) and writes.
+Faust traps this module works around, each verified against faust-streaming 0.15:
+
+* ``take_events`` fills its buffer in another task, so ``current_event()`` is unset in the loop body
+  and table writes would fail; each write sets the event context to an event of the batch's own
+  partition, which also picks the right changelog partition and RocksDB partition store.
+* An exception escaping a ``take_events`` body still acks the batch, and the offsets get committed:
+  the batch would be lost. The body therefore never lets one escape; an unexpected failure exits the
+  process without committing, and the restarted worker replays the batch.
+* ``app.topic(value_type=bytes)`` still decodes JSON; topics name the raw serializer explicitly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+import faust
+import orjson
+from aiokafka.partitioner import murmur2
+from faust.streams import _current_event
+from faust.types import TP, EventT, StreamT
+
+from streamer import metrics
+from streamer.core.alerts import alert_to_dict
+from streamer.core.policy import PolicySet
+from streamer.processor import BatchOutput, PartitionProcessor, Record, headers_with_reason
+from streamer.settings import WorkerSettings
+
+log = logging.getLogger("churnwatch.worker")
+RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
+
+
+def partitioner(partitions: int) -> Any:
+    """Kafka's default partitioner (murmur2 of the key), the one every keyed producer uses."""
+
+    def partition_for(account_id: str) -> int:
+        return int(murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions
+
+    return partition_for
+
+
+class TableStore:
+    """The account table seen from one partition, read straight from its store."""
+
+    def __init__(self, table: Any, partition: int) -> None:
+        self._data = table.data
+        self._partition = partition
+        self._db = None
+        if hasattr(self._data, "_db_for_partition"):
+            # RocksDB: Table.get() would read twice (contains, then get) and search every partition.
+            self._db = self._data._db_for_partition(partition)
+
+    def get(self, account_id: str) -> bytes | None:
+        key = account_id.encode()
+        if self._db is not None:
+            value = self._db.get(key)
+        else:
+            value = self._data.data.get(key) if hasattr(self._data, "data") else self._data.get(key)
+        return bytes(value) if value is not None else None
+
+    def scan(self) -> Iterable[tuple[str, bytes]]:
+        if self._db is not None:
+            items: Iterable[tuple[bytes, bytes]] = self._data._visible_items(self._db)
+        else:
+            items = list((self._data.data if hasattr(self._data, "data") else self._data).items())
+        for key, value in items:
+            if value is not None:
+                yield key.decode(), bytes(value)
+
+
+def _records(events: list[EventT[Any]]) -> Iterator[Record]:
+    for ev in events:
+        msg = ev.message
+        headers = msg.headers.items() if isinstance(msg.headers, Mapping) else msg.headers or ()
+        yield Record(msg.partition, msg.offset, msg.key, msg.value, tuple(headers))
+
+
+def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
+    """Build the worker's Faust app for ``settings`` and the rules in ``policies``."""
+    n = settings.partitions
+    app = faust.App(
+        settings.app_id,
+        broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
+        store=settings.store,
+        datadir=str(settings.data_dir),
+        web_enabled=False,
+        topic_partitions=n,
+        topic_replication_factor=settings.replication_factor,
+        topic_allow_declare=True,
+        table_standby_replicas=0,
+        consumer_auto_offset_reset="earliest",
+        broker_commit_interval=1.0,
+        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        producer_linger=0.005,
+        producer_max_batch_size=256 * 1024,
+        producer_acks=-1,
+    )
+    events = app.topic(settings.events_topic, settings.clock_topic, partitions=n, **RAW)
+    alerts_topic, health_topic, dlq_topic = settings.alerts_topic, settings.health_topic, settings.dlq_topic
+    accounts = app.Table(
+        "accounts", default=None, partitions=n, key_type=bytes, value_type=bytes, help="Account state."
+    )
+    partition_for = partitioner(n)
+    processors: dict[int, PartitionProcessor] = {}
+
+    def processor(partition: int) -> PartitionProcessor:
+        proc = processors.get(partition)
+        if proc is None:
+            proc = processors[partition] = PartitionProcessor(
+                partition,
+                policies,
+                partition_for,
+                allowed_lateness_ms=settings.allowed_lateness_ms,
+                max_future_ms=settings.max_future_ms,
+            )
+        return proc
+
+    async def write(out: BatchOutput, context: EventT[Any], proc: PartitionProcessor) -> None:
+        producer = app.producer
+        sends = []
+        for rec, reason in out.dead_letters:
+            headers = headers_with_reason(rec, reason, settings.events_topic)
+            sends.append(await producer.send(dlq_topic, rec.key, rec.value, None, None, headers))
+        for rec, target in out.rekeyed:
+            sends.append(
+                await producer.send(settings.events_topic, None, rec.value, target, None, list(rec.headers))
+            )
+        for alert in out.alerts:
+            value = orjson.dumps(alert_to_dict(alert))
+            headers = [("churnwatch.kind", alert.kind.encode())]
+            sends.append(
+                await producer.send(alerts_topic, alert.account_id.encode(), value, None, None, headers)
+            )
+        for account_id, snapshot in out.health:
+            value = orjson.dumps(snapshot)
+            sends.append(await producer.send(health_topic, account_id.encode(), value, None, None, None))
+        # Alerts are acknowledged before the state that records them is written: a crash in between
+        # re-sends them with the same ids instead of losing them.
+        await asyncio.gather(*sends)
+        token = _current_event.set(weakref.ref(context))
+        try:
+            for account_id, value in out.writes.items():
+                accounts[account_id.encode()] = value
+        finally:
+            _current_event.reset(token)
+        proc.flushed(out.writes)
+        await producer.flush()
+        _observe(out, proc)
+
+    @app.agent(events, isolated_partitions=True, name="track_engagement")
+    async def track_engagement(stream: StreamT[Any]) -> None:
+        """Apply usage events and clock ticks of one partition, a batch at a time."""
+        within = settings.batch_within_ms / 1000
+        async for batch in stream.take_events(  # type: ignore[attr-defined]
+            settings.batch_max, within=within
+        ):
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                first = batch[0].message
+                proc = processor(first.partition)
+                store = TableStore(accounts, first.partition)
+                if first.topic == settings.clock_topic:
+                    clock_ms = max(int(ev.message.value or b"0") for ev in batch)
+                    out = proc.tick(clock_ms, store)
+                else:
+                    out = proc.process(_records(batch), store, int(time.time() * 1000))
+                await write(out, batch[-1], proc)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                # Letting this escape would ack the batch unprocessed. Exit without committing; the
+                # restarted worker replays it and the applied offsets keep the counts exact.
+                log.exception("unexpected failure processing a batch; exiting so that it is replayed")
+                logging.shutdown()
+                os._exit(70)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
+    async def advance_idle_clocks() -> None:
+        """Tick the clock of every owned input partition that has caught up with its backlog."""
+        now_ms = int(time.time() * 1000)
+        tick = str(now_ms - settings.idle_grace_ms).encode()
+        for tp in _owned(app, settings.events_topic):
+            lag = _lag(app, tp, processors.get(tp.partition))
+            if lag is None:
+                continue
+            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
+            if lag == 0:
+                await app.producer.send(settings.clock_topic, None, tick, tp.partition, None, None)
+        bands: Counter[str] = Counter()
+        for proc in processors.values():
+            bands.update(proc.bands)
+        for band in ("good", "average", "poor"):
+            metrics.ACCOUNTS_BY_BAND.labels(band).set(bands[band])
+        metrics.TRACKED_ACCOUNTS.set(sum(proc.tracked for proc in processors.values()))
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def forget_revoked(_app: Any, revoked: set[TP], **_kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == settings.events_topic:
+                processors.pop(tp.partition, None)
+
+    @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+    async def announce_assigned(_app: Any, assigned: set[TP], **_kwargs: Any) -> None:
+        owned = sorted(tp.partition for tp in assigned if tp.topic == settings.events_topic)
+        log.info("churnwatch worker ready: owns partitions %s of %s", owned, settings.events_topic)
+
+    return app
+
+
+def _owned(app: faust.App, topic: str) -> list[TP]:
+    return [tp for tp in app.assignor.assigned_actives() if tp.topic == topic]
+
+
+def _lag(app: faust.App, tp: TP, proc: PartitionProcessor | None) -> int | None:
+    """Records not yet processed on ``tp``; None while the consumer has not fetched it yet."""
+    consumer = app.consumer
+    highwater = consumer.highwater(tp)
+    if highwater is None:
+        return None
+    committed = getattr(consumer, "_committed_offset", {}).get(tp) or 0
+    processed_next = max(committed, proc.last_offset + 1 if proc is not None else 0)
+    return max(0, int(highwater) - processed_next)
+
+
+def _observe(out: BatchOutput, proc: PartitionProcessor) -> None:
+    for outcome, count in out.outcomes.items():
+        if outcome.startswith("alert:"):
+            metrics.ALERTS.labels(outcome[6:]).inc(count)
+        else:
+            metrics.EVENTS.labels(outcome).inc(count)
+    for lag_ms in out.event_lag_ms[:: max(1, len(out.event_lag_ms) // 64)]:
+        metrics.EVENT_LAG.observe(lag_ms / 1000)
+    metrics.PARTITION_CLOCK.labels(str(proc.partition)).set(proc.clock_ms / 1000)

@@ -1,0 +1,332 @@
+"""Usage event schema v1: parsing, validation and canonical encoding.
+
+Two input shapes are accepted:
+
+* the native shape (``event_id``, ``account_id``, ``event``, ``timestamp``, optional
+  ``user_id``, ``properties``, ``active`` and ``kind``), and
+* Segment spec messages, recognised by a ``type`` field.
+
+Every validation failure is reported as :class:`InvalidEvent` naming the offending field
+path and the rule it broke, so producers can fix their payloads without reading code.
+The native shape is validated by hand because it is the hot path; Segment messages go
+through pydantic models whose errors are translated into the same vocabulary.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+__all__ = [
+    "EventKind",
+    "InvalidEvent",
+    "UsageEvent",
+    "encode_event",
+    "parse_event",
+    "parse_event_time",
+]
+
+MAX_LEN = 128
+MIN_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
+MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
+_TIME_RULE = "must be RFC 3339 with a UTC offset or integer epoch milliseconds"
+_RANGE_RULE = "out of range 2000-01-01..2100-01-01"
+_LEN_RULE = f"must be 1..{MAX_LEN} characters"
+# fromisoformat alone also accepts ISO 8601 basic and date-only forms; RFC 3339 is narrower.
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\d[Tt ]\d\d:\d\d:\d\d(?:\.\d+)?(?:[Zz]|[+-]\d\d:\d\d)\Z")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+class EventKind(StrEnum):
+    """What an event means to the account state."""
+
+    ACTIVITY = "activity"
+    ACCOUNT_UPDATED = "account_updated"
+    NPS_RESPONSE = "nps_response"
+    SUPPORT_TICKET_OPENED = "support_ticket_opened"
+    SUPPORT_TICKET_CLOSED = "support_ticket_closed"
+    SUBSCRIPTION_STARTED = "subscription_started"
+    SUBSCRIPTION_CANCELLED = "subscription_cancelled"
+
+
+_KIND_BY_NAME: dict[str, EventKind] = {k.value: k for k in EventKind if k is not EventKind.ACTIVITY}
+_FACT_STRINGS = ("plan", "segment", "name", "owner")
+_SEGMENT_TYPES = frozenset({"track", "group", "identify", "page", "screen"})
+
+
+class InvalidEvent(ValueError):  # noqa: N818 - the name is part of the public contract
+    """An event failed validation.
+
+    Attributes:
+        field: Dot-joined path of the offending field (``$`` for the whole document).
+        rule: Human readable rule that was broken.
+    """
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field}: {rule}")
+        self.field = field
+        self.rule = rule
+
+
+@dataclass(frozen=True, slots=True)
+class UsageEvent:
+    """A validated usage event.
+
+    ``properties`` must be treated as read-only; it is not copied for speed.
+    """
+
+    event_id: str
+    account_id: str
+    name: str
+    occurred_at_ms: int
+    user_id: str | None
+    properties: Mapping[str, Any]
+    active: bool
+    kind: EventKind
+
+
+def parse_event_time(value: object, field: str = "timestamp") -> int:
+    """Convert an event timestamp into epoch milliseconds.
+
+    Args:
+        value: An RFC 3339 string with an offset (``Z`` or ``+hh:mm``) or integer epoch ms.
+        field: Field path used in error messages.
+
+    Returns:
+        Epoch milliseconds (UTC).
+
+    Raises:
+        InvalidEvent: If the value is naive, malformed, not a supported type, or outside
+            2000-01-01..2100-01-01.
+    """
+    if type(value) is int:
+        ms = value
+    elif type(value) is str:
+        if _RFC3339.match(value) is None:
+            raise InvalidEvent(field, _TIME_RULE)
+        try:
+            dt = datetime.fromisoformat(value.upper())
+        except ValueError:
+            raise InvalidEvent(field, _TIME_RULE) from None
+        delta = dt - _EPOCH
+        ms = (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
+    else:
+        raise InvalidEvent(field, _TIME_RULE)
+    if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
+        raise InvalidEvent(field, _RANGE_RULE)
+    return ms
+
+
+def _req_str(d: Mapping[str, Any], key: str, path: str) -> str:
+    v = d.get(key)
+    if v is None:
+        raise InvalidEvent(path, "required")
+    if type(v) is not str:
+        raise InvalidEvent(path, "must be a string")
+    if not 0 < len(v) <= MAX_LEN:
+        raise InvalidEvent(path, _LEN_RULE)
+    return v
+
+
+def _opt_str(v: object, path: str) -> str | None:
+    if v is None:
+        return None
+    if type(v) is not str:
+        raise InvalidEvent(path, "must be a string")
+    if not 0 < len(v) <= MAX_LEN:
+        raise InvalidEvent(path, _LEN_RULE)
+    return v
+
+
+def _validate_reserved(kind: EventKind, props: Mapping[str, Any], prefix: str) -> None:
+    if kind is EventKind.ACCOUNT_UPDATED:
+        seats = props.get("seats")
+        if seats is not None and (type(seats) is not int or seats < 0):
+            raise InvalidEvent(f"{prefix}.seats", "must be a non-negative integer")
+        for key in _FACT_STRINGS:
+            v = props.get(key)
+            if v is not None and (type(v) is not str or len(v) > MAX_LEN):
+                raise InvalidEvent(f"{prefix}.{key}", f"must be a string of at most {MAX_LEN} characters")
+    elif kind is EventKind.NPS_RESPONSE:
+        score = props.get("score")
+        if score is None:
+            raise InvalidEvent(f"{prefix}.score", "required: an integer 0..10")
+        if type(score) is not int or not 0 <= score <= 10:
+            raise InvalidEvent(f"{prefix}.score", "must be an integer 0..10")
+
+
+def _parse_native(d: Mapping[str, Any]) -> UsageEvent:
+    event_id = _req_str(d, "event_id", "event_id")
+    account_id = _req_str(d, "account_id", "account_id")
+    name = _req_str(d, "event", "event")
+    ts = d.get("timestamp")
+    if ts is None:
+        raise InvalidEvent("timestamp", "required")
+    occurred = parse_event_time(ts)
+    user_id = _opt_str(d.get("user_id"), "user_id")
+    props = d.get("properties")
+    if props is None:
+        props = {}
+    elif type(props) is not dict and not isinstance(props, Mapping):
+        raise InvalidEvent("properties", "must be an object")
+    active = d.get("active", True)
+    if type(active) is not bool:
+        raise InvalidEvent("active", "must be a boolean")
+    raw_kind = d.get("kind")
+    if raw_kind is None:
+        kind = _KIND_BY_NAME.get(name, EventKind.ACTIVITY)
+    else:
+        try:
+            kind = EventKind(raw_kind)
+        except ValueError:
+            raise InvalidEvent("kind", "must be one of " + ", ".join(k.value for k in EventKind)) from None
+    if kind is not EventKind.ACTIVITY:
+        _validate_reserved(kind, props, "properties")
+    return UsageEvent(event_id, account_id, name, occurred, user_id, props, active, kind)
+
+
+_Id = Field(default=None, min_length=1, max_length=MAX_LEN)
+
+
+class _SegmentContext(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    groupId: str | None = _Id  # noqa: N815 - Segment spelling
+    active: bool | None = None
+
+
+class _SegmentMessage(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    type: str
+    messageId: str = Field(min_length=1, max_length=MAX_LEN)  # noqa: N815
+    event: str | None = _Id
+    userId: str | None = _Id  # noqa: N815
+    anonymousId: str | None = _Id  # noqa: N815
+    groupId: str | None = _Id  # noqa: N815
+    timestamp: Any = None
+    originalTimestamp: Any = None  # noqa: N815
+    properties: dict[str, Any] | None = None
+    traits: dict[str, Any] | None = None
+    context: _SegmentContext | None = None
+
+
+_PYDANTIC_RULES = {
+    "missing": "required",
+    "string_type": "must be a string",
+    "string_too_short": _LEN_RULE,
+    "string_too_long": _LEN_RULE,
+    "dict_type": "must be an object",
+    "model_type": "must be an object",
+    "bool_type": "must be a boolean",
+}
+
+
+def _from_pydantic(err: ValidationError) -> InvalidEvent:
+    first = err.errors(include_url=False)[0]
+    path = ".".join(str(p) for p in first["loc"]) or "$"
+    return InvalidEvent(path, _PYDANTIC_RULES.get(first["type"], str(first["msg"]).lower()))
+
+
+def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
+    seg_type = d.get("type")
+    if seg_type not in _SEGMENT_TYPES:
+        raise InvalidEvent(
+            "type",
+            f"unsupported Segment type {seg_type!r}; expected one of " + ", ".join(sorted(_SEGMENT_TYPES)),
+        )
+    try:
+        msg = _SegmentMessage.model_validate(d)
+    except ValidationError as err:
+        raise _from_pydantic(err) from None
+    ctx = msg.context
+    account_id = (ctx.groupId if ctx is not None else None) or msg.groupId
+    if account_id is None:
+        raise InvalidEvent(
+            "context.groupId",
+            "required: Segment messages need context.groupId or groupId to name the account",
+        )
+    if msg.timestamp is not None:
+        occurred = parse_event_time(msg.timestamp, "timestamp")
+    elif msg.originalTimestamp is not None:
+        occurred = parse_event_time(msg.originalTimestamp, "originalTimestamp")
+    else:
+        raise InvalidEvent("timestamp", "required: timestamp or originalTimestamp")
+    props: Mapping[str, Any]
+    prefix = "properties"
+    if msg.type == "track":
+        if msg.event is None:
+            raise InvalidEvent("event", "required for Segment track calls")
+        name = msg.event
+        kind = _KIND_BY_NAME.get(name, EventKind.ACTIVITY)
+        props = msg.properties or {}
+    elif msg.type in ("group", "identify"):
+        name = msg.type
+        # A group call describes the account itself, so it is the Segment form of account_updated.
+        kind = EventKind.ACCOUNT_UPDATED if name == "group" else EventKind.ACTIVITY
+        props, prefix = msg.traits or {}, "traits"
+    else:
+        name, kind = msg.type, EventKind.ACTIVITY
+        props = msg.properties or {}
+    if kind is not EventKind.ACTIVITY:
+        _validate_reserved(kind, props, prefix)
+    active = not (ctx is not None and ctx.active is False)
+    user_id = msg.userId or msg.anonymousId
+    return UsageEvent(msg.messageId, account_id, name, occurred, user_id, props, active, kind)
+
+
+def parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:
+    """Parse and validate one usage event.
+
+    Args:
+        raw: JSON bytes/str or an already decoded mapping, in native or Segment shape.
+
+    Returns:
+        The validated event.
+
+    Raises:
+        InvalidEvent: On any schema violation, naming the field path and the rule.
+    """
+    if isinstance(raw, bytes | bytearray | memoryview | str):
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as err:
+            raise InvalidEvent("$", f"not valid JSON: {err}") from None
+    else:
+        doc = raw
+    if type(doc) is not dict and not isinstance(doc, Mapping):
+        raise InvalidEvent("$", "must be a JSON object")
+    if "type" in doc:
+        return _parse_segment(doc)
+    return _parse_native(doc)
+
+
+def encode_event(e: UsageEvent) -> bytes:
+    """Encode an event as canonical native JSON that :func:`parse_event` round-trips.
+
+    Args:
+        e: The event.
+
+    Returns:
+        UTF-8 JSON bytes with sorted keys and the timestamp as epoch milliseconds.
+    """
+    return orjson.dumps(
+        {
+            "event_id": e.event_id,
+            "account_id": e.account_id,
+            "event": e.name,
+            "timestamp": e.occurred_at_ms,
+            "user_id": e.user_id,
+            "properties": dict(e.properties),
+            "active": e.active,
+            "kind": e.kind.value,
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )

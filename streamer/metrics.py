@@ -1,0 +1,32 @@
+"""Prometheus metrics of the worker (served on ``CHURNWATCH_METRICS_PORT``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "churnwatch_events_total",
+    "Input records by outcome: counted, duplicate, fact, inactive, late, invalid, rekeyed, replayed.",
+    ["outcome"],
+)
+EVENT_LAG = Histogram(
+    "churnwatch_event_time_lag_seconds",
+    "Wall time at processing minus the event's own timestamp, for counted events.",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600, 86400),
+)
+ALERTS = Counter("churnwatch_alerts_total", "Alerts raised, by kind.", ["kind"])
+ACCOUNTS_BY_BAND = Gauge(
+    "churnwatch_accounts_by_band", "Tracked accounts by their last health band.", ["band"]
+)
+TRACKED_ACCOUNTS = Gauge("churnwatch_tracked_accounts", "Accounts with state on this worker's partitions.")
+CONSUMER_LAG = Gauge(
+    "churnwatch_consumer_lag", "High-water mark minus next offset, per input partition.", ["partition"]
+)
+PARTITION_CLOCK = Gauge(
+    "churnwatch_partition_clock_seconds", "The event-time clock of each owned partition.", ["partition"]
+)
+BATCH_SECONDS = Histogram(
+    "churnwatch_batch_seconds",
+    "Time to process one batch, from decode to acknowledged writes.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

@@ -1,0 +1,258 @@
+"""One partition's share of the work: batches of raw records in, state writes and outputs out.
+
+This is the glue between the pure core and Kafka, kept free of Faust and aiokafka so it can be
+tested on its own. The Faust agent in ``streamer.app`` feeds it records and performs the writes it
+returns, in the order that keeps counts exact under at-least-once delivery:
+
+1. alerts and the DLQ are produced and acknowledged first,
+2. then account states (with the input offset they include) go to the changelog-backed table,
+3. then Faust commits the input offsets.
+
+A crash between 1 and 2 re-sends alerts with the same deterministic ids; a crash between 2 and 3
+replays records whose offsets the stored state already includes, and those are skipped.
+
+The partition clock: due points (quiet deadlines, day boundaries) fire when the partition's clock
+passes them. The clock is event time (the newest event seen, less the allowed lateness) while the
+partition has a backlog, and wall time (less a small grace) once it has caught up, delivered by clock
+ticks. A backlog therefore never raises an alert its own events would disprove, and a silent account
+on an idle partition is still alerted moments after its deadline.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from streamer.core.alerts import Alert
+from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
+from streamer.core.events import InvalidEvent, UsageEvent, parse_event
+from streamer.core.policy import Policy, PolicySet
+from streamer.core.scoring import score
+from streamer.core.snapshot import account_snapshot
+from streamer.core.state import AccountState, decode_state, encode_state
+
+
+class StateStore(Protocol):
+    """Where account states live between batches (a Faust table in production)."""
+
+    def get(self, account_id: str) -> bytes | None:
+        """The encoded state of an account, or None."""
+
+    def scan(self) -> Iterable[tuple[str, bytes]]:
+        """Every (account id, encoded state) this partition holds."""
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """A consumed Kafka record, reduced to what the processor needs."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: tuple[tuple[str, bytes], ...] = ()
+
+
+@dataclass(slots=True)
+class BatchOutput:
+    """What one batch or tick asks the adapter to write, in order."""
+
+    dead_letters: list[tuple[Record, str]] = field(default_factory=list)
+    rekeyed: list[tuple[Record, int]] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    health: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    writes: dict[str, bytes] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+    event_lag_ms: list[int] = field(default_factory=list)
+
+
+class PartitionProcessor:
+    """Applies records and clock ticks of one input partition to its accounts' states."""
+
+    def __init__(
+        self,
+        partition: int,
+        policies: PolicySet,
+        partition_for: Callable[[str], int],
+        *,
+        allowed_lateness_ms: int,
+        max_future_ms: int,
+    ) -> None:
+        """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition."""
+        self.partition = partition
+        self.policies = policies
+        self.partition_for = partition_for
+        self.allowed_lateness_ms = allowed_lateness_ms
+        self.max_future_ms = max_future_ms
+        self.clock_ms = 0
+        self.last_offset = -1
+        self.bands: Counter[str] = Counter()
+        self.tracked = 0
+        self._pending: dict[str, AccountState] = {}
+        self._due: list[tuple[int, str]] = []
+        self._scheduled: dict[str, int] = {}
+        self._loaded = False
+
+    # -- state access ---------------------------------------------------------------------------
+
+    def _policy(self, state: AccountState) -> Policy:
+        return self.policies.for_account(state.segment, state.plan)
+
+    def _load(self, account_id: str, store: StateStore) -> AccountState | None:
+        state = self._pending.get(account_id)
+        if state is not None:
+            return state
+        raw = store.get(account_id)
+        return decode_state(raw) if raw is not None else None
+
+    def _schedule(self, state: AccountState) -> None:
+        due = next_due_ms(state, self._policy(state))
+        if due is None:
+            self._scheduled.pop(state.account_id, None)
+            return
+        known = self._scheduled.get(state.account_id)
+        # A later entry already in the heap pops early, finds nothing due and reschedules itself,
+        # so only an earlier due time needs a new entry: the heap stays about one entry per account.
+        if known is None or due < known:
+            self._scheduled[state.account_id] = due
+            heapq.heappush(self._due, (due, state.account_id))
+
+    def ensure_loaded(self, store: StateStore) -> None:
+        """Rebuild the due-point heap and band counts from stored state, once per assignment."""
+        if self._loaded:
+            return
+        self._loaded = True
+        for account_id, raw in store.scan():
+            if self.partition_for(account_id) != self.partition:
+                continue
+            state = decode_state(raw)
+            self.tracked += 1
+            if state.published_band is not None:
+                self.bands[state.published_band] += 1
+            self._schedule(state)
+
+    def flushed(self, writes: Mapping[str, bytes]) -> None:
+        """The adapter wrote these states to the store; stop serving them from memory."""
+        for account_id in writes:
+            self._pending.pop(account_id, None)
+
+    # -- work -----------------------------------------------------------------------------------
+
+    def process(self, records: Iterable[Record], store: StateStore, now_wall_ms: int) -> BatchOutput:
+        """Apply a batch of input records (in offset order) and fire what the clock makes due."""
+        self.ensure_loaded(store)
+        out = BatchOutput()
+        touched: dict[str, AccountState] = {}
+        newest_event_ms = 0
+        for rec in records:
+            self.last_offset = max(self.last_offset, rec.offset)
+            try:
+                event = self._decode(rec, now_wall_ms)
+            except InvalidEvent as exc:
+                out.dead_letters.append((rec, str(exc)))
+                out.outcomes["invalid"] += 1
+                continue
+            target = self.partition_for(event.account_id)
+            if target != self.partition:
+                # Keyed by something other than the account id: its state lives elsewhere.
+                out.rekeyed.append((rec, target))
+                out.outcomes["rekeyed"] += 1
+                continue
+            state = touched.get(event.account_id) or self._load(event.account_id, store)
+            if state is not None and rec.offset <= state.applied_offset:
+                # Already in the stored state: a replay after a crash, before the commit.
+                out.outcomes["replayed"] += 1
+                continue
+            if state is None:
+                self.tracked += 1
+            policy = self.policies.for_account(*self._facts_of(state, event))
+            state, outcome, alerts = record_event(state, event, policy)
+            state.applied_offset = rec.offset
+            touched[event.account_id] = state
+            out.alerts.extend(alerts)
+            out.outcomes[outcome.value] += 1
+            if outcome is Outcome.COUNTED:
+                out.event_lag_ms.append(now_wall_ms - event.occurred_at_ms)
+            newest_event_ms = max(newest_event_ms, event.occurred_at_ms)
+        self._advance_clock(min(newest_event_ms - self.allowed_lateness_ms, now_wall_ms))
+        self._fire_due(touched, store, out)
+        self._finish(touched, out)
+        return out
+
+    def tick(self, clock_ms: int, store: StateStore) -> BatchOutput:
+        """Advance the clock of a caught-up partition and fire what became due."""
+        self.ensure_loaded(store)
+        out = BatchOutput()
+        touched: dict[str, AccountState] = {}
+        self._advance_clock(clock_ms)
+        self._fire_due(touched, store, out)
+        self._finish(touched, out)
+        return out
+
+    def _decode(self, rec: Record, now_wall_ms: int) -> UsageEvent:
+        if rec.value is None:
+            raise InvalidEvent("$", "empty message (a null value is not an event)")
+        event = parse_event(rec.value)
+        if event.occurred_at_ms > now_wall_ms + self.max_future_ms:
+            raise InvalidEvent(
+                "timestamp", f"more than {self.max_future_ms // 1000}s in the future of the worker's clock"
+            )
+        return event
+
+    @staticmethod
+    def _facts_of(state: AccountState | None, event: UsageEvent) -> tuple[str | None, str | None]:
+        if state is None:
+            props = event.properties
+            segment, plan = props.get("segment"), props.get("plan")
+            return (segment if isinstance(segment, str) else None, plan if isinstance(plan, str) else None)
+        return state.segment, state.plan
+
+    def _advance_clock(self, clock_ms: int) -> None:
+        self.clock_ms = max(self.clock_ms, clock_ms)
+
+    def _fire_due(self, touched: dict[str, AccountState], store: StateStore, out: BatchOutput) -> None:
+        while self._due and self._due[0][0] <= self.clock_ms:
+            _, account_id = heapq.heappop(self._due)
+            if self._scheduled.get(account_id, -1) > self.clock_ms:
+                continue  # superseded by a later schedule that is still in the heap
+            self._scheduled.pop(account_id, None)
+            state = touched.get(account_id) or self._load(account_id, store)
+            if state is None:
+                continue
+            alerts = advance(state, self.clock_ms, self._policy(state))
+            out.alerts.extend(alerts)
+            touched[account_id] = state
+
+    def _finish(self, touched: dict[str, AccountState], out: BatchOutput) -> None:
+        for account_id, state in touched.items():
+            policy = self._policy(state)
+            now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
+            health = score(state, now_ms, policy)
+            previous_band, previous_score = state.published_band, state.published_score
+            if mark_published(state, health, policy):
+                if previous_band is not None:
+                    self.bands[previous_band] -= 1
+                self.bands[health.band] += 1
+                out.health.append((account_id, account_snapshot(state, health, policy, previous_score)))
+            self._schedule(state)
+            out.writes[account_id] = encode_state(state)
+            self._pending[account_id] = state
+        for alert in out.alerts:
+            out.outcomes[f"alert:{alert.kind}"] += 1
+
+
+def headers_with_reason(rec: Record, reason: str, source_topic: str) -> list[tuple[str, bytes]]:
+    """Headers of a dead letter: the original headers plus where it came from and why it was rejected."""
+    return [
+        *rec.headers,
+        ("churnwatch.error", reason.encode("utf-8", "replace")[:1000]),
+        ("churnwatch.source", f"{source_topic}/{rec.partition}@{rec.offset}".encode()),
+    ]
+
+
+def describe(out: BatchOutput) -> dict[str, Any]:
+    """A compact summary for debug logs."""
+    return {"writes": len(out.writes), "alerts": len(out.alerts), "health": len(out.health), **out.outcomes}

@@ -1,0 +1,47 @@
+"""Worker settings: one typed, frozen object built at the entry point from ``CHURNWATCH_*`` variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class WorkerSettings(BaseSettings):
+    """Everything the worker can be told. Every field is documented in the README's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
+    app_id: str = Field("churnwatch", description="Consumer group and prefix of the changelog topics.")
+    events_topic: str = "usage-events"
+    alerts_topic: str = "churn-alerts"
+    health_topic: str = "account-health"
+    dlq_topic: str = "usage-events-dlq"
+    clock_topic: str = Field("churnwatch-clock", description="Internal: per-partition clock ticks.")
+    partitions: int = Field(8, ge=1, description="Partitions of the input and all co-partitioned topics.")
+    replication_factor: int = Field(1, ge=1)
+    store: str = Field("rocksdb://", description="Faust table store: rocksdb:// (rocksdict) or memory://.")
+    data_dir: Path = Field(Path(".local/worker"), description="Worker state directory (RocksDB).")
+    metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port; 0 disables it.")
+    rules_file: Path | None = Field(None, description="TOML rules file; built-in defaults when unset.")
+    batch_max: int = Field(5000, ge=1, description="Most events taken per partition batch.")
+    batch_within_ms: int = Field(20, ge=1, description="Longest wait to fill a batch.")
+    tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
+    idle_grace_ms: int = Field(
+        300, ge=0, description="On a caught-up partition the clock trails wall time by this much."
+    )
+    allowed_lateness_ms: int = Field(
+        30_000, ge=0, description="Out-of-orderness tolerated before the event-time clock passes an event."
+    )
+    max_future_ms: int = Field(
+        300_000, ge=0, description="Events stamped further than this ahead of wall time go to the DLQ."
+    )
+    log_level: str = "INFO"
+
+    def rules_text(self) -> str | None:
+        """The rules file's text, or None for the built-in defaults."""
+        if self.rules_file is None:
+            return None
+        return self.rules_file.read_text(encoding="utf-8")

@@ -1,0 +1,91 @@
+"""Rules loading: defaults, the documented example, overrides and errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streamer.core.policy import DAY_MS, Policy, PolicyError, load_policy
+
+EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "rules.example.toml"
+
+
+def test_no_rules_text_gives_documented_defaults() -> None:
+    p = load_policy(None).for_account(None, None)
+    assert p == Policy()
+    assert (p.window_days, p.current_days, p.baseline_days, p.onboarding_days) == (35, 7, 28, 90)
+    assert p.quiet_after_ms == 7 * DAY_MS
+    assert (p.weights.activity, p.weights.sentiment) == (0.35, 0.15)
+    assert (p.good_min, p.average_min, p.max_tracked_ids) == (70, 40, 64)
+
+
+def test_example_rules_file_loads_and_its_base_equals_the_defaults() -> None:
+    rules = load_policy(EXAMPLE.read_text())
+    assert rules.for_account(None, None) == Policy()
+
+
+def test_example_overrides_apply_by_segment_and_plan() -> None:
+    rules = load_policy(EXAMPLE.read_text())
+    enterprise = rules.for_account("enterprise", "pro")
+    assert enterprise.quiet_after_ms == 3 * DAY_MS
+    assert enterprise.drop_min_baseline_weekly == 100.0
+    trial = rules.for_account("smb", "trial")
+    assert trial.onboarding_days == 30
+    assert trial.event_weights == {"support_ticket_opened": -2.0}
+    assert trial.quiet_after_ms == 7 * DAY_MS
+
+
+def test_later_matching_overrides_win_and_both_selectors_must_match() -> None:
+    rules = load_policy("""
+[alerts]
+drop_ratio = 0.4
+[event_weights]
+export = 2
+[[overrides]]
+segment = "enterprise"
+alerts = { drop_ratio = 0.3 }
+event_weights = { login = 0.5 }
+[[overrides]]
+segment = "enterprise"
+plan = "pro"
+alerts = { drop_ratio = 0.2 }
+""")
+    assert rules.for_account("enterprise", "basic").drop_ratio == 0.3
+    assert rules.for_account("enterprise", "pro").drop_ratio == 0.2
+    assert rules.for_account("smb", "pro").drop_ratio == 0.4
+    assert rules.for_account("enterprise", None).event_weights == {"export": 2.0, "login": 0.5}
+
+
+def test_fractional_quiet_days_and_weights_are_loaded() -> None:
+    p = load_policy("[alerts]\nquiet_after_days = 0.5\n[score.weights]\nactivity = 1\n").default
+    assert p.quiet_after_ms == DAY_MS // 2
+    assert p.weights.activity == 1.0
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[windw]\ndays = 3", "windw: unknown key"),  # misspelt section
+        ("[alerts]\nquiet_after = 3", "alerts.quiet_after: unknown key"),  # misspelt key
+        ("[score.weights]\nvibes = 1", "score.weights.vibes: unknown key"),  # unknown component
+        ("[bands]\ngood_min = 'high'", "bands.good_min: must be a number"),  # string number
+        ("[window]\ndays = 35.5", "window.days: must be an integer"),  # fractional day count
+        ("[dedup]\nmax_tracked_ids = true", "dedup.max_tracked_ids: must be a number"),  # bool
+        ("[event_weights]\nlogin = 'x'", "event_weights.login: must be a number"),  # bad weight
+        ("alerts = 3", "alerts: must be a table"),  # scalar section
+        ("[window]\ncurrent_days = 30", "must not exceed window.days"),  # windows overlap the kept days
+        ("[bands]\naverage_min = 80", "average_min <= good_min"),  # inverted bands
+        ("[alerts]\ndrop_ratio = 0.9", "drop_ratio <= drop_recover_ratio"),  # recovery below drop
+        ("[[overrides]]\nalerts = { drop_ratio = 0.1 }", "overrides[0]: needs segment"),  # no selector
+        ("[[overrides]]\nplan = 'pro'\n[overrides.alert]\nx = 1", "overrides[0].alert: unknown key"),  # typo
+        ("[[overrides]]\nplan = 'pro'\nbands = { good_min = 10 }", "overrides[0]: bands"),  # invalid result
+        ("[[overrides]]\nplan = 3", "overrides[0].plan: must be a string"),  # numeric selector
+        ("overrides = 1", "overrides: must be an array"),  # not an array of tables
+        ("[window", "invalid TOML"),  # syntax error
+    ],
+)
+def test_invalid_rules_raise_policy_error_naming_the_key(text: str, message: str) -> None:
+    with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_policy(text)
+    assert issubclass(PolicyError, ValueError)

@@ -1,0 +1,152 @@
+"""Per-account state: buckets, eviction, sketches and the binary encoding."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streamer.core.engine import record_event
+from streamer.core.events import EventKind, UsageEvent
+from streamer.core.policy import DAY_MS, Policy
+from streamer.core.state import (
+    USER_BITS,
+    AccountState,
+    DayBucket,
+    bit_for,
+    decode_state,
+    encode_state,
+    estimate_distinct,
+)
+
+POLICY = Policy()
+T0 = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
+
+
+def activity(i: int, at_ms: int, user: str | None = "u", name: str = "view") -> UsageEvent:
+    return UsageEvent(f"e{i}", "acme", name, at_ms, user, {}, True, EventKind.ACTIVITY)
+
+
+def test_activity_is_bucketed_by_utc_day() -> None:
+    s = None
+    for i, at in enumerate([T0 + 1, T0 + DAY_MS - 1, T0 + DAY_MS]):
+        s, _, _ = record_event(s, activity(i, at, user=f"u{i}"), POLICY)
+    assert s is not None
+    day = T0 // DAY_MS
+    assert sorted(s.days) == [day, day + 1]
+    assert s.days[day].events == 2
+    assert s.days[day].weight == 2.0
+    assert s.days[day].users.bit_count() == 2
+
+
+def test_days_older_than_the_window_of_the_newest_day_are_evicted() -> None:
+    s, _, _ = record_event(None, activity(1, T0), POLICY)
+    s, _, _ = record_event(s, activity(2, T0 + 34 * DAY_MS), POLICY)
+    assert len(s.days) == 2  # day 0 is still the 35th day of the window
+    s, _, _ = record_event(s, activity(3, T0 + 35 * DAY_MS), POLICY)
+    day0 = T0 // DAY_MS
+    assert sorted(s.days) == [day0 + 34, day0 + 35]
+
+
+def test_event_weights_apply_per_event_name() -> None:
+    policy = Policy(event_weights={"export": 3.0})
+    s, _, _ = record_event(None, activity(1, T0, name="export"), policy)
+    s, _, _ = record_event(s, activity(2, T0, name="view"), policy)
+    assert s.days[T0 // DAY_MS].weight == 4.0
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10, 20, 30, 45, 60])
+def test_distinct_user_estimate_is_within_15_percent_up_to_60_users(n: int) -> None:
+    bitmap = 0
+    for i in range(n):
+        bitmap |= bit_for(f"user-{i}@example.com", USER_BITS)
+    assert abs(estimate_distinct(bitmap, USER_BITS) - n) <= max(0.15 * n, 0.5)
+
+
+def test_distinct_estimate_of_empty_and_saturated_bitmaps() -> None:
+    assert estimate_distinct(0, 64) == 0.0
+    assert estimate_distinct(2**64 - 1, 64) == pytest.approx(64 * math.log(64))
+
+
+def test_sketch_bits_are_stable_across_processes() -> None:
+    # Fixed expectations: Python's salted hash() would make these differ between runs.
+    assert bit_for("user-1", 128) == 1 << 26
+    assert bit_for("checkout", 64) == 1 << 62
+
+
+def test_worst_case_encoding_matches_the_documented_size() -> None:
+    wide = "\U0001f600" * 128
+    s = AccountState(account_id=wide, first_seen_ms=T0, clock_ms=T0, seats=5)
+    s.plan = s.segment = s.name = s.owner = wide
+    s.days = {d: DayBucket(2**32 - 1, 1.5, 2**128 - 1, 2**64 - 1) for d in range(35)}
+    s.recent_ids = list(range(64))
+    s.published_score, s.published_band = 50, "average"
+    s.published_components = {"activity": 1.0}
+    assert len(encode_state(s)) == 4657
+    assert decode_state(encode_state(s)) == s
+
+
+ms_values = st.integers(-(2**62), 2**62)
+opt_ms = st.none() | ms_values
+short_text = st.none() | st.text(max_size=128)
+buckets = st.builds(
+    DayBucket,
+    st.integers(0, 2**32 - 1),
+    st.floats(allow_nan=False),
+    st.integers(0, 2**128 - 1),
+    st.integers(0, 2**64 - 1),
+)
+components = st.dictionaries(
+    st.sampled_from(["activity", "recency", "utilization", "breadth", "sentiment"]), st.floats(0, 100)
+)
+bands = st.sampled_from([None, "good", "average", "poor"])
+
+
+@st.composite
+def states(draw: st.DrawFn) -> AccountState:
+    s = AccountState(
+        account_id=draw(st.text(min_size=1, max_size=128)),
+        first_seen_ms=draw(ms_values),
+        clock_ms=draw(ms_values),
+    )
+    s.last_activity_ms, s.nps_at_ms = draw(opt_ms), draw(opt_ms)
+    s.days = draw(st.dictionaries(st.integers(-(2**31), 2**31 - 1), buckets, max_size=35))
+    s.seats = draw(st.none() | st.integers(0, 2**62))
+    s.plan, s.segment, s.name, s.owner = (draw(short_text) for _ in range(4))
+    s.facts_at_ms = draw(
+        st.dictionaries(st.sampled_from(["seats", "plan", "segment", "name", "owner"]), ms_values)
+    )
+    s.nps_score = draw(st.none() | st.integers(0, 10))
+    s.open_tickets = draw(st.integers(-(2**31), 2**31 - 1))
+    s.subscription_started_ms, s.subscription_cancelled_ms = draw(opt_ms), draw(opt_ms)
+    s.recent_ids = draw(st.lists(st.integers(0, 2**64 - 1), max_size=64))
+    s.applied_offset = draw(st.integers(-1, 2**62))
+    s.quiet_since_ms, s.drop_since_ms = draw(opt_ms), draw(opt_ms)
+    s.poor_open, s.last_band = draw(st.booleans()), draw(bands)
+    s.published_score, s.published_band = draw(st.none() | st.integers(0, 100)), draw(bands)
+    s.published_components = draw(components)
+    return s
+
+
+@given(states())
+def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
+    encoded = encode_state(s)
+    assert encoded[0] == 1
+    assert decode_state(encoded) == s
+
+
+@pytest.mark.parametrize(
+    "blob",
+    [
+        b"",  # empty
+        b"\x02" + bytes(200),  # unknown version
+        encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
+        encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
+    ],
+)
+def test_corrupt_state_bytes_raise_value_error(blob: bytes) -> None:
+    with pytest.raises(ValueError):
+        decode_state(blob)
