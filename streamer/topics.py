@@ -54,7 +54,11 @@ async def ensure_topics(settings: WorkerSettings, specs: list[TopicSpec] | None 
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
     await admin.start()
     try:
-        existing = await admin.describe_topics([s.name for s in specs])
+        # Describing a missing topic is a metadata request, which a broker with auto-creation on
+        # answers by creating it with its default partition count: only describe what exists.
+        names = set(await admin.list_topics())
+        known = [s.name for s in specs if s.name in names]
+        existing = await admin.describe_topics(known) if known else []
         partitions = {
             t["topic"]: len(t["partitions"])
             for t in existing
@@ -78,6 +82,7 @@ async def ensure_topics(settings: WorkerSettings, specs: list[TopicSpec] | None 
                 pass  # another worker raced us to it; the check below still applies
             for s in missing:
                 log.info("created topic %s with %d partitions", s.name, s.partitions)
+            partitions = await _wait_for_leaders(admin, [s.name for s in specs])
         wrong = [
             f"{s.name} has {partitions[s.name]}"
             for s in specs
@@ -90,6 +95,27 @@ async def ensure_topics(settings: WorkerSettings, specs: list[TopicSpec] | None 
             )
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(
+    admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 30
+) -> dict[str, int]:
+    # Right after creation, metadata can list a topic before every partition has a leader; a consumer
+    # that snapshots it then sees fewer partitions, and Faust reports a false PartitionsMismatch.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        described = await admin.describe_topics(names)
+        ready = {
+            t["topic"]: len(t["partitions"])
+            for t in described
+            if t.get("error_code", 0) == 0
+            and t["partitions"]
+            and all(p["leader"] >= 0 for p in t["partitions"])
+        }
+        if len(ready) == len(names) or loop.time() > deadline:
+            return ready
+        await asyncio.sleep(0.2)
 
 
 def main() -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
 
@@ -68,3 +68,51 @@ async def consume_until(
         return records
     finally:
         await consumer.stop()
+
+
+async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, bytes]]:
+    """Every record of ``topic`` up to its end offsets at the time of the call."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        (described,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[ConsumerRecord[bytes, bytes]] = []
+
+        async def behind() -> bool:
+            return any([await consumer.position(tp) < end[tp] for tp in tps])
+
+        while await behind():
+            batch = await consumer.getmany(*tps, timeout_ms=500)
+            for recs in batch.values():
+                records.extend(recs)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def latest_by_key(records: Iterable[ConsumerRecord[bytes, bytes]]) -> dict[bytes, bytes]:
+    """The newest value per key, as a compacted topic would keep it."""
+    out: dict[bytes, bytes] = {}
+    for rec in records:
+        if rec.key is not None and rec.value is not None:
+            out[rec.key] = rec.value
+    return out
+
+
+async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    """Poll an async predicate every 0.25 s; fail with ``what`` when it stays false."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if await predicate():
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")

@@ -1,0 +1,110 @@
+"""The worker end to end on real Kafka: events in, health snapshots and alerts out."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from streamer.core.alerts import ms_to_rfc3339
+from tests.integration.kafkautil import consume_until, produce
+from tests.integration.pipeline import (
+    alerts,
+    event,
+    make_topics,
+    now_ms,
+    rules_file,
+)
+from tests.integration.workers import WorkerFactory
+
+QUIET_S = 4.0
+
+
+async def test_agent_consumes_produced_event_and_publishes_health(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str
+) -> None:
+    topics = await make_topics(topic_factory, partitions=2)
+    worker = worker_factory.create(topics, partitions=2, group=f"g-{unique_id}")
+    await worker.start()
+    await worker.wait_ready()
+    at = now_ms()
+    await produce(kafka_bootstrap, topics["events"], [(b"acme", event("acme", "e1", at, user="ann"))])
+
+    records = await consume_until(
+        kafka_bootstrap, topics["health"], lambda recs: len(recs) >= 1, timeout_s=60
+    )
+
+    assert [r.key for r in records] == [b"acme"]
+    snapshot = orjson.loads(records[0].value)
+    assert snapshot["account_id"] == "acme"
+    assert 0 <= snapshot["score"] <= 100
+    assert snapshot["band"] in {"good", "average", "poor"}
+    assert {c["name"] for c in snapshot["components"]} >= {"activity", "recency", "breadth", "sentiment"}
+    assert snapshot["last_activity_at"] == ms_to_rfc3339(at)
+    assert sum(day["events"] for day in snapshot["daily"]) == 1
+
+
+async def test_silent_account_is_alerted_at_its_deadline_without_any_other_event(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, tmp_path: Path
+) -> None:
+    topics = await make_topics(topic_factory, partitions=2)
+    worker = worker_factory.create(
+        topics, partitions=2, group=f"g-{unique_id}", rules_file=str(rules_file(tmp_path, QUIET_S))
+    )
+    await worker.start()
+    await worker.wait_ready()
+    start = now_ms()
+    # Two accounts; beta keeps going a little longer, then both fall silent. Nothing else is sent.
+    items = [(b"alpha", event("alpha", f"a{i}", start + i * 100)) for i in range(3)]
+    items += [(b"beta", event("beta", f"b{i}", start + i * 100)) for i in range(6)]
+    await produce(kafka_bootstrap, topics["events"], items)
+    last = {"alpha": start + 200, "beta": start + 500}
+
+    def both_quiet(recs: list[Any]) -> bool:
+        return {orjson.loads(r.value)["account_id"] for r in recs} >= {"alpha", "beta"}
+
+    records = await consume_until(kafka_bootstrap, topics["alerts"], both_quiet, timeout_s=QUIET_S + 30)
+
+    docs = [orjson.loads(r.value) for r in records]
+    assert {d["kind"] for d in docs} == {"account_quiet"}
+    for doc in docs:
+        deadline = last[doc["account_id"]] + int(QUIET_S * 1000)
+        # Detection is stamped in event time: the deadline itself, not whenever the clock noticed.
+        assert doc["detected_at"] == ms_to_rfc3339(deadline)
+        assert doc["evidence"]["last_activity_at"] == ms_to_rfc3339(last[doc["account_id"]])
+        assert doc["severity"] in {"high", "medium"}
+        assert doc["health"]["band"] in {"good", "average", "poor"}
+    # Once per episode: the clock keeps ticking, but no second quiet alert for the same silence.
+    await asyncio.sleep(2)
+    again = await alerts(kafka_bootstrap, topics["alerts"])
+    assert sorted(a.alert_id for a in again) == sorted(d["alert_id"] for d in docs)
+    assert len(again) == 2
+
+
+async def test_activity_after_quiet_raises_recovery_that_closes_the_episode(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, tmp_path: Path
+) -> None:
+    topics = await make_topics(topic_factory, partitions=1)
+    worker = worker_factory.create(
+        topics, partitions=1, group=f"g-{unique_id}", rules_file=str(rules_file(tmp_path, 2.0))
+    )
+    await worker.start()
+    await worker.wait_ready()
+    first = now_ms()
+    await produce(kafka_bootstrap, topics["events"], [(b"gamma", event("gamma", "g1", first))])
+    await consume_until(kafka_bootstrap, topics["alerts"], lambda recs: len(recs) >= 1, timeout_s=30)
+    back = now_ms()
+    await produce(kafka_bootstrap, topics["events"], [(b"gamma", event("gamma", "g2", back))])
+
+    records = await consume_until(
+        kafka_bootstrap, topics["alerts"], lambda recs: len(recs) >= 3, timeout_s=30
+    )
+
+    kinds = [orjson.loads(r.value)["kind"] for r in records]
+    # quiet, recovered at the returning event, then quiet again: a new episode with a new id.
+    assert kinds == ["account_quiet", "account_recovered", "account_quiet"]
+    recovered = orjson.loads(records[1].value)
+    assert recovered["detected_at"] == ms_to_rfc3339(back)
+    assert len({orjson.loads(r.value)["alert_id"] for r in records}) == 3
