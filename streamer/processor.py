@@ -161,6 +161,10 @@ class PartitionProcessor:
                 out.rekeyed.append((rec, target))
                 out.outcomes["rekeyed"] += 1
                 continue
+            # The clock moves record by record, not batch by batch, so what fires before which event
+            # depends only on the order of the partition, never on how it was cut into batches.
+            self._advance_clock(min(event.occurred_at_ms - self.allowed_lateness_ms, now_wall_ms))
+            self._fire_due(touched, store, out)
             state = touched.get(event.account_id) or self._load(event.account_id, store)
             if state is not None and rec.offset <= state.applied_offset:
                 # Already in the stored state: a replay after a crash, before the commit.
@@ -176,8 +180,6 @@ class PartitionProcessor:
             out.outcomes[outcome.value] += 1
             if outcome is Outcome.COUNTED:
                 out.event_lag_ms.append(now_wall_ms - event.occurred_at_ms)
-            newest_event_ms = max(newest_event_ms, event.occurred_at_ms)
-        self._advance_clock(min(newest_event_ms - self.allowed_lateness_ms, now_wall_ms))
         self._fire_due(touched, store, out)
         self._finish(touched, out)
         return out

@@ -79,6 +79,8 @@ async def read_all(bootstrap: str, topic: str) -> list[ConsumerRecord[bytes, byt
     finally:
         await admin.close()
     tps = [TopicPartition(topic, p["partition"]) for p in described["partitions"]]
+    if not tps:
+        return []  # the topic does not exist (yet)
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:

@@ -81,11 +81,13 @@ def metric(worker: Worker, name: str, **labels: str) -> float:
             text = resp.read().decode()
     except OSError:
         return 0.0
-    want = ",".join(f'{k}="{v}"' for k, v in labels.items())
-    pattern = re.compile(rf"^{re.escape(name)}(\{{{re.escape(want)}\}})? (\S+)$", re.MULTILINE)
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    pattern = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.MULTILINE)
     total = 0.0
     for match in pattern.finditer(text):
-        total += float(match.group(2))
+        have = (match.group(1) or "").split(",")
+        if all(label in have for label in want):
+            total += float(match.group(2))
     return total
 
 
