@@ -146,7 +146,6 @@ class PartitionProcessor:
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
-        newest_event_ms = 0
         for rec in records:
             self.last_offset = max(self.last_offset, rec.offset)
             try:
