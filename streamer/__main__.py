@@ -27,6 +27,11 @@ def main() -> None:
         log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
     app = create_app(settings, policies)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    # The terminal spinner hooks a handler into every log call; a service writing to a log file has no
+    # use for it, and it made the root logger format debug records of aiokafka on the hot path.
+    worker.spinner = None
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
     worker.execute_from_commandline()
 
 

@@ -4,8 +4,8 @@ Everything here decodes, calls ``PartitionProcessor`` (which calls the pure core
 Faust traps this module works around, each verified against faust-streaming 0.15:
 
 * ``take_events`` fills its buffer in another task, so ``current_event()`` is unset in the loop body
-  and table writes would fail; each write sets the event context to an event of the batch's own
-  partition, which also picks the right changelog partition and RocksDB partition store.
+  and ``table[key] = value`` fails there; and Faust's buffered changelog path is slow and flushed
+  only best-effort. ``TableStore`` writes the partition's store and its changelog directly.
 * An exception escaping a ``take_events`` body still acks the batch, and the offsets get committed:
   the batch would be lost. The body therefore never lets one escape; an unexpected failure exits the
   process without committing, and the restarted worker replays the batch.
@@ -15,10 +15,10 @@ Faust traps this module works around, each verified against faust-streaming 0.15
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import time
-import weakref
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
@@ -26,7 +26,6 @@ from typing import Any
 import faust
 import orjson
 from aiokafka.partitioner import murmur2
-from faust.streams import _current_event
 from faust.types import TP, EventT, StreamT
 
 from streamer import metrics
@@ -49,29 +48,40 @@ def partitioner(partitions: int) -> Any:
 
 
 class TableStore:
-    """The account table seen from one partition, read straight from its store."""
+    """The account table seen from one partition, read and written straight in its store.
+
+    Faust's own table writes go through a per-message buffer whose flush gives up after 100 ms
+    without progress; at thousands of writes per batch that path was the worker's bottleneck
+    and made the flush before an offset commit best-effort. Writes here go to the local store
+    and to the changelog through the producer directly, so the producer flush that precedes
+    every offset commit covers them.
+    """
 
     def __init__(self, table: Any, partition: int) -> None:
-        self._data = table.data
-        self._partition = partition
+        self._store = table.data
+        self.partition = partition
         self._db = None
-        if hasattr(self._data, "_db_for_partition"):
+        if hasattr(self._store, "_db_for_partition"):
             # RocksDB: Table.get() would read twice (contains, then get) and search every partition.
-            self._db = self._data._db_for_partition(partition)
+            self._db = self._store._db_for_partition(partition)
 
     def get(self, account_id: str) -> bytes | None:
         key = account_id.encode()
-        if self._db is not None:
-            value = self._db.get(key)
-        else:
-            value = self._data.data.get(key) if hasattr(self._data, "data") else self._data.get(key)
+        value = self._db.get(key) if self._db is not None else self._store.data.get(key)
         return bytes(value) if value is not None else None
+
+    def put(self, key: bytes, value: bytes) -> None:
+        if self._db is not None:
+            self._db.put(key, value)
+        else:
+            self._store.data[key] = value
+            self._store._key_partition[key] = self.partition  # lets revocation drop it
 
     def scan(self) -> Iterable[tuple[str, bytes]]:
         if self._db is not None:
-            items: Iterable[tuple[bytes, bytes]] = self._data._visible_items(self._db)
+            items: Iterable[tuple[bytes, bytes]] = self._store._visible_items(self._db)
         else:
-            items = list((self._data.data if hasattr(self._data, "data") else self._data).items())
+            items = list(self._store.data.items())
         for key, value in items:
             if value is not None:
                 yield key.decode(), bytes(value)
@@ -99,6 +109,8 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         table_standby_replicas=0,
         consumer_auto_offset_reset="earliest",
         broker_commit_interval=1.0,
+        broker_session_timeout=settings.session_timeout_ms / 1000,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
         stream_buffer_maxsize=max(4096, settings.batch_max * 2),
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
@@ -106,7 +118,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     )
     events = app.topic(settings.events_topic, settings.clock_topic, partitions=n, **RAW)
     alerts_topic, health_topic, dlq_topic = settings.alerts_topic, settings.health_topic, settings.dlq_topic
-    accounts = app.Table(
+    accounts: Any = app.Table(
         "accounts", default=None, partitions=n, key_type=bytes, value_type=bytes, help="Account state."
     )
     partition_for = partitioner(n)
@@ -121,10 +133,11 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
                 partition_for,
                 allowed_lateness_ms=settings.allowed_lateness_ms,
                 max_future_ms=settings.max_future_ms,
+                backlog_publish_interval_ms=settings.backlog_publish_interval_ms,
             )
         return proc
 
-    async def write(out: BatchOutput, context: EventT[Any], proc: PartitionProcessor) -> None:
+    async def write(out: BatchOutput, store: TableStore, proc: PartitionProcessor) -> None:
         producer = app.producer
         sends = []
         for rec, reason in out.dead_letters:
@@ -141,19 +154,23 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
                 await producer.send(alerts_topic, alert.account_id.encode(), value, None, None, headers)
             )
         for account_id, snapshot in out.health:
-            value = orjson.dumps(snapshot)
-            sends.append(await producer.send(health_topic, account_id.encode(), value, None, None, None))
-        # Alerts are acknowledged before the state that records them is written: a crash in between
-        # re-sends them with the same ids instead of losing them.
+            sends.append(
+                await producer.send(
+                    health_topic, account_id.encode(), orjson.dumps(snapshot), None, None, None
+                )
+            )
+        # What the states record as sent (alerts, published health) is acknowledged before the states
+        # are written: a crash in between re-sends it with the same ids instead of losing it.
         await asyncio.gather(*sends)
-        token = _current_event.set(weakref.ref(context))
-        try:
-            for account_id, value in out.writes.items():
-                accounts[account_id.encode()] = value
-        finally:
-            _current_event.reset(token)
+        changelog = accounts.changelog_topic_name
+        last: Any = None
+        for account_id, value in out.writes.items():
+            key = account_id.encode()
+            store.put(key, value)
+            last = await producer.send(changelog, key, value, store.partition, None, None)
+        if last is not None:
+            last.add_done_callback(functools.partial(_persisted, accounts, TP(changelog, store.partition)))
         proc.flushed(out.writes)
-        await producer.flush()
         _observe(out, proc)
 
     @app.agent(events, isolated_partitions=True, name="track_engagement")
@@ -172,10 +189,15 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
                 store = TableStore(accounts, first.partition)
                 if first.topic == settings.clock_topic:
                     clock_ms = max(int(ev.message.value or b"0") for ev in batch)
-                    out = proc.tick(clock_ms, store)
+                    out = proc.tick(clock_ms, store, int(time.time() * 1000))
                 else:
-                    out = proc.process(_records(batch), store, int(time.time() * 1000))
-                await write(out, batch[-1], proc)
+                    tp = TP(first.topic, first.partition)
+                    highwater = app.consumer.highwater(tp)
+                    backlog = (
+                        highwater is not None and highwater - batch[-1].message.offset > settings.batch_max
+                    )
+                    out = proc.process(_records(batch), store, int(time.time() * 1000), backlog)
+                await write(out, store, proc)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -232,6 +254,12 @@ def _lag(app: faust.App, tp: TP, proc: PartitionProcessor | None) -> int | None:
     committed = getattr(consumer, "_committed_offset", {}).get(tp) or 0
     processed_next = max(committed, proc.last_offset + 1 if proc is not None else 0)
     return max(0, int(highwater) - processed_next)
+
+
+def _persisted(table: Any, tp: TP, fut: asyncio.Future[Any]) -> None:
+    # Recovery after a restart only replays the changelog past this offset into the local store.
+    if not fut.cancelled() and fut.exception() is None:
+        table.data.set_persisted_offset(tp, fut.result().offset)
 
 
 def _observe(out: BatchOutput, proc: PartitionProcessor) -> None:

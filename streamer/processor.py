@@ -30,7 +30,7 @@ from streamer.core.alerts import Alert
 from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
 from streamer.core.events import InvalidEvent, UsageEvent, parse_event
 from streamer.core.policy import Policy, PolicySet
-from streamer.core.scoring import score
+from streamer.core.scoring import changed_since_published, score
 from streamer.core.snapshot import account_snapshot
 from streamer.core.state import AccountState, decode_state, encode_state
 
@@ -80,6 +80,7 @@ class PartitionProcessor:
         *,
         allowed_lateness_ms: int,
         max_future_ms: int,
+        backlog_publish_interval_ms: int = 10_000,
     ) -> None:
         """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition."""
         self.partition = partition
@@ -87,6 +88,9 @@ class PartitionProcessor:
         self.partition_for = partition_for
         self.allowed_lateness_ms = allowed_lateness_ms
         self.max_future_ms = max_future_ms
+        self.backlog_publish_interval_ms = backlog_publish_interval_ms
+        self._last_publish_wall_ms = 0
+        self._unpublished: set[str] = set()
         self.clock_ms = 0
         self.last_offset = -1
         self.bands: Counter[str] = Counter()
@@ -132,6 +136,8 @@ class PartitionProcessor:
             self.tracked += 1
             if state.published_band is not None:
                 self.bands[state.published_band] += 1
+            if state.unpublished:
+                self._unpublished.add(account_id)
             self._schedule(state)
 
     def flushed(self, writes: Mapping[str, bytes]) -> None:
@@ -141,8 +147,15 @@ class PartitionProcessor:
 
     # -- work -----------------------------------------------------------------------------------
 
-    def process(self, records: Iterable[Record], store: StateStore, now_wall_ms: int) -> BatchOutput:
-        """Apply a batch of input records (in offset order) and fire what the clock makes due."""
+    def process(
+        self, records: Iterable[Record], store: StateStore, now_wall_ms: int, backlog: bool = False
+    ) -> BatchOutput:
+        """Apply a batch of input records (in offset order) and fire what the clock makes due.
+
+        With ``backlog`` (more records wait behind this batch) health snapshots are deferred: an
+        account touched a hundred times while catching up is scored and published once, when the
+        partition has caught up or every ``backlog_publish_interval_ms``, instead of a hundred times.
+        """
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
@@ -166,7 +179,9 @@ class PartitionProcessor:
             self._fire_due(touched, store, out)
             state = touched.get(event.account_id) or self._load(event.account_id, store)
             if state is not None and rec.offset <= state.applied_offset:
-                # Already in the stored state: a replay after a crash, before the commit.
+                # Already in the stored state: a replay after a crash, before the commit. The local
+                # store may hold a write whose changelog copy was lost in the crash, so write it again.
+                touched[event.account_id] = state
                 out.outcomes["replayed"] += 1
                 continue
             if state is None:
@@ -180,17 +195,18 @@ class PartitionProcessor:
             if outcome is Outcome.COUNTED:
                 out.event_lag_ms.append(now_wall_ms - event.occurred_at_ms)
         self._fire_due(touched, store, out)
-        self._finish(touched, out)
+        publish = not backlog or now_wall_ms - self._last_publish_wall_ms >= self.backlog_publish_interval_ms
+        self._finish(touched, store, out, publish, now_wall_ms)
         return out
 
-    def tick(self, clock_ms: int, store: StateStore) -> BatchOutput:
-        """Advance the clock of a caught-up partition and fire what became due."""
+    def tick(self, clock_ms: int, store: StateStore, now_wall_ms: int) -> BatchOutput:
+        """Advance the clock of a caught-up partition, fire what became due, publish what waits."""
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
         self._advance_clock(clock_ms)
         self._fire_due(touched, store, out)
-        self._finish(touched, out)
+        self._finish(touched, store, out, True, now_wall_ms)
         return out
 
     def _decode(self, rec: Record, now_wall_ms: int) -> UsageEvent:
@@ -227,22 +243,48 @@ class PartitionProcessor:
             out.alerts.extend(alerts)
             touched[account_id] = state
 
-    def _finish(self, touched: dict[str, AccountState], out: BatchOutput) -> None:
+    def _finish(
+        self,
+        touched: dict[str, AccountState],
+        store: StateStore,
+        out: BatchOutput,
+        publish: bool,
+        now_wall_ms: int,
+    ) -> None:
+        if publish:
+            for account_id in self._unpublished - touched.keys():
+                state = self._load(account_id, store)
+                if state is not None:
+                    touched[account_id] = state
+            self._unpublished.clear()
+            self._last_publish_wall_ms = now_wall_ms
         for account_id, state in touched.items():
-            policy = self._policy(state)
-            now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
-            health = score(state, now_ms, policy)
-            previous_band, previous_score = state.published_band, state.published_score
-            if mark_published(state, health, policy):
-                if previous_band is not None:
-                    self.bands[previous_band] -= 1
-                self.bands[health.band] += 1
-                out.health.append((account_id, account_snapshot(state, health, policy, previous_score)))
+            if publish:
+                self._publish(state, out)
+            else:
+                # Recorded in the state too, so that a restart still publishes it.
+                state.unpublished = True
+                self._unpublished.add(account_id)
             self._schedule(state)
             out.writes[account_id] = encode_state(state)
             self._pending[account_id] = state
         for alert in out.alerts:
             out.outcomes[f"alert:{alert.kind}"] += 1
+
+    def _publish(self, state: AccountState, out: BatchOutput) -> None:
+        policy = self._policy(state)
+        now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
+        state.unpublished = False
+        # Numbers first: most changes are not material, and explanations cost more than the score.
+        if not changed_since_published(state, score(state, now_ms, policy, explain=False), policy):
+            return
+        health = score(state, now_ms, policy)
+        previous_band, previous_score = state.published_band, state.published_score
+        mark_published(state, health, policy)
+        if previous_band is not None:
+            self.bands[previous_band] -= 1
+        self.bands[health.band] += 1
+        out.health.append((state.account_id, account_snapshot(state, health, policy, previous_score)))
 
 
 def headers_with_reason(rec: Record, reason: str, source_topic: str) -> list[tuple[str, bytes]]:

@@ -38,6 +38,12 @@ class WorkerSettings(BaseSettings):
     max_future_ms: int = Field(
         300_000, ge=0, description="Events stamped further than this ahead of wall time go to the DLQ."
     )
+    backlog_publish_interval_ms: int = Field(
+        30_000, ge=0, description="While catching up a backlog, health snapshots are published this often."
+    )
+    session_timeout_ms: int = Field(
+        10_000, ge=6_000, description="A worker silent this long loses its partitions to the others."
+    )
     log_level: str = "INFO"
 
     def rules_text(self) -> str | None:

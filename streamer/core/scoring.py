@@ -127,60 +127,74 @@ def _clamp(v: float) -> float:
     return min(100.0, max(0.0, v))
 
 
-def _activity(stats: WindowStats, state: AccountState, onboarding: bool, p: Policy) -> tuple[float, str]:
+def _activity(
+    stats: WindowStats, state: AccountState, onboarding: bool, p: Policy, explain: bool
+) -> tuple[float, str]:
     cur = stats.current_weekly
-    label = f"{p.current_days}-day activity {cur:.1f}"
     if onboarding:
-        if state.seats:
-            expected = state.seats * p.onboarding_expected_weekly_events_per_seat
-            basis = f"onboarding expectation {expected:.1f}/week ({state.seats} seats)"
-        else:
-            expected = p.onboarding_expected_weekly_events
-            basis = f"onboarding expectation {expected:.1f}/week"
+        expected = (
+            state.seats * p.onboarding_expected_weekly_events_per_seat
+            if state.seats
+            else p.onboarding_expected_weekly_events
+        )
         value = _clamp(100 * cur / expected)
-        return value, f"{label} vs {basis} ({value:.0f}%)"
+        if not explain:
+            return value, ""
+        seats = f" ({state.seats} seats)" if state.seats else ""
+        basis = f"onboarding expectation {expected:.1f}/week{seats}"
+        return value, f"{p.current_days}-day activity {cur:.1f} vs {basis} ({value:.0f}%)"
     base = stats.baseline_weekly
     if base <= 0:
         value = 100.0 if cur > 0 else 0.0
-        return value, f"{label} with no baseline activity"
+        return value, f"{p.current_days}-day activity {cur:.1f} with no baseline activity" if explain else ""
     value = _clamp(100 * cur / base)
-    return value, f"{label} vs baseline {base:.1f}/week ({value:.0f}%)"
+    if not explain:
+        return value, ""
+    return value, f"{p.current_days}-day activity {cur:.1f} vs baseline {base:.1f}/week ({value:.0f}%)"
 
 
-def _recency(state: AccountState, now_ms: int, p: Policy) -> tuple[float, str]:
+def _recency(state: AccountState, now_ms: int, p: Policy, explain: bool) -> tuple[float, str]:
     if state.last_activity_ms is None:
         return 0.0, "no activity recorded"
     age = now_ms - state.last_activity_ms
-    days = age / DAY_MS
     if age <= DAY_MS:
         return 100.0, "active within the last day"
     span = (p.recency_zero_after_days - 1) * DAY_MS
     value = _clamp(100 * (1 - (age - DAY_MS) / span))
+    if not explain:
+        return value, ""
+    days = age / DAY_MS
     return value, f"last active {days:.1f} days ago (zero after {p.recency_zero_after_days} days)"
 
 
-def _sentiment(state: AccountState) -> tuple[float, str]:
+def _sentiment(state: AccountState, explain: bool) -> tuple[float, str]:
     nps = state.nps_score
     if nps is None:
         value, what = _NPS_UNKNOWN, "no NPS response"
     elif nps >= 9:
-        value, what = _NPS_PROMOTER, f"NPS {nps} (promoter)"
+        value, what = _NPS_PROMOTER, "promoter"
     elif nps >= 7:
-        value, what = _NPS_PASSIVE, f"NPS {nps} (passive)"
+        value, what = _NPS_PASSIVE, "passive"
     else:
-        value, what = _NPS_DETRACTOR, f"NPS {nps} (detractor)"
+        value, what = _NPS_DETRACTOR, "detractor"
     tickets = max(0, state.open_tickets)
     value = _clamp(value - _TICKET_PENALTY * tickets)
+    if not explain:
+        return value, ""
+    if nps is not None:
+        what = f"NPS {nps} ({what})"
     return value, f"{what}, {tickets} open support ticket{'s' if tickets != 1 else ''}"
 
 
-def score(state: AccountState, now_ms: int, policy: Policy) -> Health:
+def score(state: AccountState, now_ms: int, policy: Policy, explain: bool = True) -> Health:
     """Compute the explainable health of an account at ``now_ms``.
 
     Args:
         state: Account state (not modified).
         now_ms: Evaluation time in epoch milliseconds.
         policy: Effective policy for the account.
+        explain: Write the human-readable explanations; without them the numbers are the same
+            and scoring is several times cheaper (used to decide whether to publish at all).
 
     Returns:
         The health snapshot; ``score`` is always within 0..100.
@@ -190,29 +204,26 @@ def score(state: AccountState, now_ms: int, policy: Policy) -> Health:
     onboarding = is_onboarding(state, now_ms, p)
     users = round(estimate_distinct(stats.users_bitmap, USER_BITS))
     features = round(estimate_distinct(stats.features_bitmap, FEATURE_BITS))
-    parts: list[tuple[str, float, float, str]] = []
-    parts.append(("activity", p.weights.activity, *_activity(stats, state, onboarding, p)))
-    parts.append(("recency", p.weights.recency, *_recency(state, now_ms, p)))
+    parts: list[tuple[str, float, float, str]] = [
+        ("activity", p.weights.activity, *_activity(stats, state, onboarding, p, explain)),
+        ("recency", p.weights.recency, *_recency(state, now_ms, p, explain)),
+    ]
     if state.seats:
         util = _clamp(100 * users / state.seats)
-        parts.append(
-            (
-                "utilization",
-                p.weights.utilization,
-                util,
-                f"{users} active users in {p.current_days} days of {state.seats} seats ({util:.0f}%)",
-            )
+        why = (
+            f"{users} active users in {p.current_days} days of {state.seats} seats ({util:.0f}%)"
+            if explain
+            else ""
         )
+        parts.append(("utilization", p.weights.utilization, util, why))
     breadth = _clamp(100 * features / p.expected_features)
-    parts.append(
-        (
-            "breadth",
-            p.weights.breadth,
-            breadth,
-            f"{features} distinct features in {p.baseline_days} days of {p.expected_features} expected",
-        )
+    why = (
+        f"{features} distinct features in {p.baseline_days} days of {p.expected_features} expected"
+        if explain
+        else ""
     )
-    parts.append(("sentiment", p.weights.sentiment, *_sentiment(state)))
+    parts.append(("breadth", p.weights.breadth, breadth, why))
+    parts.append(("sentiment", p.weights.sentiment, *_sentiment(state, explain)))
     total_w = sum(w for _, w, _, _ in parts)
     comps = tuple(
         Component(name, round(v, 1), round(w / total_w, 4), round(w * v / total_w, 1), why)

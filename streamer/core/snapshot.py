@@ -8,6 +8,7 @@ subscription and the open alert episodes.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
 from streamer.core.alerts import health_to_dict, ms_to_rfc3339
@@ -22,6 +23,11 @@ SNAPSHOT_VERSION = 1
 
 def _at(ms: int | None) -> str | None:
     return ms_to_rfc3339(ms) if ms is not None else None
+
+
+@lru_cache(maxsize=512)
+def _date(day: int) -> str:
+    return datetime.fromtimestamp(day * 86_400, tz=UTC).date().isoformat()
 
 
 def trend(current_weekly: float, baseline_weekly: float) -> str:
@@ -41,19 +47,16 @@ def account_snapshot(
 ) -> dict[str, Any]:
     """The JSON-ready snapshot of ``state`` as scored by ``health``."""
     today = health.at_ms // DAY_MS
-    first_day = today - policy.window_days + 1
-    daily = []
-    for day in range(first_day, today + 1):
-        bucket = state.days.get(day)
-        daily.append(
-            {
-                "date": datetime.fromtimestamp(day * 86_400, tz=UTC).date().isoformat(),
-                "events": bucket.events if bucket else 0,
-                "weighted": round(bucket.weight, 2) if bucket else 0.0,
-                "users": round(estimate_distinct(bucket.users, USER_BITS)) if bucket else 0,
-                "features": round(estimate_distinct(bucket.features, FEATURE_BITS)) if bucket else 0,
-            }
-        )
+    days = range(today - policy.window_days + 1, today + 1)
+    buckets = [state.days.get(day) for day in days]
+    daily = {
+        "from": _date(days[0]),
+        "to": _date(days[-1]),
+        "events": [b.events if b else 0 for b in buckets],
+        "weighted": [round(b.weight, 2) if b else 0.0 for b in buckets],
+        "users": [round(estimate_distinct(b.users, USER_BITS)) if b else 0 for b in buckets],
+        "features": [round(estimate_distinct(b.features, FEATURE_BITS)) if b else 0 for b in buckets],
+    }
     return {
         "version": SNAPSHOT_VERSION,
         **health_to_dict(health),

@@ -21,6 +21,7 @@ A typical ASCII account with a full window is about 2.1 KB; a fresh one about 25
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 import struct
@@ -48,13 +49,24 @@ _NONE = -(2**63)  # sentinel for an absent int64 timestamp
 _U32_MAX = 2**32 - 1
 
 # version, first_seen, clock, offset, last_activity, nps_at, nps_score, open_tickets,
-# sub_started, sub_cancelled, quiet_since, drop_since, poor_open, last_band,
+# sub_started, sub_cancelled, quiet_since, drop_since, flags (1 poor_open, 2 unpublished), last_band,
 # published score, published band, 5 published component values, seats, seats_at
 _HEADER = struct.Struct("<B4qqbi4qBBhB5dqq")
 _STR = struct.Struct("<H")
 _STR_NONE = 0xFFFF
-_BUCKET = struct.Struct("<iId16s8s")
 _RING = struct.Struct("<Q")
+_U64 = 2**64 - 1
+
+
+@functools.lru_cache(maxsize=64)
+def _buckets_struct(n: int) -> struct.Struct:
+    # One struct call for all buckets: day, events, weight, users (low, high 64 bits), features.
+    return struct.Struct("<" + "iIdQQQ" * n)
+
+
+@functools.lru_cache(maxsize=64)
+def _ring_struct(n: int) -> struct.Struct:
+    return struct.Struct(f"<{n}Q")
 
 
 def _blake64(text: str) -> int:
@@ -130,6 +142,8 @@ class AccountState:
     quiet_since_ms: int | None = None
     drop_since_ms: int | None = None
     poor_open: bool = False
+    # Changed since the last published health snapshot (publication was deferred during a backlog).
+    unpublished: bool = False
     last_band: str | None = None
     published_score: int | None = None
     published_band: str | None = None
@@ -193,7 +207,7 @@ def encode_state(s: AccountState) -> bytes:
             _opt(s.subscription_cancelled_ms),
             _opt(s.quiet_since_ms),
             _opt(s.drop_since_ms),
-            int(s.poor_open),
+            int(s.poor_open) | (2 if s.unpublished else 0),
             _BANDS.index(s.last_band),
             -1 if s.published_score is None else s.published_score,
             _BANDS.index(s.published_band),
@@ -207,19 +221,13 @@ def encode_state(s: AccountState) -> bytes:
         _put_str(out, getattr(s, key))
         out.append(_RING.pack(_opt(s.facts_at_ms.get(key)) & (2**64 - 1)))
     out.append(_STR.pack(len(s.days)))
+    flat: list[int | float] = []
     for day in sorted(s.days):
         b = s.days[day]
-        out.append(
-            _BUCKET.pack(
-                day,
-                min(b.events, _U32_MAX),
-                b.weight,
-                b.users.to_bytes(16, "little"),
-                b.features.to_bytes(8, "little"),
-            )
-        )
+        flat += (day, min(b.events, _U32_MAX), b.weight, b.users & _U64, b.users >> 64, b.features)
+    out.append(_buckets_struct(len(s.days)).pack(*flat))
     out.append(_STR.pack(len(s.recent_ids)))
-    out.extend(_RING.pack(h) for h in s.recent_ids)
+    out.append(_ring_struct(len(s.recent_ids)).pack(*s.recent_ids))
     return b"".join(out)
 
 
@@ -275,7 +283,7 @@ def decode_state(b: bytes) -> AccountState:
         s.open_tickets = h[7]
         s.subscription_started_ms, s.subscription_cancelled_ms = _unopt(h[8]), _unopt(h[9])
         s.quiet_since_ms, s.drop_since_ms = _unopt(h[10]), _unopt(h[11])
-        s.poor_open, s.last_band = bool(h[12]), _BANDS[h[13]]
+        s.poor_open, s.unpublished, s.last_band = bool(h[12] & 1), bool(h[12] & 2), _BANDS[h[13]]
         s.published_score = None if h[14] == -1 else h[14]
         s.published_band = _BANDS[h[15]]
         comps = zip(COMPONENT_NAMES, h[16:21], strict=True)
@@ -288,12 +296,12 @@ def decode_state(b: bytes) -> AccountState:
             at = _signed(r.take(_RING)[0])
             if at != _NONE:
                 s.facts_at_ms[key] = at
-        for _ in range(r.count()):
-            day, events, weight, users, features = r.take(_BUCKET)
-            s.days[day] = DayBucket(
-                events, weight, int.from_bytes(users, "little"), int.from_bytes(features, "little")
+        flat = r.take(_buckets_struct(r.count()))
+        for i in range(0, len(flat), 6):
+            s.days[flat[i]] = DayBucket(
+                flat[i + 1], flat[i + 2], flat[i + 3] | (flat[i + 4] << 64), flat[i + 5]
             )
-        s.recent_ids = [r.take(_RING)[0] for _ in range(r.count())]
+        s.recent_ids = list(r.take(_ring_struct(r.count())))
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
     if r.pos != len(b):

@@ -43,7 +43,7 @@ async def test_agent_consumes_produced_event_and_publishes_health(
     assert snapshot["band"] in {"good", "average", "poor"}
     assert {c["name"] for c in snapshot["components"]} >= {"activity", "recency", "breadth", "sentiment"}
     assert snapshot["last_activity_at"] == ms_to_rfc3339(at)
-    assert sum(day["events"] for day in snapshot["daily"]) == 1
+    assert sum(snapshot["daily"]["events"]) == 1
 
 
 async def test_silent_account_is_alerted_at_its_deadline_without_any_other_event(
