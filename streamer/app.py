@@ -3,18 +3,21 @@
 Everything here decodes, calls ``PartitionProcessor`` (which calls the pure core) and writes.
 Faust traps this module works around, each verified against faust-streaming 0.15:
 
-* ``take_events`` fills its buffer in another task, so ``current_event()`` is unset in the loop body
-  and ``table[key] = value`` fails there; and Faust's buffered changelog path is slow and flushed
-  only best-effort. ``TableStore`` writes the partition's store and its changelog directly.
-* An exception escaping a ``take_events`` body still acks the batch, and the offsets get committed:
-  the batch would be lost. The body therefore never lets one escape; an unexpected failure exits the
-  process without committing, and the restarted worker replays the batch.
+* Faust's buffered changelog path (``table[key] = value``) is slow at thousands of writes per batch
+  and flushed only best-effort. ``TableStore`` writes the partition's store and changelog directly.
+* ``isolated_partitions=True`` would give one actor per partition, but its actors crash the worker
+  on the first rebalance (faust-streaming #529); one agent groups each batch by partition instead.
+* ``take_events`` acks a batch even when its body raises (the batch would be lost), and after a
+  rebalance its buffer task stopped delivering events in our tests. The agent batches a manual-ack
+  stream itself and acks only after a batch is written; an unexpected failure exits the process
+  without acking, and the restarted worker replays the batch.
 * ``app.topic(value_type=bytes)`` still decodes JSON; topics name the raw serializer explicitly.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import os
@@ -94,10 +97,38 @@ def _records(events: list[EventT[Any]]) -> Iterator[Record]:
         yield Record(msg.partition, msg.offset, msg.key, msg.value, tuple(headers))
 
 
+class WorkerApp(faust.App):
+    """The Faust app, re-reading its input partitions from their committed offsets after a rebalance.
+
+    Faust's consumer drops messages fetched while the flow is suspended during recovery but still
+    marks them read; its post-recovery seek only moves partitions whose committed offset is above 0.
+    Events produced to a never-committed partition during a rebalance were lost that way in our
+    two-worker tests. Seeking every input partition back to its committed offset (or the start)
+    re-delivers them; whatever was already applied is skipped by the per-account applied offsets.
+    """
+
+    input_topics: frozenset[str] = frozenset()
+
+    def on_rebalance_end(self) -> None:
+        super().on_rebalance_end()
+        self.loop.create_task(self._reread_uncommitted())
+
+    async def _reread_uncommitted(self) -> None:
+        consumer = self.consumer
+        tps = [tp for tp in consumer.assignment() if tp.topic in self.input_topics]
+        committed = getattr(consumer, "_committed_offset", {})
+        missing = [tp for tp in tps if not committed.get(tp)]
+        earliest = await consumer.earliest_offsets(*missing) if missing else {}
+        for tp in tps:
+            offset = committed.get(tp) or earliest.get(tp)
+            if offset is not None:
+                await consumer.seek(tp, offset)
+
+
 def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     """Build the worker's Faust app for ``settings`` and the rules in ``policies``."""
     n = settings.partitions
-    app = faust.App(
+    app = WorkerApp(
         settings.app_id,
         broker=[f"kafka://{host.strip()}" for host in settings.kafka_bootstrap.split(",")],
         store=settings.store,
@@ -117,6 +148,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         producer_acks=-1,
     )
     events = app.topic(settings.events_topic, settings.clock_topic, partitions=n, **RAW)
+    app.input_topics = frozenset({settings.events_topic, settings.clock_topic})
     alerts_topic, health_topic, dlq_topic = settings.alerts_topic, settings.health_topic, settings.dlq_topic
     accounts: Any = app.Table(
         "accounts", default=None, partitions=n, key_type=bytes, value_type=bytes, help="Account state."
@@ -137,76 +169,88 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             )
         return proc
 
-    async def write(out: BatchOutput, store: TableStore, proc: PartitionProcessor) -> None:
+    async def write(work: list[tuple[BatchOutput, TableStore, PartitionProcessor]]) -> None:
         producer = app.producer
         sends = []
-        for rec, reason in out.dead_letters:
-            headers = headers_with_reason(rec, reason, settings.events_topic)
-            sends.append(await producer.send(dlq_topic, rec.key, rec.value, None, None, headers))
-        for rec, target in out.rekeyed:
-            sends.append(
-                await producer.send(settings.events_topic, None, rec.value, target, None, list(rec.headers))
-            )
-        for alert in out.alerts:
-            value = orjson.dumps(alert_to_dict(alert))
-            headers = [("churnwatch.kind", alert.kind.encode())]
-            sends.append(
-                await producer.send(alerts_topic, alert.account_id.encode(), value, None, None, headers)
-            )
-        for account_id, snapshot in out.health:
-            sends.append(
-                await producer.send(
-                    health_topic, account_id.encode(), orjson.dumps(snapshot), None, None, None
+        for out, _, _ in work:
+            for rec, reason in out.dead_letters:
+                headers = headers_with_reason(rec, reason, settings.events_topic)
+                sends.append(await producer.send(dlq_topic, rec.key, rec.value, None, None, headers))
+            for rec, target in out.rekeyed:
+                sends.append(
+                    await producer.send(
+                        settings.events_topic, None, rec.value, target, None, list(rec.headers)
+                    )
                 )
-            )
+            for alert in out.alerts:
+                value = orjson.dumps(alert_to_dict(alert))
+                headers = [("churnwatch.kind", alert.kind.encode())]
+                key = alert.account_id.encode()
+                sends.append(await producer.send(alerts_topic, key, value, None, None, headers))
+            for account_id, snapshot in out.health:
+                value = orjson.dumps(snapshot)
+                sends.append(await producer.send(health_topic, account_id.encode(), value, None, None, None))
         # What the states record as sent (alerts, published health) is acknowledged before the states
         # are written: a crash in between re-sends it with the same ids instead of losing it.
         await asyncio.gather(*sends)
         changelog = accounts.changelog_topic_name
-        last: Any = None
-        for account_id, value in out.writes.items():
-            key = account_id.encode()
-            store.put(key, value)
-            last = await producer.send(changelog, key, value, store.partition, None, None)
-        if last is not None:
-            last.add_done_callback(functools.partial(_persisted, accounts, TP(changelog, store.partition)))
-        proc.flushed(out.writes)
-        _observe(out, proc)
+        for out, store, proc in work:
+            last: Any = None
+            for account_id, value in out.writes.items():
+                key = account_id.encode()
+                store.put(key, value)
+                last = await producer.send(changelog, key, value, store.partition, None, None)
+            if last is not None:
+                tp = TP(changelog, store.partition)
+                last.add_done_callback(functools.partial(_persisted, accounts, tp))
+            proc.flushed(out.writes)
+            _observe(out, proc)
 
-    @app.agent(events, isolated_partitions=True, name="track_engagement")
+    def apply(
+        tp: TP, events: list[EventT[Any]], now_ms: int
+    ) -> tuple[BatchOutput, TableStore, PartitionProcessor]:
+        proc = processor(tp.partition)
+        store = TableStore(accounts, tp.partition)
+        if tp.topic == settings.clock_topic:
+            clock_ms = max(int(ev.message.value or b"0") for ev in events)
+            return proc.tick(clock_ms, store, now_ms), store, proc
+        highwater = app.consumer.highwater(tp)
+        backlog = highwater is not None and highwater - events[-1].message.offset > settings.batch_max
+        return proc.process(_records(events), store, now_ms, backlog), store, proc
+
+    async def flush(batch: list[EventT[Any]]) -> None:
+        started = time.perf_counter()
+        try:
+            by_partition: dict[TP, list[EventT[Any]]] = {}
+            for ev in batch:
+                by_partition.setdefault(ev.message.tp, []).append(ev)
+            now_ms = int(time.time() * 1000)
+            await write([apply(tp, events, now_ms) for tp, events in by_partition.items()])
+        except Exception:
+            # Exit without acknowledging the batch; the restarted worker replays it and the applied
+            # offsets keep the counts exact. Letting the exception escape could ack it unprocessed.
+            log.exception("unexpected failure processing a batch; exiting so that it is replayed")
+            logging.shutdown()
+            os._exit(70)
+        for ev in batch:
+            ev.ack()
+        metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+
+    @app.agent(events, name="track_engagement")
     async def track_engagement(stream: StreamT[Any]) -> None:
-        """Apply usage events and clock ticks of one partition, a batch at a time."""
-        within = settings.batch_within_ms / 1000
-        async for batch in stream.take_events(  # type: ignore[attr-defined]
-            settings.batch_max, within=within
-        ):
-            if not batch:
-                continue
-            started = time.perf_counter()
-            try:
-                first = batch[0].message
-                proc = processor(first.partition)
-                store = TableStore(accounts, first.partition)
-                if first.topic == settings.clock_topic:
-                    clock_ms = max(int(ev.message.value or b"0") for ev in batch)
-                    out = proc.tick(clock_ms, store, int(time.time() * 1000))
-                else:
-                    tp = TP(first.topic, first.partition)
-                    highwater = app.consumer.highwater(tp)
-                    backlog = (
-                        highwater is not None and highwater - batch[-1].message.offset > settings.batch_max
-                    )
-                    out = proc.process(_records(batch), store, int(time.time() * 1000), backlog)
-                await write(out, store, proc)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                # Letting this escape would ack the batch unprocessed. Exit without committing; the
-                # restarted worker replays it and the applied offsets keep the counts exact.
-                log.exception("unexpected failure processing a batch; exiting so that it is replayed")
-                logging.shutdown()
-                os._exit(70)
-            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+        """Apply usage events and clock ticks in batches, partition by partition.
+
+        A batch is whatever has arrived, up to ``batch_max`` events: it is processed as soon as the
+        channel has nothing more waiting, so batches grow with load and latency stays low when idle.
+        Events are acknowledged (and so become committable) only after their batch is written.
+        """
+        manual = stream.noack()  # type: ignore[attr-defined]
+        batch: list[EventT[Any]] = []
+        async for ev in manual.events():
+            batch.append(ev)
+            if len(batch) >= settings.batch_max or manual.channel.empty():
+                await flush(batch)
+                batch = []
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:
@@ -232,6 +276,9 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         for tp in revoked:
             if tp.topic == settings.events_topic:
                 processors.pop(tp.partition, None)
+                for gauge in (metrics.CONSUMER_LAG, metrics.PARTITION_CLOCK):
+                    with contextlib.suppress(KeyError):
+                        gauge.remove(str(tp.partition))
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def announce_assigned(_app: Any, assigned: set[TP], **_kwargs: Any) -> None:

@@ -27,7 +27,6 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port; 0 disables it.")
     rules_file: Path | None = Field(None, description="TOML rules file; built-in defaults when unset.")
     batch_max: int = Field(5000, ge=1, description="Most events taken per partition batch.")
-    batch_within_ms: int = Field(20, ge=1, description="Longest wait to fill a batch.")
     tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
     idle_grace_ms: int = Field(
         300, ge=0, description="On a caught-up partition the clock trails wall time by this much."
