@@ -12,8 +12,9 @@ export CHURNWATCH_KAFKA_BOOTSTRAP ?=
 BOOTSTRAP = $(if $(CHURNWATCH_KAFKA_BOOTSTRAP),$(CHURNWATCH_KAFKA_BOOTSTRAP),127.0.0.1:$(KAFKA_PORT))
 API_PORT ?= 8000
 PYTEST_ARGS ?=
+DEMO_WATCH ?= 1
 
-.PHONY: help install kafka-install kafka-up kafka-down kafka-status test test-unit lint demo down
+.PHONY: help install kafka-install kafka-up kafka-down kafka-status test test-unit lint demo watch down
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -54,17 +55,27 @@ lint: install ## ruff and mypy --strict
 	$(BIN)/ruff format --check streamer api tests bench
 	$(BIN)/mypy
 
-demo: install kafka-up ## Start Kafka, the worker and the API in the background
+demo: install kafka-up ## Start Kafka, the worker, the API and a simulator; then follow the alerts
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics
-	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start worker $(BIN)/python -m streamer
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) CHURNWATCH_RULES_FILE=deploy/rules.demo.toml \
+		$(PROC) start worker $(BIN)/python -m streamer
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start api $(BIN)/python -m api --port $(API_PORT)
 	@$(BIN)/python -m streamer.waitfor http://127.0.0.1:$(API_PORT)/healthz http://127.0.0.1:9102/metrics
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start simulator $(BIN)/python -m streamer.simulate --accounts 40
 	@echo
 	@echo "churnwatch is up:"
-	@echo "  API            http://127.0.0.1:$(API_PORT)/docs   (health: /healthz)"
+	@echo "  API            http://127.0.0.1:$(API_PORT)/docs   (liveness: /healthz)"
 	@echo "  worker metrics http://127.0.0.1:9102/metrics"
-	@echo "  logs           .local/run/worker.log .local/run/api.log   (Kafka: make kafka-logs)"
+	@echo "  logs           .local/run/{worker,api,simulator}.log   (Kafka: deploy/kafka/kafka.sh logs)"
 	@echo "  stop with      make down"
+	@echo
+	@echo "40 simulated accounts are using the product; some will stop. With the demo rules an account"
+	@echo "is quiet after 45 s of silence, so the first alerts arrive within about a minute."
+	@echo
+	@if [ "$(DEMO_WATCH)" != "0" ]; then CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.watch --from-beginning; fi
+
+watch: ## Follow the alerts in this terminal
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.watch --from-beginning
 
 down: ## Stop everything demo started (API, worker, Kafka)
 	@$(PROC) stop simulator

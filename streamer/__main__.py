@@ -23,8 +23,8 @@ def main() -> None:
     policies = load_policy(settings.rules_text())
     asyncio.run(ensure_topics(settings))
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr="127.0.0.1")
-        log.info("metrics on http://127.0.0.1:%d/metrics", settings.metrics_port)
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     app = create_app(settings, policies)
     worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
     # The terminal spinner hooks a handler into every log call; a service writing to a log file has no

@@ -24,9 +24,12 @@ class WorkerSettings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// (rocksdict) or memory://.")
     data_dir: Path = Field(Path(".local/worker"), description="Worker state directory (RocksDB).")
+    metrics_host: str = Field(
+        "127.0.0.1", description="Interface of the metrics endpoint (0.0.0.0 in a pod)."
+    )
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port; 0 disables it.")
     rules_file: Path | None = Field(None, description="TOML rules file; built-in defaults when unset.")
-    batch_max: int = Field(5000, ge=1, description="Most events taken per partition batch.")
+    batch_max: int = Field(5000, ge=1, description="Most events processed (and written) as one batch.")
     tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
     idle_grace_ms: int = Field(
         300, ge=0, description="On a caught-up partition the clock trails wall time by this much."

@@ -1,0 +1,55 @@
+"""``python -m streamer.watch``: follow the alert topic in a terminal, one line per alert."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+
+import orjson
+from aiokafka import AIOKafkaConsumer
+
+from streamer.settings import WorkerSettings
+
+
+def describe(doc: dict[str, object]) -> str:
+    """One readable line for an alert document."""
+    health: dict[str, object] = doc["health"] if isinstance(doc.get("health"), dict) else {}  # type: ignore[assignment]
+    evidence: dict[str, object] = doc["evidence"] if isinstance(doc.get("evidence"), dict) else {}  # type: ignore[assignment]
+    return (
+        f"{doc.get('detected_at')}  {str(doc.get('severity')).upper():6} {doc.get('kind'):18} "
+        f"{doc.get('account_id')}  score {health.get('score')} ({health.get('band')})  "
+        f"last activity {evidence.get('last_activity_at')}"
+    )
+
+
+async def follow(bootstrap: str, topic: str, from_beginning: bool) -> None:
+    """Print alerts as they arrive until interrupted."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest" if from_beginning else "latest"
+    )
+    await consumer.start()
+    try:
+        async for record in consumer:
+            sys.stdout.write(describe(orjson.loads(record.value)) + "\n")
+            sys.stdout.flush()
+    finally:
+        await consumer.stop()
+
+
+def main() -> None:
+    """Parse arguments and follow the alert topic."""
+    parser = argparse.ArgumentParser(description="Follow churnwatch alerts.")
+    parser.add_argument("--from-beginning", action="store_true")
+    args = parser.parse_args()
+    settings = WorkerSettings()
+    sys.stdout.write(
+        f"following alerts on {settings.alerts_topic} (Ctrl-C stops watching; `make down` stops all)\n"
+    )
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(follow(settings.kafka_bootstrap, settings.alerts_topic, args.from_beginning))
+
+
+if __name__ == "__main__":
+    main()
