@@ -190,6 +190,8 @@ class PartitionProcessor:
             state, outcome, alerts = record_event(state, event, policy)
             state.applied_offset = rec.offset
             touched[event.account_id] = state
+            # Scheduled now, not after the batch: a later record of this batch may pass the deadline.
+            self._schedule(state)
             out.alerts.extend(alerts)
             out.outcomes[outcome.value] += 1
             if outcome is Outcome.COUNTED:
@@ -242,6 +244,7 @@ class PartitionProcessor:
             alerts = advance(state, self.clock_ms, self._policy(state))
             out.alerts.extend(alerts)
             touched[account_id] = state
+            self._schedule(state)
 
     def _finish(
         self,
@@ -265,7 +268,6 @@ class PartitionProcessor:
                 # Recorded in the state too, so that a restart still publishes it.
                 state.unpublished = True
                 self._unpublished.add(account_id)
-            self._schedule(state)
             out.writes[account_id] = encode_state(state)
             self._pending[account_id] = state
         for alert in out.alerts:

@@ -1,0 +1,143 @@
+"""PartitionProcessor without Kafka: offsets, rekeying, dead letters, deferred publishing, the clock."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime
+
+import orjson
+
+from streamer.core.policy import DAY_MS, load_policy
+from streamer.core.state import decode_state
+from streamer.processor import PartitionProcessor, Record
+
+T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
+QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"
+
+
+class Store:
+    """The same two reads a Faust table gives the processor."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, bytes] = {}
+
+    def get(self, account_id: str) -> bytes | None:
+        return self.data.get(account_id)
+
+    def scan(self) -> Iterable[tuple[str, bytes]]:
+        return list(self.data.items())
+
+
+def event(account: str, event_id: str, at_ms: int) -> bytes:
+    return orjson.dumps({"event_id": event_id, "account_id": account, "event": "login", "timestamp": at_ms})
+
+
+def processor(rules: str | None = None, owner: int = 0) -> PartitionProcessor:
+    # Accounts named "elsewhere-*" belong to partition 1; everything else to partition 0.
+    return PartitionProcessor(
+        owner,
+        load_policy(rules),
+        lambda account: 1 if account.startswith("elsewhere") else 0,
+        allowed_lateness_ms=0,
+        max_future_ms=60_000,
+    )
+
+
+def apply(proc: PartitionProcessor, store: Store, records: list[Record], now_ms: int, backlog: bool = False):  # noqa: ANN201
+    out = proc.process(records, store, now_ms, backlog)
+    store.data.update(out.writes)
+    proc.flushed(out.writes)
+    return out
+
+
+def test_records_at_or_below_an_accounts_applied_offset_are_skipped_as_replays() -> None:
+    proc, store = processor(), Store()
+    first = [Record(0, i, b"acme", event("acme", f"e{i}", T0 + i)) for i in range(3)]
+    apply(proc, store, first, T0)
+
+    # A restarted worker re-reads from an older committed offset: offsets 1 and 2 are already in.
+    again = [Record(0, i, b"acme", event("acme", f"e{i}", T0 + i)) for i in range(1, 5)]
+    out = apply(processor(), store, again, T0)
+
+    assert out.outcomes["replayed"] == 2
+    assert out.outcomes["counted"] == 2
+    state = decode_state(store.data["acme"])
+    assert sum(b.events for b in state.days.values()) == 5
+    assert state.applied_offset == 4
+
+
+def test_record_keyed_to_the_wrong_partition_is_rekeyed_not_applied() -> None:
+    proc, store = processor(), Store()
+    out = apply(proc, store, [Record(0, 0, b"x", event("elsewhere-1", "e1", T0))], T0)
+    assert [(rec.offset, target) for rec, target in out.rekeyed] == [(0, 1)]
+    assert store.data == {}
+
+
+def test_invalid_and_future_records_become_dead_letters_with_reasons() -> None:
+    proc, store = processor(), Store()
+    records = [
+        Record(0, 0, b"acme", b"{oops"),
+        Record(0, 1, b"acme", None),
+        Record(0, 2, b"acme", event("acme", "far", T0 + 3_600_000)),
+        Record(0, 3, b"acme", event("acme", "ok", T0)),
+    ]
+    out = apply(proc, store, records, T0)
+    reasons = [reason for _, reason in out.dead_letters]
+    assert len(reasons) == 3
+    assert "JSON" in reasons[0]
+    assert "empty" in reasons[1]
+    assert reasons[2].startswith("timestamp: ") and "future" in reasons[2]
+    assert out.outcomes["counted"] == 1
+
+
+def test_backlog_defers_health_snapshots_until_the_partition_catches_up() -> None:
+    proc, store = processor(), Store()
+    records = [Record(0, i, f"a{i}".encode(), event(f"a{i}", f"e{i}", T0)) for i in range(5)]
+    # The first batch of a run always publishes (nothing was published for a while) ...
+    apply(proc, store, records[:1], T0, backlog=True)
+    # ... later backlog batches within the interval only mark accounts as unpublished.
+    out = apply(proc, store, records[1:], T0 + 1000, backlog=True)
+    assert out.health == []
+    assert all(decode_state(store.data[f"a{i}"]).unpublished for i in range(1, 5))
+
+    caught_up = proc.tick(T0 + 2000, store, T0 + 2000)
+    store.data.update(caught_up.writes)
+
+    assert sorted(account for account, _ in caught_up.health) == ["a1", "a2", "a3", "a4"]
+    assert not any(decode_state(store.data[f"a{i}"]).unpublished for i in range(5))
+
+
+def test_unpublished_flag_survives_a_restart_and_is_published_by_the_next_processor() -> None:
+    proc, store = processor(), Store()
+    apply(proc, store, [Record(0, 0, b"a0", event("a0", "e0", T0))], T0, backlog=True)
+    apply(proc, store, [Record(0, 1, b"a1", event("a1", "e1", T0))], T0 + 10, backlog=True)
+
+    restarted = processor()
+    out = restarted.tick(T0 + 20, store, T0 + 20)
+
+    assert [account for account, _ in out.health] == ["a1"]
+
+
+def test_tick_raises_quiet_alert_at_the_deadline_once() -> None:
+    proc, store = processor(QUIET_RULES), Store()
+    apply(proc, store, [Record(0, 0, b"acme", event("acme", "e0", T0))], T0)
+
+    early = proc.tick(T0 + DAY_MS - 1, store, T0 + DAY_MS - 1)
+    due = proc.tick(T0 + DAY_MS + 500, store, T0 + DAY_MS + 500)
+    store.data.update(due.writes)
+    later = proc.tick(T0 + DAY_MS + 5000, store, T0 + DAY_MS + 5000)
+
+    assert early.alerts == []
+    assert [(a.kind, a.detected_at_ms) for a in due.alerts] == [("account_quiet", T0 + DAY_MS)]
+    assert later.alerts == []
+
+
+def test_other_accounts_events_advance_the_clock_during_a_backlog() -> None:
+    # No ticks while catching up: the clock comes from the partition's own events.
+    proc, store = processor(QUIET_RULES), Store()
+    records = [
+        Record(0, 0, b"acme", event("acme", "e0", T0)),
+        Record(0, 1, b"zeta", event("zeta", "z0", T0 + DAY_MS + 10)),
+    ]
+    out = apply(proc, store, records, T0 + 5 * DAY_MS, backlog=True)
+    assert [(a.account_id, a.kind) for a in out.alerts] == [("acme", "account_quiet")]
