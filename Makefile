@@ -59,12 +59,16 @@ demo: install kafka-up ## Start Kafka, the worker, the API and a simulator; then
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) CHURNWATCH_RULES_FILE=deploy/rules.demo.toml \
 		$(PROC) start worker $(BIN)/python -m streamer
-	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start api $(BIN)/python -m api --port $(API_PORT)
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) \
+		CHURNWATCH_API_KEYS="$$($(BIN)/python -m api.keys --name demo --config-for .local/demo-api-key)" \
+		$(PROC) start api $(BIN)/python -m api --port $(API_PORT)
 	@$(BIN)/python -m streamer.waitfor http://127.0.0.1:$(API_PORT)/healthz http://127.0.0.1:9102/metrics
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start simulator $(BIN)/python -m streamer.simulate --accounts 40
 	@echo
 	@echo "churnwatch is up:"
 	@echo "  API            http://127.0.0.1:$(API_PORT)/docs   (liveness: /healthz)"
+	@echo "  demo API key   $$(cat .local/demo-api-key)   (Authorization: Bearer <key>)"
+	@echo "  try            curl -H \"Authorization: Bearer $$(cat .local/demo-api-key)\" '127.0.0.1:$(API_PORT)/v1/accounts?band=poor'"
 	@echo "  worker metrics http://127.0.0.1:9102/metrics"
 	@echo "  logs           .local/run/{worker,api,simulator}.log   (Kafka: deploy/kafka/kafka.sh logs)"
 	@echo "  stop with      make down"

@@ -1,25 +1,82 @@
-"""The FastAPI application factory."""
+"""The FastAPI application factory: wires settings, read model, producer and routes together."""
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-from fastapi.responses import ORJSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
 
+from fastapi import FastAPI
+
+from api.bodylimit import BodyLimitMiddleware
+from api.errors import OrjsonResponse, install_error_handlers
+from api.kafka_readmodel import KafkaReadModel
+from api.metrics import ApiMetrics, MetricsMiddleware
+from api.producer import EventProducer, KafkaEventProducer
+from api.ratelimit import RateLimiter
+from api.readmodel import ReadModel
+from api.routes import accounts, alerts, ingest, ops, portfolio
 from api.settings import ApiSettings
 
 
-def create_app(settings: ApiSettings) -> FastAPI:
-    """Build the API for ``settings``."""
-    app = FastAPI(title="churnwatch", version="0.1.0", default_response_class=ORJSONResponse)
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_app(
+    settings: ApiSettings,
+    read_model: ReadModel | None = None,
+    producer: EventProducer | None = None,
+    *,
+    clock: Callable[[], datetime] = _utc_now,
+    monotonic: Callable[[], float] = time.monotonic,
+) -> FastAPI:
+    """Build the API.
+
+    Args:
+        settings: Configuration.
+        read_model: What to serve from; a :class:`KafkaReadModel` on ``settings`` when omitted.
+        producer: Where ingested events go; an idempotent Kafka producer when omitted.
+        clock: Wall clock for "now" in computed figures.
+        monotonic: Seconds from a monotonic origin, for rate limiting.
+
+    Returns:
+        The app; the read model and producer are started and stopped by its lifespan.
+    """
+    model: ReadModel = read_model if read_model is not None else KafkaReadModel(settings)
+    sink: EventProducer = producer if producer is not None else KafkaEventProducer(settings)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await sink.start()
+        try:
+            await model.start()
+            try:
+                yield
+            finally:
+                await model.stop()
+        finally:
+            await sink.stop()
+
+    app = FastAPI(
+        title="churnwatch",
+        version="0.1.0",
+        summary="Account health, at-risk lists, churn alerts and event ingest.",
+        default_response_class=OrjsonResponse,
+        lifespan=lifespan,
+    )
     app.state.settings = settings
-
-    @app.get("/healthz", tags=["ops"], summary="Liveness: the process answers.")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/metrics", tags=["ops"], summary="Prometheus metrics.", response_class=PlainTextResponse)
-    async def metrics() -> PlainTextResponse:
-        return PlainTextResponse(generate_latest(), media_type=CONTENT_TYPE_LATEST)
-
+    app.state.read_model = model
+    app.state.producer = sink
+    app.state.clock = clock
+    app.state.monotonic = monotonic
+    app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.metrics = ApiMetrics(lambda: float(model.lag))
+    install_error_handlers(app)
+    for module in (accounts, alerts, ingest, portfolio, ops):
+        app.include_router(module.router)
+    # Added last so it runs first: oversized bodies are refused before any other work.
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiKeySpec(BaseModel):
+    """What one API key is called and what it may do; the key itself is only stored as a hash."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str = Field(min_length=1)
+    scopes: frozenset[str] = frozenset()
 
 
 class ApiSettings(BaseSettings):
@@ -17,3 +26,13 @@ class ApiSettings(BaseSettings):
     health_topic: str = "account-health"
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
     api_port: int = Field(8000, ge=1, le=65535)
+    api_keys: dict[str, ApiKeySpec] = Field(
+        default_factory=dict,
+        description='JSON: {"<sha256 hex of the key>": {"name": "...", "scopes": ["health:read"]}}.',
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1, description="Largest accepted request body.")
+    max_batch_items: int = Field(1000, ge=1, description="Most events accepted in one request.")
+    rate_limit_per_s: float = Field(100.0, gt=0, description="Sustained requests per second per key.")
+    rate_limit_burst: int = Field(200, ge=1, description="Requests a key may send at once.")
+    alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept in memory for the feed.")
+    sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")

@@ -28,6 +28,7 @@ from typing import Any
 
 import faust
 import orjson
+from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.types import TP, EventT, StreamT
 
@@ -114,15 +115,21 @@ class WorkerApp(faust.App):
         self.loop.create_task(self._reread_uncommitted())
 
     async def _reread_uncommitted(self) -> None:
-        consumer = self.consumer
+        consumer: Any = self.consumer
         tps = [tp for tp in consumer.assignment() if tp.topic in self.input_topics]
+        if not tps:
+            return
         committed = getattr(consumer, "_committed_offset", {})
-        missing = [tp for tp in tps if not committed.get(tp)]
-        earliest = await consumer.earliest_offsets(*missing) if missing else {}
+        thread = consumer._thread  # the aiokafka consumer lives in its own thread: seek through it
+        client = thread._ensure_consumer()
+        fresh = [TopicPartition(tp.topic, tp.partition) for tp in tps if not committed.get(tp)]
+        known = [TopicPartition(tp.topic, tp.partition) for tp in tps if committed.get(tp)]
+        if fresh:
+            await thread.call_thread(client.seek_to_beginning, *fresh)
+        if known:
+            await thread.call_thread(client.seek_to_committed, *known)
         for tp in tps:
-            offset = committed.get(tp) or earliest.get(tp)
-            if offset is not None:
-                await consumer.seek(tp, offset)
+            consumer._read_offset[tp] = None  # accept the re-read records instead of dropping them
 
 
 def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:

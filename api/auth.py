@@ -1,0 +1,103 @@
+"""API key authentication, scopes and the per-key rate limit.
+
+Keys are configured only as SHA-256 hex digests (``CHURNWATCH_API_KEYS``), so the settings never
+hold a usable secret. A presented key is hashed and compared with every configured digest using
+:func:`hmac.compare_digest`, so the time taken does not reveal how much of a digest matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from api.errors import api_error
+from api.settings import ApiKeySpec
+
+SCOPES = ("events:write", "health:read", "alerts:read")
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+# Declared with auto_error=False: they only document both schemes in OpenAPI, the checks are ours.
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>`")
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller behind a valid API key."""
+
+    name: str
+    scopes: frozenset[str]
+
+
+def hash_key(key: str) -> str:
+    """SHA-256 hex digest of a key, as configured in ``CHURNWATCH_API_KEYS``."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def lookup(key: str, keys: Mapping[str, ApiKeySpec]) -> Principal | None:
+    """Find the principal for a presented key.
+
+    Args:
+        key: The key as sent by the client.
+        keys: Configured specs by SHA-256 hex digest.
+
+    Returns:
+        The principal, or None when no configured digest matches.
+    """
+    digest = hash_key(key).encode()
+    found: ApiKeySpec | None = None
+    # Compare against every digest without stopping early, so timing does not tell which one matched.
+    for configured, spec in keys.items():
+        if hmac.compare_digest(digest, configured.lower().encode()):
+            found = spec
+    return None if found is None else Principal(found.name, found.scopes)
+
+
+async def authenticate(
+    request: Request,
+    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    header_key: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    """Resolve the caller from ``Authorization: Bearer`` or ``X-API-Key`` and charge its rate limit.
+
+    Raises:
+        HTTPException: 401 when the key is missing or unknown, 429 when the key is over its limit.
+    """
+    key = bearer.credentials if bearer is not None else header_key
+    if not key:
+        raise api_error(
+            401, "missing API key: send Authorization: Bearer <key> or X-API-Key", headers=_CHALLENGE
+        )
+    principal = lookup(key, request.app.state.settings.api_keys)
+    if principal is None:
+        raise api_error(401, "unknown API key", headers=_CHALLENGE)
+    retry_after = request.app.state.limiter.check(principal.name, request.app.state.monotonic())
+    if retry_after:
+        raise api_error(
+            429, f"rate limit exceeded for key {principal.name!r}", headers={"Retry-After": str(retry_after)}
+        )
+    return principal
+
+
+def require_scope(scope: str) -> Callable[..., Awaitable[Principal]]:
+    """A dependency that authenticates and then demands ``scope``.
+
+    Args:
+        scope: One of :data:`SCOPES`.
+
+    Returns:
+        The dependency callable.
+    """
+
+    async def check(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
+        if scope not in principal.scopes:
+            raise api_error(403, f"API key {principal.name!r} lacks scope {scope!r}")
+        return principal
+
+    return check

@@ -1,0 +1,127 @@
+"""One error shape for every failure, and the orjson-backed JSON response class.
+
+Clients get ``{"error": {"code", "message", "details"?}}`` whatever went wrong; nothing from a
+stack trace ever reaches the body.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+import orjson
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse
+
+log = logging.getLogger("churnwatch.api")
+
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    422: "invalid_request",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+class OrjsonResponse(JSONResponse):
+    """JSON rendered by orjson (fastapi's own ORJSONResponse is deprecated)."""
+
+    def render(self, content: Any) -> bytes:
+        """Serialise ``content``; non-string keys are allowed because some maps are keyed by ints."""
+        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+
+
+class ErrorDetail(BaseModel):
+    """The inside of an error body."""
+
+    code: str
+    message: str
+    details: Any | None = None
+
+
+class ErrorBody(BaseModel):
+    """What every non-2xx answer carries."""
+
+    error: ErrorDetail
+
+
+# OpenAPI entries shared by every route behind an API key.
+AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorBody, "description": "Missing or unknown API key."},
+    403: {"model": ErrorBody, "description": "The key lacks the required scope."},
+    429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
+}
+
+
+def api_error(
+    status: int, message: str, code: str | None = None, details: Any = None, **kw: Any
+) -> Exception:
+    """An HTTPException whose detail already has the public error shape.
+
+    Args:
+        status: HTTP status code.
+        message: Human readable message.
+        code: Machine readable code; derived from the status when omitted.
+        details: Optional structured details.
+        **kw: Passed to HTTPException (e.g. ``headers``).
+
+    Returns:
+        The exception, for the caller to raise.
+    """
+    body: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
+    if details is not None:
+        body["details"] = details
+    return HTTPException(status, detail=body, **kw)
+
+
+def error_response(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> OrjsonResponse:
+    """Render an error body as a response."""
+    return OrjsonResponse({"error": body}, status_code=status, headers=headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, StarletteHTTPException)  # noqa: S101 - registered for this type only
+    if isinstance(exc.detail, dict):
+        body = exc.detail
+    else:
+        try:
+            phrase = HTTPStatus(exc.status_code).phrase
+        except ValueError:
+            phrase = "error"
+        body = {"code": _CODES.get(exc.status_code, "error"), "message": str(exc.detail or phrase)}
+    return error_response(exc.status_code, body, dict(exc.headers) if exc.headers else None)
+
+
+async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, RequestValidationError)  # noqa: S101 - registered for this type only
+    # Only location, message and type: "input" may echo secrets and "ctx" may not be JSON-able.
+    details = [
+        {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
+        for e in exc.errors()
+    ]
+    return error_response(
+        422, {"code": "invalid_request", "message": "request validation failed", "details": details}
+    )
+
+
+async def _internal_error(request: Request, exc: Exception) -> OrjsonResponse:
+    log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, {"code": "internal", "message": "internal error"})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map every failure to the public error shape."""
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _internal_error)

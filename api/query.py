@@ -1,0 +1,125 @@
+"""Account filters, sort orders and opaque cursors, independent of where the accounts live."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+import orjson
+
+
+class AccountSort(StrEnum):
+    """Orders in which accounts can be listed."""
+
+    SCORE = "score"
+    SCORE_DESC = "-score"
+    LAST_ACTIVITY = "last_activity_at"
+    LAST_ACTIVITY_DESC = "-last_activity_at"
+    ACCOUNT_ID = "account_id"
+
+
+class InvalidCursor(ValueError):
+    """The cursor was not produced by this API (or belongs to another sort order)."""
+
+
+@dataclass(frozen=True, slots=True)
+class AccountFilters:
+    """Conditions an account must all meet to be listed."""
+
+    band: str | None = None
+    segment: str | None = None
+    plan: str | None = None
+    owner: str | None = None
+    min_score: int | None = None
+    max_score: int | None = None
+    quiet_since: datetime | None = None
+
+    def matches(self, doc: dict[str, Any]) -> bool:
+        """Whether a snapshot meets every condition."""
+        facts = doc.get("facts") or {}
+        for key in ("segment", "plan", "owner"):
+            want = getattr(self, key)
+            if want is not None and facts.get(key) != want:
+                return False
+        score = doc.get("score", 0)
+        if self.band is not None and doc.get("band") != self.band:
+            return False
+        if self.min_score is not None and score < self.min_score:
+            return False
+        if self.max_score is not None and score > self.max_score:
+            return False
+        if self.quiet_since is not None:
+            last = doc.get("last_activity_at")
+            if last is None or datetime.fromisoformat(last) > self.quiet_since:
+                return False
+        return True
+
+
+def encode_cursor(payload: list[Any]) -> str:
+    """Opaque URL-safe cursor for ``payload``."""
+    return base64.urlsafe_b64encode(orjson.dumps(payload)).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> list[Any]:
+    """Inverse of :func:`encode_cursor`.
+
+    Raises:
+        InvalidCursor: If the text is not a cursor.
+    """
+    try:
+        payload = orjson.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (binascii.Error, ValueError):
+        raise InvalidCursor("malformed cursor") from None
+    if not isinstance(payload, list):
+        raise InvalidCursor("malformed cursor")
+    return payload
+
+
+def _key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:
+    account = str(doc.get("account_id", ""))
+    if sort in (AccountSort.SCORE, AccountSort.SCORE_DESC):
+        return [int(doc.get("score", 0)), account]
+    if sort in (AccountSort.LAST_ACTIVITY, AccountSort.LAST_ACTIVITY_DESC):
+        # Snapshot instants share one fixed-width UTC format, so text order is time order; never
+        # active sorts first.
+        return [doc.get("last_activity_at") or "", account]
+    return [account]
+
+
+def page_accounts(
+    docs: Iterable[dict[str, Any]], filters: AccountFilters, sort: AccountSort, cursor: str | None, limit: int
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Filter, sort and cut one page of snapshots.
+
+    Args:
+        docs: All snapshots.
+        filters: Conditions to meet.
+        sort: Order; ties are broken by account id so the order is total.
+        cursor: Where the previous page ended, or None for the first page.
+        limit: Page size.
+
+    Returns:
+        The page and the cursor of the next one (None on the last page).
+
+    Raises:
+        InvalidCursor: If ``cursor`` is malformed or was made for another sort.
+    """
+    desc = sort.value.startswith("-")
+    rows = sorted(((_key(d, sort), d) for d in docs if filters.matches(d)), key=lambda r: r[0], reverse=desc)
+    if cursor is not None:
+        payload = decode_cursor(cursor)
+        if len(payload) != 2 or payload[0] != sort.value or not isinstance(payload[1], list):
+            raise InvalidCursor("cursor does not belong to this sort order")
+        after = payload[1]
+        try:
+            rows = [r for r in rows if (r[0] < after if desc else r[0] > after)]
+        except TypeError:
+            raise InvalidCursor("malformed cursor") from None
+    page = rows[:limit]
+    more = len(rows) > limit
+    return [d for _, d in page], encode_cursor([sort.value, page[-1][0]]) if more and page else None

@@ -1,0 +1,97 @@
+"""Account health and account lists."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+
+from api.deps import HealthReader, ReadModelDep
+from api.errors import AUTH_ERRORS, ErrorBody, api_error
+from api.models import AccountPage, AccountRow
+from api.query import AccountFilters, AccountSort, InvalidCursor
+
+router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+
+_HEALTH_EXAMPLE = {
+    "account_id": "acme",
+    "at": "2025-03-08T09:30:00.000Z",
+    "score": 41,
+    "band": "poor",
+    "trend": "down",
+    "last_activity_at": "2025-03-01T09:30:00.000Z",
+    "facts": {"name": "Acme Corp", "seats": 25, "plan": "pro", "segment": "mid-market", "owner": "jane"},
+    "episodes": {"quiet_since": "2025-03-01T09:30:00.000Z", "drop_since": None, "poor": True},
+    "open_alerts": [{"alert_id": "5f0c7d2e9b8a4c1d3e2f1a0b9c8d7e6f", "kind": "account_quiet"}],
+}
+
+
+@router.get(
+    "/{account_id}/health",
+    summary="Latest health snapshot of one account, with its open alerts.",
+    response_model=dict[str, Any],
+    responses={
+        200: {"content": {"application/json": {"example": _HEALTH_EXAMPLE}}},
+        404: {"model": ErrorBody, "description": "No snapshot for this account."},
+        **AUTH_ERRORS,
+    },
+)
+async def account_health(account_id: str, model: ReadModelDep, _: HealthReader) -> dict[str, Any]:
+    """The snapshot as published on ``account-health`` plus ``open_alerts``."""
+    doc = model.get_account(account_id)
+    if doc is None:
+        raise api_error(404, f"no health snapshot for account {account_id!r}")
+    return doc
+
+
+def _row(doc: dict[str, Any]) -> AccountRow:
+    facts = doc.get("facts") or {}
+    return AccountRow(
+        account_id=doc["account_id"],
+        name=facts.get("name"),
+        score=doc["score"],
+        band=doc["band"],
+        trend=doc.get("trend"),
+        last_activity_at=doc.get("last_activity_at"),
+        segment=facts.get("segment"),
+        plan=facts.get("plan"),
+        owner=facts.get("owner"),
+    )
+
+
+@router.get(
+    "",
+    summary="List accounts, filtered and sorted, one page at a time.",
+    response_model=AccountPage,
+    responses={400: {"model": ErrorBody, "description": "Malformed cursor."}, **AUTH_ERRORS},
+)
+async def list_accounts(
+    model: ReadModelDep,
+    _: HealthReader,
+    band: Annotated[str | None, Query(examples=["poor"])] = None,
+    segment: Annotated[str | None, Query(examples=["mid-market"])] = None,
+    plan: Annotated[str | None, Query(examples=["pro"])] = None,
+    owner: Annotated[str | None, Query(examples=["jane@example.com"])] = None,
+    min_score: Annotated[int | None, Query(ge=0, le=100)] = None,
+    max_score: Annotated[int | None, Query(ge=0, le=100)] = None,
+    quiet_since: Annotated[
+        datetime | None,
+        Query(
+            description="RFC 3339; only accounts last active at or before it.",
+            examples=["2025-03-01T00:00:00Z"],
+        ),
+    ] = None,
+    sort: AccountSort = AccountSort.SCORE,
+    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> AccountPage:
+    """Accounts matching every given filter."""
+    if quiet_since is not None and quiet_since.tzinfo is None:
+        raise api_error(422, "quiet_since needs a UTC offset (RFC 3339)")
+    filters = AccountFilters(band, segment, plan, owner, min_score, max_score, quiet_since)
+    try:
+        docs, nxt = model.list_accounts(filters, sort, cursor, limit)
+    except InvalidCursor as err:
+        raise api_error(400, str(err), code="invalid_cursor") from None
+    return AccountPage(items=[_row(d) for d in docs], next_cursor=nxt)

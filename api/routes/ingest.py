@@ -1,0 +1,141 @@
+"""Event ingest: validate each item with the worker's own parser, produce the valid ones."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import APIRouter, Request
+
+from api.deps import EventWriter, ProducerDep, SettingsDep
+from api.errors import AUTH_ERRORS, ErrorBody, api_error
+from api.models import IngestError, IngestResult
+from api.producer import EventProducer
+from api.settings import ApiSettings
+from streamer.core.events import InvalidEvent, encode_event, parse_event
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+_NATIVE = {
+    "event_id": "evt-0001",
+    "account_id": "acme",
+    "event": "report_exported",
+    "timestamp": "2025-03-08T09:30:00Z",
+    "user_id": "u-42",
+    "properties": {"format": "csv"},
+}
+_SEGMENT = {
+    "type": "track",
+    "messageId": "msg-0001",
+    "event": "report_exported",
+    "userId": "u-42",
+    "timestamp": "2025-03-08T09:30:00Z",
+    "context": {"groupId": "acme"},
+}
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    413: {"model": ErrorBody, "description": "Body or batch too large."},
+    422: {"model": ErrorBody, "description": "The body has the wrong shape."},
+    503: {"model": ErrorBody, "description": "Kafka did not acknowledge the events."},
+    **AUTH_ERRORS,
+}
+
+
+def _body_schema(schema: dict[str, Any], example: Any) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": schema, "example": example}},
+        }
+    }
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return orjson.loads(await request.body())
+    except orjson.JSONDecodeError as err:
+        raise api_error(400, f"body is not valid JSON: {err}", code="invalid_json") from None
+
+
+async def ingest(items: list[Any], settings: ApiSettings, producer: EventProducer) -> IngestResult:
+    """Validate every item, produce the valid ones keyed by account id and wait for delivery.
+
+    Args:
+        items: Decoded event documents (native or Segment shape).
+        settings: For the topic and the batch limit.
+        producer: Where valid events go.
+
+    Returns:
+        Counts and one error per rejected item.
+
+    Raises:
+        HTTPException: 413 when there are too many items, 503 when Kafka fails.
+    """
+    if len(items) > settings.max_batch_items:
+        raise api_error(
+            413,
+            f"{len(items)} events in one request; at most {settings.max_batch_items} are accepted",
+            code="batch_too_large",
+        )
+    records: list[tuple[bytes, bytes]] = []
+    errors: list[IngestError] = []
+    for index, item in enumerate(items):
+        try:
+            event = parse_event(item)
+        except InvalidEvent as err:
+            errors.append(IngestError(index=index, field=err.field, rule=err.rule))
+            continue
+        records.append((event.account_id.encode(), encode_event(event)))
+    if records:
+        try:
+            await producer.send_batch(settings.events_topic, records)
+        except Exception as err:  # any broker failure means "not stored"
+            raise api_error(
+                503, "events could not be stored; retry later", code="ingest_unavailable"
+            ) from err
+    return IngestResult(accepted=len(records), rejected=len(errors), errors=errors)
+
+
+@router.post(
+    "/events",
+    summary="Ingest one event or a JSON array of events.",
+    status_code=202,
+    response_model=IngestResult,
+    responses=_RESPONSES,
+    openapi_extra=_body_schema(
+        {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}, "maxItems": 1000}]},
+        [_NATIVE],
+    ),
+)
+async def post_events(
+    request: Request, settings: SettingsDep, producer: ProducerDep, _: EventWriter
+) -> IngestResult:
+    """Native or Segment-shaped events; each is accepted or rejected on its own."""
+    body = await _json(request)
+    items = body if isinstance(body, list) else [body]
+    return await ingest(items, settings, producer)
+
+
+@router.post(
+    "/segment/batch",
+    summary='Ingest a Segment batch ({"batch": [...]}).',
+    status_code=202,
+    response_model=IngestResult,
+    responses=_RESPONSES,
+    openapi_extra=_body_schema(
+        {
+            "type": "object",
+            "required": ["batch"],
+            "properties": {"batch": {"type": "array", "maxItems": 1000}},
+        },
+        {"batch": [_SEGMENT]},
+    ),
+)
+async def post_segment_batch(
+    request: Request, settings: SettingsDep, producer: ProducerDep, _: EventWriter
+) -> IngestResult:
+    """The Segment HTTP tracking API batch shape; each message is accepted or rejected on its own."""
+    body = await _json(request)
+    if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
+        raise api_error(422, 'body must be an object with a "batch" array', code="invalid_request")
+    return await ingest(body["batch"], settings, producer)

@@ -1,0 +1,38 @@
+"""Operational endpoints: liveness, readiness and metrics (no API key, for probes and scrapers)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.deps import ReadModelDep
+from api.errors import OrjsonResponse
+from api.models import Status
+
+router = APIRouter(tags=["ops"])
+
+
+@router.get("/healthz", summary="Liveness: the process answers.", response_model=Status)
+async def healthz() -> Status:
+    """Always ok while the process serves requests."""
+    return Status(status="ok")
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: the read model has caught up with Kafka.",
+    response_model=Status,
+    responses={503: {"model": Status, "description": "Still loading the read model."}},
+)
+async def readyz(model: ReadModelDep) -> Response:
+    """200 once the read model reached the end offsets seen at start, 503 before."""
+    if model.ready:
+        return OrjsonResponse({"status": "ready", "lag": model.lag})
+    return OrjsonResponse({"status": "loading", "lag": model.lag}, status_code=503)
+
+
+@router.get("/metrics", summary="Prometheus metrics.", response_class=PlainTextResponse)
+async def metrics(request: Request) -> Response:
+    """This app's metrics in the Prometheus text format."""
+    return Response(generate_latest(request.app.state.metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,122 @@
+"""The API on real Kafka: events posted to it reach the worker, and its health comes back through the API."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import orjson
+
+from api.app import create_app
+from api.auth import hash_key
+from api.settings import ApiSettings
+from streamer.core.alerts import ms_to_rfc3339
+from tests.integration.kafkautil import produce
+from tests.integration.pipeline import make_topics, now_ms
+from tests.integration.workers import WorkerFactory
+
+KEY = "integration-key"
+POLL_LIMIT_S = 30.0
+
+
+def api_settings(bootstrap: str, topics: dict[str, str]) -> ApiSettings:
+    return ApiSettings(
+        kafka_bootstrap=bootstrap,
+        events_topic=topics["events"],
+        alerts_topic=topics["alerts"],
+        health_topic=topics["health"],
+        api_keys={hash_key(KEY): {"name": "it", "scopes": ["events:write", "health:read", "alerts:read"]}},
+    )
+
+
+@asynccontextmanager
+async def running_api(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]:
+    """The app with its Kafka read model and producer, started by its own lifespan."""
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        headers = {"X-API-Key": KEY}
+        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as client:
+            yield client
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    """Poll ``check`` until it returns something truthy, for at most POLL_LIMIT_S."""
+    deadline = time.monotonic() + POLL_LIMIT_S
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"not within {POLL_LIMIT_S}s: {what}")
+
+
+async def test_posted_event_comes_back_as_health(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str
+) -> None:
+    topics = await make_topics(topic_factory, partitions=2)
+    worker = worker_factory.create(topics, partitions=2, group=f"g-{unique_id}")
+    await worker.start()
+    await worker.wait_ready()
+    at = now_ms()
+
+    async with running_api(api_settings(kafka_bootstrap, topics)) as client:
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, "/readyz 200")
+        assert (await client.get("/v1/accounts/acme/health")).status_code == 404
+        event = {"event_id": "e1", "account_id": "acme", "event": "login", "timestamp": at, "user_id": "ann"}
+        bad = {**event, "event_id": "e2", "timestamp": "not a time"}
+        resp = await client.post("/v1/events", json=[event, bad])
+        assert resp.status_code == 202
+        assert resp.json()["accepted"] == 1
+        assert resp.json()["errors"][0]["index"] == 1
+
+        async def health() -> dict[str, Any] | None:
+            r = await client.get("/v1/accounts/acme/health")
+            return r.json() if r.status_code == 200 else None
+
+        doc = await eventually(health, "health of acme via the API")
+        listed = (await client.get("/v1/accounts", params={"sort": "account_id"})).json()
+
+    assert doc["account_id"] == "acme"
+    assert doc["last_activity_at"] == ms_to_rfc3339(at)
+    assert sum(doc["daily"]["events"]) == 1  # the invalid item never reached the worker
+    assert doc["open_alerts"] == []
+    assert [row["account_id"] for row in listed["items"]] == ["acme"]
+
+
+async def test_read_model_loads_existing_records_before_turning_ready(
+    kafka_bootstrap: str, topic_factory: Any
+) -> None:
+    topics = await make_topics(topic_factory, partitions=2)
+    docs = [{"account_id": f"acc{i}", "score": 10 * i, "band": "poor", "episodes": {}} for i in range(5)]
+    await produce(
+        kafka_bootstrap, topics["health"], [(d["account_id"].encode(), orjson.dumps(d)) for d in docs]
+    )
+    alert = {
+        "alert_id": "x1",
+        "kind": "account_quiet",
+        "account_id": "acc1",
+        "detected_at": ms_to_rfc3339(now_ms()),
+    }
+    await produce(kafka_bootstrap, topics["alerts"], [(b"acc1", orjson.dumps(alert))])
+
+    async with running_api(api_settings(kafka_bootstrap, topics)) as client:
+
+        async def ready() -> bool:
+            return (await client.get("/readyz")).status_code == 200
+
+        await eventually(ready, "/readyz 200")
+        # Ready means caught up: everything that existed at start is visible without further waiting.
+        page = (await client.get("/v1/accounts", params={"sort": "-score"})).json()
+        feed = (await client.get("/v1/alerts")).json()
+
+    assert [row["account_id"] for row in page["items"]] == ["acc4", "acc3", "acc2", "acc1", "acc0"]
+    assert [a["alert_id"] for a in feed["items"]] == ["x1"]

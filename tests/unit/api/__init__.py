@@ -1,0 +1,1 @@
+"""Unit tests of the HTTP API (in-memory read model, fake producer)."""

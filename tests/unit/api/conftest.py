@@ -1,0 +1,142 @@
+"""Fixtures: an app over an in-memory read model and a fake producer, and a client for it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from api.auth import hash_key
+from api.readmodel import InMemoryReadModel
+from api.settings import ApiSettings
+
+READER = "reader-key"
+WRITER = "writer-key"
+ADMIN = "admin-key"
+NOW = datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class FakeProducer:
+    """Records what would have been produced; can be told to fail."""
+
+    sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    fail: bool = False
+
+    async def start(self) -> None:
+        return None
+
+    async def stop(self) -> None:
+        return None
+
+    async def send_batch(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        if self.fail:
+            raise ConnectionError("broker down")
+        self.sent.extend((topic, k, v) for k, v in records)
+
+
+@dataclass
+class FakeTime:
+    """A monotonic clock the test moves by hand."""
+
+    now: float = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def settings(**overrides: Any) -> ApiSettings:
+    """Settings with three keys: read-only, write-only and everything."""
+    keys = {
+        hash_key(READER): {"name": "reader", "scopes": ["health:read", "alerts:read"]},
+        hash_key(WRITER): {"name": "writer", "scopes": ["events:write"]},
+        hash_key(ADMIN): {"name": "admin", "scopes": ["health:read", "alerts:read", "events:write"]},
+    }
+    return ApiSettings(api_keys=keys, **overrides)
+
+
+def snapshot(account_id: str, score: int = 50, band: str = "average", **extra: Any) -> dict[str, Any]:
+    """A health snapshot shaped like the worker's, with only the fields the API reads."""
+    doc: dict[str, Any] = {
+        "version": 1,
+        "account_id": account_id,
+        "at": "2025-03-15T00:00:00.000Z",
+        "score": score,
+        "band": band,
+        "trend": "flat",
+        "last_activity_at": "2025-03-10T00:00:00.000Z",
+        "facts": {"name": account_id.title(), "seats": 5, "plan": "pro", "segment": "smb", "owner": "ann"},
+        "nps": {"score": None, "at": None},
+        "subscription": {"status": None, "started_at": None, "cancelled_at": None},
+        "episodes": {"quiet_since": None, "drop_since": None, "poor": False},
+    }
+    doc.update(extra)
+    return doc
+
+
+def alert(alert_id: str, account_id: str, kind: str = "account_quiet", **extra: Any) -> dict[str, Any]:
+    """An alert document shaped like ``alert_to_dict``'s."""
+    doc: dict[str, Any] = {
+        "alert_id": alert_id,
+        "kind": kind,
+        "account_id": account_id,
+        "detected_at": "2025-03-14T00:00:00.000Z",
+        "severity": "high",
+        "health": {"account_id": account_id, "score": 30, "band": "poor"},
+        "evidence": {"episode_started_at": "2025-03-07T00:00:00.000Z"},
+    }
+    doc.update(extra)
+    return doc
+
+
+@pytest.fixture
+def model() -> InMemoryReadModel:
+    return InMemoryReadModel()
+
+
+@pytest.fixture
+def producer() -> FakeProducer:
+    return FakeProducer()
+
+
+@pytest.fixture
+def fake_time() -> FakeTime:
+    return FakeTime()
+
+
+AppFactory = Callable[..., FastAPI]
+
+
+@pytest.fixture
+def make_app(model: InMemoryReadModel, producer: FakeProducer, fake_time: FakeTime) -> AppFactory:
+    def make(**overrides: Any) -> FastAPI:
+        return create_app(settings(**overrides), model, producer, clock=lambda: NOW, monotonic=fake_time)
+
+    return make
+
+
+def client_for(
+    app: FastAPI, key: str | None = READER, raise_app_exceptions: bool = True
+) -> httpx.AsyncClient:
+    """A client talking to ``app`` in-process, authenticated with ``key`` when given."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+
+
+@pytest.fixture
+async def client(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(make_app()) as c:
+        yield c
+
+
+@pytest.fixture
+async def writer(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_for(make_app(), WRITER) as c:
+        yield c

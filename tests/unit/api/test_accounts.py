@@ -1,0 +1,150 @@
+"""Account health and account lists."""
+
+from __future__ import annotations
+
+import httpx
+
+from api.readmodel import InMemoryReadModel
+from tests.unit.api.conftest import alert, snapshot
+
+
+async def test_unknown_account_is_404_in_the_error_shape(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/v1/accounts/nope/health")
+
+    assert resp.status_code == 404
+    body = resp.json()
+    assert body["error"]["code"] == "not_found"
+    assert "nope" in body["error"]["message"]
+
+
+async def test_health_returns_latest_snapshot_with_open_alerts_only(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    model.apply_health("acme", snapshot("acme", score=10))
+    model.apply_health(
+        "acme", snapshot("acme", score=30, episodes={"quiet_since": "2025-03-07T00:00:00.000Z"})
+    )
+    model.apply_alert(alert("q1", "acme", "account_quiet"))
+    # A drop alert whose episode the snapshot says is closed: not open.
+    model.apply_alert(alert("d1", "acme", "usage_drop"))
+    model.apply_alert(alert("other", "globex", "account_quiet"))
+
+    resp = await client.get("/v1/accounts/acme/health")
+
+    assert resp.status_code == 200
+    body = resp.json()
+    assert body["score"] == 30
+    assert [a["alert_id"] for a in body["open_alerts"]] == ["q1"]
+
+
+async def test_quiet_alert_of_an_earlier_episode_is_not_open(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    model.apply_health("acme", snapshot("acme", episodes={"quiet_since": "2025-03-12T00:00:00.000Z"}))
+    model.apply_alert(alert("old", "acme", "account_quiet"))  # episode started 2025-03-07
+
+    body = (await client.get("/v1/accounts/acme/health")).json()
+
+    assert body["open_alerts"] == []
+
+
+def _seed(model: InMemoryReadModel) -> None:
+    rows = [
+        ("a1", 90, "good", "smb", "2025-03-14T00:00:00.000Z"),
+        ("a2", 20, "poor", "smb", "2025-02-01T00:00:00.000Z"),
+        ("a3", 55, "average", "enterprise", "2025-03-01T00:00:00.000Z"),
+        ("a4", 20, "poor", "enterprise", None),
+        ("a5", 70, "good", "smb", "2025-03-05T00:00:00.000Z"),
+        ("a6", 35, "poor", "smb", "2025-01-20T00:00:00.000Z"),
+        ("a7", 60, "average", "smb", "2025-03-09T00:00:00.000Z"),
+    ]
+    for account, score, band, segment, last in rows:
+        facts = {"name": account.upper(), "seats": 1, "plan": "pro", "segment": segment, "owner": "ann"}
+        model.apply_health(
+            account, snapshot(account, score=score, band=band, facts=facts, last_activity_at=last)
+        )
+
+
+async def _all_pages(client: httpx.AsyncClient, **params: object) -> tuple[list[str], int]:
+    ids: list[str] = []
+    pages = 0
+    cursor = None
+    while True:
+        query = {**params, **({"cursor": cursor} if cursor else {})}
+        resp = await client.get("/v1/accounts", params=query)  # type: ignore[arg-type]
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        ids += [item["account_id"] for item in body["items"]]
+        pages += 1
+        cursor = body["next_cursor"]
+        if cursor is None:
+            return ids, pages
+
+
+async def test_pagination_walks_every_account_once_in_sort_order(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    _seed(model)
+
+    ids, pages = await _all_pages(client, sort="-score", limit=3)
+
+    assert ids == ["a1", "a5", "a7", "a3", "a6", "a4", "a2"]  # ties on 20 broken by id, descending
+    assert pages == 3
+
+
+async def test_sort_by_last_activity_puts_never_active_first(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    _seed(model)
+
+    ids, _ = await _all_pages(client, sort="last_activity_at", limit=2)
+
+    assert ids == ["a4", "a6", "a2", "a3", "a5", "a7", "a1"]
+
+
+async def test_filters_combine(client: httpx.AsyncClient, model: InMemoryReadModel) -> None:
+    _seed(model)
+
+    resp = await client.get(
+        "/v1/accounts",
+        params={"segment": "smb", "min_score": 30, "max_score": 80, "quiet_since": "2025-03-06T00:00:00Z"},
+    )
+
+    items = resp.json()["items"]
+    assert [i["account_id"] for i in items] == ["a6", "a5"]
+    assert set(items[0]) == {
+        "account_id",
+        "name",
+        "score",
+        "band",
+        "trend",
+        "last_activity_at",
+        "segment",
+        "plan",
+        "owner",
+    }
+    assert items[0]["name"] == "A6"
+    band = await client.get("/v1/accounts", params={"band": "poor", "sort": "account_id"})
+    assert [i["account_id"] for i in band.json()["items"]] == ["a2", "a4", "a6"]
+
+
+async def test_bad_cursor_limit_and_sort_are_rejected(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    _seed(model)
+    first = (await client.get("/v1/accounts", params={"limit": 2, "sort": "score"})).json()
+
+    garbage = await client.get("/v1/accounts", params={"cursor": "!!!not-a-cursor"})
+    other_sort = await client.get("/v1/accounts", params={"cursor": first["next_cursor"], "sort": "-score"})
+    too_many = await client.get("/v1/accounts", params={"limit": 501})
+    bad_sort = await client.get("/v1/accounts", params={"sort": "name"})
+    naive = await client.get("/v1/accounts", params={"quiet_since": "2025-03-06T00:00:00"})
+
+    assert garbage.status_code == 400
+    assert garbage.json()["error"]["code"] == "invalid_cursor"
+    assert other_sort.status_code == 400
+    assert too_many.status_code == 422
+    assert too_many.json()["error"]["code"] == "invalid_request"
+    assert too_many.json()["error"]["details"][0]["loc"] == ["query", "limit"]
+    assert bad_sort.status_code == 422
+    assert naive.status_code == 422

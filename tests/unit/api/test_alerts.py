@@ -1,0 +1,148 @@
+"""The alert feed and the Server-Sent Events stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import orjson
+from fastapi import FastAPI
+
+from api.readmodel import InMemoryReadModel
+from tests.unit.api.conftest import READER, AppFactory, alert
+
+
+async def test_feed_is_newest_first_filtered_and_paginated(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    for i in range(5):
+        model.apply_alert(alert(f"q{i}", "acme", detected_at=f"2025-03-1{i}T00:00:00.000Z"))
+    model.apply_alert(alert("d1", "globex", "usage_drop"))
+
+    first = (await client.get("/v1/alerts", params={"account": "acme", "limit": 2})).json()
+    second = (
+        await client.get("/v1/alerts", params={"account": "acme", "cursor": first["next_cursor"]})
+    ).json()
+    since = (await client.get("/v1/alerts", params={"since": "2025-03-13T00:00:00Z"})).json()
+    drops = (await client.get("/v1/alerts", params={"kind": "usage_drop"})).json()
+
+    assert [a["alert_id"] for a in first["items"]] == ["q4", "q3"]
+    assert [a["alert_id"] for a in second["items"]] == ["q2", "q1", "q0"]
+    assert second["next_cursor"] is None
+    assert [a["alert_id"] for a in since["items"]] == ["d1", "q4", "q3"]
+    assert [a["alert_id"] for a in drops["items"]] == ["d1"]
+
+
+def test_feed_keeps_only_the_newest_alerts() -> None:
+    model = InMemoryReadModel(alert_buffer=3)
+    for i in range(5):
+        model.apply_alert(alert(f"a{i}", "acme"))
+
+    items, _ = model.alerts(None, None, None, None, 10)
+
+    assert [a["alert_id"] for a in items] == ["a4", "a3", "a2"]
+
+
+class SseClient:
+    """Drives the ASGI app directly: httpx's ASGI transport buffers whole bodies, a stream never ends."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+        self.body = b""
+        self.status: int | None = None
+        self.arrived = asyncio.Event()
+        self.disconnect = asyncio.Event()
+        self._requested = False
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self._requested:
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+        self.arrived.set()
+
+    async def run(self) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/v1/alerts/stream",
+            "raw_path": b"/v1/alerts/stream",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"test"), (b"authorization", f"Bearer {READER}".encode())],
+            "client": ("127.0.0.1", 5000),
+            "server": ("test", 80),
+        }
+        await self.app(scope, self._receive, self._send)
+
+    async def wait_for(self, needle: bytes, timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while needle not in self.body:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def _wait_subscribed(model: InMemoryReadModel) -> None:
+    async with asyncio.timeout(5):
+        while model.subscribers == 0:
+            await asyncio.sleep(0.01)
+
+
+async def test_stream_delivers_a_new_alert_as_an_sse_event(
+    make_app: AppFactory, model: InMemoryReadModel
+) -> None:
+    model.apply_alert(alert("old", "acme"))  # before the stream: not replayed
+    sse = SseClient(make_app())
+    task = asyncio.create_task(sse.run())
+    try:
+        await _wait_subscribed(model)
+        model.apply_alert(alert("new1", "acme"))
+        await sse.wait_for(b"\n\n", timeout_s=5)
+        await sse.wait_for(b"event: alert\n")
+        await sse.wait_for(b"}\n\n")
+    finally:
+        sse.disconnect.set()
+        await asyncio.wait_for(task, 5)
+
+    assert sse.status == 200
+    frames = [f for f in sse.body.split(b"\n\n") if f.startswith(b"event: alert")]
+    assert len(frames) == 1
+    data = orjson.loads(frames[0].split(b"data: ", 1)[1])
+    assert data["alert_id"] == "new1"
+    assert model.subscribers == 0  # the disconnect released the subscription
+
+
+async def test_stream_sends_keep_alive_comments_when_idle(
+    make_app: AppFactory, model: InMemoryReadModel
+) -> None:
+    sse = SseClient(make_app(sse_keepalive_s=0.05))
+    task = asyncio.create_task(sse.run())
+    try:
+        await sse.wait_for(b": keep-alive\n\n")
+        await _wait_subscribed(model)
+        model.apply_alert(alert("after-idle", "acme"))
+        await sse.wait_for(b"after-idle")
+    finally:
+        sse.disconnect.set()
+        await asyncio.wait_for(task, 5)
+
+    assert sse.body.count(b"event: alert") == 1
+
+
+async def test_stream_requires_alerts_scope(make_app: AppFactory) -> None:
+    transport = httpx.ASGITransport(app=make_app())
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        resp = await c.get("/v1/alerts/stream", headers={"X-API-Key": "writer-key"})
+
+    assert resp.status_code == 403

@@ -1,0 +1,68 @@
+"""Readiness and metrics."""
+
+from __future__ import annotations
+
+from api.readmodel import InMemoryReadModel, ReadModel
+from tests.unit.api.conftest import AppFactory, client_for
+
+
+async def test_readyz_follows_the_read_model(make_app: AppFactory) -> None:
+    model = InMemoryReadModel(ready=False)
+    model.set_progress(False, 42)
+    app = make_app()
+    app.state.read_model = model
+    async with client_for(app, None) as c:
+        loading = await c.get("/readyz")
+        model.set_progress(True, 0)
+        ready = await c.get("/readyz")
+
+    assert loading.status_code == 503
+    assert loading.json() == {"status": "loading", "lag": 42}
+    assert ready.status_code == 200
+
+
+async def test_metrics_count_by_route_template_and_status(
+    make_app: AppFactory, model: InMemoryReadModel
+) -> None:
+    model.set_progress(True, 7)
+    app = make_app()
+    other = make_app()  # a second app in the same process must not clash
+    async with client_for(app) as c, client_for(other) as c2:
+        for account in ("a", "b", "c"):
+            await c.get(f"/v1/accounts/{account}/health")
+        await c2.get("/v1/accounts/z/health")
+        text = (await c.get("/metrics")).text
+
+    route = 'route="/v1/accounts/{account_id}/health"'
+    assert f'churnwatch_api_requests_total{{method="GET",{route},status="404"}} 3.0' in text
+    assert (
+        'churnwatch_api_request_seconds_count{method="GET",route="/v1/accounts/{account_id}/health"' in text
+    )
+    assert "churnwatch_api_readmodel_lag_records 7.0" in text
+    assert "/v1/accounts/a/health" not in text
+
+
+def test_openapi_documents_every_route_with_summary_and_auth(make_app: AppFactory) -> None:
+    schema = make_app().openapi()
+
+    operations = [(path, op) for path, item in schema["paths"].items() for op in item.values()]
+    assert {p for p, _ in operations} >= {
+        "/v1/accounts/{account_id}/health",
+        "/v1/accounts",
+        "/v1/portfolio",
+        "/v1/alerts",
+        "/v1/alerts/stream",
+        "/v1/events",
+        "/v1/segment/batch",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+    }
+    assert all(op.get("summary") for _, op in operations)
+    secured = {p for p, op in operations if "401" in op["responses"]}
+    assert secured == {p for p, _ in operations if p.startswith("/v1/")}
+    assert "example" in schema["paths"]["/v1/events"]["post"]["requestBody"]["content"]["application/json"]
+
+
+def test_in_memory_model_implements_the_protocol() -> None:
+    assert isinstance(InMemoryReadModel(), ReadModel)

@@ -1,0 +1,113 @@
+"""Portfolio figures: the pure computation with fixed instants, and the route with an injected clock."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+
+from api.portfolio import month_starts, monthly_churn, nps, portfolio_figures
+from api.readmodel import InMemoryReadModel
+from tests.unit.api.conftest import NOW, snapshot
+
+T = datetime
+
+
+def test_month_starts_cover_twelve_months_ending_with_now_across_a_year_boundary() -> None:
+    starts = month_starts(datetime(2025, 2, 10, 8, 0, tzinfo=UTC))
+
+    assert len(starts) == 12
+    assert starts[0] == datetime(2024, 3, 1, tzinfo=UTC)
+    assert starts[-1] == datetime(2025, 2, 1, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("subs", "month", "expected"),
+    [
+        # 4 active at the start of March, 1 new, 1 lost: 1 / (4 + 1).
+        (
+            [(T(2024, 1, 1, tzinfo=UTC), None)] * 3
+            + [(T(2024, 6, 1, tzinfo=UTC), T(2025, 3, 20, tzinfo=UTC)), (T(2025, 3, 2, tzinfo=UTC), None)],
+            "2025-03",
+            {"active_at_start": 4, "new": 1, "lost": 1, "churn_rate": 0.2, "retention_rate": 0.8},
+        ),
+        # Cancelled exactly at the month start counts as lost in that month, not the one before.
+        (
+            [(T(2024, 1, 1, tzinfo=UTC), T(2025, 2, 1, tzinfo=UTC)), (T(2024, 1, 1, tzinfo=UTC), None)],
+            "2025-02",
+            {"active_at_start": 2, "new": 0, "lost": 1, "churn_rate": 0.5, "retention_rate": 0.5},
+        ),
+        (
+            [(T(2024, 1, 1, tzinfo=UTC), T(2025, 2, 1, tzinfo=UTC)), (T(2024, 1, 1, tzinfo=UTC), None)],
+            "2025-01",
+            {"active_at_start": 2, "new": 0, "lost": 0, "churn_rate": 0.0, "retention_rate": 1.0},
+        ),
+        # Started and cancelled within the month: in the base and lost.
+        (
+            [(T(2025, 3, 3, tzinfo=UTC), T(2025, 3, 9, tzinfo=UTC))],
+            "2025-03",
+            {"active_at_start": 0, "new": 1, "lost": 1, "churn_rate": 1.0, "retention_rate": 0.0},
+        ),
+        # No subscriptions at all: undefined, not zero.
+        (
+            [],
+            "2025-03",
+            {"active_at_start": 0, "new": 0, "lost": 0, "churn_rate": None, "retention_rate": None},
+        ),
+    ],
+)
+def test_monthly_churn_table(
+    subs: list[tuple[datetime, datetime | None]], month: str, expected: dict[str, object]
+) -> None:
+    rows = {r["month"]: r for r in monthly_churn(subs, datetime(2025, 3, 25, tzinfo=UTC))}
+
+    assert {k: rows[month][k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("scores", "expected"),
+    [([10, 9, 8, 7, 6, 0], 0.0), ([10, 10, 9, 5], 50.0), ([0, 3], -100.0), ([7, 8], 0.0), ([9, 9, 9], 100.0)],
+)
+def test_nps(scores: list[int], expected: float) -> None:
+    assert nps(scores)["score"] == expected
+
+
+def test_nps_without_responses_is_none() -> None:
+    assert nps([]) == {"score": None, "responses": 0, "promoters": 0, "passives": 0, "detractors": 0}
+
+
+def test_portfolio_counts_bands_nps_and_open_episodes() -> None:
+    docs = [
+        snapshot("a", band="good", nps={"score": 10, "at": None}),
+        snapshot("b", band="poor", nps={"score": 3, "at": None}, episodes={"quiet_since": "x", "poor": True}),
+        snapshot("c", band="poor", episodes={"drop_since": "y", "quiet_since": "z", "poor": False}),
+    ]
+
+    out = portfolio_figures(docs, datetime(2025, 3, 1, tzinfo=UTC))
+
+    assert out["accounts"] == 3
+    assert out["by_band"] == {"good": 1, "average": 0, "poor": 2}
+    assert out["nps"]["score"] == 0.0
+    assert out["open_alerts"] == {"account_quiet": 2, "usage_drop": 1, "health_degraded": 1}
+    assert out["churn"][-1]["month"] == "2025-03"
+
+
+async def test_portfolio_route_uses_the_injected_clock(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    sub = {
+        "status": "cancelled",
+        "started_at": "2024-05-01T00:00:00.000Z",
+        "cancelled_at": "2025-03-02T00:00:00.000Z",
+    }
+    model.apply_health("a", snapshot("a", subscription=sub))
+    model.apply_health("b", snapshot("b", subscription={**sub, "cancelled_at": None}))
+
+    body = (await client.get("/v1/portfolio")).json()
+
+    assert body["as_of"] == NOW.isoformat().replace("+00:00", "Z")
+    assert [r["month"] for r in body["churn"]][-1] == "2025-03"
+    assert body["churn"][-1]["churn_rate"] == 0.5
+    assert body["churn"][0]["month"] == "2024-04"
+    assert body["churn"][0]["churn_rate"] is None

@@ -1,0 +1,130 @@
+"""API keys and scopes, body limit, rate limit and the error shape."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from api.auth import hash_key, lookup
+from api.settings import ApiKeySpec
+from tests.unit.api.conftest import ADMIN, READER, WRITER, AppFactory, FakeTime, client_for
+
+
+@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}])
+async def test_missing_or_unknown_key_is_401_with_challenge(
+    make_app: AppFactory, headers: dict[str, str]
+) -> None:
+    async with client_for(make_app(), None) as anon:
+        resp = await anon.get("/v1/accounts", headers=headers)
+
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+    assert resp.json()["error"]["code"] == "unauthorized"
+
+
+async def test_x_api_key_header_is_accepted(make_app: AppFactory) -> None:
+    async with client_for(make_app(), None) as anon:
+        resp = await anon.get("/v1/accounts", headers={"X-API-Key": READER})
+
+    assert resp.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("key", "method", "path"),
+    [
+        (READER, "POST", "/v1/events"),
+        (WRITER, "GET", "/v1/accounts"),
+        (WRITER, "GET", "/v1/alerts"),
+        (WRITER, "GET", "/v1/portfolio"),
+    ],
+)
+async def test_missing_scope_is_403(make_app: AppFactory, key: str, method: str, path: str) -> None:
+    async with client_for(make_app(), key) as c:
+        resp = await c.request(method, path, json={})
+
+    assert resp.status_code == 403
+    assert resp.json()["error"]["code"] == "forbidden"
+
+
+async def test_probes_need_no_key(make_app: AppFactory) -> None:
+    async with client_for(make_app(), None) as anon:
+        codes = [(await anon.get(p)).status_code for p in ("/healthz", "/readyz", "/metrics")]
+
+    assert codes == [200, 200, 200]
+
+
+def test_lookup_matches_hash_only() -> None:
+    keys = {hash_key("s3cret").upper(): ApiKeySpec(name="k", scopes=frozenset({"health:read"}))}
+
+    assert lookup("s3cret", keys) is not None
+    assert lookup("s3cret ", keys) is None
+    assert lookup(hash_key("s3cret"), keys) is None  # the hash itself is not a key
+
+
+async def test_body_over_limit_with_content_length_is_413(make_app: AppFactory) -> None:
+    async with client_for(make_app(max_body_bytes=100), ADMIN) as c:
+        resp = await c.post("/v1/events", content=b"[" + b" " * 200 + b"]")
+
+    assert resp.status_code == 413
+    assert resp.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_body_over_limit_without_content_length_is_413(make_app: AppFactory) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 30
+
+    async with client_for(make_app(max_body_bytes=100), ADMIN) as c:
+        request = c.build_request("POST", "/v1/events", content=chunks())
+        assert "content-length" not in request.headers
+        resp = await c.send(request)
+
+    assert resp.status_code == 413
+
+
+async def test_rate_limit_answers_429_with_retry_after_then_recovers(
+    make_app: AppFactory, fake_time: FakeTime
+) -> None:
+    async with client_for(make_app(rate_limit_per_s=0.5, rate_limit_burst=2)) as c:
+        first = [(await c.get("/v1/accounts")).status_code for _ in range(2)]
+        limited = await c.get("/v1/accounts")
+        fake_time.now += 2.0
+        after = await c.get("/v1/accounts")
+
+    assert first == [200, 200]
+    assert limited.status_code == 429
+    assert limited.headers["Retry-After"] == "2"
+    assert limited.json()["error"]["code"] == "rate_limited"
+    assert after.status_code == 200
+
+
+async def test_rate_limit_is_per_key(make_app: AppFactory) -> None:
+    app = make_app(rate_limit_per_s=0.1, rate_limit_burst=1)
+    async with client_for(app, READER) as reader, client_for(app, ADMIN) as admin:
+        assert (await reader.get("/v1/accounts")).status_code == 200
+        assert (await reader.get("/v1/accounts")).status_code == 429
+        assert (await admin.get("/v1/accounts")).status_code == 200
+
+
+async def test_unexpected_error_is_500_without_trace(make_app: AppFactory) -> None:
+    app = make_app()
+
+    async def boom() -> None:
+        raise RuntimeError("secret internals")
+
+    app.add_api_route("/boom", boom)
+    async with client_for(app, None, raise_app_exceptions=False) as c:
+        resp = await c.get("/boom")
+
+    assert resp.status_code == 500
+    assert resp.json() == {"error": {"code": "internal", "message": "internal error"}}
+    assert "secret" not in resp.text
+
+
+async def test_unknown_route_uses_error_shape(client: httpx.AsyncClient) -> None:
+    resp = await client.get("/v2/nothing")
+
+    assert resp.status_code == 404
+    assert resp.json()["error"]["code"] == "not_found"
