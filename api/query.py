@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
 import orjson
+from pydantic import BeforeValidator
 
 
 class AccountSort(StrEnum):
@@ -123,3 +125,17 @@ def page_accounts(
     page = rows[:limit]
     more = len(rows) > limit
     return [d for _, d in page], encode_cursor([sort.value, page[-1][0]]) if more and page else None
+
+
+_RFC3339 = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$")
+
+
+def _require_rfc3339(value: object) -> object:
+    # Pydantic would also read "0.5" as seconds since the epoch; the API documents RFC 3339 only.
+    if isinstance(value, str) and not _RFC3339.match(value):
+        raise ValueError("must be an RFC 3339 date-time with a UTC offset, e.g. 2025-03-01T00:00:00Z")
+    return value
+
+
+Rfc3339 = Annotated[datetime, BeforeValidator(_require_rfc3339)]
+"""A query parameter that accepts RFC 3339 date-times with an offset, and nothing else."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
@@ -10,7 +9,7 @@ from fastapi import APIRouter, Query
 from api.deps import HealthReader, ReadModelDep
 from api.errors import AUTH_ERRORS, ErrorBody, api_error
 from api.models import AccountPage, AccountRow
-from api.query import AccountFilters, AccountSort, InvalidCursor
+from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -76,14 +75,16 @@ async def list_accounts(
     min_score: Annotated[int | None, Query(ge=0, le=100)] = None,
     max_score: Annotated[int | None, Query(ge=0, le=100)] = None,
     quiet_since: Annotated[
-        datetime | None,
+        Rfc3339 | None,
         Query(
             description="RFC 3339; only accounts last active at or before it.",
             examples=["2025-03-01T00:00:00Z"],
         ),
     ] = None,
     sort: AccountSort = AccountSort.SCORE,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page; empty or absent for the first page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AccountPage:
     """Accounts matching every given filter."""
@@ -91,7 +92,7 @@ async def list_accounts(
         raise api_error(422, "quiet_since needs a UTC offset (RFC 3339)")
     filters = AccountFilters(band, segment, plan, owner, min_score, max_score, quiet_since)
     try:
-        docs, nxt = model.list_accounts(filters, sort, cursor, limit)
+        docs, nxt = model.list_accounts(filters, sort, cursor or None, limit)
     except InvalidCursor as err:
         raise api_error(400, str(err), code="invalid_cursor") from None
     return AccountPage(items=[_row(d) for d in docs], next_cursor=nxt)

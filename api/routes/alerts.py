@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
@@ -15,7 +14,7 @@ from fastapi.responses import StreamingResponse
 from api.deps import AlertReader, ReadModelDep, SettingsDep
 from api.errors import AUTH_ERRORS, ErrorBody, api_error
 from api.models import AlertPage
-from api.query import InvalidCursor
+from api.query import InvalidCursor, Rfc3339
 from api.readmodel import ReadModel
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
@@ -31,19 +30,21 @@ async def list_alerts(
     model: ReadModelDep,
     _: AlertReader,
     since: Annotated[
-        datetime | None,
+        Rfc3339 | None,
         Query(description="RFC 3339; detected at or after.", examples=["2025-03-01T00:00:00Z"]),
     ] = None,
     kind: Annotated[str | None, Query(examples=["account_quiet"])] = None,
     account: Annotated[str | None, Query(examples=["acme"])] = None,
-    cursor: Annotated[str | None, Query(description="next_cursor of the previous page.")] = None,
+    cursor: Annotated[
+        str | None, Query(description="next_cursor of the previous page; empty or absent for the first page.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AlertPage:
     """Alerts kept in memory (the most recent ones), filtered."""
     if since is not None and since.tzinfo is None:
         raise api_error(422, "since needs a UTC offset (RFC 3339)")
     try:
-        items, nxt = model.alerts(since, kind, account, cursor, limit)
+        items, nxt = model.alerts(since, kind, account, cursor or None, limit)
     except InvalidCursor as err:
         raise api_error(400, str(err), code="invalid_cursor") from None
     return AlertPage(items=items, next_cursor=nxt)

@@ -34,7 +34,8 @@ _SEGMENT = {
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
-    413: {"model": ErrorBody, "description": "Body or batch too large."},
+    413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
+    422: {"model": ErrorBody, "description": "Not a JSON event or array, or more events than allowed."},
     422: {"model": ErrorBody, "description": "The body has the wrong shape."},
     503: {"model": ErrorBody, "description": "Kafka did not acknowledge the events."},
     **AUTH_ERRORS,
@@ -69,11 +70,12 @@ async def ingest(items: list[Any], settings: ApiSettings, producer: EventProduce
         Counts and one error per rejected item.
 
     Raises:
-        HTTPException: 413 when there are too many items, 503 when Kafka fails.
+        HTTPException: 422 when there are too many items (the documented maximum of the array), 503
+            when Kafka fails.
     """
     if len(items) > settings.max_batch_items:
         raise api_error(
-            413,
+            422,
             f"{len(items)} events in one request; at most {settings.max_batch_items} are accepted",
             code="batch_too_large",
         )
@@ -103,7 +105,13 @@ async def ingest(items: list[Any], settings: ApiSettings, producer: EventProduce
     response_model=IngestResult,
     responses=_RESPONSES,
     openapi_extra=_body_schema(
-        {"oneOf": [{"type": "object"}, {"type": "array", "items": {"type": "object"}, "maxItems": 1000}]},
+        {
+            "oneOf": [
+                {"type": "object"},
+                # Any item is accepted into the array; each one that is not a valid event is reported.
+                {"type": "array", "items": {}, "maxItems": 1000},
+            ]
+        },
         [_NATIVE],
     ),
 )
@@ -112,6 +120,8 @@ async def post_events(
 ) -> IngestResult:
     """Native or Segment-shaped events; each is accepted or rejected on its own."""
     body = await _json(request)
+    if not isinstance(body, dict | list):
+        raise api_error(422, "the body must be a JSON object (one event) or an array of events")
     items = body if isinstance(body, list) else [body]
     return await ingest(items, settings, producer)
 
@@ -126,7 +136,7 @@ async def post_events(
         {
             "type": "object",
             "required": ["batch"],
-            "properties": {"batch": {"type": "array", "maxItems": 1000}},
+            "properties": {"batch": {"type": "array", "items": {}, "maxItems": 1000}},
         },
         {"batch": [_SEGMENT]},
     ),

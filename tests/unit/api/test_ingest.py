@@ -94,7 +94,7 @@ async def test_more_than_1000_items_is_refused_with_nothing_produced(
 ) -> None:
     resp = await writer.post("/v1/events", json=[native(f"e{i}") for i in range(1001)])
 
-    assert resp.status_code == 413
+    assert resp.status_code == 422
     assert resp.json()["error"]["code"] == "batch_too_large"
     assert "1000" in resp.json()["error"]["message"]
     assert producer.sent == []
