@@ -36,7 +36,6 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON."},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
     422: {"model": ErrorBody, "description": "Not a JSON event or array, or more events than allowed."},
-    422: {"model": ErrorBody, "description": "The body has the wrong shape."},
     503: {"model": ErrorBody, "description": "Kafka did not acknowledge the events."},
     **AUTH_ERRORS,
 }
