@@ -28,20 +28,28 @@ class KafkaEventProducer:
     """An idempotent producer (acks=all), so retries after a lost acknowledgement add no duplicates."""
 
     def __init__(self, settings: ApiSettings) -> None:
-        """Prepare a producer for the broker named in ``settings``."""
+        """Prepare a producer for the broker named in ``settings``; it connects in :meth:`start`."""
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:  # see EventProducer
+        # aiokafka binds to the running event loop, so the client is made here, not in __init__.
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap,
+            bootstrap_servers=self._settings.kafka_bootstrap,
             enable_idempotence=True,
             acks="all",
             linger_ms=5,
         )
-
-    async def start(self) -> None:  # see EventProducer
         await self._producer.start()
 
     async def stop(self) -> None:  # see EventProducer
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
 
     async def send_batch(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        futures = [await self._producer.send(topic, key=key, value=value) for key, value in records]
+        if self._producer is None:
+            raise ConnectionError("the producer is not started")
+        producer = self._producer
+        futures = [await producer.send(topic, key=key, value=value) for key, value in records]
         await asyncio.gather(*futures)
