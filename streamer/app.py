@@ -247,15 +247,25 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     async def track_engagement(stream: StreamT[Any]) -> None:
         """Apply usage events and clock ticks in batches, partition by partition.
 
-        A batch is whatever has arrived, up to ``batch_max`` events: it is processed as soon as the
-        channel has nothing more waiting, so batches grow with load and latency stays low when idle.
+        A batch is whatever has arrived, up to ``batch_max`` events: it is processed once the channel
+        has had nothing more waiting for ``batch_linger_ms``, so batches grow with load and latency
+        stays low when idle.
         Events are acknowledged (and so become committable) only after their batch is written.
         """
         manual = stream.noack()  # type: ignore[attr-defined]
+        channel = manual.channel
+        linger_s = settings.batch_linger_ms / 1000
         batch: list[EventT[Any]] = []
         async for ev in manual.events():
             batch.append(ev)
-            if len(batch) >= settings.batch_max or manual.channel.empty():
+            if len(batch) < settings.batch_max and channel.empty():
+                # Faust hands records over one at a time; a short pause lets the fetcher queue the rest
+                # of what it has, so a backlog is processed in large batches instead of many tiny ones.
+                waited = 0.0
+                while channel.empty() and waited < linger_s:
+                    await asyncio.sleep(0.002)
+                    waited += 0.002
+            if len(batch) >= settings.batch_max or channel.empty():
                 await flush(batch)
                 batch = []
 
