@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,6 +47,8 @@ class Alert:
     severity: str
     health: Health
     evidence: Mapping[str, Any]
+    # Who the account is (name, segment, plan, owner, seats), for routing and for people reading it.
+    account: Mapping[str, Any] = field(default_factory=dict)
 
 
 def alert_id(account_id: str, kind: str, episode_start_ms: int, closes: str | None = None) -> str:
@@ -122,4 +124,5 @@ def alert_to_dict(a: Alert) -> dict[str, Any]:
         "severity": a.severity,
         "health": health_to_dict(a.health),
         "evidence": _jsonable(a.evidence),
+        "account": dict(a.account),
     }

@@ -100,6 +100,13 @@ def _alert(
         severity=severity,
         health=health,
         evidence=_evidence(state, health, policy, started_ms, **extra),
+        account={
+            "name": state.name,
+            "segment": state.segment,
+            "plan": state.plan,
+            "owner": state.owner,
+            "seats": state.seats,
+        },
     )
 
 

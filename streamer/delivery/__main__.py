@@ -1,0 +1,62 @@
+"""``python -m streamer.delivery``: deliver alerts from ``churn-alerts`` to Slack and signed webhooks.
+
+Delivery is a separate process from the scoring worker, with its own consumer group
+(``<app_id>-delivery``), because a slow or failing destination must never delay scoring: the worker
+only writes alerts to Kafka, and however long a receiver is down, its alerts wait in the topic, not
+in the worker. It also scales and restarts independently: a config change or a crash here does not
+rebalance the stateful worker, and the number of delivery processes can follow the number of
+destinations rather than the event volume.
+
+Delivery is at-least-once with deduplication. A compacted ledger topic records, per destination
+and alert, that it was delivered (or dead-lettered); it is read fully at start, an alert already
+in it is skipped, and an alert's offset is committed only after every destination's ledger record
+was acknowledged. A crash between a receiver's 2xx and the ledger write can still deliver that
+alert once more; it then carries the same ``webhook-id`` (the alert id), so receivers drop it by
+that id. A planned stop (SIGTERM) lets requests in flight finish first, so it does not re-deliver.
+A destination that answers 410 Gone is disabled until the process restarts; its alerts go to the
+DLQ with the reason ``destination disabled (410)``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from prometheus_client import start_http_server
+
+from streamer.delivery.config import DeliveryConfig, load_delivery_config
+from streamer.delivery.service import DeliveryService
+from streamer.delivery.settings import DeliverySettings
+
+log = logging.getLogger("churnwatch.delivery")
+
+
+async def _serve(settings: DeliverySettings, config: DeliveryConfig) -> None:
+    # The Kafka clients bind to the running loop, so the service is built inside it.
+    service = DeliveryService(settings, config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await service.run(stop)
+
+
+def main() -> None:
+    """Load the settings and the delivery file, serve metrics, deliver until SIGTERM or SIGINT."""
+    settings = DeliverySettings()
+    logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
+    # Request lines would log every delivery twice; our own log says what matters.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+    if settings.delivery_file is None:
+        raise SystemExit("CHURNWATCH_DELIVERY_FILE is required: the TOML file of destinations and routes")
+    config = load_delivery_config(settings.delivery_file.read_text(encoding="utf-8"))
+    if settings.delivery_metrics_port:
+        start_http_server(settings.delivery_metrics_port, addr=settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.delivery_metrics_port)
+    asyncio.run(_serve(settings, config))
+
+
+if __name__ == "__main__":
+    main()

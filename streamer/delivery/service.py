@@ -1,0 +1,397 @@
+"""The delivery adapter: consume alerts, fan them out to per-destination senders, record the outcome.
+
+Thin I/O around the pure parts (routing, signing, retry decisions, ledger bookkeeping). Order of
+writes for one alert at one destination: the HTTP request is answered 2xx (or the alert is written
+to the DLQ), then the ledger record is acknowledged by Kafka (acks=all), and only when every
+destination of the alert is finished may its offset be committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections.abc import Awaitable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+
+from streamer.delivery import metrics
+from streamer.delivery.backoff import Action, decide, parse_retry_after
+from streamer.delivery.config import DeliveryConfig, Destination, targets
+from streamer.delivery.ledger import DEAD, DELIVERED, Ledger, OffsetTracker, ledger_key, ledger_value
+from streamer.delivery.settings import DeliverySettings
+from streamer.delivery.signing import sign
+from streamer.delivery.slack import slack_message
+
+log = logging.getLogger("churnwatch.delivery")
+
+DAY_MS = 86_400_000
+DISABLED_REASON = "destination disabled (410)"
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One alert to deliver to one destination."""
+
+    partition: int
+    offset: int
+    epoch: int
+    key: bytes | None
+    value: bytes
+    alert: Mapping[str, Any]
+    alert_id: str
+    timestamp_ms: int
+
+
+async def ensure_delivery_topics(settings: DeliverySettings) -> int:
+    """Create the DLQ and the ledger topic when they are missing; returns the ledger's partition count."""
+    specs = {
+        settings.delivery_dlq_topic: {"retention.ms": str(30 * DAY_MS)},
+        # Compaction keeps one status per pair; the retention matches the alert topic's, since a
+        # ledger entry only has to outlive the alert it guards against re-sending.
+        settings.delivery_ledger_topic: {
+            "cleanup.policy": "compact,delete",
+            "retention.ms": str(90 * DAY_MS),
+        },
+    }
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [
+            NewTopic(name, settings.partitions, settings.replication_factor, topic_configs=config)
+            for name, config in specs.items()
+            if name not in existing
+        ]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):
+                await admin.create_topics(missing)
+            for topic in missing:
+                log.info("created topic %s", topic.name)
+        for _ in range(150):
+            (described,) = await admin.describe_topics([settings.delivery_ledger_topic])
+            parts = described.get("partitions") or []
+            # Right after creation a partition can lack a leader for a moment; reading it then fails.
+            if parts and all(p["leader"] >= 0 for p in parts):
+                return len(parts)
+            await asyncio.sleep(0.2)
+        raise RuntimeError(f"topic {settings.delivery_ledger_topic} has no leaders")
+    finally:
+        await admin.close()
+
+
+class Sender:
+    """One destination's queue and its single worker, so a slow destination holds up only itself."""
+
+    def __init__(self, dest: Destination, service: DeliveryService) -> None:
+        self.dest = dest
+        self.service = service
+        self.queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.disabled = False
+        metrics.DISABLED.labels(dest.name).set(0)
+
+    async def run(self) -> None:
+        """Deliver queued jobs one at a time until the service stops."""
+        svc = self.service
+        while not svc.stopping.is_set():
+            get = asyncio.ensure_future(self.queue.get())
+            stop = asyncio.ensure_future(svc.stopping.wait())
+            await asyncio.wait({get, stop}, return_when=asyncio.FIRST_COMPLETED)
+            stop.cancel()
+            if not get.done():
+                get.cancel()
+                return
+            await self.deliver(get.result())
+
+    async def deliver(self, job: Job) -> None:
+        """Deliver one alert: retry within the budget, else dead-letter it; record the outcome."""
+        svc, name = self.service, self.dest.name
+        if svc.ledger.finished(name, job.alert_id):
+            metrics.DELIVERIES.labels(name, "skipped").inc()
+            svc.tracker.finish(job.partition, job.offset, job.epoch)
+            return
+        attempt = 0
+        while not self.disabled:
+            attempt += 1
+            status, retry_after, error = await self._attempt(job)
+            s = svc.settings
+            step = decide(
+                status,
+                error,
+                attempt,
+                s.delivery_max_attempts,
+                retry_after,
+                s.delivery_base_delay_s,
+                s.delivery_max_delay_s,
+                svc.rng,
+            )
+            if step.action is Action.DELIVERED:
+                metrics.DELIVERIES.labels(name, "delivered").inc()
+                metrics.LATENCY.labels(name).observe(max(0.0, time.time() - job.timestamp_ms / 1000))
+                await svc.record_delivered(job, name)
+                return
+            if step.action is Action.DISABLE:
+                self.disabled = True
+                metrics.DISABLED.labels(name).set(1)
+                log.error("destination %s disabled: it answered 410 Gone; its alerts go to the DLQ", name)
+                break
+            if step.action is Action.DEAD:
+                await svc.dead_letter(job, name, step.reason)
+                return
+            metrics.RETRIES.labels(name).inc()
+            log.warning("%s: alert %s attempt %d failed (%s)", name, job.alert_id, attempt, step.reason)
+            # Waiting on the stop event: SIGTERM does not sit out a long backoff. The job then stays
+            # unfinished, its offset uncommitted, and the next run resumes it.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(svc.stopping.wait(), step.delay_s)
+                return
+        await svc.dead_letter(job, name, DISABLED_REASON)
+
+    async def _attempt(self, job: Job) -> tuple[int | None, float | None, str]:
+        dest = self.dest
+        if dest.type == "slack":
+            body = orjson.dumps(slack_message(job.alert, self.service.settings.public_url))
+            headers = {"content-type": "application/json"}
+        else:
+            body = job.value
+            assert dest.secret is not None  # noqa: S101 - the config loader requires it for webhooks
+            headers = {
+                "content-type": "application/json",
+                **sign(dest.secret, job.alert_id, int(time.time()), body),
+            }
+        try:
+            resp = await self.service.http.post(dest.url, content=body, headers=headers)
+        except httpx.HTTPError as err:
+            return None, None, f"{type(err).__name__}: {err}"[:300]
+        retry_after = parse_retry_after(resp.headers.get("retry-after"), datetime.now(UTC))
+        return resp.status_code, retry_after, f"HTTP {resp.status_code}"
+
+
+class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
+    def __init__(self, service: DeliveryService) -> None:
+        self.service = service
+
+    async def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        await self.service.commit()
+        for tp in revoked:
+            self.service.tracker.revoke(tp.partition)
+
+    async def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        for tp in assigned:
+            self.service.tracker.assign(tp.partition)
+        log.info("assigned partitions %s", sorted(tp.partition for tp in assigned))
+
+
+class DeliveryService:
+    """Consumes ``churn-alerts`` as group ``<app_id>-delivery`` and delivers each alert."""
+
+    def __init__(self, settings: DeliverySettings, config: DeliveryConfig) -> None:
+        self.settings = settings
+        self.config = config
+        self.rng = random.Random(settings.delivery_seed)  # noqa: S311 - retry jitter, not cryptography
+        self.stopping = asyncio.Event()
+        self.ledger = Ledger()
+        self.tracker = OffsetTracker()
+        self.http = httpx.AsyncClient(
+            timeout=httpx.Timeout(settings.delivery_timeout_s, connect=settings.delivery_connect_timeout_s),
+            headers={"user-agent": "churnwatch-delivery"},
+        )
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+        )
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=settings.kafka_bootstrap,
+            group_id=f"{settings.app_id}-delivery",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self.senders = {name: Sender(dest, self) for name, dest in config.destinations.items()}
+        self.acks: set[asyncio.Task[None]] = set()
+        self.failed: BaseException | None = None
+        self._paused = False
+
+    async def write_ledger(self, destination: str, alert_id: str, status: str) -> None:
+        """Produce the ledger record and wait for its acknowledgement, then remember it locally."""
+        key = ledger_key(destination, alert_id).encode()
+        await self.producer.send_and_wait(
+            self.settings.delivery_ledger_topic, key=key, value=ledger_value(status, int(time.time() * 1000))
+        )
+        self.ledger.record(destination, alert_id)
+
+    async def record_delivered(self, job: Job, destination: str) -> None:
+        """Queue the ledger record of a 2xx; the offset is released once Kafka acknowledged it.
+
+        The sender moves on to the next alert while the record is in flight, so one destination's
+        throughput is bounded by its receiver, not by a Kafka round trip per alert.
+        """
+        # Remembered at once: a duplicate of this alert later in the stream is not sent again.
+        self.ledger.record(destination, job.alert_id)
+        key = ledger_key(destination, job.alert_id).encode()
+        value = ledger_value(DELIVERED, int(time.time() * 1000))
+        ack = await self.producer.send(self.settings.delivery_ledger_topic, key=key, value=value)
+        task = asyncio.create_task(self._released_on_ack(ack, job))
+        self.acks.add(task)
+        task.add_done_callback(self.acks.discard)
+
+    async def _released_on_ack(self, ack: Awaitable[Any], job: Job) -> None:
+        try:
+            await ack
+        except KafkaError as err:
+            # Without the ledger record the offset must stay uncommitted; stopping makes the next
+            # run resume here (and re-send this alert with the same webhook-id).
+            log.error("ledger write failed, stopping: %s", err)
+            self.stopping.set()
+            self.failed = err
+            return
+        self.tracker.finish(job.partition, job.offset, job.epoch)
+
+    async def dead_letter(self, job: Job, destination: str, reason: str) -> None:
+        """Write the alert to the DLQ with the destination and the error, then mark it dead."""
+        headers = [("churnwatch.destination", destination.encode()), ("churnwatch.error", reason.encode())]
+        await self.producer.send_and_wait(
+            self.settings.delivery_dlq_topic, key=job.key, value=job.value, headers=headers
+        )
+        log.warning("%s: alert %s dead-lettered: %s", destination, job.alert_id, reason)
+        if job.alert_id:
+            await self.write_ledger(destination, job.alert_id, DEAD)
+        metrics.DLQ.labels(destination).inc()
+        metrics.DELIVERIES.labels(destination, "dead").inc()
+        self.tracker.finish(job.partition, job.offset, job.epoch)
+
+    async def load_ledger(self, reader: AIOKafkaConsumer, partitions: int) -> None:
+        """Read the ledger topic to its end with ``reader``, which then keeps following it."""
+        tps = [TopicPartition(self.settings.delivery_ledger_topic, p) for p in range(partitions)]
+        reader.assign(tps)
+        await reader.seek_to_beginning(*tps)
+        end = await reader.end_offsets(tps)
+        while any([await reader.position(tp) < end[tp] for tp in tps]):
+            for records in (await reader.getmany(*tps, timeout_ms=500)).values():
+                for rec in records:
+                    self.ledger.apply(rec.key, rec.value)
+        log.info("ledger loaded: %d finished deliveries", len(self.ledger.done))
+
+    async def follow_ledger(self, reader: AIOKafkaConsumer) -> None:
+        """Keep applying ledger records that other instances write (after a rebalance moved partitions)."""
+        while not self.stopping.is_set():
+            for records in (await reader.getmany(timeout_ms=500)).values():
+                for rec in records:
+                    self.ledger.apply(rec.key, rec.value)
+
+    async def commit(self) -> None:
+        """Commit, per partition, up to the lowest alert not yet finished at all of its destinations."""
+        offsets = self.tracker.committable()
+        if not offsets:
+            return
+        topic = self.settings.alerts_topic
+        try:
+            await self.consumer.commit({TopicPartition(topic, p): o for p, o in offsets.items()})
+        except (CommitFailedError, KafkaError) as err:
+            # A rebalance is in progress; the new owner resumes from the last commit and the ledger
+            # keeps it from re-sending what was delivered since.
+            log.warning("commit failed: %s", err)
+            return
+        self.tracker.committed(offsets)
+
+    async def _dispatch(self, rec: Any) -> None:
+        partition = rec.partition
+        epoch = self.tracker.epoch(partition)
+        try:
+            alert = orjson.loads(rec.value)
+            if not isinstance(alert, dict) or not isinstance(alert.get("alert_id"), str):
+                raise ValueError("not an alert object")
+        except (orjson.JSONDecodeError, ValueError, TypeError) as err:
+            self.tracker.add(partition, rec.offset, 1)
+            job = Job(partition, rec.offset, epoch, rec.key, rec.value or b"", {}, "", rec.timestamp)
+            await self.dead_letter(job, "-", f"invalid alert: {err}")
+            return
+        now_ms = int(time.time() * 1000)
+        todo: list[str] = []
+        for target in targets(self.config, alert, now_ms):
+            if target.snoozed:
+                metrics.DELIVERIES.labels(target.destination, "snoozed").inc()
+            elif self.ledger.finished(target.destination, alert["alert_id"]):
+                metrics.DELIVERIES.labels(target.destination, "skipped").inc()
+            else:
+                todo.append(target.destination)
+        self.tracker.add(partition, rec.offset, len(todo))
+        job_fields = (rec.key, rec.value, alert, alert["alert_id"], rec.timestamp)
+        for name in todo:
+            self.senders[name].queue.put_nowait(Job(partition, rec.offset, epoch, *job_fields))
+
+    async def _flow_control(self) -> None:
+        # Pausing instead of not polling keeps the consumer in its group while a destination is down.
+        full = self.tracker.in_flight() >= self.settings.delivery_max_in_flight
+        if full != self._paused:
+            parts = self.consumer.assignment()
+            if full:
+                self.consumer.pause(*parts)
+            else:
+                self.consumer.resume(*parts)
+            self._paused = full
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until ``stop`` is set, then finish requests in flight (within the grace) and commit."""
+        s = self.settings
+        ledger_partitions = await ensure_delivery_topics(s)
+        reader = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self.producer.start()
+            await reader.start()
+            await self.load_ledger(reader, ledger_partitions)
+            self.consumer.subscribe([s.alerts_topic], listener=_Rebalance(self))
+            await self.consumer.start()
+            tasks = [asyncio.create_task(snd.run(), name=f"send-{n}") for n, snd in self.senders.items()]
+            tasks.append(asyncio.create_task(self.follow_ledger(reader), name="ledger"))
+            log.info(
+                "churnwatch delivery ready: %d destinations, %d routes",
+                len(self.senders),
+                len(self.config.routes),
+            )
+            await self._consume(stop, tasks)
+        finally:
+            self.stopping.set()
+            # Senders finish the request in flight (and its ledger write) so that a planned stop does
+            # not turn a 2xx into a re-delivery; a request still running after the grace is cancelled.
+            late: set[asyncio.Task[None]] = set()
+            if tasks:
+                _, late = await asyncio.wait(tasks, timeout=s.delivery_shutdown_grace_s)
+            for task in late:
+                task.cancel()
+            await asyncio.gather(*late, return_exceptions=True)
+            # Every 2xx's ledger record is acknowledged before the last commit.
+            await asyncio.gather(*self.acks, return_exceptions=True)
+            with contextlib.suppress(KafkaError):
+                await self.commit()
+            await self.consumer.stop()
+            await reader.stop()
+            await self.producer.stop()
+            await self.http.aclose()
+            log.info("churnwatch delivery stopped")
+
+    async def _consume(self, stop: asyncio.Event, tasks: list[asyncio.Task[None]]) -> None:
+        s = self.settings
+        last_commit = time.monotonic()
+        while not stop.is_set():
+            if self.failed is not None:
+                raise self.failed
+            failed = [t for t in tasks if t.done() and t.exception() is not None]
+            if failed:
+                raise failed[0].exception()  # type: ignore[misc]
+            await self._flow_control()
+            batch = await self.consumer.getmany(timeout_ms=100, max_records=1000)
+            for records in batch.values():
+                for rec in records:
+                    await self._dispatch(rec)
+            if time.monotonic() - last_commit >= s.delivery_commit_interval_ms / 1000:
+                await self.commit()
+                last_commit = time.monotonic()
