@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI, Request
 
 from api.bodylimit import BodyLimitMiddleware
-from api.errors import OrjsonResponse, install_error_handlers
+from api.errors import OrjsonResponse, api_error, install_error_handlers
 from api.kafka_readmodel import KafkaReadModel
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
@@ -18,6 +18,18 @@ from api.ratelimit import RateLimiter
 from api.readmodel import ReadModel
 from api.routes import accounts, alerts, ingest, ops, portfolio
 from api.settings import ApiSettings
+
+
+def reject_repeated_query_parameters(request: Request) -> None:
+    """Every query parameter of this API takes one value; a repeated one is an error, not "the last wins".
+
+    Raises:
+        HTTPException: 422 naming the repeated parameter.
+    """
+    keys = [key for key, _ in request.query_params.multi_items()]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise api_error(422, f"query parameter given more than once: {', '.join(repeated)}")
 
 
 def _utc_now() -> datetime:
@@ -65,6 +77,7 @@ def create_app(
         summary="Account health, at-risk lists, churn alerts and event ingest.",
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
+        dependencies=[Depends(reject_repeated_query_parameters)],
     )
     app.state.settings = settings
     app.state.read_model = model

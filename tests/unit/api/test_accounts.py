@@ -148,3 +148,11 @@ async def test_bad_cursor_limit_and_sort_are_rejected(
     assert too_many.json()["error"]["details"][0]["loc"] == ["query", "limit"]
     assert bad_sort.status_code == 422
     assert naive.status_code == 422
+
+
+async def test_a_repeated_query_parameter_is_rejected_not_silently_overridden(
+    client: httpx.AsyncClient,
+) -> None:
+    resp = await client.get("/v1/accounts?owner=ann&owner=bob")
+    assert resp.status_code == 422
+    assert "owner" in resp.json()["error"]["message"]
