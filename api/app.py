@@ -6,6 +6,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 
@@ -30,6 +31,32 @@ def reject_repeated_query_parameters(request: Request) -> None:
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
         raise api_error(422, f"query parameter given more than once: {', '.join(repeated)}")
+
+
+def _simplify_query_schemas(app: FastAPI) -> None:
+    """Document optional query parameters as their type alone, without FastAPI's ``null`` variant.
+
+    A query string has no null: an absent parameter is the "no value" case. Left in, ``anyOf [string,
+    null]`` makes a one-element array a distinct variant although ``?owner=x`` encodes both alike.
+    """
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            for path in schema.get("paths", {}).values():
+                for operation in path.values():
+                    for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                        variants = param.get("schema", {}).get("anyOf")
+                        if param.get("in") == "query" and variants:
+                            kept = [v for v in variants if v.get("type") != "null"]
+                            if len(kept) == 1:
+                                rest = {k: v for k, v in param["schema"].items() if k != "anyOf"}
+                                param["schema"] = {**kept[0], **rest}
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def _utc_now() -> datetime:
@@ -79,6 +106,7 @@ def create_app(
         lifespan=lifespan,
         dependencies=[Depends(reject_repeated_query_parameters)],
     )
+    _simplify_query_schemas(app)
     app.state.settings = settings
     app.state.read_model = model
     app.state.producer = sink
