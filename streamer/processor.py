@@ -296,8 +296,3 @@ def headers_with_reason(rec: Record, reason: str, source_topic: str) -> list[tup
         ("churnwatch.error", reason.encode("utf-8", "replace")[:1000]),
         ("churnwatch.source", f"{source_topic}/{rec.partition}@{rec.offset}".encode()),
     ]
-
-
-def describe(out: BatchOutput) -> dict[str, Any]:
-    """A compact summary for debug logs."""
-    return {"writes": len(out.writes), "alerts": len(out.alerts), "health": len(out.health), **out.outcomes}
