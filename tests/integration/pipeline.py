@@ -73,9 +73,8 @@ def counted_events(state: AccountState) -> int:
     return sum(bucket.events for bucket in state.days.values())
 
 
-def metric(worker: Worker, name: str, **labels: str) -> float:
-    """A sample from the worker's Prometheus endpoint (0 when absent)."""
-    port = worker.env["CHURNWATCH_METRICS_PORT"]
+def scrape(port: str | int, name: str, **labels: str) -> float:
+    """The sum of a metric's samples with these labels on a local Prometheus endpoint (0 when absent)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
             text = resp.read().decode()
@@ -89,6 +88,11 @@ def metric(worker: Worker, name: str, **labels: str) -> float:
         if all(label in have for label in want):
             total += float(match.group(2))
     return total
+
+
+def metric(worker: Worker, name: str, **labels: str) -> float:
+    """A sample from the worker's Prometheus endpoint (0 when absent)."""
+    return scrape(worker.env["CHURNWATCH_METRICS_PORT"], name, **labels)
 
 
 async def wait_metric(worker: Worker, name: str, at_least: float, timeout_s: float, **labels: str) -> None:

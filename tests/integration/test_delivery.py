@@ -10,12 +10,10 @@ import asyncio
 import base64
 import logging
 import os
-import re
 import signal
 import sys
 import threading
 import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -31,6 +29,7 @@ from streamer.core.scoring import Health
 from streamer.delivery.signing import WebhookVerificationError, verify
 from tests.integration.conftest import TopicFactory
 from tests.integration.kafkautil import produce, read_all
+from tests.integration.pipeline import scrape
 from tests.integration.workers import REPO, free_port
 
 SECRET = "whsec_" + base64.b64encode(b"integration-test-secret-32bytes!").decode()
@@ -170,19 +169,7 @@ class DeliveryProc:
 
     def metric(self, name: str, **labels: str) -> float:
         """A sample from the process's Prometheus endpoint (0 when absent)."""
-        port = self.env["CHURNWATCH_DELIVERY_METRICS_PORT"]
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:  # noqa: S310
-                text = resp.read().decode()
-        except OSError:
-            return 0.0
-        pattern = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.MULTILINE)
-        total = 0.0
-        for match in pattern.finditer(text):
-            have = (match.group(1) or "").split(",")
-            if all(f'{k}="{v}"' in have for k, v in labels.items()):
-                total += float(match.group(2))
-        return total
+        return scrape(self.env["CHURNWATCH_DELIVERY_METRICS_PORT"], name, **labels)
 
 
 @dataclass
