@@ -7,10 +7,11 @@ Faust traps this module works around, each verified against faust-streaming 0.15
   and flushed only best-effort. ``TableStore`` writes the partition's store and changelog directly.
 * ``isolated_partitions=True`` would give one actor per partition, but its actors crash the worker
   on the first rebalance (faust-streaming #529); one agent groups each batch by partition instead.
-* ``take_events`` acks a batch even when its body raises (the batch would be lost), and after a
-  rebalance its buffer task stopped delivering events in our tests. The agent batches a manual-ack
-  stream itself and acks only after a batch is written; an unexpected failure exits the process
-  without acking, and the restarted worker replays the batch.
+* Faust's per-message delivery (a ``Message``, a conductor callback, a channel queue and a
+  ``wait_first`` with two tasks per record) capped the worker near 2,000 events/s. The input topics
+  are read by ``streamer.consumer.BatchConsumer`` instead, which hands each fetch over whole; offsets
+  are acknowledged only after what a batch caused is written, and an unexpected failure exits the
+  process without acknowledging, so the restarted worker replays the batch.
 * ``app.topic(value_type=bytes)`` still decodes JSON; topics name the raw serializer explicitly.
 """
 
@@ -30,9 +31,10 @@ import faust
 import orjson
 from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
-from faust.types import TP, EventT, StreamT
+from faust.types import TP
 
 from streamer import metrics
+from streamer.consumer import BatchConsumer
 from streamer.core.alerts import alert_to_dict
 from streamer.core.policy import PolicySet
 from streamer.processor import BatchOutput, PartitionProcessor, Record, headers_with_reason
@@ -91,11 +93,10 @@ class TableStore:
                 yield key.decode(), bytes(value)
 
 
-def _records(events: list[EventT[Any]]) -> Iterator[Record]:
-    for ev in events:
-        msg = ev.message
-        headers = msg.headers.items() if isinstance(msg.headers, Mapping) else msg.headers or ()
-        yield Record(msg.partition, msg.offset, msg.key, msg.value, tuple(headers))
+def _records(fetched: list[Any]) -> Iterator[Record]:
+    for rec in fetched:
+        headers = rec.headers.items() if isinstance(rec.headers, Mapping) else rec.headers or ()
+        yield Record(rec.partition, rec.offset, rec.key, rec.value, tuple(headers))
 
 
 class WorkerApp(faust.App):
@@ -109,6 +110,30 @@ class WorkerApp(faust.App):
     """
 
     input_topics: frozenset[str] = frozenset()
+    on_batch: Any = None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Held while a batch is processed and written: a revocation waits for it, so no batch writes
+        # to the store or changelog of a partition this worker has already handed over.
+        self.processing = asyncio.Lock()
+
+    def _new_consumer(self) -> Any:
+        consumer = BatchConsumer(
+            self.transport,
+            callback=self.topics.on_message,
+            on_partitions_revoked=self._on_partitions_revoked,
+            on_partitions_assigned=self._on_partitions_assigned,
+            beacon=self.beacon,
+            loop=self.loop,
+        )
+        consumer.batch_topics = self.input_topics
+        consumer.on_batch = self.on_batch
+        return consumer
+
+    async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
+        async with self.processing:
+            await super()._on_partitions_revoked(revoked)
 
     def on_rebalance_end(self) -> None:
         super().on_rebalance_end()
@@ -149,12 +174,13 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         broker_commit_interval=1.0,
         broker_session_timeout=settings.session_timeout_ms / 1000,
         broker_heartbeat_interval=min(3.0, settings.session_timeout_ms / 3000),
-        stream_buffer_maxsize=max(4096, settings.batch_max * 2),
+        broker_max_poll_records=settings.batch_max,
         producer_linger=0.005,
         producer_max_batch_size=256 * 1024,
         producer_acks=-1,
     )
-    events = app.topic(settings.events_topic, settings.clock_topic, partitions=n, **RAW)
+    inputs = app.topic(settings.events_topic, settings.clock_topic, partitions=n, **RAW)
+    app.topics.add(inputs)  # subscribed without an agent: BatchConsumer delivers it to on_batch
     app.input_topics = frozenset({settings.events_topic, settings.clock_topic})
     alerts_topic, health_topic, dlq_topic = settings.alerts_topic, settings.health_topic, settings.dlq_topic
     accounts: Any = app.Table(
@@ -213,61 +239,42 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             proc.flushed(out.writes)
             _observe(out, proc)
 
-    def apply(
-        tp: TP, events: list[EventT[Any]], now_ms: int
-    ) -> tuple[BatchOutput, TableStore, PartitionProcessor]:
+    def apply(tp: TP, fetched: list[Any], now_ms: int) -> tuple[BatchOutput, TableStore, PartitionProcessor]:
         proc = processor(tp.partition)
         store = TableStore(accounts, tp.partition)
         if tp.topic == settings.clock_topic:
-            clock_ms = max(int(ev.message.value or b"0") for ev in events)
+            clock_ms = max(int(rec.value or b"0") for rec in fetched)
             return proc.tick(clock_ms, store, now_ms), store, proc
         highwater = app.consumer.highwater(tp)
-        backlog = highwater is not None and highwater - events[-1].message.offset > settings.batch_max
-        return proc.process(_records(events), store, now_ms, backlog), store, proc
+        backlog = highwater is not None and highwater - fetched[-1].offset > settings.batch_max
+        return proc.process(_records(fetched), store, now_ms, backlog), store, proc
 
-    async def flush(batch: list[EventT[Any]]) -> None:
+    async def on_batch(batches: dict[TP, list[Any]]) -> None:
+        """Apply one fetch of usage events and clock ticks, partition by partition, then write it.
+
+        Offsets are acknowledged (and so become committable) only after everything the fetch caused
+        is written.
+        """
         started = time.perf_counter()
-        try:
-            by_partition: dict[TP, list[EventT[Any]]] = {}
-            for ev in batch:
-                by_partition.setdefault(ev.message.tp, []).append(ev)
-            now_ms = int(time.time() * 1000)
-            await write([apply(tp, events, now_ms) for tp, events in by_partition.items()])
-        except Exception:
-            # Exit without acknowledging the batch; the restarted worker replays it and the applied
-            # offsets keep the counts exact. Letting the exception escape could ack it unprocessed.
-            log.exception("unexpected failure processing a batch; exiting so that it is replayed")
-            logging.shutdown()
-            os._exit(70)
-        for ev in batch:
-            ev.ack()
+        async with app.processing:
+            try:
+                now_ms = int(time.time() * 1000)
+                # Events before ticks, so a tick never fires a deadline that an event in the same fetch
+                # would have pushed back.
+                order = sorted(batches, key=lambda tp: tp.topic == settings.clock_topic)
+                await write([apply(tp, batches[tp], now_ms) for tp in order])
+            except Exception:
+                # Exit without acknowledging; the restarted worker replays the fetch and the applied
+                # offsets keep the counts exact.
+                log.exception("unexpected failure processing a batch; exiting so that it is replayed")
+                logging.shutdown()
+                os._exit(70)
+        consumer: Any = app.consumer
+        for tp, fetched in batches.items():
+            consumer.ack_offsets(tp, [rec.offset for rec in fetched])
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
-    @app.agent(events, name="track_engagement")
-    async def track_engagement(stream: StreamT[Any]) -> None:
-        """Apply usage events and clock ticks in batches, partition by partition.
-
-        A batch is whatever has arrived, up to ``batch_max`` events: it is processed once the channel
-        has had nothing more waiting for ``batch_linger_ms``, so batches grow with load and latency
-        stays low when idle.
-        Events are acknowledged (and so become committable) only after their batch is written.
-        """
-        manual = stream.noack()  # type: ignore[attr-defined]
-        channel = manual.channel
-        linger_s = settings.batch_linger_ms / 1000
-        batch: list[EventT[Any]] = []
-        async for ev in manual.events():
-            batch.append(ev)
-            if len(batch) < settings.batch_max and channel.empty():
-                # Faust hands records over one at a time; a short pause lets the fetcher queue the rest
-                # of what it has, so a backlog is processed in large batches instead of many tiny ones.
-                waited = 0.0
-                while channel.empty() and waited < linger_s:
-                    await asyncio.sleep(0.002)
-                    waited += 0.002
-            if len(batch) >= settings.batch_max or channel.empty():
-                await flush(batch)
-                batch = []
+    app.on_batch = on_batch
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:

@@ -30,7 +30,6 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port; 0 disables it.")
     rules_file: Path | None = Field(None, description="TOML rules file; built-in defaults when unset.")
     batch_max: int = Field(5000, ge=1, description="Most events processed (and written) as one batch.")
-    batch_linger_ms: int = Field(20, ge=0, description="How long a batch waits for more records to arrive.")
     tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
     idle_grace_ms: int = Field(
         300, ge=0, description="On a caught-up partition the clock trails wall time by this much."

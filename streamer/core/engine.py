@@ -132,12 +132,18 @@ def evaluate(state: AccountState, now_ms: int, policy: Policy) -> tuple[Health, 
 
     Returns:
         The health at the (advanced) clock and the alerts opened by this evaluation.
-        Each episode alerts once: evaluating again never repeats an alert.
+        Each episode alerts once: evaluating again never repeats an alert. The health carries
+        explanations only when an alert was opened (the numbers are the same either way):
+        most evaluations open nothing, and explaining costs more than scoring.
     """
     t = max(state.clock_ms, now_ms)
     state.clock_ms = t
     deadline = _quiet_deadline(state, policy)
     _prune(state, policy)
+    quick = score(state, t, policy, explain=False)
+    if not _opens_episode(state, quick, deadline, t, policy):
+        _close_or_keep_poor(state, quick, policy)
+        return quick, []
     health = score(state, t, policy)
     alerts: list[Alert] = []
     if deadline is not None and t >= deadline:
@@ -159,10 +165,29 @@ def evaluate(state: AccountState, now_ms: int, policy: Policy) -> tuple[Health, 
         if not state.poor_open and state.last_band not in (None, "poor"):
             state.poor_open = True
             alerts.append(_alert(state, HEALTH_DEGRADED, t, t, "medium", health, policy))
-    elif state.poor_open and health.score >= policy.average_min:
+    _close_or_keep_poor(state, health, policy)
+    return health, alerts
+
+
+def _opens_episode(state: AccountState, health: Health, deadline: int | None, t: int, policy: Policy) -> bool:
+    """Whether :func:`evaluate` at ``t`` opens any alert episode (the same tests, without side effects)."""
+    if deadline is not None and t >= deadline:
+        return True
+    base = health.baseline_weekly
+    if (
+        state.drop_since_ms is None
+        and not health.onboarding
+        and base >= policy.drop_min_baseline_weekly
+        and health.current_weekly <= policy.drop_ratio * base
+    ):
+        return True
+    return health.band == "poor" and not state.poor_open and state.last_band not in (None, "poor")
+
+
+def _close_or_keep_poor(state: AccountState, health: Health, policy: Policy) -> None:
+    if health.band != "poor" and state.poor_open and health.score >= policy.average_min:
         state.poor_open = False
     state.last_band = health.band
-    return health, alerts
 
 
 def next_due_ms(state: AccountState, policy: Policy) -> int | None:

@@ -1,0 +1,219 @@
+"""What the benchmarks share: fresh topics, producing and reading them, and worker processes to measure."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamer.settings import WorkerSettings
+from streamer.topics import ensure_topics
+
+REPO = Path(__file__).resolve().parents[1]
+BOOTSTRAP = (
+    os.environ.get("CHURNWATCH_KAFKA_BOOTSTRAP") or f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
+)
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def quantile(values: list[float], q: float) -> float:
+    """The ``q`` quantile (nearest rank) of ``values``."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+
+
+class Stack:
+    """One benchmark's own topics (a fresh prefix) and the worker settings that name them."""
+
+    def __init__(self, partitions: int = 8, name: str = "bench") -> None:
+        self.prefix = f"{name}-{uuid.uuid4().hex[:8]}"
+        self.partitions = partitions
+        self.topics = {
+            "events": f"{self.prefix}-events",
+            "alerts": f"{self.prefix}-alerts",
+            "health": f"{self.prefix}-health",
+            "dlq": f"{self.prefix}-dlq",
+            "clock": f"{self.prefix}-clock",
+        }
+
+    def env(self) -> dict[str, str]:
+        """``CHURNWATCH_*`` variables naming this stack's topics."""
+        return {
+            "CHURNWATCH_KAFKA_BOOTSTRAP": BOOTSTRAP,
+            "CHURNWATCH_APP_ID": self.prefix,
+            "CHURNWATCH_EVENTS_TOPIC": self.topics["events"],
+            "CHURNWATCH_ALERTS_TOPIC": self.topics["alerts"],
+            "CHURNWATCH_HEALTH_TOPIC": self.topics["health"],
+            "CHURNWATCH_DLQ_TOPIC": self.topics["dlq"],
+            "CHURNWATCH_CLOCK_TOPIC": self.topics["clock"],
+            "CHURNWATCH_PARTITIONS": str(self.partitions),
+        }
+
+    @property
+    def changelog(self) -> str:
+        """The account table's changelog topic (Faust names it after the app id)."""
+        return f"{self.prefix}-accounts-changelog"
+
+    async def create(self) -> None:
+        """Create the stack's topics as the worker expects them."""
+        settings = WorkerSettings(
+            kafka_bootstrap=BOOTSTRAP,
+            app_id=self.prefix,
+            events_topic=self.topics["events"],
+            alerts_topic=self.topics["alerts"],
+            health_topic=self.topics["health"],
+            dlq_topic=self.topics["dlq"],
+            clock_topic=self.topics["clock"],
+            partitions=self.partitions,
+        )
+        await ensure_topics(settings)
+
+    async def delete(self) -> None:
+        """Delete every topic of the stack (best effort: a benchmark leaves no gigabytes behind)."""
+        admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+        await admin.start()
+        try:
+            existing = set(await admin.list_topics())
+            mine = [t for t in existing if t.startswith(self.prefix)]
+            if mine:
+                await admin.delete_topics(mine)
+        except Exception as exc:  # noqa: BLE001 - cleanup must not hide the figures
+            print(f"  (could not delete topics of {self.prefix}: {exc})", file=sys.stderr)  # noqa: T201
+        finally:
+            await admin.close()
+
+
+async def produce(
+    topic: str,
+    records: Iterable[tuple[bytes | None, bytes]],
+    partition_for: Any = None,
+    max_batch_bytes: int = 1024 * 1024,
+) -> int:
+    """Produce ``records`` (key, value) as fast as the producer takes them; returns how many."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=BOOTSTRAP,
+        linger_ms=20,
+        max_batch_size=max_batch_bytes,
+        max_request_size=8 * 1024 * 1024,
+        acks=1,
+    )
+    await producer.start()
+    sent = 0
+    pending = []
+    try:
+        for key, value in records:
+            partition = partition_for(key.decode()) if partition_for is not None and key else None
+            pending.append(await producer.send(topic, value, key=key, partition=partition))
+            sent += 1
+            if len(pending) >= 20_000:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text → {'name{labels}': value}."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name] = float(value)
+            except ValueError:
+                continue
+    return out
+
+
+class WorkerProcess:
+    """A real ``python -m streamer`` process on a stack's topics, watched through its metrics endpoint."""
+
+    def __init__(self, stack: Stack, env: dict[str, str] | None = None, data_dir: Path | None = None) -> None:
+        self.stack = stack
+        self.port = free_port()
+        self.data_dir = data_dir or Path(tempfile.mkdtemp(prefix="cw-bench-"))
+        self.extra = env or {}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+
+    def start(self) -> None:
+        """Start the process; its output goes to ``worker.log`` in its data dir."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
+        env |= self.stack.env() | {
+            "CHURNWATCH_DATA_DIR": str(self.data_dir),
+            "CHURNWATCH_METRICS_PORT": str(self.port),
+            "CHURNWATCH_LOG_LEVEL": "WARNING",
+        }
+        env |= self.extra
+        self.log = self.data_dir / "worker.log"
+        self.started_at = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "streamer"], cwd=REPO, env=env, stdout=out, stderr=out
+            )
+
+    def metrics(self) -> dict[str, float]:
+        """The worker's current metrics, or {} while its endpoint does not answer."""
+        try:
+            url = f"http://127.0.0.1:{self.port}/metrics"
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 - loopback
+                return parse_metrics(resp.read().decode())
+        except OSError:
+            return {}
+
+    def processed(self) -> float:
+        """Input records handled so far, whatever their outcome."""
+        return sum(v for k, v in self.metrics().items() if k.startswith("churnwatch_events_total{"))
+
+    def lag(self) -> float | None:
+        """Total consumer lag over the owned input partitions, or None before any is known."""
+        lags = [v for k, v in self.metrics().items() if k.startswith("churnwatch_consumer_lag{")]
+        return sum(lags) if lags else None
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the worker process."""
+        if self.proc is None:
+            raise RuntimeError("worker not started")
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def check_alive(self) -> None:
+        """Fail with the log's tail if the worker exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"worker exited with {self.proc.returncode}; log tail:\n{tail}")
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (a clean shutdown commits and closes the store)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
