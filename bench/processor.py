@@ -8,12 +8,10 @@ Without --live the batches are treated as a backlog (health snapshots deferred),
 from __future__ import annotations
 
 import argparse
-import random
 import time
 from collections.abc import Iterable
 
-import orjson
-
+from bench import workload
 from streamer.core.policy import load_policy
 from streamer.processor import PartitionProcessor, Record
 
@@ -32,23 +30,10 @@ class Store:
 
 
 def records(n: int, accounts: int, seed: int = 1) -> list[Record]:
-    """Native events spread uniformly over accounts, one every 10 ms of event time."""
-    rng = random.Random(seed)
-    start = int(time.time() * 1000) - 3 * 86_400_000
-    out = []
-    for i in range(n):
-        account = f"acct-{rng.randrange(accounts)}"
-        value = orjson.dumps(
-            {
-                "event_id": f"e{i}",
-                "account_id": account,
-                "event": rng.choice(["login", "report_viewed", "export"]),
-                "timestamp": start + i * 10,
-                "user_id": f"u{rng.randrange(20)}",
-            }
-        )
-        out.append(Record(0, i, account.encode(), value))
-    return out
+    """The benchmark's event mix over seven days of event time ending a minute ago."""
+    end = int(time.time() * 1000) - 60_000
+    mix = workload.events(n, accounts, end - 7 * 86_400_000, end, seed)
+    return [Record(0, i, key, value) for i, (key, value) in enumerate(mix)]
 
 
 def main() -> None:

@@ -29,7 +29,6 @@ from typing import Any
 
 import faust
 import orjson
-from aiokafka import TopicPartition
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
@@ -100,14 +99,7 @@ def _records(fetched: list[Any]) -> Iterator[Record]:
 
 
 class WorkerApp(faust.App):
-    """The Faust app, re-reading its input partitions from their committed offsets after a rebalance.
-
-    Faust's consumer drops messages fetched while the flow is suspended during recovery but still
-    marks them read; its post-recovery seek only moves partitions whose committed offset is above 0.
-    Events produced to a never-committed partition during a rebalance were lost that way in our
-    two-worker tests. Seeking every input partition back to its committed offset (or the start)
-    re-delivers them; whatever was already applied is skipped by the per-account applied offsets.
-    """
+    """The Faust app, with the batch consumer for its input topics and a revocation that waits for it."""
 
     input_topics: frozenset[str] = frozenset()
     on_batch: Any = None
@@ -135,26 +127,15 @@ class WorkerApp(faust.App):
         async with self.processing:
             await super()._on_partitions_revoked(revoked)
 
-    def on_rebalance_end(self) -> None:
-        super().on_rebalance_end()
-        self.loop.create_task(self._reread_uncommitted())
-
-    async def _reread_uncommitted(self) -> None:
+    async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
+        # A partition handed back to this worker starts from its committed offset (or the start), not
+        # from where this worker stopped reading it last time: forget the old read offsets, or records
+        # between the committed offset and the old read offset would be skipped as already read.
         consumer: Any = self.consumer
-        tps = [tp for tp in consumer.assignment() if tp.topic in self.input_topics]
-        if not tps:
-            return
-        committed = getattr(consumer, "_committed_offset", {})
-        thread = consumer._thread  # the aiokafka consumer lives in its own thread: seek through it
-        client = thread._ensure_consumer()
-        fresh = [TopicPartition(tp.topic, tp.partition) for tp in tps if not committed.get(tp)]
-        known = [TopicPartition(tp.topic, tp.partition) for tp in tps if committed.get(tp)]
-        if fresh:
-            await thread.call_thread(client.seek_to_beginning, *fresh)
-        if known:
-            await thread.call_thread(client.seek_to_committed, *known)
-        for tp in tps:
-            consumer._read_offset[tp] = None  # accept the re-read records instead of dropping them
+        for tp in assigned:
+            if tp.topic in self.input_topics:
+                consumer._read_offset[tp] = None
+        await super()._on_partitions_assigned(assigned, generation_id)
 
 
 def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
@@ -256,22 +237,26 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         is written.
         """
         started = time.perf_counter()
+        consumer: Any = app.consumer
         async with app.processing:
+            # A rebalance between the fetch and now may have taken partitions away: their new owner
+            # reads them from the committed offset.
+            owned = consumer.assignment()
+            mine = {tp: fetched for tp, fetched in batches.items() if tp in owned}
             try:
                 now_ms = int(time.time() * 1000)
                 # Events before ticks, so a tick never fires a deadline that an event in the same fetch
                 # would have pushed back.
-                order = sorted(batches, key=lambda tp: tp.topic == settings.clock_topic)
-                await write([apply(tp, batches[tp], now_ms) for tp in order])
+                order = sorted(mine, key=lambda tp: tp.topic == settings.clock_topic)
+                await write([apply(tp, mine[tp], now_ms) for tp in order])
             except Exception:
                 # Exit without acknowledging; the restarted worker replays the fetch and the applied
                 # offsets keep the counts exact.
                 log.exception("unexpected failure processing a batch; exiting so that it is replayed")
                 logging.shutdown()
                 os._exit(70)
-        consumer: Any = app.consumer
-        for tp, fetched in batches.items():
-            consumer.ack_offsets(tp, [rec.offset for rec in fetched])
+            for tp, fetched in mine.items():
+                consumer.ack_offsets(tp, [rec.offset for rec in fetched])
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     app.on_batch = on_batch

@@ -18,6 +18,7 @@ markers) so commits can pass them, and stops on a generation change.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
@@ -44,8 +45,10 @@ class BatchConsumer(faust_aiokafka.Consumer):
                 if not records or self.should_stop:
                     continue
                 if not self.flow_active:
-                    # As Faust's getmany: records fetched while suspended are not ours to deliver.
-                    await self.perform_seek()
+                    # Fetched while a rebalance suspended the flow: not ours to deliver now. Faust's own
+                    # loop drops them and seeks back only partitions with a committed offset, which lost
+                    # them on never-committed partitions; seek each partition back to what we drop.
+                    await self._unread(records)
                     continue
                 await self._deliver(records, active)
         except self.consumer_stopped_errors:
@@ -56,6 +59,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
             if self.transport.app.should_stop:
                 return
             raise
+
+    async def _unread(self, records: Mapping[Any, list[Any]]) -> None:
+        for key, recs in records.items():
+            if recs:
+                with contextlib.suppress(Exception):  # no longer assigned: the new owner reads it
+                    await self.seek(TP(key.topic, key.partition), recs[0].offset)
 
     async def _deliver(self, records: Mapping[Any, list[Any]], active: set[TP] | None) -> None:
         generation = self.app.consumer_generation_id
