@@ -42,18 +42,29 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=20_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument("--live", action="store_true", help="publish health every batch")
+    parser.add_argument(
+        "--cache", type=int, default=2_500, help="decoded states kept (the worker's per partition)"
+    )
+    parser.add_argument("--flush-interval-ms", type=int, default=5_000)
     args = parser.parse_args()
     recs = records(args.events, args.accounts)
     proc = PartitionProcessor(
-        0, load_policy(None), lambda _: 0, allowed_lateness_ms=30_000, max_future_ms=300_000
+        0,
+        load_policy(None),
+        lambda _: 0,
+        allowed_lateness_ms=30_000,
+        max_future_ms=300_000,
+        cache_max=args.cache,
+        flush_interval_ms=args.flush_interval_ms,
     )
     store = Store()
     published = 0
     started = time.perf_counter()
     for i in range(0, len(recs), args.batch):
-        out = proc.process(recs[i : i + args.batch], store, int(time.time() * 1000), backlog=not args.live)
-        store.data.update(out.writes)
-        proc.flushed(out.writes)
+        now = int(time.time() * 1000)
+        out = proc.process(recs[i : i + args.batch], store, now, backlog=not args.live)
+        if proc.flush_due(now):
+            store.data.update(proc.flush(now))
         published += len(out.health)
     elapsed = time.perf_counter() - started
     mode = "live" if args.live else "backlog"

@@ -103,6 +103,7 @@ class WorkerApp(faust.App):
 
     input_topics: frozenset[str] = frozenset()
     on_batch: Any = None
+    before_revoke: Any = None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -125,6 +126,8 @@ class WorkerApp(faust.App):
 
     async def _on_partitions_revoked(self, revoked: set[TP]) -> None:
         async with self.processing:
+            if self.before_revoke is not None:
+                await self.before_revoke(revoked)
             await super()._on_partitions_revoked(revoked)
 
     async def _on_partitions_assigned(self, assigned: set[TP], generation_id: int = 0) -> None:
@@ -173,6 +176,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     def processor(partition: int) -> PartitionProcessor:
         proc = processors.get(partition)
         if proc is None:
+            owned = max(1, len(_owned(app, settings.events_topic)))
             proc = processors[partition] = PartitionProcessor(
                 partition,
                 policies,
@@ -180,8 +184,31 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
                 allowed_lateness_ms=settings.allowed_lateness_ms,
                 max_future_ms=settings.max_future_ms,
                 backlog_publish_interval_ms=settings.backlog_publish_interval_ms,
+                cache_max=max(100, settings.state_cache_accounts // owned),
+                flush_interval_ms=settings.state_flush_interval_ms,
             )
         return proc
+
+    # Offsets processed but not yet covered by a flush of their partition's states, per partition.
+    unacked: dict[int, dict[TP, list[int]]] = {}
+
+    async def write_states(proc: PartitionProcessor, now_ms: int) -> None:
+        """Flush the processor's changed states to its store and changelog; acknowledge what they cover."""
+        writes = proc.flush(now_ms)
+        store = TableStore(accounts, proc.partition)
+        changelog = accounts.changelog_topic_name
+        producer: Any = app.producer
+        last: Any = None
+        for account_id, value in writes.items():
+            key = account_id.encode()
+            store.put(key, value)
+            last = await producer.send(changelog, key, value, proc.partition, None, None)
+        if last is not None:
+            tp = TP(changelog, proc.partition)
+            last.add_done_callback(functools.partial(_persisted, accounts, tp))
+        consumer: Any = app.consumer
+        for tp, offsets in unacked.pop(proc.partition, {}).items():
+            consumer.ack_offsets(tp, offsets)
 
     async def write(work: list[tuple[BatchOutput, TableStore, PartitionProcessor]]) -> None:
         producer = app.producer
@@ -207,25 +234,21 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         # What the states record as sent (alerts, published health) is acknowledged before the states
         # are written: a crash in between re-sends it with the same ids instead of losing it.
         await asyncio.gather(*sends)
-        changelog = accounts.changelog_topic_name
-        for out, store, proc in work:
-            last: Any = None
-            for account_id, value in out.writes.items():
-                key = account_id.encode()
-                store.put(key, value)
-                last = await producer.send(changelog, key, value, store.partition, None, None)
-            if last is not None:
-                tp = TP(changelog, store.partition)
-                last.add_done_callback(functools.partial(_persisted, accounts, tp))
-            proc.flushed(out.writes)
+        for out, _, proc in work:
             _observe(out, proc)
 
     def apply(tp: TP, fetched: list[Any], now_ms: int) -> tuple[BatchOutput, TableStore, PartitionProcessor]:
         proc = processor(tp.partition)
         store = TableStore(accounts, tp.partition)
         if tp.topic == settings.clock_topic:
-            clock_ms = max(int(rec.value or b"0") for rec in fetched)
-            return proc.tick(clock_ms, store, now_ms), store, proc
+            # A tick says "wall time is T and the partition was processed up to offset N". A tick read
+            # again after a crash, before the restarted worker has re-processed up to N, would move
+            # the clock past events still to be re-applied (they would count as late): skip it.
+            ticks = (_parse_tick(rec.value) for rec in fetched)
+            valid = [clock for clock, upto in ticks if upto <= proc.last_offset + 1]
+            if not valid:
+                return BatchOutput(), store, proc
+            return proc.tick(max(valid), store, now_ms), store, proc
         highwater = app.consumer.highwater(tp)
         backlog = highwater is not None and highwater - fetched[-1].offset > settings.batch_max
         return proc.process(_records(fetched), store, now_ms, backlog), store, proc
@@ -256,22 +279,38 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
                 logging.shutdown()
                 os._exit(70)
             for tp, fetched in mine.items():
-                consumer.ack_offsets(tp, [rec.offset for rec in fetched])
+                unacked.setdefault(tp.partition, {}).setdefault(tp, []).extend(rec.offset for rec in fetched)
+            for tp in order:
+                proc = processors[tp.partition]
+                # A tick means the partition has caught up: flush, so the store is current while idle.
+                if proc.flush_due(now_ms) or (tp.topic == settings.clock_topic and proc.dirty):
+                    await write_states(proc, now_ms)
         metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     app.on_batch = on_batch
+
+    async def flush_revoked(revoked: set[TP]) -> None:
+        """Write what the revoked partitions' processors hold, so their new owner starts from it."""
+        now_ms = int(time.time() * 1000)
+        for tp in revoked:
+            proc = processors.get(tp.partition) if tp.topic == settings.events_topic else None
+            if proc is not None:
+                await write_states(proc, now_ms)
+
+    app.before_revoke = flush_revoked
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:
         """Tick the clock of every owned input partition that has caught up with its backlog."""
         now_ms = int(time.time() * 1000)
-        tick = str(now_ms - settings.idle_grace_ms).encode()
+        clock_ms = now_ms - settings.idle_grace_ms
         for tp in _owned(app, settings.events_topic):
             lag = _lag(app, tp, processors.get(tp.partition))
             if lag is None:
                 continue
             metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
             if lag == 0:
+                tick = f"{clock_ms} {app.consumer.highwater(tp)}".encode()
                 await app.producer.send(settings.clock_topic, None, tick, tp.partition, None, None)
         bands: Counter[str] = Counter()
         for proc in processors.values():
@@ -285,6 +324,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         for tp in revoked:
             if tp.topic == settings.events_topic:
                 processors.pop(tp.partition, None)
+                unacked.pop(tp.partition, None)
                 for gauge in (metrics.CONSUMER_LAG, metrics.PARTITION_CLOCK):
                     with contextlib.suppress(KeyError):
                         gauge.remove(str(tp.partition))
@@ -310,6 +350,15 @@ def _lag(app: faust.App, tp: TP, proc: PartitionProcessor | None) -> int | None:
     committed = getattr(consumer, "_committed_offset", {}).get(tp) or 0
     processed_next = max(committed, proc.last_offset + 1 if proc is not None else 0)
     return max(0, int(highwater) - processed_next)
+
+
+def _parse_tick(value: bytes | None) -> tuple[int, int]:
+    """``(clock ms, events offset it requires)`` of a tick; an unreadable tick requires the impossible."""
+    try:
+        clock, upto = (value or b"").split()
+        return int(clock), int(upto)
+    except ValueError:
+        return 0, 2**63
 
 
 def _persisted(table: Any, tp: TP, fut: asyncio.Future[Any]) -> None:

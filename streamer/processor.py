@@ -1,15 +1,19 @@
 """One partition's share of the work: batches of raw records in, state writes and outputs out.
 
 This is the glue between the pure core and Kafka, kept free of Faust and aiokafka so it can be
-tested on its own. The Faust agent in ``streamer.app`` feeds it records and performs the writes it
+tested on its own. The worker in ``streamer.app`` feeds it records and performs the writes it
 returns, in the order that keeps counts exact under at-least-once delivery:
 
-1. alerts and the DLQ are produced and acknowledged first,
-2. then account states (with the input offset they include) go to the changelog-backed table,
-3. then Faust commits the input offsets.
+1. after every batch, alerts, health snapshots and dead letters are produced and acknowledged;
+2. when a flush is due (every few seconds, or when many states wait), the changed account states
+   (with the input offset each includes) go to the store and its changelog;
+3. only then are the records up to that flush acknowledged, and Faust commits them.
 
-A crash between 1 and 2 re-sends alerts with the same deterministic ids; a crash between 2 and 3
-replays records whose offsets the stored state already includes, and those are skipped.
+Between flushes, states live decoded in a bounded cache, so an account touched by many batches is
+decoded once and encoded once per flush rather than once per batch (as Kafka Streams' record cache
+does between commits). A crash before 2 replays from the committed offset and re-sends alerts with
+the same deterministic ids; a crash between 2 and 3 replays records whose offsets the stored state
+already includes, and those are skipped.
 
 The partition clock: due points (quiet deadlines, day boundaries) fire when the partition's clock
 passes them. The clock is event time (the newest event seen, less the allowed lateness) while the
@@ -21,8 +25,9 @@ on an idle partition is still alerted moments after its deadline.
 from __future__ import annotations
 
 import heapq
+import itertools
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,7 +69,6 @@ class BatchOutput:
     rekeyed: list[tuple[Record, int]] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     health: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    writes: dict[str, bytes] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
     event_lag_ms: list[int] = field(default_factory=list)
 
@@ -81,8 +85,15 @@ class PartitionProcessor:
         allowed_lateness_ms: int,
         max_future_ms: int,
         backlog_publish_interval_ms: int = 10_000,
+        cache_max: int = 10_000,
+        flush_interval_ms: int = 0,
     ) -> None:
-        """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition."""
+        """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition.
+
+        ``cache_max`` decoded states stay in memory between batches (more while they wait to be
+        flushed); changed states are encoded for the store by :meth:`flush`, which is due every
+        ``flush_interval_ms`` or when half the cache is waiting (0 flushes after every batch).
+        """
         self.partition = partition
         self.policies = policies
         self.partition_for = partition_for
@@ -95,7 +106,11 @@ class PartitionProcessor:
         self.last_offset = -1
         self.bands: Counter[str] = Counter()
         self.tracked = 0
-        self._pending: dict[str, AccountState] = {}
+        self.cache_max = cache_max
+        self.flush_interval_ms = flush_interval_ms
+        self._cache: dict[str, AccountState] = {}
+        self._dirty: set[str] = set()
+        self._last_flush_wall_ms = 0
         self._due: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._loaded = False
@@ -106,11 +121,14 @@ class PartitionProcessor:
         return self.policies.for_account(state.segment, state.plan)
 
     def _load(self, account_id: str, store: StateStore) -> AccountState | None:
-        state = self._pending.get(account_id)
+        state = self._cache.get(account_id)
         if state is not None:
             return state
         raw = store.get(account_id)
-        return decode_state(raw) if raw is not None else None
+        if raw is None:
+            return None
+        state = self._cache[account_id] = decode_state(raw)
+        return state
 
     def _schedule(self, state: AccountState) -> None:
         due = next_due_ms(state, self._policy(state))
@@ -140,10 +158,35 @@ class PartitionProcessor:
                 self._unpublished.add(account_id)
             self._schedule(state)
 
-    def flushed(self, writes: Mapping[str, bytes]) -> None:
-        """The adapter wrote these states to the store; stop serving them from memory."""
-        for account_id in writes:
-            self._pending.pop(account_id, None)
+    @property
+    def dirty(self) -> int:
+        """Accounts changed since the last :meth:`flush`."""
+        return len(self._dirty)
+
+    def flush_due(self, now_wall_ms: int) -> bool:
+        """Whether changed states should be flushed now (see the constructor)."""
+        if not self._dirty:
+            return False
+        return (
+            now_wall_ms - self._last_flush_wall_ms >= self.flush_interval_ms
+            or len(self._dirty) >= self.cache_max // 2
+        )
+
+    def flush(self, now_wall_ms: int = 0) -> dict[str, bytes]:
+        """Encode every state changed since the last flush, for the adapter to write, and trim the cache.
+
+        Records may be acknowledged only once the states they changed were flushed and written: the
+        store then holds everything up to each account's applied offset.
+        """
+        writes = {account_id: encode_state(self._cache[account_id]) for account_id in self._dirty}
+        self._dirty.clear()
+        self._last_flush_wall_ms = now_wall_ms
+        excess = len(self._cache) - self.cache_max
+        if excess > 0:
+            # Every entry is clean now; the oldest loaded go first.
+            for account_id in list(itertools.islice(self._cache, excess)):
+                del self._cache[account_id]
+        return writes
 
     # -- work -----------------------------------------------------------------------------------
 
@@ -268,8 +311,8 @@ class PartitionProcessor:
                 # Recorded in the state too, so that a restart still publishes it.
                 state.unpublished = True
                 self._unpublished.add(account_id)
-            out.writes[account_id] = encode_state(state)
-            self._pending[account_id] = state
+            self._cache[account_id] = state
+            self._dirty.add(account_id)
         for alert in out.alerts:
             out.outcomes[f"alert:{alert.kind}"] += 1
 

@@ -30,6 +30,12 @@ class WorkerSettings(BaseSettings):
     metrics_port: int = Field(9102, ge=0, description="Prometheus metrics port; 0 disables it.")
     rules_file: Path | None = Field(None, description="TOML rules file; built-in defaults when unset.")
     batch_max: int = Field(5000, ge=1, description="Most events processed (and written) as one batch.")
+    state_cache_accounts: int = Field(
+        20_000, ge=100, description="Decoded account states kept in memory between batches, per worker."
+    )
+    state_flush_interval_ms: int = Field(
+        5_000, ge=0, description="How often changed account states are written to the store and changelog."
+    )
     tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
     idle_grace_ms: int = Field(
         300, ge=0, description="On a caught-up partition the clock trails wall time by this much."

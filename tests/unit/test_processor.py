@@ -45,8 +45,7 @@ def processor(rules: str | None = None, owner: int = 0) -> PartitionProcessor:
 
 def apply(proc: PartitionProcessor, store: Store, records: list[Record], now_ms: int, backlog: bool = False):  # noqa: ANN201
     out = proc.process(records, store, now_ms, backlog)
-    store.data.update(out.writes)
-    proc.flushed(out.writes)
+    store.data.update(proc.flush(now_ms))
     return out
 
 
@@ -101,7 +100,7 @@ def test_backlog_defers_health_snapshots_until_the_partition_catches_up() -> Non
     assert all(decode_state(store.data[f"a{i}"]).unpublished for i in range(1, 5))
 
     caught_up = proc.tick(T0 + 2000, store, T0 + 2000)
-    store.data.update(caught_up.writes)
+    store.data.update(proc.flush())
 
     assert sorted(account for account, _ in caught_up.health) == ["a1", "a2", "a3", "a4"]
     assert not any(decode_state(store.data[f"a{i}"]).unpublished for i in range(5))
@@ -124,7 +123,7 @@ def test_tick_raises_quiet_alert_at_the_deadline_once() -> None:
 
     early = proc.tick(T0 + DAY_MS - 1, store, T0 + DAY_MS - 1)
     due = proc.tick(T0 + DAY_MS + 500, store, T0 + DAY_MS + 500)
-    store.data.update(due.writes)
+    store.data.update(proc.flush())
     later = proc.tick(T0 + DAY_MS + 5000, store, T0 + DAY_MS + 5000)
 
     assert early.alerts == []
