@@ -14,7 +14,9 @@ API_PORT ?= 8000
 PYTEST_ARGS ?=
 DEMO_WATCH ?= 1
 
-.PHONY: help install kafka-install kafka-up kafka-down kafka-status test test-unit lint demo watch down
+BENCH_ARGS ?=
+
+.PHONY: help install kafka-install kafka-up kafka-down kafka-status test test-unit lint bench demo watch down
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -54,6 +56,16 @@ lint: install ## ruff and mypy --strict
 	$(BIN)/ruff check streamer api tests bench
 	$(BIN)/ruff format --check streamer api tests bench
 	$(BIN)/mypy
+
+bench: install kafka-install ## Measure throughput, latency, memory, restart and API speed (not part of test)
+	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
+		{ echo "bench: wrk is needed for the API figures (apt-get install wrk)"; exit 1; }
+	@started=0; \
+	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start || exit 1; started=1; fi; \
+	stop_started() { if [ $$started = 1 ]; then $(KAFKA) stop; fi; }; \
+	trap 'stop_started; exit 130' INT TERM; \
+	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) PATH=$(BIN):$$PATH $(BIN)/python -m bench.run $(BENCH_ARGS); rc=$$?; \
+	stop_started; exit $$rc
 
 demo: install kafka-up ## Start Kafka, the worker, the API and a simulator; then follow the alerts
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics

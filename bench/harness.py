@@ -174,6 +174,11 @@ class WorkerProcess:
             self.proc = subprocess.Popen(  # noqa: S603
                 [sys.executable, "-m", "streamer"], cwd=REPO, env=env, stdout=out, stderr=out
             )
+        if os.environ.get("BENCH_PROFILE"):
+            # py-spy samples the worker for BENCH_PROFILE_SECONDS into BENCH_PROFILE (collapsed stacks).
+            seconds = os.environ.get("BENCH_PROFILE_SECONDS", "30")
+            spy = ["py-spy", "record", "--pid", str(self.proc.pid), "--duration", seconds, "--format", "raw"]
+            subprocess.Popen([*spy, "-o", os.environ["BENCH_PROFILE"]], stdout=subprocess.DEVNULL)  # noqa: S603
 
     def metrics(self) -> dict[str, float]:
         """The worker's current metrics, or {} while its endpoint does not answer."""

@@ -168,7 +168,7 @@ def run_worker_to_end(worker: WorkerProcess, n: int, timeout_s: float = 3600) ->
         if done >= n:
             last = now
             break
-        time.sleep(0.1)
+        time.sleep(0.5)  # a scrape costs the worker CPU: poll gently
     if not last:
         raise RuntimeError(f"worker processed {done:.0f} of {n} records in {timeout_s:.0f}s")
     metrics = worker.metrics()

@@ -37,7 +37,7 @@ from streamer.core.events import InvalidEvent, UsageEvent, parse_event
 from streamer.core.policy import Policy, PolicySet
 from streamer.core.scoring import changed_since_published, score
 from streamer.core.snapshot import account_snapshot
-from streamer.core.state import AccountState, decode_state, encode_state
+from streamer.core.state import AccountState, decode_state, encode_state, peek_state
 
 
 class StateStore(Protocol):
@@ -150,13 +150,20 @@ class PartitionProcessor:
         for account_id, raw in store.scan():
             if self.partition_for(account_id) != self.partition:
                 continue
-            state = decode_state(raw)
             self.tracked += 1
-            if state.published_band is not None:
-                self.bands[state.published_band] += 1
-            if state.unpublished:
+            peeked = peek_state(raw)
+            if peeked is None:  # written before the due time was stored: decode it
+                state = decode_state(raw)
+                peeked = next_due_ms(state, self._policy(state)), state.published_band, state.unpublished
+            due, band, unpublished = peeked
+            if band is not None:
+                self.bands[band] += 1
+            if unpublished:
                 self._unpublished.add(account_id)
-            self._schedule(state)
+            if due is not None:
+                self._scheduled[account_id] = due
+                self._due.append((due, account_id))
+        heapq.heapify(self._due)
 
     @property
     def dirty(self) -> int:
@@ -178,7 +185,13 @@ class PartitionProcessor:
         Records may be acknowledged only once the states they changed were flushed and written: the
         store then holds everything up to each account's applied offset.
         """
-        writes = {account_id: encode_state(self._cache[account_id]) for account_id in self._dirty}
+        writes = {}
+        for account_id in self._dirty:
+            state = self._cache[account_id]
+            # Possibly earlier than the state's real next due point (see _schedule): harmless, it pops,
+            # finds nothing due and reschedules.
+            state.due_ms = self._scheduled.get(account_id)
+            writes[account_id] = encode_state(state)
         self._dirty.clear()
         self._last_flush_wall_ms = now_wall_ms
         excess = len(self._cache) - self.cache_max

@@ -8,13 +8,16 @@ Distinct users and features are estimated with linear-counting sketches: each bu
 a 128-bit user bitmap and a 64-bit feature bitmap, and distinct counts over several days
 come from the OR of the bitmaps.
 
-Encoding (version 1, little endian): a fixed header, the account id and four fact strings
+Encoding (version 2, little endian): a fixed header, the account id and four fact strings
 (uint16 length + UTF-8, at most 128 characters so at most 512 bytes each), the buckets
 (uint16 count + 40 bytes each) and the ring (uint16 count + 8 bytes each). Worst case with
 the default policy (35 buckets, 64 ring entries) and 4-byte characters everywhere::
 
-    header 139 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 35*40
-    + ring 2 + 64*8 = 4657 bytes
+    header 147 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 35*40
+    + ring 2 + 64*8 = 4665 bytes
+
+Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
+from :func:`peek_state` without decoding every state; version 1 states still decode.
 
 A typical ASCII account with a full window is about 2.1 KB; a fresh one about 250 bytes.
 """
@@ -37,11 +40,12 @@ __all__ = [
     "encode_state",
     "estimate_distinct",
     "event_id_hash",
+    "peek_state",
 ]
 
 USER_BITS = 128
 FEATURE_BITS = 64
-STATE_VERSION = 1
+STATE_VERSION = 2
 COMPONENT_NAMES = ("activity", "recency", "utilization", "breadth", "sentiment")
 FACT_STRINGS = ("plan", "segment", "name", "owner")
 _BANDS = (None, "good", "average", "poor")
@@ -50,11 +54,15 @@ _U32_MAX = 2**32 - 1
 
 # version, first_seen, clock, offset, last_activity, nps_at, nps_score, open_tickets,
 # sub_started, sub_cancelled, quiet_since, drop_since, flags (1 poor_open, 2 unpublished), last_band,
-# published score, published band, 5 published component values, seats, seats_at
-_HEADER = struct.Struct("<B4qqbi4qBBhB5dqq")
+# published score, published band, 5 published component values, seats, seats_at, then (version 2)
+# the next due time
+_HEADER_V1 = struct.Struct("<B4qqbi4qBBhB5dqq")
+_HEADER = struct.Struct("<B4qqbi4qBBhB5dqqq")
+_PEEK = struct.Struct("<B4qqbi4qBBhB")  # up to the published band
 _STR = struct.Struct("<H")
 _STR_NONE = 0xFFFF
 _RING = struct.Struct("<Q")
+_I64 = struct.Struct("<q")
 _U64 = 2**64 - 1
 
 
@@ -148,6 +156,9 @@ class AccountState:
     published_score: int | None = None
     published_band: str | None = None
     published_components: dict[str, float] = field(default_factory=dict)
+    # When the engine must next look at the account with no new events (see engine.next_due_ms), as
+    # last scheduled; stored so that a restart can rebuild its schedule without decoding the state.
+    due_ms: int | None = None
 
     @property
     def subscription(self) -> str | None:
@@ -214,6 +225,7 @@ def encode_state(s: AccountState) -> bytes:
             *comps,
             _opt(s.seats),
             _opt(s.facts_at_ms.get("seats")),
+            _opt(s.due_ms),
         )
     ]
     _put_str(out, s.account_id)
@@ -269,11 +281,11 @@ def decode_state(b: bytes) -> AccountState:
     Raises:
         ValueError: On an unknown version or truncated/corrupt input.
     """
-    if not b or b[0] != STATE_VERSION:
+    if not b or b[0] not in (1, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
     r = _Reader(b)
     try:
-        h = r.take(_HEADER)
+        h = r.take(_HEADER if b[0] == STATE_VERSION else _HEADER_V1)
         account_id = r.string()
         if account_id is None:
             raise ValueError("missing account id")
@@ -289,6 +301,7 @@ def decode_state(b: bytes) -> AccountState:
         comps = zip(COMPONENT_NAMES, h[16:21], strict=True)
         s.published_components = {n: v for n, v in comps if not math.isnan(v)}
         s.seats = _unopt(h[21])
+        s.due_ms = _unopt(h[23]) if len(h) > 23 else None
         if h[22] != _NONE:
             s.facts_at_ms["seats"] = h[22]
         for key in FACT_STRINGS:
@@ -307,3 +320,16 @@ def decode_state(b: bytes) -> AccountState:
     if r.pos != len(b):
         raise ValueError("trailing bytes in state")
     return s
+
+
+def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
+    """``(due_ms, published_band, unpublished)`` read from the header alone, or None for a version 1 state.
+
+    A restarted worker needs only these to rebuild its schedule and band counts; reading them costs a
+    fraction of :func:`decode_state`.
+    """
+    if len(b) < _HEADER.size or b[0] != STATE_VERSION:
+        return None
+    h = _PEEK.unpack_from(b)
+    (due,) = _I64.unpack_from(b, _HEADER.size - 8)
+    return _unopt(due), _BANDS[h[15]], bool(h[12] & 2)

@@ -140,3 +140,16 @@ def test_other_accounts_events_advance_the_clock_during_a_backlog() -> None:
     ]
     out = apply(proc, store, records, T0 + 5 * DAY_MS, backlog=True)
     assert [(a.account_id, a.kind) for a in out.alerts] == [("acme", "account_quiet")]
+
+
+def test_a_restarted_processor_rebuilds_its_deadlines_from_the_stored_due_times() -> None:
+    proc, store = processor(QUIET_RULES), Store()
+    apply(proc, store, [Record(0, 0, b"acme", event("acme", "e0", T0))], T0)
+    assert decode_state(store.data["acme"]).due_ms == (T0 // DAY_MS + 1) * DAY_MS  # the next midnight
+
+    restarted = processor(QUIET_RULES)
+    early = restarted.tick(T0 + DAY_MS - 1, store, T0 + DAY_MS - 1)
+    due = restarted.tick(T0 + DAY_MS + 500, store, T0 + DAY_MS + 500)
+
+    assert early.alerts == []
+    assert [(a.kind, a.detected_at_ms) for a in due.alerts] == [("account_quiet", T0 + DAY_MS)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from datetime import UTC, datetime
 
 import pytest
@@ -20,6 +21,7 @@ from streamer.core.state import (
     decode_state,
     encode_state,
     estimate_distinct,
+    peek_state,
 )
 
 POLICY = Policy()
@@ -85,7 +87,7 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.recent_ids = list(range(64))
     s.published_score, s.published_band = 50, "average"
     s.published_components = {"activity": 1.0}
-    assert len(encode_state(s)) == 4657
+    assert len(encode_state(s)) == 4665
     assert decode_state(encode_state(s)) == s
 
 
@@ -128,21 +130,33 @@ def states(draw: st.DrawFn) -> AccountState:
     s.poor_open, s.last_band = draw(st.booleans()), draw(bands)
     s.published_score, s.published_band = draw(st.none() | st.integers(0, 100)), draw(bands)
     s.published_components = draw(components)
+    s.due_ms, s.unpublished = draw(opt_ms), draw(st.booleans())
     return s
 
 
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 1
+    assert encoded[0] == 2
     assert decode_state(encoded) == s
+    assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
+
+
+def test_version_1_states_still_decode_and_cannot_be_peeked() -> None:
+    s = AccountState("acme", T0, T0, last_activity_ms=T0, published_band="good", published_score=80)
+    s.days[T0 // 86_400_000] = DayBucket(3, 3.0, 0b101, 0b11)
+    v2 = encode_state(s)
+    header_v2 = struct.calcsize("<B4qqbi4qBBhB5dqqq")
+    v1 = b"\x01" + v2[1 : header_v2 - 8] + v2[header_v2:]  # the same state without the due time
+    assert decode_state(v1) == s
+    assert peek_state(v1) is None
 
 
 @pytest.mark.parametrize(
     "blob",
     [
         b"",  # empty
-        b"\x02" + bytes(200),  # unknown version
+        b"\x03" + bytes(200),  # unknown version
         encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
         encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
     ],
