@@ -15,10 +15,10 @@
   function takeKeyFromFragment() {
     // make demo prints /dashboard#key=...: a URL fragment never reaches the server or its logs.
     const match = /^#key=(.+)$/.exec(location.hash);
-    if (match) {
-      sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
-      history.replaceState(null, "", location.pathname + location.search);
-    }
+    if (!match) return false;
+    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+    return true;
   }
 
   const key = () => sessionStorage.getItem(KEY);
@@ -220,6 +220,12 @@
     $("at-risk-body").addEventListener("keydown", (ev) => {
       const row = ev.target.closest("tr.account-row");
       if (row && ev.key === "Enter") loadDetail(row.dataset.account).catch(fail);
+    });
+    window.addEventListener("hashchange", () => {
+      if (takeKeyFromFragment()) {
+        if (stream) stream.abort();
+        start();
+      }
     });
     if (key()) start();
     else showLogin("");
