@@ -22,4 +22,8 @@ fi
 echo "browser: installing chromium with apt-get (once)"
 "${sudo[@]}" apt-get update -qq
 DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -qq chromium >/dev/null
-"$chromium" --version
+if [[ ! -x "$chromium" ]]; then
+  echo "browser: apt-get installed chromium, but $chromium does not exist; set CHROMIUM to its path" >&2
+  exit 1
+fi
+echo "browser: $("$chromium" --version 2>/dev/null)"
