@@ -178,7 +178,6 @@ class Simulation:
         self.accounts = accounts
         self.start_ms = start_ms
         self.now_ms = start_ms
-        self.emitted = 0
         self._tag = f"{start_ms // 1000:x}"
         self._rngs = [random.Random(f"{seed}/{a.account_id}") for a in accounts]
         self._seq = [0] * len(accounts)
@@ -299,6 +298,5 @@ class Simulation:
                 self._push(self._next_candidate(idx, stream, at_ms), idx, stream, None)
                 event = self._draw(idx, stream, at_ms)
             if event is not None:
-                self.emitted += 1
                 yield event
         self.now_ms = max(self.now_ms, sim_ms)

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Query
 from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
-from api.auth import Principal, require_scope
 from api.dashboard import render
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep
 from api.errors import api_error
@@ -37,7 +36,6 @@ _FRAGMENT_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nos
 
 router = APIRouter(prefix=BASE, include_in_schema=False)
 static_files = StaticFiles(directory=render.STATIC)
-_HealthAndAlerts = Annotated[Principal, Depends(require_scope("alerts:read"))]
 
 
 def _fragment(html: str) -> HTMLResponse:
@@ -79,9 +77,9 @@ async def alerts(
 
 @router.get("/fragments/accounts/{account_id}")
 async def account(
-    account_id: str, model: ReadModelDep, clock: ClockDep, _: HealthReader, __: _HealthAndAlerts
+    account_id: str, model: ReadModelDep, clock: ClockDep, _: HealthReader, __: AlertReader
 ) -> HTMLResponse:
-    """One account: score breakdown with explanations, signals and its alert history."""
+    """One account: score breakdown with explanations, signals and its alert history (both scopes)."""
     doc = model.get_account(account_id)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {account_id!r}")
