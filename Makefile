@@ -17,7 +17,7 @@ DEMO_WATCH ?= 1
 DEMO_ACCOUNTS ?= 40
 DEMO_HISTORY_DAYS ?= 35
 
-.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-unit lint demo watch down
+.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-unit lint demo watch down demo-reset
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -104,3 +104,6 @@ down: ## Stop everything demo started (API, worker, Kafka)
 	@$(PROC) stop api
 	@$(PROC) stop worker
 	@$(KAFKA) stop
+
+demo-reset: down ## Stop the demo and delete the local broker's data, the worker's state and the logs
+	rm -rf .local/kafka/data-$(KAFKA_PORT) .local/worker .local/run
