@@ -11,12 +11,15 @@ export KAFKA_PORT ?= 9092
 export CHURNWATCH_KAFKA_BOOTSTRAP ?=
 BOOTSTRAP = $(if $(CHURNWATCH_KAFKA_BOOTSTRAP),$(CHURNWATCH_KAFKA_BOOTSTRAP),127.0.0.1:$(KAFKA_PORT))
 API_PORT ?= 8000
+WORKER_METRICS_PORT ?= 9102
 PYTEST_ARGS ?=
 DEMO_WATCH ?= 1
+DEMO_ACCOUNTS ?= 40
+DEMO_HISTORY_DAYS ?= 35
 
 BENCH_ARGS ?=
 
-.PHONY: help install kafka-install kafka-up kafka-down kafka-status test test-unit lint bench demo watch down
+.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-unit lint bench demo watch down demo-reset
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -28,6 +31,9 @@ $(BIN)/.installed: pyproject.toml
 	@touch $@
 
 install: $(BIN)/.installed ## Create .venv and install churnwatch with its dev tools
+
+browser: ## Install Debian's chromium for the dashboard's browser test, unless /usr/bin/chromium exists
+	@deploy/browser.sh
 
 kafka-install: ## Resolve the Apache Kafka broker jars from Maven Central (once)
 	@$(KAFKA) install
@@ -41,7 +47,7 @@ kafka-down: ## Stop the local Kafka broker started by kafka-up
 kafka-status: ## Exit 0 when the local broker is up
 	@$(KAFKA) status
 
-test: install kafka-install ## Run the whole suite; starts Kafka if it is down and stops what it started
+test: install kafka-install browser ## Run the whole suite; starts Kafka if it is down and stops what it started
 	@started=0; \
 	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start || exit 1; started=1; fi; \
 	stop_started() { if [ $$started = 1 ]; then $(KAFKA) stop; fi; }; \
@@ -67,26 +73,38 @@ bench: install kafka-install ## Measure throughput, latency, memory, restart and
 	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) PATH=$(BIN):$$PATH $(BIN)/python -m bench.run $(BENCH_ARGS); rc=$$?; \
 	stop_started; exit $$rc
 
-demo: install kafka-up ## Start Kafka, the worker, the API and a simulator; then follow the alerts
+demo: install kafka-up ## Start Kafka, a simulator with 35 days of history, the worker and the API; follow the alerts
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics
+	@# History first, as fast as possible, then real time: the worker starts once the history is in
+	@# Kafka, so it reads it as a backlog on event time (see "Simulator" in the README).
+	@$(PROC) status simulator || rm -f .local/run/simulator.log
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start simulator $(BIN)/python -m streamer.simulate \
+		--accounts $(DEMO_ACCOUNTS) --start-days-ago $(DEMO_HISTORY_DAYS) --speed 0
+	@for _ in $$(seq 1 240); do \
+		grep -q "caught up with the wall clock" .local/run/simulator.log 2>/dev/null && break; \
+		$(PROC) status simulator || { tail -20 .local/run/simulator.log; exit 1; }; \
+		sleep 0.5; \
+	done; grep -h "caught up with the wall clock" .local/run/simulator.log | tail -1
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) CHURNWATCH_RULES_FILE=deploy/rules.demo.toml \
-		$(PROC) start worker $(BIN)/python -m streamer
+		CHURNWATCH_METRICS_PORT=$(WORKER_METRICS_PORT) $(PROC) start worker $(BIN)/python -m streamer
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) \
 		CHURNWATCH_API_KEYS="$$($(BIN)/python -m api.keys --name demo --config-for .local/demo-api-key)" \
 		$(PROC) start api $(BIN)/python -m api --port $(API_PORT)
-	@$(BIN)/python -m streamer.waitfor http://127.0.0.1:$(API_PORT)/healthz http://127.0.0.1:9102/metrics
-	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(PROC) start simulator $(BIN)/python -m streamer.simulate --accounts 40
+	@$(BIN)/python -m streamer.waitfor http://127.0.0.1:$(API_PORT)/healthz http://127.0.0.1:$(WORKER_METRICS_PORT)/metrics
 	@echo
 	@echo "churnwatch is up:"
-	@echo "  API            http://127.0.0.1:$(API_PORT)/docs   (liveness: /healthz)"
+	@echo "  dashboard      http://127.0.0.1:$(API_PORT)/dashboard#key=$$(cat .local/demo-api-key)"
+	@echo "                 (or open http://127.0.0.1:$(API_PORT)/dashboard and paste the demo key)"
 	@echo "  demo API key   $$(cat .local/demo-api-key)   (Authorization: Bearer <key>)"
+	@echo "  API docs       http://127.0.0.1:$(API_PORT)/docs   (liveness: /healthz)"
 	@echo "  try            curl -H \"Authorization: Bearer $$(cat .local/demo-api-key)\" '127.0.0.1:$(API_PORT)/v1/accounts?band=poor'"
-	@echo "  worker metrics http://127.0.0.1:9102/metrics"
+	@echo "  worker metrics http://127.0.0.1:$(WORKER_METRICS_PORT)/metrics   (API metrics: /metrics on the API port)"
 	@echo "  logs           .local/run/{worker,api,simulator}.log   (Kafka: deploy/kafka/kafka.sh logs)"
 	@echo "  stop with      make down"
 	@echo
-	@echo "40 simulated accounts are using the product; some will stop. With the demo rules an account"
-	@echo "is quiet after 45 s of silence, so the first alerts arrive within about a minute."
+	@echo "$(DEMO_ACCOUNTS) simulated accounts with $(DEMO_HISTORY_DAYS) days of history: some decay, some stop"
+	@echo "and cancel, some come back. The worker is catching up on that history now; its alerts arrive"
+	@echo "within about a minute. The simulation then goes on in real time."
 	@echo
 	@if [ "$(DEMO_WATCH)" != "0" ]; then CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.watch --from-beginning; fi
 
@@ -98,3 +116,6 @@ down: ## Stop everything demo started (API, worker, Kafka)
 	@$(PROC) stop api
 	@$(PROC) stop worker
 	@$(KAFKA) stop
+
+demo-reset: down ## Stop the demo and delete the local broker's data, the worker's state and the logs
+	rm -rf .local/kafka/data-$(KAFKA_PORT) .local/worker .local/run

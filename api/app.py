@@ -17,7 +17,7 @@ from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
 from api.ratelimit import RateLimiter
 from api.readmodel import ReadModel
-from api.routes import accounts, alerts, ingest, ops, portfolio
+from api.routes import accounts, alerts, dashboard, ingest, ops, portfolio
 from api.settings import ApiSettings
 
 
@@ -115,8 +115,9 @@ def create_app(
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.metrics = ApiMetrics(lambda: float(model.lag))
     install_error_handlers(app)
-    for module in (accounts, alerts, ingest, portfolio, ops):
+    for module in (accounts, alerts, ingest, portfolio, ops, dashboard):
         app.include_router(module.router)
+    app.mount(f"{dashboard.BASE}/static", dashboard.static_files, name="dashboard-static")
     # Added last so it runs first: oversized bodies are refused before any other work.
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -1,0 +1,118 @@
+"""Pure rendering of the dashboard's HTML fragments from snapshots, alerts and portfolio figures.
+
+Every value that comes from an account (ids, names, owners, explanations, evidence) goes through
+Jinja2's autoescaping; no template marks anything ``safe``. Figures that depend on "now" take it as
+an argument.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+__all__ = ["ago", "render", "sparkline_points"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+STATIC = Path(__file__).parent / "static"
+SPARK_WIDTH = 140
+SPARK_HEIGHT = 28
+TREND_ARROWS = {"up": "\u2197", "down": "\u2198", "flat": "\u2192"}
+
+_env = Environment(
+    loader=FileSystemLoader(TEMPLATES),
+    autoescape=True,
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+def sparkline_points(values: Sequence[float], width: int = SPARK_WIDTH, height: int = SPARK_HEIGHT) -> str:
+    """SVG polyline points for ``values`` scaled into ``width`` x ``height`` (1 px margin).
+
+    The highest value touches the top, zero the bottom; all-zero series lie on the bottom line.
+    """
+    if not values:
+        return ""
+    top = max(max(values), 0.0)
+    step = (width - 2) / max(1, len(values) - 1)
+    points = []
+    for i, value in enumerate(values):
+        y = height - 1 - (max(value, 0.0) / top * (height - 2) if top > 0 else 0.0)
+        points.append(f"{1 + i * step:.1f},{y:.1f}")
+    return " ".join(points)
+
+
+def _parse(value: object) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def ago(value: object, now: datetime) -> str:
+    """``value`` (RFC 3339) relative to ``now``: "just now", "12 min ago", "5 h ago", "3 d ago"; "never"."""
+    at = _parse(value)
+    if at is None:
+        return "never"
+    seconds = (now - at).total_seconds()
+    if seconds < 60:
+        return "just now"
+    if seconds < 3600:
+        return f"{int(seconds // 60)} min ago"
+    if seconds < 86_400:
+        return f"{int(seconds // 3600)} h ago"
+    return f"{int(seconds // 86_400)} d ago"
+
+
+def _pct(value: object) -> str:
+    return f"{value * 100:.1f}%" if isinstance(value, int | float) else "–"
+
+
+def _short_time(value: object) -> str:
+    at = _parse(value)
+    return at.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC") if at else "–"
+
+
+_env.globals.update(
+    ago=ago,
+    pct=_pct,
+    short_time=_short_time,
+    sparkline_points=sparkline_points,
+    arrows=TREND_ARROWS,
+    spark_w=SPARK_WIDTH,
+    spark_h=SPARK_HEIGHT,
+)
+
+
+def render(template: str, **context: Any) -> str:
+    """Render one template of ``api/dashboard/templates`` with ``context`` (autoescaped)."""
+    return _env.get_template(template).render(**context)
+
+
+def at_risk_rows(docs: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    """The at-risk table body: one row per snapshot, in the given order."""
+    return render("at_risk.html", docs=docs, now=now)
+
+
+def account_detail(doc: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]], now: datetime) -> str:
+    """One account's breakdown, facts, signals and alert history."""
+    return render("detail.html", doc=doc, alerts=alerts, now=now)
+
+
+def portfolio_cards(figures: Mapping[str, Any]) -> str:
+    """The KPI cards over the portfolio figures of :func:`api.portfolio.portfolio_figures`."""
+    churn = [row for row in figures.get("churn", []) if row.get("churn_rate") is not None]
+    return render("portfolio.html", p=figures, churn=churn[-3:])
+
+
+def alert_items(alerts: Sequence[Mapping[str, Any]]) -> str:
+    """Alert feed items, newest first as given."""
+    return render("alerts.html", alerts=alerts)

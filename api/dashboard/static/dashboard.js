@@ -1,0 +1,233 @@
+// churnwatch dashboard: plain JS, no build step. The HTML fragments come from the API, rendered and
+// escaped on the server; live alerts come from /v1/alerts/stream and are rendered with textContent only.
+"use strict";
+
+(() => {
+  const KEY = "churnwatch.apiKey";
+  const BASE = "/dashboard";
+  const REFRESH_MS = 30000; // table and KPIs also refresh on every live alert
+  const $ = (id) => document.getElementById(id);
+  let selected = null;
+  let stream = null;
+  let refreshTimer = null;
+  let pending = null;
+
+  function takeKeyFromFragment() {
+    // make demo prints /dashboard#key=...: a URL fragment never reaches the server or its logs.
+    const match = /^#key=(.+)$/.exec(location.hash);
+    if (!match) return false;
+    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
+    history.replaceState(null, "", location.pathname + location.search);
+    return true;
+  }
+
+  const key = () => sessionStorage.getItem(KEY);
+
+  class HttpError extends Error {
+    constructor(status, message) {
+      super(message);
+      this.status = status;
+    }
+  }
+
+  async function fetchText(path) {
+    const resp = await fetch(path, { headers: { Authorization: "Bearer " + key() }, cache: "no-store" });
+    if (!resp.ok) {
+      let message = resp.status + " " + resp.statusText;
+      try {
+        message = (await resp.json()).error.message;
+      } catch (_) {
+        /* not an API error body */
+      }
+      throw new HttpError(resp.status, message);
+    }
+    return resp.text();
+  }
+
+  function showLogin(message) {
+    $("app").hidden = true;
+    $("logout").hidden = true;
+    $("login").hidden = false;
+    $("login-error").textContent = message || "";
+    setLive(false, "offline");
+    if (stream) stream.abort();
+  }
+
+  function fail(err) {
+    if (err instanceof HttpError && err.status === 401) {
+      sessionStorage.removeItem(KEY);
+      showLogin("The key was not accepted: " + err.message);
+    } else if (err instanceof HttpError && err.status === 403) {
+      showLogin("This key lacks a scope the dashboard needs: " + err.message);
+    } else if (!(err instanceof DOMException && err.name === "AbortError")) {
+      $("error").textContent = String(err.message || err);
+    }
+  }
+
+  async function loadOverview() {
+    const [rows, kpis] = await Promise.all([
+      fetchText(BASE + "/fragments/at-risk"),
+      fetchText(BASE + "/fragments/portfolio"),
+    ]);
+    $("at-risk-body").innerHTML = rows; // server-rendered, escaped
+    $("kpis").innerHTML = kpis;
+    $("error").textContent = "";
+    markSelected();
+  }
+
+  async function loadFeed() {
+    $("alert-feed").innerHTML = await fetchText(BASE + "/fragments/alerts");
+  }
+
+  async function loadDetail(accountId) {
+    selected = accountId;
+    markSelected();
+    const html = await fetchText(BASE + "/fragments/accounts/" + encodeURIComponent(accountId));
+    if (selected !== accountId) return;
+    $("detail").innerHTML = html;
+    $("detail").hidden = false;
+  }
+
+  function markSelected() {
+    for (const row of document.querySelectorAll("tr.account-row")) {
+      row.classList.toggle("selected", row.dataset.account === selected);
+    }
+  }
+
+  function scheduleRefresh(accountId) {
+    // Many alerts can arrive at once: refresh at most once a second.
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      loadOverview().catch(fail);
+      if (selected !== null && (accountId === undefined || accountId === selected)) {
+        loadDetail(selected).catch(fail);
+      }
+    }, 1000);
+  }
+
+  function span(cls, text) {
+    const el = document.createElement("span");
+    el.className = cls;
+    el.textContent = text;
+    return el;
+  }
+
+  function addAlert(alert) {
+    const li = document.createElement("li");
+    const kind = String(alert.kind || "");
+    li.className = "alert new alert-" + kind.replace(/[^a-z_]/g, "");
+    li.dataset.alert = String(alert.alert_id || "");
+    li.dataset.account = String(alert.account_id || "");
+    const health = alert.health || {};
+    li.append(
+      span("kind", kind),
+      span("account", String(alert.account_id || "")),
+      span("severity", String(alert.severity || "")),
+      span("score", health.score === undefined ? "" : health.score + " " + (health.band || "")),
+    );
+    const time = document.createElement("time");
+    time.dateTime = String(alert.detected_at || "");
+    time.textContent = String(alert.detected_at || "").replace("T", " ").slice(0, 16) + " UTC";
+    li.append(time);
+    const feed = $("alert-feed");
+    feed.prepend(li);
+    while (feed.children.length > 200) feed.lastElementChild.remove();
+  }
+
+  function setLive(on, text) {
+    const el = $("live-status");
+    el.classList.toggle("on", on);
+    el.classList.toggle("off", !on);
+    el.textContent = text;
+  }
+
+  // Server-Sent Events read with fetch(), so the key travels in the Authorization header and never
+  // in a URL (EventSource cannot send headers).
+  async function follow(backoffMs) {
+    stream = new AbortController();
+    try {
+      const resp = await fetch("/v1/alerts/stream", {
+        headers: { Authorization: "Bearer " + key(), Accept: "text/event-stream" },
+        signal: stream.signal,
+        cache: "no-store",
+      });
+      if (!resp.ok) throw new HttpError(resp.status, "alert stream: " + resp.status);
+      setLive(true, "live");
+      backoffMs = 1000;
+      const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+      let buffer = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buffer += value;
+        let end;
+        while ((end = buffer.indexOf("\n\n")) >= 0) {
+          const frame = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          let event = "message";
+          const data = [];
+          for (const line of frame.split("\n")) {
+            if (line.startsWith("event:")) event = line.slice(6).trim();
+            else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+          }
+          if (event === "alert" && data.length) {
+            const alert = JSON.parse(data.join("\n"));
+            addAlert(alert);
+            scheduleRefresh(alert.account_id);
+          }
+        }
+      }
+    } catch (err) {
+      if (err instanceof HttpError && (err.status === 401 || err.status === 403)) return fail(err);
+      if (err instanceof DOMException && err.name === "AbortError") return;
+    }
+    setLive(false, "reconnecting");
+    setTimeout(() => follow(Math.min(backoffMs * 2, 30000)), backoffMs);
+  }
+
+  async function start() {
+    $("login").hidden = true;
+    $("app").hidden = false;
+    $("logout").hidden = false;
+    try {
+      await Promise.all([loadOverview(), loadFeed()]);
+    } catch (err) {
+      return fail(err);
+    }
+    follow(1000);
+    clearInterval(refreshTimer);
+    refreshTimer = setInterval(() => loadOverview().catch(fail), REFRESH_MS);
+  }
+
+  document.addEventListener("DOMContentLoaded", () => {
+    takeKeyFromFragment();
+    $("login-form").addEventListener("submit", (ev) => {
+      ev.preventDefault();
+      sessionStorage.setItem(KEY, $("key-input").value.trim());
+      $("key-input").value = "";
+      start();
+    });
+    $("logout").addEventListener("click", () => {
+      sessionStorage.removeItem(KEY);
+      clearInterval(refreshTimer);
+      showLogin("");
+    });
+    $("at-risk-body").addEventListener("click", (ev) => {
+      const row = ev.target.closest("tr.account-row");
+      if (row) loadDetail(row.dataset.account).catch(fail);
+    });
+    $("at-risk-body").addEventListener("keydown", (ev) => {
+      const row = ev.target.closest("tr.account-row");
+      if (row && ev.key === "Enter") loadDetail(row.dataset.account).catch(fail);
+    });
+    window.addEventListener("hashchange", () => {
+      if (takeKeyFromFragment()) {
+        if (stream) stream.abort();
+        start();
+      }
+    });
+    if (key()) start();
+    else showLogin("");
+  });
+})();

@@ -1,0 +1,87 @@
+"""The dashboard: a public page and its static files, and HTML fragments that need an API key.
+
+The page holds no data. Its script asks for a key once (or takes it from the URL fragment
+``#key=…``, which browsers never send to a server), keeps it in session storage and sends it as
+``Authorization: Bearer`` to the fragment routes below and to ``/v1/alerts/stream``, which it reads
+with ``fetch`` instead of ``EventSource`` so that the key never appears in a URL. The fragments are
+rendered on the server with every account-provided string escaped. None of these routes is part of
+the OpenAPI document: they serve the page, not API clients.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from api.dashboard import render
+from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep
+from api.errors import api_error
+from api.query import AccountFilters, AccountSort
+
+BASE = "/dashboard"
+# The page loads only its own script and stylesheet and talks only to this origin.
+_PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-cache",
+}
+_FRAGMENT_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+
+router = APIRouter(prefix=BASE, include_in_schema=False)
+static_files = StaticFiles(directory=render.STATIC)
+
+
+def _fragment(html: str) -> HTMLResponse:
+    return HTMLResponse(html, headers=_FRAGMENT_HEADERS)
+
+
+@router.get("")
+async def page() -> HTMLResponse:
+    """The dashboard page (public; it holds no data)."""
+    return HTMLResponse(render.render("page.html", base=BASE), headers=_PAGE_HEADERS)
+
+
+@router.get("/fragments/at-risk")
+async def at_risk(
+    model: ReadModelDep,
+    clock: ClockDep,
+    _: HealthReader,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+) -> HTMLResponse:
+    """Table rows of the lowest-scored accounts, lowest first."""
+    docs, _next = model.list_accounts(AccountFilters(), AccountSort.SCORE, None, limit)
+    return _fragment(render.at_risk_rows(docs, clock()))
+
+
+@router.get("/fragments/portfolio")
+async def portfolio(model: ReadModelDep, clock: ClockDep, _: HealthReader) -> HTMLResponse:
+    """KPI cards: accounts per band, monthly churn, NPS, open alerts."""
+    return _fragment(render.portfolio_cards(model.portfolio(clock())))
+
+
+@router.get("/fragments/alerts")
+async def alerts(
+    model: ReadModelDep, _: AlertReader, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> HTMLResponse:
+    """The most recent alerts, newest first (the page adds live ones on top)."""
+    items, _next = model.alerts(None, None, None, None, limit)
+    return _fragment(render.alert_items(items))
+
+
+@router.get("/fragments/accounts/{account_id}")
+async def account(
+    account_id: str, model: ReadModelDep, clock: ClockDep, _: HealthReader, __: AlertReader
+) -> HTMLResponse:
+    """One account: score breakdown with explanations, signals and its alert history (both scopes)."""
+    doc = model.get_account(account_id)
+    if doc is None:
+        raise api_error(404, f"no health snapshot for account {account_id!r}")
+    history, _next = model.alerts(None, None, account_id, None, 50)
+    return _fragment(render.account_detail(doc, history, clock()))

@@ -1,0 +1,201 @@
+"""The dashboard: a public page without data, fragments behind the keys, and every account string escaped."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from api.dashboard.render import ago, sparkline_points
+from api.readmodel import InMemoryReadModel
+from tests.unit.api.conftest import NOW, WRITER, AppFactory, alert, client_for, snapshot
+
+EVIL_NAME = '<script>alert("name")</script>'
+EVIL_ID = '"><img src=x onerror=alert(1)>'
+EVIL_OWNER = "<b onmouseover=alert(2)>owner</b>"
+
+
+def put(model: InMemoryReadModel, doc: dict[str, object]) -> None:
+    model.apply_health(str(doc["account_id"]), doc)
+
+
+def daily(events: list[int]) -> dict[str, object]:
+    return {"from": "2025-02-09", "to": "2025-03-15", "events": events}
+
+
+def components() -> list[dict[str, object]]:
+    return [
+        {
+            "name": "recency",
+            "value": 20.0,
+            "weight": 0.2,
+            "contribution": 4.0,
+            "explanation": "last active 11 days ago <i>x</i>",
+        }
+    ]
+
+
+async def test_the_page_is_public_holds_no_data_and_locks_down_scripts(
+    make_app: AppFactory, model: InMemoryReadModel
+) -> None:
+    put(model, snapshot("acme", facts={"name": "Acme Secret Corp"}))
+    async with client_for(make_app(), None) as anon:
+        page = await anon.get("/dashboard")
+        script = await anon.get("/dashboard/static/dashboard.js")
+        style = await anon.get("/dashboard/static/dashboard.css")
+        missing = await anon.get("/dashboard/static/nope.js")
+
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Acme" not in page.text
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "default-src 'none'" in csp
+    # No inline script and nothing from another origin: everything is served locally.
+    assert re.search(r"<script>", page.text) is None
+    assert not re.search(r'(src|href)="(https?:)?//', page.text)
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert "/v1/alerts/stream" in script.text
+    assert style.status_code == 200
+    assert missing.status_code == 404
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/fragments/at-risk",
+        "/dashboard/fragments/portfolio",
+        "/dashboard/fragments/alerts",
+        "/dashboard/fragments/accounts/acme",
+    ],
+)
+async def test_fragments_need_a_key_with_the_read_scopes(make_app: AppFactory, path: str) -> None:
+    app = make_app()
+    async with client_for(app, None) as anon, client_for(app, WRITER) as writer:
+        missing = await anon.get(path)
+        wrong_scope = await writer.get(path)
+
+    assert missing.status_code == 401
+    assert missing.json()["error"]["code"] == "unauthorized"
+    assert wrong_scope.status_code == 403
+
+
+async def test_at_risk_rows_lowest_score_first_with_trend_recency_and_sparkline(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    put(model, snapshot("good-co", score=90, band="good", trend="up", daily=daily([5] * 35)))
+    put(
+        model,
+        snapshot(
+            "bad-co",
+            score=12,
+            band="poor",
+            trend="down",
+            last_activity_at=(NOW - timedelta(days=3, hours=2)).isoformat(),
+            daily=daily([9] * 20 + [0] * 15),
+        ),
+    )
+
+    resp = await client.get("/dashboard/fragments/at-risk")
+
+    assert resp.status_code == 200
+    assert resp.headers["cache-control"] == "no-store"
+    rows = re.findall(r'data-account="([^"]*)"', resp.text)
+    assert rows == ["bad-co", "good-co"]
+    bad = resp.text.split('data-account="good-co"')[0]
+    assert "band-poor" in bad and "3 d ago" in bad and "\u2198" in bad
+    points = re.search(r'<polyline points="([^"]*)"', bad)
+    assert points is not None and len(points.group(1).split()) == 35
+
+
+async def test_at_risk_limit_is_validated(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/dashboard/fragments/at-risk", params={"limit": 0})).status_code == 422
+    assert (await client.get("/dashboard/fragments/at-risk", params={"limit": "x"})).status_code == 422
+
+
+async def test_a_malicious_account_name_is_rendered_escaped(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    facts = {"name": EVIL_NAME, "owner": EVIL_OWNER, "plan": "<plan>", "segment": "smb", "seats": 3}
+    put(model, snapshot(EVIL_ID, facts=facts, components=components(), daily=daily([1] * 35)))
+    model.apply_alert(alert("a1", EVIL_ID))
+
+    table = (await client.get("/dashboard/fragments/at-risk")).text
+    detail = (await client.get(f"/dashboard/fragments/accounts/{EVIL_ID}")).text
+    feed = (await client.get("/dashboard/fragments/alerts")).text
+
+    for html in (table, detail):
+        assert EVIL_NAME not in html
+        assert "&lt;script&gt;alert(&#34;name&#34;)&lt;/script&gt;" in html
+        assert EVIL_OWNER not in html and "&lt;b onmouseover=alert(2)&gt;" in html
+    for html in (table, detail, feed):
+        assert "<img" not in html
+        assert "&#34;&gt;&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "<i>x</i>" not in detail and "&lt;i&gt;x&lt;/i&gt;" in detail
+
+
+async def test_account_detail_explains_the_score_and_lists_its_alerts(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    put(
+        model,
+        snapshot(
+            "acme",
+            score=31,
+            band="poor",
+            components=components(),
+            nps={"score": 3, "at": "2025-03-01T00:00:00.000Z"},
+            open_tickets=2,
+            subscription={"status": "cancelled", "started_at": None, "cancelled_at": "2025-03-02T00:00:00Z"},
+            episodes={"quiet_since": "2025-03-04T00:00:00.000Z", "drop_since": None, "poor": True},
+        ),
+    )
+    model.apply_alert(alert("q1", "acme", "account_quiet"))
+    model.apply_alert(alert("other", "globex", "usage_drop"))
+
+    resp = await client.get("/dashboard/fragments/accounts/acme")
+    unknown = await client.get("/dashboard/fragments/accounts/nobody")
+
+    assert resp.status_code == 200
+    assert "recency" in resp.text and "last active 11 days ago" in resp.text
+    assert "NPS: 3" in resp.text and "Open tickets: 2" in resp.text and "cancelled 2025-03-02" in resp.text
+    assert 'data-alert="q1"' in resp.text and 'data-alert="other"' not in resp.text
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "not_found"
+
+
+async def test_portfolio_cards_show_bands_churn_and_nps(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    subscription = {
+        "status": "cancelled",
+        "started_at": "2025-01-10T00:00:00Z",
+        "cancelled_at": "2025-03-05T00:00:00Z",
+    }
+    put(model, snapshot("a", band="poor", subscription=subscription, nps={"score": 2, "at": None}))
+    started = {"status": "active", "started_at": "2025-01-10T00:00:00Z", "cancelled_at": None}
+    put(model, snapshot("b", band="good", subscription=started, nps={"score": 10, "at": None}))
+
+    resp = await client.get("/dashboard/fragments/portfolio")
+
+    assert resp.status_code == 200
+    text = re.sub(r"\s+", " ", resp.text)
+    assert "1 good" in text and "0 average" in text and "1 poor" in text
+    assert "2025-03: 50.0%" in text
+    assert "0 <span" in text and "2 answers" in text  # NPS: one promoter, one detractor
+
+
+def test_sparkline_scales_into_the_box() -> None:
+    assert sparkline_points([]) == ""
+    flat = sparkline_points([0, 0, 0], width=12, height=10)
+    assert flat == "1.0,9.0 6.0,9.0 11.0,9.0"
+    assert sparkline_points([0, 5, 10], width=12, height=10) == "1.0,9.0 6.0,5.0 11.0,1.0"
+
+
+def test_ago_reads_relative_to_the_given_now() -> None:
+    assert ago(None, NOW) == "never"
+    assert ago("not a time", NOW) == "never"
+    assert ago((NOW - timedelta(seconds=20)).isoformat(), NOW) == "just now"
+    assert ago((NOW - timedelta(minutes=12)).isoformat(), NOW) == "12 min ago"
+    assert ago((NOW - timedelta(hours=5)).isoformat().replace("+00:00", "Z"), NOW) == "5 h ago"
