@@ -502,12 +502,16 @@ def measure_state(accounts: int) -> dict[str, Any]:
         out["cold_start_ready_seconds"] = round(ready, 1)
         tracked = worker.metrics().get("churnwatch_tracked_accounts", 0.0)
         out["tracked_accounts"] = tracked
+        out["rss_bytes_peak_after_cold_start"] = worker.rss_bytes()
+        # The worker hands freed memory back every 30 s; measure once that has happened.
+        time.sleep(35)
         rss = worker.rss_bytes()
         out["rss_bytes"] = rss
         out["rss_per_account_bytes"] = round(rss / accounts)
         out["rss_marginal_per_account_bytes"] = round((rss - out["rss_bytes_empty"]) / accounts)
         say(
-            f"state: cold start {out['cold_start_seconds']}s (probe {probed:.1f}s), RSS {rss / 2**20:.0f} MiB"
+            f"state: cold start {out['cold_start_seconds']}s (probe {probed:.1f}s), RSS"
+            f" {out['rss_bytes_peak_after_cold_start'] / 2**20:.0f} MiB, 35 s later {rss / 2**20:.0f} MiB"
         )
         worker.stop()
         # Restart: same data dir, as after a deploy or a crash.
@@ -517,6 +521,8 @@ def measure_state(accounts: int) -> dict[str, Any]:
         probe_round(stack, worker, 900)
         out["restart_seconds"] = round(time.monotonic() - worker.started_at, 1)
         out["rss_bytes_after_restart"] = worker.rss_bytes()
+        time.sleep(35)
+        out["rss_bytes_after_restart_settled"] = worker.rss_bytes()
         say(f"state: restart {out['restart_seconds']}s")
     finally:
         worker.stop()

@@ -36,6 +36,10 @@ class WorkerSettings(BaseSettings):
     state_flush_interval_ms: int = Field(
         5_000, ge=0, description="How often changed account states are written to the store and changelog."
     )
+    rocksdb_cache_mb: int = Field(16, ge=1, description="RocksDB block cache per owned partition, in MiB.")
+    rocksdb_write_buffer_mb: int = Field(
+        8, ge=1, description="RocksDB write buffer per owned partition (two at most), in MiB."
+    )
     tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
     idle_grace_ms: int = Field(
         300, ge=0, description="On a caught-up partition the clock trails wall time by this much."
