@@ -29,10 +29,10 @@ class Store:
         return iter(())
 
 
-def records(n: int, accounts: int, seed: int = 1) -> list[Record]:
-    """The benchmark's event mix over seven days of event time ending a minute ago."""
+def records(n: int, accounts: int, days: float, seed: int = 1) -> list[Record]:
+    """The benchmark's event mix over ``days`` of event time ending a minute ago."""
     end = int(time.time() * 1000) - 60_000
-    mix = workload.events(n, accounts, end - 7 * 86_400_000, end, seed)
+    mix = workload.events(n, accounts, end - int(days * 86_400_000), end, seed)
     return [Record(0, i, key, value) for i, (key, value) in enumerate(mix)]
 
 
@@ -46,8 +46,9 @@ def main() -> None:
         "--cache", type=int, default=2_500, help="decoded states kept (the worker's per partition)"
     )
     parser.add_argument("--flush-interval-ms", type=int, default=5_000)
+    parser.add_argument("--days", type=float, default=1.0, help="event time the events span")
     args = parser.parse_args()
-    recs = records(args.events, args.accounts)
+    recs = records(args.events, args.accounts, args.days)
     proc = PartitionProcessor(
         0,
         load_policy(None),

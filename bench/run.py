@@ -187,9 +187,10 @@ def section_throughput(args: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(stack.create())
     try:
         end = now_ms() - 60_000
-        say(f"throughput: producing {n:,} events over {accounts:,} accounts (7 days of event time)")
+        days = args.days
+        say(f"throughput: producing {n:,} events over {accounts:,} accounts ({days:g} days of event time)")
         produced = asyncio.run(
-            produce(stack.topics["events"], workload.events(n, accounts, end - 7 * 86_400_000, end))
+            produce(stack.topics["events"], workload.events(n, accounts, end - int(days * 86_400_000), end))
         )
         say("throughput: raw aiokafka consumer")
         raw = asyncio.run(raw_consume(stack.topics["events"], produced))
@@ -727,6 +728,7 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--accounts", type=int, default=100_000)
     parser.add_argument("--naive-seconds", type=float, default=40)
+    parser.add_argument("--days", type=float, default=1.0, help="event time the throughput topic spans")
     parser.add_argument("--load-rate", type=int, default=20_000)
     parser.add_argument("--load-seconds", type=int, default=30)
     parser.add_argument("--alert-accounts", type=int, default=100_000)
