@@ -233,11 +233,14 @@ def encode_state(s: AccountState) -> bytes:
         _put_str(out, getattr(s, key))
         out.append(_RING.pack(_opt(s.facts_at_ms.get(key)) & (2**64 - 1)))
     out.append(_STR.pack(len(s.days)))
-    flat: list[int | float] = []
-    for day in sorted(s.days):
-        b = s.days[day]
-        flat += (day, min(b.events, _U32_MAX), b.weight, b.users & _U64, b.users >> 64, b.features)
-    out.append(_buckets_struct(len(s.days)).pack(*flat))
+    days = s.days
+    flat = [
+        field
+        for day in sorted(days)
+        for b in (days[day],)
+        for field in (day, min(b.events, _U32_MAX), b.weight, b.users & _U64, b.users >> 64, b.features)
+    ]
+    out.append(_buckets_struct(len(days)).pack(*flat))
     out.append(_STR.pack(len(s.recent_ids)))
     out.append(_ring_struct(len(s.recent_ids)).pack(*s.recent_ids))
     return b"".join(out)
@@ -309,11 +312,11 @@ def decode_state(b: bytes) -> AccountState:
             at = _signed(r.take(_RING)[0])
             if at != _NONE:
                 s.facts_at_ms[key] = at
-        flat = r.take(_buckets_struct(r.count()))
-        for i in range(0, len(flat), 6):
-            s.days[flat[i]] = DayBucket(
-                flat[i + 1], flat[i + 2], flat[i + 3] | (flat[i + 4] << 64), flat[i + 5]
-            )
+        it = iter(r.take(_buckets_struct(r.count())))
+        s.days = {
+            day: DayBucket(events, weight, low | (high << 64), features)
+            for day, events, weight, low, high, features in zip(it, it, it, it, it, it, strict=True)
+        }
         s.recent_ids = list(r.take(_ring_struct(r.count())))
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
