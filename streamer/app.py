@@ -25,7 +25,7 @@ import logging
 import os
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
@@ -205,6 +205,29 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             )
         return proc
 
+    async def send_batched(
+        topic: str, partition: int, records: Sequence[tuple[bytes, bytes, Sequence[tuple[str, bytes]]]]
+    ) -> list[tuple[asyncio.Future[Any], int]]:
+        """Produce small records to one partition in record batches: one future per batch, not per record.
+
+        Returns ``(future, records in the batch)`` per batch; a future resolves when its batch is
+        acknowledged, with the offset of the batch's first record.
+        """
+        client: Any = app.producer._ensure_producer()  # type: ignore[attr-defined]
+        futures: list[tuple[asyncio.Future[Any], int]] = []
+        batch = client.create_batch()
+        for key, value, headers in records:
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                futures.append(
+                    (await client.send_batch(batch, topic, partition=partition), batch.record_count())
+                )
+                batch = client.create_batch()
+                if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                    raise ValueError(f"a record for {topic} is larger than the producer's batch size")
+        if batch.record_count():
+            futures.append((await client.send_batch(batch, topic, partition=partition), batch.record_count()))
+        return futures
+
     # Offsets processed but not yet covered by a flush of their partition's states, per partition.
     unacked: dict[int, dict[TP, list[int]]] = {}
 
@@ -213,15 +236,17 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         writes = proc.flush(now_ms)
         store = TableStore(accounts, proc.partition)
         changelog = accounts.changelog_topic_name
-        producer: Any = app.producer
-        last: Any = None
+        records = []
         for account_id, value in writes.items():
             key = account_id.encode()
             store.put(key, value)
-            last = await producer.send(changelog, key, value, proc.partition, None, None)
-        if last is not None:
-            tp = TP(changelog, proc.partition)
-            last.add_done_callback(functools.partial(_persisted, accounts, tp))
+            records.append((key, value, ()))
+        sent = await send_batched(changelog, proc.partition, records)
+        if sent:
+            last, count = sent[-1]
+            last.add_done_callback(
+                functools.partial(_persisted, accounts, TP(changelog, proc.partition), count)
+            )
         consumer: Any = app.consumer
         for tp, offsets in unacked.pop(proc.partition, {}).items():
             consumer.ack_offsets(tp, offsets)
@@ -229,7 +254,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     async def write(work: list[tuple[BatchOutput, TableStore, PartitionProcessor]]) -> None:
         producer = app.producer
         sends = []
-        for out, _, _ in work:
+        for out, _, proc in work:
             for rec, reason in out.dead_letters:
                 headers = headers_with_reason(rec, reason, settings.events_topic)
                 sends.append(await producer.send(dlq_topic, rec.key, rec.value, None, None, headers))
@@ -239,14 +264,20 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
                         settings.events_topic, None, rec.value, target, None, list(rec.headers)
                     )
                 )
-            for alert in out.alerts:
-                value = orjson.dumps(alert_to_dict(alert))
-                headers = [("churnwatch.kind", alert.kind.encode())]
-                key = alert.account_id.encode()
-                sends.append(await producer.send(alerts_topic, key, value, None, None, headers))
-            for account_id, snapshot in out.health:
-                value = orjson.dumps(snapshot)
-                sends.append(await producer.send(health_topic, account_id.encode(), value, None, None, None))
+            # Alerts and snapshots are of this partition's accounts, so they go to the same partition
+            # of their co-partitioned topics (where Kafka's default partitioner would put them too).
+            partition = proc.partition
+            alert_records = [
+                (
+                    a.account_id.encode(),
+                    orjson.dumps(alert_to_dict(a)),
+                    (("churnwatch.kind", a.kind.encode()),),
+                )
+                for a in out.alerts
+            ]
+            sends += [f for f, _ in await send_batched(alerts_topic, partition, alert_records)]
+            health_records = [(a.encode(), orjson.dumps(snapshot), ()) for a, snapshot in out.health]
+            sends += [f for f, _ in await send_batched(health_topic, partition, health_records)]
         # What the states record as sent (alerts, published health) is acknowledged before the states
         # are written: a crash in between re-sends it with the same ids instead of losing it.
         await asyncio.gather(*sends)
@@ -391,10 +422,11 @@ def _parse_tick(value: bytes | None) -> tuple[int, int]:
         return 0, 2**63
 
 
-def _persisted(table: Any, tp: TP, fut: asyncio.Future[Any]) -> None:
-    # Recovery after a restart only replays the changelog past this offset into the local store.
+def _persisted(table: Any, tp: TP, count: int, fut: asyncio.Future[Any]) -> None:
+    # Recovery after a restart only replays the changelog past this offset into the local store. A
+    # batch's future gives the offset of its first record; ``count`` records were in the batch.
     if not fut.cancelled() and fut.exception() is None:
-        table.data.set_persisted_offset(tp, fut.result().offset)
+        table.data.set_persisted_offset(tp, fut.result().offset + count - 1)
 
 
 def _observe(out: BatchOutput, proc: PartitionProcessor) -> None:
