@@ -125,7 +125,15 @@ class WorkerApp(faust.App):
         fresh = [TopicPartition(tp.topic, tp.partition) for tp in tps if not committed.get(tp)]
         known = [TopicPartition(tp.topic, tp.partition) for tp in tps if committed.get(tp)]
         if fresh:
-            await thread.call_thread(client.seek_to_beginning, *fresh)
+            # Not seek_to_beginning: it leaves the position unset until a reset request returns, and
+            # Faust's livelock check reads it in that window and crashes the consumer (AssertionError
+            # in aiokafka's position; seen when a second worker joined mid-stream).
+            async def rewind() -> None:
+                starts = await client.beginning_offsets(fresh)
+                for tp in fresh:
+                    client.seek(tp, starts[tp])
+
+            await thread.call_thread(rewind)
         if known:
             await thread.call_thread(client.seek_to_committed, *known)
         for tp in tps:
