@@ -31,18 +31,16 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-
-import orjson
 
 from tests.faults import report
 from tests.faults.procs import ApiProcess
 from tests.faults.traffic import committed
 from tests.integration.kafkautil import read_all
 from tests.integration.pipeline import alerts, counted_events, states
-from tests.integration.test_delivery import Receiver, Setup
-from tests.integration.test_delivery import webhook_toml
+from tests.integration.test_delivery import Receiver, Setup, webhook_toml
 from tests.integration.workers import REPO, WorkerFactory, free_port
 
 log = logging.getLogger("soak")
@@ -217,26 +215,20 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
     else:
         failures.append("too few samples to judge (run longer)")
     figures["failures"] = failures or "none"
-    report.store(
-        {
-            "soak": {
-                **report.entry(
-                    "Soak: the full stack at a steady rate",
-                    f"`make soak DURATION={duration_s:.0f}`: worker, API and alert delivery (to a local signed-webhook"
-                    " receiver) with the simulator at a steady rate (demo rules: quiet after 45 s, so alerts"
-                    " flow). Fails when a process's memory slope after the warm-up (first quarter, at least 60 s)"
-                    " extrapolates to more than 256 MiB per day, when lag grows without bound (last-quarter mean"
-                    " above 2,000 records and above twice the second quarter's), or when a correctness check"
-                    " fails (API not ready, a process exited, an account counted wrong, an alert not delivered"
-                    " exactly once).",
-                    "passed" if not failures else "failed",
-                    time.monotonic() - started,
-                    figures,
-                ),
-                "order": 90,
-            }
-        }
+    description = (
+        f"`make soak DURATION={duration_s:.0f}`: worker, API and alert delivery (to a local signed-webhook"
+        " receiver) with the simulator at a steady rate (demo rules: quiet after 45 s, so alerts flow)."
+        " Fails when a process's memory slope after the warm-up (first quarter, at least 60 s)"
+        f" extrapolates to more than {max_growth:.0f} MiB per day, when lag grows without bound"
+        " (last-quarter mean above 2,000 records and above twice the second quarter's), or when a"
+        " correctness check fails (API not ready, a process exited, an account counted wrong, an alert"
+        " not delivered exactly once)."
     )
+    outcome = "passed" if not failures else "failed"
+    result = report.entry(
+        "Soak: the full stack at a steady rate", description, outcome, time.monotonic() - started, figures
+    )
+    report.store({"soak": {**result, "order": 90}})
     for line in failures:
         log.error("soak failed: %s", line)
     return not failures

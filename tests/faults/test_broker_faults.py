@@ -61,7 +61,9 @@ async def _exact(bootstrap: str, group: str, want: dict[str, int], timeout_s: fl
         await wait_until(exact, timeout_s, f"{group} to count every event exactly once")
     except AssertionError:
         wrong = {a: (got.get(a), n) for a, n in want.items() if got.get(a) != n}
-        raise AssertionError(f"{len(wrong)} accounts counted wrong (got, want): {list(wrong.items())[:10]}")
+        raise AssertionError(
+            f"{len(wrong)} accounts counted wrong (got, want): {list(wrong.items())[:10]}"
+        ) from None
 
 
 def _want(history: History, live: list[tuple[bytes | None, bytes | None]]) -> dict[str, int]:
@@ -126,6 +128,17 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
         up = time.monotonic()
         figures["broker restart seconds (start to answering)"] = round(up - stop_started - 10, 1)
 
+        # A commit after the restart, not one that landed while the broker was shutting down: the
+        # base is what the broker reports once it answers offset requests again.
+        stopped_at = before
+
+        async def offsets_back() -> bool:
+            nonlocal before
+            before = await committed(node.address, "restart-group", topics["events"])
+            return before >= stopped_at
+
+        await wait_until(offsets_back, 30, "the group's committed offsets to be readable again")
+        figures["committed when the broker answered again"] = before
         live = _rename(_live(2000, 10, 0), "live-")
         producing = asyncio.create_task(produce_fast(node.address, topics["events"], live))
 

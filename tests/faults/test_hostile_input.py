@@ -5,7 +5,6 @@ from __future__ import annotations
 import random
 import time
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -147,9 +146,10 @@ async def test_malformed_records_go_to_the_dlq_and_valid_ones_count_once(
 
     12,000 malformed records of 25 kinds (invalid UTF-8 and JSON, non-objects, wrong types, missing
     and oversized fields, timestamps in 1970 and in 3000, unknown event kinds and Segment types,
-    Segment messages without a group id or with a list as type, invalid reserved events, 5,000-deep nesting, empty and null
-    values), three 10 MB values, and 300 re-sent valid events (repeated event ids) are interleaved
-    at random with 6,000 valid events of 50 simulated accounts. Held means: the worker process never
+    Segment messages without a group id or with a list as type, invalid reserved events, 5,000-deep
+    nesting, empty and null values), three 10 MB values, and 300 re-sent valid events (repeated
+    event ids, each shortly after its original) are interleaved at random with 6,000 valid events
+    of 50 simulated accounts. Held means: the worker process never
     exits or restarts and catches up (no stall), every malformed record is in the DLQ exactly once
     with a `churnwatch.error` reason naming the broken field or rule, and every valid event is
     counted exactly once (repeated ids dropped as duplicates).
