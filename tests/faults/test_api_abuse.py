@@ -136,8 +136,9 @@ async def test_keys_scopes_bodies_idle_connections_and_rate_limits(
     and with a wrong key (401), with a key lacking the scope (403; an ingest-only key trying to
     read), bodies over 1 MiB with and without Content-Length (413), 300 idle TCP connections plus
     100 that sent half a request head (a normal request must still answer within 1 s, and with
-    `CHURNWATCH_HEAD_TIMEOUT_S=3` the server must have closed all 400 after 6 s), and 300 requests as fast as possible with one key
-    (at most burst + rate × elapsed succeed, the rest 429 with Retry-After; another key unaffected).
+    `CHURNWATCH_HEAD_TIMEOUT_S=3` the server must have closed all 400 after 6 s), and 300 requests
+    as fast as possible with one key (at most burst + rate × elapsed succeed, the rest 429 with
+    Retry-After; another key unaffected).
     """
     api = await _stack(
         kafka_bootstrap,

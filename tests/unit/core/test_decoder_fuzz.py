@@ -46,8 +46,17 @@ _field_values = (
 )
 _native_keys = ["event_id", "account_id", "event", "timestamp", "user_id", "properties", "active", "kind"]
 _segment_keys = [
-    "type", "messageId", "event", "userId", "anonymousId", "groupId", "timestamp", "originalTimestamp",
-    "properties", "traits", "context",
+    "type",
+    "messageId",
+    "event",
+    "userId",
+    "anonymousId",
+    "groupId",
+    "timestamp",
+    "originalTimestamp",
+    "properties",
+    "traits",
+    "context",
 ]
 
 
