@@ -51,8 +51,13 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         return
     doc = inspect.getdoc(item.function) or item.name
     title, _, description = doc.partition("\n")
+    outcome = rep.outcome
+    if hasattr(rep, "wasxfail"):
+        # A known failure (xfail with its reason): reported as not holding, never as held.
+        outcome = "xfailed" if rep.skipped else "xpassed"
+        description += f"\n\nKnown failure: {rep.wasxfail}"
     _RESULTS[item.name] = report.entry(
-        title.strip(), description, rep.outcome, call.duration, dict(item.stash[_FIGURES])
+        title.strip(), description, outcome, call.duration, dict(item.stash[_FIGURES])
     )
 
 

@@ -98,7 +98,12 @@ def render(data: dict[str, Any]) -> str:
     parts = [INTRO]
     for name in sorted(data, key=lambda n: (data[n].get("order", 50), n)):
         result = data[name]
-        held = {"passed": "held", "failed": "DID NOT HOLD"}.get(result["outcome"], result["outcome"])
+        held = {
+            "passed": "held",
+            "failed": "DID NOT HOLD",
+            "xfailed": "DID NOT HOLD (known failure, marked xfail)",
+            "xpassed": "held this time (known failure, marked xfail)",
+        }.get(result["outcome"], result["outcome"])
         parts.append(f"\n## {result['title']}\n")
         parts.append(
             f"`{name}` — **{held}** (run {result['run_at']} on {result['commit']}, "
