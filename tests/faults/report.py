@@ -46,7 +46,9 @@ def git_commit() -> str:
         sha = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
         ).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=REPO, capture_output=True, text=True)
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO, capture_output=True, text=True
+        )
         return sha + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -65,7 +67,7 @@ def store(entries: dict[str, dict[str, Any]]) -> None:
     data = load()
     data.update(entries)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n")
     DOC.write_text(render(data))
 
 
@@ -90,7 +92,7 @@ def _fmt(value: Any) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         return f"{value:,}"
     if isinstance(value, dict | list):
-        return "`" + json.dumps(value, sort_keys=True) + "`"
+        return "`" + json.dumps(value, sort_keys=True, ensure_ascii=False) + "`"
     return str(value)
 
 
