@@ -210,10 +210,8 @@ def _owned(worker: Worker) -> list[int]:
 @pytest.mark.xfail(
     strict=False,
     reason=(
-        "worker input path: after the takeover some accounts on the killed worker's partitions miss"
-        " 1-2 events (3, 11 and 4 accounts in three runs); in the two runs inspected, the two records"
-        " after one partition's committed offset were skipped as replays and that partition's commit"
-        " stayed there while the worker reported lag 0. The input path is being rewritten"
+        "worker input path: after the takeover, accounts on the killed worker's partitions miss 1-2"
+        " events in every run so far (README, Known limits); the input path is being rewritten"
     ),
 )
 @pytest.mark.timeout(900)
