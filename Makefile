@@ -19,7 +19,7 @@ DEMO_HISTORY_DAYS ?= 35
 
 BENCH_ARGS ?=
 
-.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-unit lint bench demo watch down demo-reset
+.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-faults soak test-unit lint bench demo watch down demo-reset
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -47,13 +47,23 @@ kafka-down: ## Stop the local Kafka broker started by kafka-up
 kafka-status: ## Exit 0 when the local broker is up
 	@$(KAFKA) status
 
-test: install kafka-install browser ## Run the whole suite; starts Kafka if it is down and stops what it started
-	@started=0; \
+# Runs $(1) with the local broker up: starts it if it is down and stops it again if it started it.
+with_kafka = started=0; \
 	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start || exit 1; started=1; fi; \
 	stop_started() { if [ $$started = 1 ]; then $(KAFKA) stop; fi; }; \
 	trap 'stop_started; exit 130' INT TERM; \
-	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m pytest $(PYTEST_ARGS) tests; rc=$$?; \
+	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(1); rc=$$?; \
 	stop_started; exit $$rc
+
+test: install kafka-install browser ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
+	@$(call with_kafka,$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS) tests)
+
+test-faults: install kafka-install ## Fault and abuse suite (crashes, broker restarts, a 3-node cluster, hostile input); rewrites docs/reliability.md
+	@$(call with_kafka,$(BIN)/python -m pytest -m faults $(PYTEST_ARGS) tests/faults)
+
+DURATION ?= 600
+soak: install kafka-install ## Full stack at a steady rate for DURATION seconds; fails on memory growth, unbounded lag or wrong counts
+	@$(call with_kafka,$(BIN)/python -m tests.faults.soak --duration $(DURATION))
 
 test-unit: install ## Run the unit tests only (no broker)
 	$(BIN)/python -m pytest -m "not integration" tests/unit
@@ -66,12 +76,7 @@ lint: install ## ruff and mypy --strict
 bench: install kafka-install ## Measure throughput, latency, memory, restart and API speed (not part of test)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
 		{ echo "bench: wrk is needed for the API figures (apt-get install wrk)"; exit 1; }
-	@started=0; \
-	if ! $(KAFKA) status >/dev/null 2>&1; then $(KAFKA) start || exit 1; started=1; fi; \
-	stop_started() { if [ $$started = 1 ]; then $(KAFKA) stop; fi; }; \
-	trap 'stop_started; exit 130' INT TERM; \
-	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) PATH=$(BIN):$$PATH $(BIN)/python -m bench.run $(BENCH_ARGS); rc=$$?; \
-	stop_started; exit $$rc
+	@$(call with_kafka,PATH=$(BIN):$$PATH $(BIN)/python -m bench.run $(BENCH_ARGS))
 
 demo: install kafka-up ## Start Kafka, a simulator with 35 days of history, the worker and the API; follow the alerts
 	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics

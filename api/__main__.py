@@ -7,6 +7,7 @@ import argparse
 import uvicorn
 
 from api.app import create_app
+from api.server import http_protocol
 from api.settings import ApiSettings
 
 
@@ -23,6 +24,7 @@ def main() -> None:
         port=args.port or settings.api_port,
         log_level="info",
         access_log=False,
+        http=http_protocol(settings.head_timeout_s),
     )
 
 

@@ -35,4 +35,7 @@ class ApiSettings(BaseSettings):
     rate_limit_per_s: float = Field(100.0, gt=0, description="Sustained requests per second per key.")
     rate_limit_burst: int = Field(200, ge=1, description="Requests a key may send at once.")
     alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept in memory for the feed.")
+    head_timeout_s: float = Field(
+        10.0, gt=0, description="A connection without a complete request head for this long is closed."
+    )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")

@@ -37,7 +37,7 @@ from streamer import metrics
 from streamer.consumer import BatchConsumer
 from streamer.core.alerts import alert_to_dict
 from streamer.core.policy import PolicySet
-from streamer.processor import BatchOutput, PartitionProcessor, Record, headers_with_reason
+from streamer.processor import BatchOutput, PartitionProcessor, Record, dead_letter
 from streamer.settings import WorkerSettings
 
 log = logging.getLogger("churnwatch.worker")
@@ -256,8 +256,8 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         sends = []
         for out, _, proc in work:
             for rec, reason in out.dead_letters:
-                headers = headers_with_reason(rec, reason, settings.events_topic)
-                sends.append(await producer.send(dlq_topic, rec.key, rec.value, None, None, headers))
+                key, value, headers = dead_letter(rec, reason, settings.events_topic)
+                sends.append(await producer.send(dlq_topic, key, value, None, None, headers))
             for rec, target in out.rekeyed:
                 sends.append(
                     await producer.send(

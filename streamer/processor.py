@@ -345,6 +345,30 @@ class PartitionProcessor:
         out.health.append((state.account_id, account_snapshot(state, health, policy, previous_score)))
 
 
+# A dead letter must fit the producer's request limit and a broker's default message.max.bytes (1 MB),
+# whatever the input topic allowed; a 10 MB record that could not be dead-lettered stopped the worker.
+DEAD_LETTER_MAX_BYTES = 512 * 1024
+
+
+def dead_letter(
+    rec: Record, reason: str, source_topic: str
+) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]:
+    """Key, value and headers of a dead letter; a key or value over 512 KiB is cut to that size.
+
+    A cut is marked with ``churnwatch.truncated``: the original sizes as ``key=<bytes>,value=<bytes>``.
+    """
+    headers = headers_with_reason(rec, reason, source_topic)
+    key, value = rec.key, rec.value
+    if (key is not None and len(key) > DEAD_LETTER_MAX_BYTES) or (
+        value is not None and len(value) > DEAD_LETTER_MAX_BYTES
+    ):
+        sizes = f"key={len(key) if key is not None else 0},value={len(value) if value is not None else 0}"
+        headers.append(("churnwatch.truncated", sizes.encode()))
+        key = key[:DEAD_LETTER_MAX_BYTES] if key is not None else None
+        value = value[:DEAD_LETTER_MAX_BYTES] if value is not None else None
+    return key, value, headers
+
+
 def headers_with_reason(rec: Record, reason: str, source_topic: str) -> list[tuple[str, bytes]]:
     """Headers of a dead letter: the original headers plus where it came from and why it was rejected."""
     return [

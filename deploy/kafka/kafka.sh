@@ -13,6 +13,18 @@
 #   KAFKA_LIBS                  where the jars live (default <repo>/.local/kafka/libs)
 #   KAFKA_HEAP                  JVM heap (default 512m)
 #   KAFKA_START_TIMEOUT         seconds to wait for the broker to answer (default 90)
+#
+# One node of a multi-node KRaft cluster (every node is broker + controller; tests use it for a
+# three-node cluster on one machine):
+#   KAFKA_NODE_ID               node.id (default 1)
+#   KAFKA_CONTROLLER_PORT       controller port (default KAFKA_PORT + 1)
+#   KAFKA_QUORUM                controller.quorum.voters, e.g. 1@127.0.0.1:9193,2@127.0.0.1:9195,...
+#                               (default: this node alone)
+#   KAFKA_CLUSTER_ID            cluster id to format storage with; every node of a cluster needs the
+#                               same one (default: a random one, fine for a single node)
+#   KAFKA_REPLICATION           replication factor of internal topics and the default for new topics
+#                               (default 1)
+#   KAFKA_MIN_ISR               min.insync.replicas (default 1)
 #   CHURNWATCH_KAFKA_BOOTSTRAP  when set, an existing cluster is used and nothing is started or stopped
 set -euo pipefail
 
@@ -28,6 +40,11 @@ log="$home/broker-$port.log"
 pidfile="$home/broker-$port.pid"
 heap="${KAFKA_HEAP:-512m}"
 timeout_s="${KAFKA_START_TIMEOUT:-90}"
+node_id="${KAFKA_NODE_ID:-1}"
+controller_port="${KAFKA_CONTROLLER_PORT:-$controller_port}"
+quorum="${KAFKA_QUORUM:-$node_id@127.0.0.1:$controller_port}"
+replication="${KAFKA_REPLICATION:-1}"
+min_isr="${KAFKA_MIN_ISR:-1}"
 
 say() { echo "kafka: $*" >&2; }
 
@@ -98,8 +115,8 @@ logger.quiet.level = WARN
 EOF
   cat >"$conf" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$controller_port
+node.id=$node_id
+controller.quorum.voters=$quorum
 listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
 advertised.listeners=PLAINTEXT://127.0.0.1:$port
 controller.listener.names=CONTROLLER
@@ -107,14 +124,15 @@ listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
 inter.broker.listener.name=PLAINTEXT
 log.dirs=$data
 num.partitions=1
-default.replication.factor=1
-offsets.topic.replication.factor=1
+default.replication.factor=$replication
+min.insync.replicas=$min_isr
+offsets.topic.replication.factor=$replication
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor=$replication
+transaction.state.log.min.isr=$min_isr
 transaction.state.log.num.partitions=4
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+share.coordinator.state.topic.replication.factor=$replication
+share.coordinator.state.topic.min.isr=$min_isr
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
 delete.topic.enable=true
@@ -135,8 +153,8 @@ start() {
   install
   write_config
   if [[ ! -f "$data/meta.properties" ]]; then
-    local cluster_id
-    cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
+    local cluster_id="${KAFKA_CLUSTER_ID:-}"
+    [[ -n "$cluster_id" ]] || cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
     say "formatting KRaft storage in $data (cluster id $cluster_id)"
     java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" >>"$log" 2>&1 ||
       { say "storage format failed"; tail -n 40 "$log" >&2; exit 1; }

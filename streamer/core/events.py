@@ -237,7 +237,8 @@ def _from_pydantic(err: ValidationError) -> InvalidEvent:
 
 def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
     seg_type = d.get("type")
-    if seg_type not in _SEGMENT_TYPES:
+    # The type check first: a list or an object is unhashable and would raise TypeError, not InvalidEvent.
+    if type(seg_type) is not str or seg_type not in _SEGMENT_TYPES:
         raise InvalidEvent(
             "type",
             f"unsupported Segment type {seg_type!r}; expected one of " + ", ".join(sorted(_SEGMENT_TYPES)),

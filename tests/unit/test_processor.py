@@ -9,7 +9,7 @@ import orjson
 
 from streamer.core.policy import DAY_MS, load_policy
 from streamer.core.state import decode_state
-from streamer.processor import PartitionProcessor, Record
+from streamer.processor import DEAD_LETTER_MAX_BYTES, PartitionProcessor, Record, dead_letter
 
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
 QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"
@@ -153,3 +153,16 @@ def test_a_restarted_processor_rebuilds_its_deadlines_from_the_stored_due_times(
 
     assert early.alerts == []
     assert [(a.kind, a.detected_at_ms) for a in due.alerts] == [("account_quiet", T0 + DAY_MS)]
+
+
+def test_dead_letters_over_512_kib_are_cut_and_marked_with_their_sizes() -> None:
+    big = Record(0, 7, b"k", b"x" * (DEAD_LETTER_MAX_BYTES + 10))
+    key, value, headers = dead_letter(big, "$: not valid JSON", "usage-events")
+    assert key == b"k" and value == b"x" * DEAD_LETTER_MAX_BYTES
+    found = dict(headers)
+    assert found["churnwatch.truncated"] == f"key=1,value={DEAD_LETTER_MAX_BYTES + 10}".encode()
+    assert found["churnwatch.error"] == b"$: not valid JSON"
+    assert found["churnwatch.source"] == b"usage-events/0@7"
+    small = Record(0, 8, None, b"{")
+    assert dead_letter(small, "r", "t")[:2] == (None, b"{")
+    assert "churnwatch.truncated" not in dict(dead_letter(small, "r", "t")[2])

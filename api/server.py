@@ -1,0 +1,49 @@
+"""uvicorn's HTTP/1.1 protocol with a deadline for the request head.
+
+uvicorn times out a keep-alive connection only after a response; a connection that never sends a
+complete request head (opened and left idle, or sending its headers a byte at a time) was kept
+open for ever, so idle connections could pile up without bound. With this protocol a connection
+that has no request in progress is closed once ``head_timeout_s`` has passed without a complete
+request head: after the connection is made and after each response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+
+class HeadTimeoutH11Protocol(H11Protocol):
+    """H11Protocol that closes connections which do not send a complete request head in time."""
+
+    head_timeout_s: float = 10.0
+    _head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+        self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timeout)
+
+    def _head_timeout(self) -> None:
+        waiting = self.cycle is None or self.cycle.response_complete
+        if waiting and not self.transport.is_closing():
+            self.transport.close()
+
+
+def http_protocol(head_timeout_s: float) -> type[HeadTimeoutH11Protocol]:
+    """The protocol class for uvicorn's ``http`` option, with this head timeout."""
+    return type("HeadTimeoutH11Protocol", (HeadTimeoutH11Protocol,), {"head_timeout_s": head_timeout_s})

@@ -1,0 +1,264 @@
+"""Abuse of the running API (`python -m api` on the shared broker).
+
+Keys, scopes, bodies, idle connections, rate limits, and schemathesis with all checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.faults.procs import API_KEY, INGEST_KEY, READ_KEY, ApiProcess
+from tests.faults.traffic import produce_fast
+from tests.integration.pipeline import make_topics, now_ms
+from tests.integration.workers import REPO, WorkerFactory
+
+PROTECTED = [
+    ("GET", "/v1/accounts"),
+    ("GET", "/v1/accounts/acct-0000/health"),
+    ("GET", "/v1/portfolio"),
+    ("GET", "/v1/alerts"),
+    ("POST", "/v1/events"),
+    ("POST", "/v1/segment/batch"),
+]
+
+
+async def _stack(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, tmp_path: Path, **api: str
+) -> ApiProcess:
+    """A worker fed 2,000 simulated events, and an API process over its topics."""
+    import random
+
+    from streamer.simulate import make_accounts, usage_event
+
+    topics = await make_topics(topic_factory, 2)
+    worker = worker_factory.create(topics, 2, f"abuse-{topics['events']}")
+    await worker.start()
+    rng = random.Random(3)
+    accounts = make_accounts(40, rng)
+    at = now_ms() - 600_000
+    records: list[tuple[bytes | None, bytes | None]] = [
+        ((a := accounts[i % 40]).account_id.encode(), usage_event(a, i, at + i * 100, rng))
+        for i in range(2000)
+    ]
+    await produce_fast(kafka_bootstrap, topics["events"], records)
+    await worker.wait_ready()
+    proc = ApiProcess(kafka_bootstrap, topics, tmp_path / f"api-{len(api)}.log", settings=api)
+    await proc.start()
+    await proc.wait_ready()
+    return proc
+
+
+@pytest.mark.timeout(600)
+async def test_schemathesis_all_checks_against_the_running_api(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    worker_factory: WorkerFactory,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    """Schemathesis, all checks, against the running API
+
+    `schemathesis run --checks all` against `python -m api` serving a worker's real output (2,000
+    simulated events of 40 accounts), every operation but the endless SSE stream, all phases
+    (examples, coverage, fuzzing, stateful), seeded from `schemathesis.toml`. Held means: no check
+    failed (no 5xx, statuses, content types, headers and bodies as documented, auth enforced).
+    """
+    api = await _stack(
+        kafka_bootstrap,
+        topic_factory,
+        worker_factory,
+        tmp_path,
+        rate_limit_per_s="1000000",
+        rate_limit_burst="1000000",
+    )
+    try:
+        started = time.monotonic()
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [
+                str(Path(sys.executable).parent / "schemathesis"),
+                "run",
+                f"{api.url}/openapi.json",
+                "--checks",
+                "all",
+                "--header",
+                f"Authorization: Bearer {API_KEY}",
+                "--exclude-path",
+                "/v1/alerts/stream",
+                "--max-examples",
+                "100",
+                "--workers",
+                "1",
+                "--suppress-health-check",
+                "all",
+            ],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=500,
+        )
+        out = result.stdout + result.stderr
+        figures["seconds"] = round(time.monotonic() - started, 1)
+        (tmp_path / "schemathesis.txt").write_text(out)
+        lines = [line.strip() for line in out.splitlines()]
+        cases = [lines[i + 1] for i, line in enumerate(lines[:-1]) if line == "Test cases:"]
+        tested = [line.removeprefix("Tested:").strip() for line in lines if line.startswith("Tested:")]
+        figures["test cases"] = cases[-1] if cases else "not reported"
+        figures["operations tested"] = tested[-1] if tested else "not reported"
+        figures["phases"] = [
+            line.lstrip("✅❌ ")
+            for line in lines
+            if line.startswith(("✅ ", "❌ ")) and "(in " in line and "specification" not in line
+        ]
+        assert result.returncode == 0, out[-6000:]
+    finally:
+        await api.stop()
+
+
+def _status(method: str, url: str, headers: dict[str, str]) -> int:
+    body = {"json": []} if method == "POST" else {}
+    return httpx.request(method, url, headers=headers, timeout=5, **body).status_code  # type: ignore[arg-type]
+
+
+@pytest.mark.timeout(600)
+async def test_keys_scopes_bodies_idle_connections_and_rate_limits(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    worker_factory: WorkerFactory,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    """API abuse: keys, scopes, oversized bodies, idle connections, rate limits
+
+    Against `python -m api` (rate limit 20/s, burst 40 per key): every protected route without a key
+    and with a wrong key (401), with a key lacking the scope (403; an ingest-only key trying to
+    read), bodies over 1 MiB with and without Content-Length (413), 300 idle TCP connections plus
+    100 that sent half a request head (a normal request must still answer within 1 s, and with
+    `CHURNWATCH_HEAD_TIMEOUT_S=3` the server must have closed all 400 after 6 s), and 300 requests
+    as fast as possible with one key (at most burst + rate × elapsed succeed, the rest 429 with
+    Retry-After; another key unaffected).
+    """
+    api = await _stack(
+        kafka_bootstrap,
+        topic_factory,
+        worker_factory,
+        tmp_path,
+        rate_limit_per_s="20",
+        rate_limit_burst="40",
+        head_timeout_s="3",
+    )
+    try:
+        statuses: dict[str, set[int]] = {"no key": set(), "wrong key": set(), "bearer wrong key": set()}
+        for method, path in PROTECTED:
+            url = api.url + path
+            statuses["no key"].add(await asyncio.to_thread(_status, method, url, {}))
+            statuses["wrong key"].add(await asyncio.to_thread(_status, method, url, {"X-API-Key": "nope"}))
+            statuses["bearer wrong key"].add(
+                await asyncio.to_thread(_status, method, url, {"Authorization": "Bearer " + "x" * 5000})
+            )
+        figures["statuses without a valid key"] = {k: sorted(v) for k, v in statuses.items()}
+        assert all(v == {401} for v in statuses.values()), statuses
+
+        ingest_reads = {
+            path: await asyncio.to_thread(_status, method, api.url + path, {"X-API-Key": INGEST_KEY})
+            for method, path in PROTECTED
+            if method == "GET"
+        }
+        reader_writes = {
+            path: await asyncio.to_thread(_status, method, api.url + path, {"X-API-Key": READ_KEY})
+            for method, path in PROTECTED
+            if method == "POST"
+        }
+        reader_alerts = await asyncio.to_thread(
+            _status, "GET", api.url + "/v1/alerts", {"X-API-Key": READ_KEY}
+        )
+        figures["ingest-only key reading"] = ingest_reads
+        figures["health-only key writing"] = reader_writes
+        figures["health-only key reading alerts"] = reader_alerts
+        assert set(ingest_reads.values()) == {403} and set(reader_writes.values()) == {403}
+        assert reader_alerts == 403
+
+        big = b"[" + b" " * (2 * 1024 * 1024) + b"]"
+        headers = {"X-API-Key": INGEST_KEY, "content-type": "application/json"}
+        with_length = httpx.post(api.url + "/v1/events", content=big, headers=headers, timeout=10).status_code
+
+        def chunks() -> Any:
+            for i in range(0, len(big), 65536):
+                yield big[i : i + 65536]
+
+        without_length = httpx.post(
+            api.url + "/v1/events", content=chunks(), headers=headers, timeout=10
+        ).status_code
+        figures["2 MiB body with / without Content-Length"] = [with_length, without_length]
+        assert with_length == 413 and without_length == 413
+
+        idle = [socket.create_connection(("127.0.0.1", api.port)) for _ in range(300)]
+        half = [socket.create_connection(("127.0.0.1", api.port)) for _ in range(100)]
+        for s in half:
+            s.sendall(b"GET /v1/accounts HTTP/1.1\r\nHost: x\r\n")
+        try:
+            latencies = []
+            async with httpx.AsyncClient(
+                base_url=api.url, headers={"X-API-Key": API_KEY}, timeout=5
+            ) as client:
+                for _ in range(10):
+                    t = time.monotonic()
+                    resp = await client.get("/v1/accounts", params={"limit": 50})
+                    latencies.append(time.monotonic() - t)
+                    assert resp.status_code == 200
+                    await asyncio.sleep(0.1)
+            figures["request latency with 400 idle connections open (max, s)"] = round(max(latencies), 3)
+            assert max(latencies) < 1.0
+            await asyncio.sleep(6)
+            closed = sum(_closed_by_peer(s) for s in idle)
+            closed_half = sum(_closed_by_peer(s) for s in half)
+            figures["idle connections closed by the server after 6 s (head timeout 3 s)"] = (
+                f"{closed} of {len(idle)}"
+            )
+            figures["half-sent requests closed by the server after 6 s"] = f"{closed_half} of {len(half)}"
+            assert closed == len(idle) and closed_half == len(half)
+        finally:
+            for s in idle + half:
+                s.close()
+
+        async with httpx.AsyncClient(base_url=api.url, timeout=5) as client:
+            other = await client.get("/v1/accounts", headers={"X-API-Key": READ_KEY})
+            assert other.status_code == 200
+            t = time.monotonic()
+            results = await asyncio.gather(
+                *(client.get("/v1/accounts", headers={"X-API-Key": API_KEY}) for _ in range(300))
+            )
+            elapsed = time.monotonic() - t
+            ok = sum(r.status_code == 200 for r in results)
+            limited = [r for r in results if r.status_code == 429]
+            other_after = await client.get("/v1/accounts", headers={"X-API-Key": READ_KEY})
+        figures["300 requests at once: 200 / 429"] = [ok, len(limited)]
+        figures["allowed by the limit (burst + rate x elapsed)"] = round(40 + 20 * elapsed, 1)
+        assert ok + len(limited) == 300
+        assert ok <= 40 + 20 * elapsed + 1
+        assert limited and all(r.headers.get("retry-after") for r in limited)
+        assert other_after.status_code == 200
+    finally:
+        await api.stop()
+
+
+def _closed_by_peer(s: socket.socket) -> bool:
+    s.setblocking(False)
+    try:
+        data = s.recv(4096)
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+    finally:
+        s.setblocking(True)
+    return data == b"" or data.startswith(b"HTTP/1.1 4")

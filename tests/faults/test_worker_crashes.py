@@ -1,0 +1,298 @@
+"""Worker crashes and rebalances during a replay of the simulator's traffic, on the shared broker."""
+
+from __future__ import annotations
+
+import random
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from streamer.app import partitioner
+from tests.faults.traffic import DAY_MS, History, committed, produce_fast, simulated_history
+from tests.integration.kafkautil import wait_until
+from tests.integration.pipeline import (
+    AlertSeen,
+    alerts,
+    counted_events,
+    make_topics,
+    metric,
+    now_ms,
+    rules_file,
+    states,
+)
+from tests.integration.workers import Worker, WorkerFactory
+
+QUIET_DAYS = 3
+PARTITIONS = 4
+
+
+def _history(events: int, accounts: int) -> History:
+    # 20 days ending 4 days ago: quiet episodes and recoveries inside it, and every account quiet
+    # at its end, raised by the wall-clock ticks once the worker has caught up.
+    return simulated_history(
+        seed=8, accounts=accounts, events=events, start_ms=now_ms() - 24 * DAY_MS, span_days=20
+    )
+
+
+async def _progress(bootstrap: str, group: str, topic: str, total: int) -> float:
+    return await committed(bootstrap, group, topic) / total
+
+
+async def _wait_progress(bootstrap: str, group: str, topic: str, total: int, fraction: float) -> None:
+    async def reached() -> bool:
+        return await _progress(bootstrap, group, topic, total) >= fraction
+
+    await wait_until(reached, 600, f"{group} to commit {fraction:.0%} of the input")
+
+
+async def _wait_exact(
+    bootstrap: str, group: str, history: History, timeout_s: float, figures: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Wait until the group's stored states count exactly the history's distinct events.
+
+    Fails at the timeout, or earlier once the counts have not changed for 60 s (processing is over
+    and they are wrong).
+    """
+    latest: dict[str, Any] = {}
+    counts: dict[str, int] = {}
+    changed = time.monotonic()
+
+    async def exact() -> bool:
+        nonlocal latest, counts, changed
+        latest = await states(bootstrap, group)
+        now = {a: counted_events(s) for a, s in latest.items()}
+        if now != counts:
+            counts, changed = now, time.monotonic()
+        if now == dict(history.counted):
+            return True
+        if time.monotonic() - changed > 60:
+            raise AssertionError("the counts stopped changing")
+        return False
+
+    try:
+        await wait_until(exact, timeout_s, f"{group}'s states to count every event once")
+    except AssertionError as err:
+        wrong = {a: (counts.get(a), n) for a, n in history.counted.items() if counts.get(a) != n}
+        if figures is not None:
+            figures["accounts counted wrong"] = len(wrong)
+            figures["events missing"] = sum(n - (got or 0) for got, n in wrong.values())
+        raise AssertionError(
+            f"{err}: {len(wrong)} accounts counted wrong (got, want): {list(wrong.items())[:10]}"
+        ) from None
+    if figures is not None:
+        figures["accounts counted wrong"] = 0
+    return latest
+
+
+def _final_quiet(history: History) -> set[tuple[str, int]]:
+    return {(a, at + QUIET_DAYS * DAY_MS) for a, at in history.last_activity_ms.items()}
+
+
+def _quiet_seen(seen: list[AlertSeen]) -> set[tuple[str, int]]:
+    from streamer.core.events import parse_event_time
+
+    return {(a.account_id, parse_event_time(a.detected_at)) for a in seen if a.kind == "account_quiet"}
+
+
+@pytest.mark.timeout(1200)
+async def test_sigkill_three_times_during_a_200k_event_replay(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    worker_factory: WorkerFactory,
+    unique_id: str,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    """SIGKILL the worker three times during a 200,000-event replay
+
+    200,000 usage events of 400 simulated accounts (20 days of history, about 1% re-sent with the same
+    id) are replayed into 4 partitions. One worker is killed with SIGKILL at three random points of
+    its progress (by committed input offsets) and restarted each time with the same state directory;
+    an undisturbed worker in another consumer group replays the same topic. Held means: the killed
+    run's per-account state (daily buckets, last activity, open episodes) equals the undisturbed
+    run's, each account counts exactly its distinct events, and both raised the same set of alert ids.
+    """
+    history = _history(200_000, 400)
+    topics = await make_topics(topic_factory, PARTITIONS)
+    reference_topics = {**topics}
+    for role in ("alerts", "health", "dlq", "clock"):
+        reference_topics[role] = await topic_factory(f"ref-{role}", PARTITIONS)
+    rules = str(rules_file(tmp_path, QUIET_DAYS * 86400.0))
+    started = time.monotonic()
+    await produce_fast(kafka_bootstrap, topics["events"], list(history.records))
+    total = len(history.records)
+    figures["events produced"] = total
+    figures["accounts"] = len(history.counted)
+    figures["re-sent events (same id)"] = history.resent
+    figures["produce seconds"] = round(time.monotonic() - started, 1)
+
+    crash_group, ref_group = f"crash-{unique_id}", f"ref-{unique_id}"
+    crashing = worker_factory.create(topics, PARTITIONS, crash_group, rules_file=rules)
+    reference = worker_factory.create(reference_topics, PARTITIONS, ref_group, rules_file=rules)
+    replay_started = time.monotonic()
+    await crashing.start()
+    await reference.start()
+    await crashing.wait_ready()
+    points = sorted(random.Random().uniform(0.1, 0.9) for _ in range(3))
+    kills = []
+    for point in points:
+        await _wait_progress(kafka_bootstrap, crash_group, topics["events"], total, point)
+        at = await _progress(kafka_bootstrap, crash_group, topics["events"], total)
+        await crashing.kill()
+        restart = time.monotonic()
+        await crashing.start()
+        await crashing.wait_ready()
+        kills.append(
+            {
+                "planned": round(point, 3),
+                "committed": round(at, 3),
+                "ready_after_s": round(time.monotonic() - restart, 1),
+            }
+        )
+    figures["kills (fraction of input committed; restart to ready)"] = kills
+
+    crashed_states = await _wait_exact(kafka_bootstrap, crash_group, history, 600, figures)
+    figures["killed run: seconds to exact state"] = round(time.monotonic() - replay_started, 1)
+    reference_states = await _wait_exact(kafka_bootstrap, ref_group, history, 600)
+    figures["counted events (distinct)"] = sum(history.counted.values())
+
+    want_quiet = _final_quiet(history)
+
+    async def alerts_settled() -> bool:
+        a = await alerts(kafka_bootstrap, topics["alerts"])
+        b = await alerts(kafka_bootstrap, reference_topics["alerts"])
+        return want_quiet <= _quiet_seen(a) and want_quiet <= _quiet_seen(b) and set(a) == set(b)
+
+    try:
+        await wait_until(alerts_settled, 120, "both runs to raise the same alerts, final quiet ones included")
+    finally:
+        crashed_alerts = await alerts(kafka_bootstrap, topics["alerts"])
+        reference_alerts = await alerts(kafka_bootstrap, reference_topics["alerts"])
+        figures["alerts (reference run)"] = len(reference_alerts)
+        figures["alerts by kind (reference run)"] = {
+            k: sum(a.kind == k for a in reference_alerts) for k in sorted({a.kind for a in reference_alerts})
+        }
+        figures["alert records (killed run, re-sends included)"] = len(crashed_alerts)
+        figures["distinct alert ids (killed run)"] = len({a.alert_id for a in crashed_alerts})
+        figures["alert ids only in one run"] = len(set(crashed_alerts) ^ set(reference_alerts))
+        figures["replayed records skipped after restarts"] = metric(
+            crashing, "churnwatch_events_total", outcome="replayed"
+        )
+
+    def comparable(found: dict[str, Any]) -> dict[str, Any]:
+        return {a: (s.days, s.last_activity_ms, s.quiet_since_ms, s.drop_since_ms) for a, s in found.items()}
+
+    async def same_states() -> bool:
+        nonlocal crashed_states, reference_states
+        crashed_states = await states(kafka_bootstrap, crash_group)
+        reference_states = await states(kafka_bootstrap, ref_group)
+        return comparable(crashed_states) == comparable(reference_states)
+
+    try:
+        # The final quiet episodes are stored just after their alerts: poll briefly.
+        await wait_until(same_states, 60, "the killed run's states to equal the undisturbed run's")
+    finally:
+        mine, theirs = comparable(crashed_states), comparable(reference_states)
+        figures["accounts whose state differs between the runs"] = sum(
+            mine.get(a) != v for a, v in theirs.items()
+        )
+    assert {a.kind for a in reference_alerts} >= {"account_quiet", "account_recovered"}
+
+
+def _owned(worker: Worker) -> list[int]:
+    found = re.findall(r"owns partitions \[([0-9, ]*)\]", worker.log_text())
+    return [int(p) for p in found[-1].split(",") if p.strip()] if found else []
+
+
+@pytest.mark.xfail(
+    strict=False,
+    reason=(
+        "worker input path: after the takeover, accounts on the killed worker's partitions miss 1-2"
+        " events in every run so far (README, Known limits); the input path is being rewritten"
+    ),
+)
+@pytest.mark.timeout(900)
+async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    worker_factory: WorkerFactory,
+    unique_id: str,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    """Two workers: a second joins mid-stream, then the first is SIGKILLed
+
+    60,000 events of 200 simulated accounts are replayed into 4 partitions. A first worker starts;
+    at 25% of the input committed a second worker of the same group starts and the partitions are
+    shared; at 60% the first is killed with SIGKILL and the second takes over all partitions. Held
+    means: every account counts exactly its distinct events (nothing lost, nothing double counted),
+    and every account, on every partition, gets its final quiet alert at exactly last activity +
+    the quiet threshold.
+    """
+    history = _history(60_000, 200)
+    topics = await make_topics(topic_factory, PARTITIONS)
+    rules = str(rules_file(tmp_path, QUIET_DAYS * 86400.0))
+    await produce_fast(kafka_bootstrap, topics["events"], list(history.records))
+    total = len(history.records)
+    figures["events produced"] = total
+    figures["accounts"] = len(history.counted)
+    partition_for = partitioner(PARTITIONS)
+    per_partition = {p: sum(partition_for(a) == p for a in history.counted) for p in range(PARTITIONS)}
+    figures["accounts per partition"] = per_partition
+    assert all(per_partition.values())
+
+    group = f"pair-{unique_id}"
+    first = worker_factory.create(topics, PARTITIONS, group, rules_file=rules)
+    second = worker_factory.create(topics, PARTITIONS, group, rules_file=rules)
+    started = time.monotonic()
+    await first.start()
+    await first.wait_ready()
+    await _wait_progress(kafka_bootstrap, group, topics["events"], total, 0.25)
+    figures["second worker started at (fraction committed)"] = round(
+        await _progress(kafka_bootstrap, group, topics["events"], total), 3
+    )
+    await second.start()
+
+    async def shared() -> bool:
+        a, b = _owned(first), _owned(second)
+        return bool(a) and bool(b) and sorted(a + b) == list(range(PARTITIONS))
+
+    await wait_until(shared, 90, "both workers to own partitions")
+    figures["partitions after the join (first, second)"] = [_owned(first), _owned(second)]
+    await _wait_progress(kafka_bootstrap, group, topics["events"], total, 0.6)
+    figures["first worker killed at (fraction committed)"] = round(
+        await _progress(kafka_bootstrap, group, topics["events"], total), 3
+    )
+    await first.kill()
+    killed = time.monotonic()
+
+    async def took_over() -> bool:
+        return sorted(_owned(second)) == list(range(PARTITIONS))
+
+    await wait_until(took_over, 90, "the second worker to own every partition")
+    figures["seconds until the second worker owned every partition"] = round(time.monotonic() - killed, 1)
+    await _wait_exact(kafka_bootstrap, group, history, 600, figures)
+    figures["seconds to exact state"] = round(time.monotonic() - started, 1)
+    want_quiet = _final_quiet(history)
+    seen: set[tuple[str, int]] = set()
+
+    async def all_quiet() -> bool:
+        nonlocal seen
+        seen = _quiet_seen(await alerts(kafka_bootstrap, topics["alerts"]))
+        return want_quiet <= seen
+
+    try:
+        await wait_until(all_quiet, 120, "the final quiet alert of every account")
+    finally:
+        missing = want_quiet - seen
+        figures["final quiet alerts raised"] = len(want_quiet) - len(missing)
+        figures["final quiet alerts missing"] = len(missing)
+        figures["quiet alerts per partition"] = {
+            p: sum(partition_for(a) == p for a, _ in want_quiet & seen) for p in range(PARTITIONS)
+        }
+        figures["second worker: replayed records skipped"] = metric(
+            second, "churnwatch_events_total", outcome="replayed"
+        )

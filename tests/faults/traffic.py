@@ -1,0 +1,119 @@
+"""The simulator's accounts and events as history (replayed at full speed), and checks against it."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+
+import orjson
+from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient
+
+from streamer.simulate import Account, account_event, make_accounts, usage_event
+
+DAY_MS = 86_400_000
+
+
+@dataclass
+class History:
+    """Records in time order plus what a correct worker must end up with."""
+
+    records: list[tuple[bytes, bytes]] = field(default_factory=list)
+    counted: Counter[str] = field(default_factory=Counter)  # distinct usage events per account
+    last_activity_ms: dict[str, int] = field(default_factory=dict)
+    resent: int = 0
+
+    @property
+    def accounts(self) -> list[str]:
+        return sorted(self.counted)
+
+
+def _active(account: Account, frac: float) -> bool:
+    """Whether the account is using the product at ``frac`` (0..1) of the history, by its behaviour."""
+    stop = 0.2 + 0.6 * (account.stop_after_s - 10) / 40  # the simulator's 10..50 s mapped into the span
+    if account.behaviour == "stops":
+        return frac < stop
+    if account.behaviour == "returns":
+        return not stop < frac < stop + 0.3
+    return True
+
+
+def simulated_history(seed: int, accounts: int, events: int, start_ms: int, span_days: float) -> History:
+    """``events`` usage events of the simulator's accounts over ``span_days`` from ``start_ms``.
+
+    Behaviours as in the simulator: steady, decaying, stopping, and stopping then returning (a silence
+    of 30% of the span, longer than the tests' quiet threshold). About 1% of events are re-sent with
+    the same id, as an at-least-once producer would.
+    """
+    rng = random.Random(seed)
+    people = make_accounts(accounts, rng)
+    total_rate = sum(a.events_per_minute for a in people)
+    span_ms = int(span_days * DAY_MS)
+    timed: list[tuple[int, bytes, bytes]] = []
+    history = History()
+    for account in people:
+        key = account.account_id.encode()
+        timed.append((start_ms, key, account_event(account, 0, start_ms)))
+        want = max(1, round(events * account.events_per_minute / total_rate))
+        seq = 0
+        while seq < want:
+            frac = rng.random()
+            if not _active(account, frac):
+                continue
+            if account.behaviour == "decaying" and rng.random() < frac:
+                continue
+            seq += 1
+            at = start_ms + int(frac * span_ms)
+            value = usage_event(account, seq, at, rng)
+            timed.append((at, key, value))
+            history.counted[account.account_id] += 1
+            prev = history.last_activity_ms.get(account.account_id, 0)
+            history.last_activity_ms[account.account_id] = max(prev, at)
+            if rng.random() < 0.01:
+                timed.append((at + rng.randrange(0, 20_000), key, value))
+                history.resent += 1
+    timed.sort(key=lambda item: item[0])
+    history.records = [(k, v) for _, k, v in timed]
+    return history
+
+
+async def produce_fast(
+    bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes | None]], **config: object
+) -> None:
+    """Produce many records quickly (batched, acks=all, idempotent) and wait for every ack."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=True,
+        linger_ms=20,
+        max_batch_size=512 * 1024,
+        **config,  # type: ignore[arg-type]
+    )
+    await producer.start()
+    try:
+        for start in range(0, len(records), 5000):
+            futures = [await producer.send(topic, key=k, value=v) for k, v in records[start : start + 5000]]
+            for fut in futures:
+                await fut
+    finally:
+        await producer.stop()
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on ``topic`` (0 before any commit)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except Exception:  # noqa: BLE001 - a group that does not exist yet, a broker moving: no progress known
+        return 0
+    finally:
+        await admin.close()
+    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)
+
+
+def event_ids(value: bytes) -> str:
+    """The event id of a native event."""
+    doc = orjson.loads(value)
+    return str(doc["event_id"])
