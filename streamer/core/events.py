@@ -34,6 +34,7 @@ __all__ = [
 ]
 
 MAX_LEN = 128
+MAX_EVENT_BYTES = 256 * 1024
 MIN_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
 _TIME_RULE = "must be RFC 3339 with a UTC offset or integer epoch milliseconds"
@@ -296,6 +297,10 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:
         InvalidEvent: On any schema violation, naming the field path and the rule.
     """
     if isinstance(raw, bytes | bytearray | memoryview | str):
+        if len(raw) > MAX_EVENT_BYTES:
+            # A usage event is a few hundred bytes; one this large is a producer bug, and re-sending it
+            # (to its account's partition, when mis-keyed) could exceed Kafka's request size.
+            raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as err:

@@ -336,3 +336,14 @@ def test_segment_group_round_trips_through_native_encoding_keeping_its_kind() ->
     back = parse_event(encode_event(e))
     assert back == e
     assert back.kind is EventKind.ACCOUNT_UPDATED
+
+
+def test_an_event_larger_than_the_limit_is_rejected_before_it_is_parsed() -> None:
+    from streamer.core.events import MAX_EVENT_BYTES
+
+    valid = {"event_id": "e", "account_id": "a", "event": "login", "timestamp": 1_700_000_000_000}
+    padded = orjson.dumps({**valid, "properties": {"blob": "x" * MAX_EVENT_BYTES}})
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(padded)
+    assert str(err.value) == f"$: larger than {MAX_EVENT_BYTES} bytes"
+    assert parse_event(orjson.dumps({**valid, "properties": {"blob": "x" * 1000}})).account_id == "a"
