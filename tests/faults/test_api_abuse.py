@@ -37,7 +37,7 @@ async def _stack(
     """A worker fed 2,000 simulated events, and an API process over its topics."""
     import random
 
-    from streamer.simulate import make_accounts, usage_event
+    from tests.faults.accounts import make_accounts, usage_event
 
     topics = await make_topics(topic_factory, 2)
     worker = worker_factory.create(topics, 2, f"abuse-{topics['events']}")

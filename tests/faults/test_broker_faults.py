@@ -15,7 +15,7 @@ import httpx
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamer.simulate import make_accounts, usage_event
+from tests.faults.accounts import make_accounts, usage_event
 from tests.faults.procs import API_KEY, ApiProcess, KafkaNode, three_node_cluster
 from tests.faults.traffic import DAY_MS, History, committed, produce_fast, simulated_history
 from tests.integration.kafkautil import wait_until

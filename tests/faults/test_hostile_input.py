@@ -12,7 +12,7 @@ import pytest
 
 from streamer.core.events import InvalidEvent, parse_event
 from streamer.processor import DEAD_LETTER_MAX_BYTES
-from streamer.simulate import make_accounts, usage_event
+from tests.faults.accounts import make_accounts, usage_event
 from tests.faults.traffic import produce_fast
 from tests.integration.kafkautil import read_all, wait_until
 from tests.integration.pipeline import counted_events, make_topics, metric, now_ms, states

@@ -10,7 +10,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 
-from streamer.simulate import Account, account_event, make_accounts, usage_event
+from tests.faults.accounts import Account, account_event, make_accounts, usage_event
 
 DAY_MS = 86_400_000
 
