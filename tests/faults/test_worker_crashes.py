@@ -207,13 +207,6 @@ def _owned(worker: Worker) -> list[int]:
     return [int(p) for p in found[-1].split(",") if p.strip()] if found else []
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason=(
-        "worker input path: after the takeover, accounts on the killed worker's partitions miss 1-2"
-        " events in every run so far (README, Known limits); the input path is being rewritten"
-    ),
-)
 @pytest.mark.timeout(900)
 async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
     kafka_bootstrap: str,
