@@ -7,10 +7,19 @@ depending on its command-line machinery.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import logging
+import os
 import random
+import signal
+import time
 from dataclasses import dataclass
 
 import orjson
+from aiokafka import AIOKafkaProducer
+
+log = logging.getLogger("churnwatch.faults.traffic")
 
 FEATURES = [
     "login",
@@ -112,3 +121,65 @@ def usage_event(account: Account, seq: int, at_ms: int, rng: random.Random) -> b
             "user_id": rng.choice(account.users),
         }
     )
+
+
+async def run(bootstrap: str, topic: str, n: int, seed: int, duration_s: float) -> int:
+    """Produce until ``duration_s`` has passed (0 = until interrupted); returns events sent."""
+    rng = random.Random(seed)
+    accounts = make_accounts(n, rng)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", enable_idempotence=True, linger_ms=10
+    )
+    await producer.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    sent = 0
+    started = time.monotonic()
+    try:
+        now_ms = int(time.time() * 1000)
+        for account in accounts:
+            await producer.send(topic, account_event(account, 0, now_ms), key=account.account_id.encode())
+        behaviours = {b: sum(a.behaviour == b for a in accounts) for b in set(BEHAVIOURS)}
+        log.info("simulating %d accounts (%s) into %s", n, behaviours, topic)
+        tick_s = 0.25
+        while not stop.is_set() and (duration_s <= 0 or time.monotonic() - started < duration_s):
+            elapsed = time.monotonic() - started
+            now_ms = int(time.time() * 1000)
+            for account in accounts:
+                # Poisson arrivals: on average rate * tick events this tick.
+                expected = account.rate(elapsed) * tick_s
+                while rng.random() < expected:
+                    sent += 1
+                    value = usage_event(account, sent, now_ms, rng)
+                    await producer.send(topic, value, key=account.account_id.encode())
+                    expected -= 1
+            with_timeout = asyncio.wait_for(stop.wait(), tick_s)
+            try:
+                await with_timeout
+            except TimeoutError:
+                pass
+            if int(elapsed) % 15 == 0 and elapsed - int(elapsed) < tick_s:
+                log.info("%d events sent after %.0fs", sent, elapsed)
+    finally:
+        await producer.stop()
+    return sent
+
+
+def main() -> None:
+    """``python -m tests.faults.accounts``: produce the accounts' usage live, for the soak."""
+    parser = argparse.ArgumentParser(description="Steady simulated usage into Kafka, in real time.")
+    parser.add_argument("--accounts", type=int, default=40)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--duration", type=float, default=0, help="seconds; 0 runs until interrupted")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    bootstrap = os.environ.get("CHURNWATCH_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    topic = os.environ.get("CHURNWATCH_EVENTS_TOPIC", "usage-events")
+    sent = asyncio.run(run(bootstrap, topic, args.accounts, args.seed, args.duration))
+    log.info("done: %d events", sent)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,8 +1,8 @@
 """``python -m tests.faults.soak --duration SECONDS``: the full stack at a steady rate, judged as it runs.
 
 Starts a worker, the API and alert delivery (to a local signed-webhook receiver) on fresh topics of
-the broker named by ``CHURNWATCH_KAFKA_BOOTSTRAP``, and the simulator (``streamer.simulate``) at a
-steady rate. Every 5 s it samples each process's resident memory and the worker group's true
+the broker named by ``CHURNWATCH_KAFKA_BOOTSTRAP``, and simulated accounts producing live at a
+steady rate (``python -m tests.faults.accounts``, about 0.2 events/s per account). Every 5 s it samples each process's resident memory and the worker group's true
 consumer lag (end offsets minus committed offsets, from the broker), and checks that the API is
 ready and no process has exited. At the end the simulator stops and it checks correctness: every
 account's stored state counts exactly the distinct events produced for it, and every alert on the
@@ -122,7 +122,7 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
             simulator = await asyncio.create_subprocess_exec(
                 sys.executable,
                 "-m",
-                "streamer.simulate",
+                "tests.faults.accounts",
                 "--accounts",
                 str(accounts),
                 "--duration",
