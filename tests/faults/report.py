@@ -26,7 +26,8 @@ figures are in `docs/reliability.json`. Each section is one test: what it does, 
 its latest run (time and commit named), and the figures that run measured. Every test runs real
 processes (`python -m streamer`, `python -m api`, `python -m streamer.delivery`) against real Apache
 Kafka brokers; nothing is mocked. Traffic comes from seeded simulated accounts (steady, decaying,
-stopping and returning ones; `tests/faults/accounts.py`), either as history replayed at full speed or at a steady live rate.
+stopping and returning ones; `tests/faults/accounts.py`), either as history replayed at full speed
+or at a steady live rate.
 
 Also part of the claim, run by `make test` (and so by CI) rather than here:
 

@@ -2,7 +2,8 @@
 
 Starts a worker, the API and alert delivery (to a local signed-webhook receiver) on fresh topics of
 the broker named by ``CHURNWATCH_KAFKA_BOOTSTRAP``, and simulated accounts producing live at a
-steady rate (``python -m tests.faults.accounts``, about 0.2 events/s per account). Every 5 s it samples each process's resident memory and the worker group's true
+steady rate (``python -m tests.faults.accounts``, about 0.2 events/s per account).
+Every 5 s it samples each process's resident memory and the worker group's true
 consumer lag (end offsets minus committed offsets, from the broker), and checks that the API is
 ready and no process has exited. At the end the simulator stops and it checks correctness: every
 account's stored state counts exactly the distinct events produced for it, and every alert on the
@@ -98,7 +99,9 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
     await create_topics(bootstrap, {**topics, **extra})
     group = f"soak-{run}"
     factory = WorkerFactory(bootstrap, work)
-    worker = factory.create(topics, PARTITIONS, group, rules_file=str(REPO / "deploy" / "rules.demo.toml"))
+    rules = work / "rules.toml"
+    rules.write_text("[alerts]\nquiet_after_days = 0.000520833\n")  # 45 s, so alerts flow
+    worker = factory.create(topics, PARTITIONS, group, rules_file=str(rules))
     api = ApiProcess(bootstrap, topics, work / "api.log")
     receiver = Receiver(free_port())
     receiver.start()
@@ -236,7 +239,7 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
     figures["failures"] = failures or "none"
     description = (
         f"`make soak DURATION={duration_s:.0f}`: worker, API and alert delivery (to a local signed-webhook"
-        " receiver) with the simulator at a steady rate (demo rules: quiet after 45 s, so alerts flow)."
+        " receiver) with simulated accounts at a steady rate (quiet after 45 s, so alerts flow)."
         " Fails when a process's memory slope after the warm-up (first quarter, at least 60 s)"
         f" extrapolates to more than {max_growth:.0f} MiB per day, when lag grows without bound"
         " (last-quarter mean above 2,000 records and above twice the second quarter's), or when a"
