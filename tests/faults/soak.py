@@ -102,7 +102,9 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
     rules = work / "rules.toml"
     rules.write_text("[alerts]\nquiet_after_days = 0.000520833\n")  # 45 s, so alerts flow
     worker = factory.create(topics, PARTITIONS, group, rules_file=str(rules))
-    api = ApiProcess(bootstrap, topics, work / "api.log")
+    # A small alert feed buffer fills within minutes, so a soak of a quarter of an hour can tell a
+    # bounded buffer from a leak (at the default of 10,000 alerts it would still be filling).
+    api = ApiProcess(bootstrap, topics, work / "api.log", settings={"alert_buffer": "500"})
     receiver = Receiver(free_port())
     receiver.start()
     setup = Setup(bootstrap, topics["alerts"], extra["adlq"], extra["ledger"], work)
