@@ -19,22 +19,10 @@ from dataclasses import dataclass
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from bench.workload import FEATURES, PLANS, SEGMENTS
+
 log = logging.getLogger("churnwatch.faults.traffic")
 
-FEATURES = [
-    "login",
-    "dashboard_viewed",
-    "report_viewed",
-    "report_exported",
-    "invite_sent",
-    "comment_added",
-    "search",
-    "integration_synced",
-    "file_uploaded",
-    "settings_changed",
-]
-PLANS = ["starter", "pro", "enterprise"]
-SEGMENTS = ["smb", "mid-market", "enterprise"]
 OWNERS = ["ana@example.com", "ben@example.com", "chloe@example.com"]
 BEHAVIOURS = ["steady", "steady", "steady", "decaying", "stops", "returns"]
 
