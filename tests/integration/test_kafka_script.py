@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 from tests.integration.kafkautil import broker_answers
-from tests.integration.workers import free_port
+from tests.integration.workers import free_port_pair
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -21,7 +21,7 @@ def run(action: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_second_broker_starts_idempotently_reports_status_and_stops(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    port = free_port()
+    port = free_port_pair()  # the controller listens on the next port
     env = {k: v for k, v in os.environ.items() if k != "CHURNWATCH_KAFKA_BOOTSTRAP"}
     env |= {"KAFKA_PORT": str(port), "KAFKA_HOME": str(tmp_path / "kafka"), "KAFKA_HEAP": "256m"}
 
