@@ -156,7 +156,8 @@ start() {
     local cluster_id="${KAFKA_CLUSTER_ID:-}"
     [[ -n "$cluster_id" ]] || cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid 2>/dev/null | tail -n 1)"
     say "formatting KRaft storage in $data (cluster id $cluster_id)"
-    java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$conf" >>"$log" 2>&1 ||
+    # --cluster-id=…: an id may begin with "-", which argparse would take for an option.
+    java_cmd kafka.tools.StorageTool format --cluster-id="$cluster_id" --config="$conf" >>"$log" 2>&1 ||
       { say "storage format failed"; tail -n 40 "$log" >&2; exit 1; }
   fi
   say "starting broker on 127.0.0.1:$port (heap $heap, log $log)"

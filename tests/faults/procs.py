@@ -20,8 +20,15 @@ KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
 
 
 def cluster_id() -> str:
-    """A KRaft cluster id (16 random bytes, URL-safe base64 without padding)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A KRaft cluster id (16 random bytes, URL-safe base64 without padding).
+
+    Like Kafka's own ``random-uuid``, never one that begins with "-": command-line parsers take
+    such a value for an option.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
 
 
 @dataclass
@@ -81,6 +88,15 @@ class KafkaNode:
         pidfile = self.home / f"broker-{self.port}.pid"
         os.kill(int(pidfile.read_text().strip()), signal.SIGKILL)
         pidfile.unlink()
+
+
+async def start_cluster(nodes: list[KafkaNode]) -> None:
+    """Start every node together; when one fails, stop the others before raising its error."""
+    results = await asyncio.gather(*(n.start() for n in nodes), return_exceptions=True)
+    failed = [r for r in results if isinstance(r, BaseException)]
+    if failed:
+        await asyncio.gather(*(n.stop() for n in nodes), return_exceptions=True)
+        raise failed[0]
 
 
 def three_node_cluster(base: Path) -> list[KafkaNode]:

@@ -16,9 +16,9 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.accounts import make_accounts, usage_event
-from tests.faults.procs import API_KEY, ApiProcess, KafkaNode, three_node_cluster
-from tests.faults.traffic import DAY_MS, History, committed, produce_fast, simulated_history
-from tests.integration.kafkautil import wait_until
+from tests.faults.procs import API_KEY, ApiProcess, KafkaNode, start_cluster, three_node_cluster
+from tests.faults.traffic import DAY_MS, History, produce_fast, simulated_history
+from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import TOPIC_ROLES, counted_events, metric, now_ms, states
 from tests.integration.workers import WorkerFactory
 
@@ -190,7 +190,7 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
     account counts exactly its distinct events.
     """
     nodes = three_node_cluster(tmp_path)
-    await asyncio.gather(*(n.start() for n in nodes))
+    await start_cluster(nodes)
     bootstrap = ",".join(n.address for n in nodes)
     (tmp_path / "workers").mkdir()
     factory = WorkerFactory(bootstrap, tmp_path / "workers")
