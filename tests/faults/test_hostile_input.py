@@ -14,7 +14,7 @@ from streamer.core.events import InvalidEvent, parse_event
 from streamer.processor import DEAD_LETTER_MAX_BYTES
 from tests.faults.accounts import make_accounts, usage_event
 from tests.faults.traffic import produce_fast
-from tests.integration.kafkautil import read_all, wait_until
+from tests.integration.kafkautil import read_all, wait_committed, wait_until
 from tests.integration.pipeline import counted_events, make_topics, metric, now_ms, states
 from tests.integration.workers import WorkerFactory
 
@@ -273,6 +273,9 @@ async def test_malformed_records_go_to_the_dlq_and_valid_ones_count_once(
     assert metric(worker, "churnwatch_events_total", outcome="invalid") == len(dead)
     assert metric(worker, "churnwatch_events_total", outcome="duplicate") == len(resent)
 
+    # Processed is not yet stored: states are flushed every few seconds. Once every record is
+    # committed, the stored states must count exactly.
+    await wait_committed(kafka_bootstrap, group, topics["events"], len(stream), 120)
     stored = await states(kafka_bootstrap, group)
     got = {a: counted_events(s) for a, s in stored.items() if a in want}
     figures["valid events counted (from stored state)"] = sum(got.values())

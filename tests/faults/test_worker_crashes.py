@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from streamer.app import partitioner
-from tests.faults.traffic import DAY_MS, History, committed, produce_fast, simulated_history
-from tests.integration.kafkautil import wait_until
+from tests.faults.traffic import DAY_MS, History, produce_fast, simulated_history
+from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import (
     AlertSeen,
     alerts,

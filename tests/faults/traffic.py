@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 import orjson
 from aiokafka import AIOKafkaProducer
-from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.accounts import Account, account_event, make_accounts, usage_event
 
@@ -98,19 +97,6 @@ async def produce_fast(
                 await fut
     finally:
         await producer.stop()
-
-
-async def committed(bootstrap: str, group: str, topic: str) -> int:
-    """Sum of the group's committed offsets on ``topic`` (0 before any commit)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        offsets = await admin.list_consumer_group_offsets(group)
-    except Exception:  # noqa: BLE001 - a group that does not exist yet, a broker moving: no progress known
-        return 0
-    finally:
-        await admin.close()
-    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)
 
 
 def event_ids(value: bytes) -> str:

@@ -118,3 +118,29 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float,
             return
         await asyncio.sleep(0.25)
     raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
+
+
+async def committed(bootstrap: str, group: str, topic: str) -> int:
+    """Sum of the group's committed offsets on ``topic`` (0 before any commit)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        offsets = await admin.list_consumer_group_offsets(group)
+    except Exception:  # noqa: BLE001 - a group that does not exist yet, a broker moving: no progress known
+        return 0
+    finally:
+        await admin.close()
+    return sum(max(0, meta.offset) for tp, meta in offsets.items() if tp.topic == topic)
+
+
+async def wait_committed(bootstrap: str, group: str, topic: str, records: int, timeout_s: float) -> None:
+    """Wait until ``group`` has committed ``records`` offsets of ``topic``.
+
+    The worker commits input offsets only after the states they changed are flushed and
+    acknowledged, so once committed, the stored states cover those records.
+    """
+
+    async def done() -> bool:
+        return await committed(bootstrap, group, topic) >= records
+
+    await wait_until(done, timeout_s, f"{group} to commit {records} records of {topic}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from tests.integration.kafkautil import produce, read_all, wait_until
+from tests.integration.kafkautil import produce, read_all, wait_committed, wait_until
 from tests.integration.pipeline import (
     alerts,
     counted_events,
@@ -101,6 +101,8 @@ async def test_invalid_messages_go_to_the_dlq_with_reasons_and_valid_ones_count_
         reason = by_value[value]["churnwatch.error"].decode()
         assert word.lower() in reason.lower(), (value, reason)
         assert by_value[value]["churnwatch.source"].decode().startswith(topics["events"] + "/")
+    # Processed is not yet stored (states are flushed every few seconds); committed is.
+    await wait_committed(kafka_bootstrap, group, topics["events"], len(mixed), 60)
     stored = await states(kafka_bootstrap, group)
     assert counted_events(stored["acme"]) == 40
     assert counted_events(stored["zeta"]) == 25
