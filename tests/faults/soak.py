@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import sys
@@ -38,8 +39,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from streamer.core.events import EventKind, parse_event
 from tests.faults import report
 from tests.faults.procs import ApiProcess
-from tests.faults.traffic import committed
-from tests.integration.kafkautil import read_all
+from tests.integration.kafkautil import committed, read_all
 from tests.integration.pipeline import alerts, counted_events, states
 from tests.integration.test_delivery import Receiver, Setup, webhook_toml
 from tests.integration.workers import REPO, WorkerFactory, free_port
@@ -154,6 +154,8 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
             if ready != 200:
                 failures.append(f"API /readyz answered {ready} at {sample['t']:.0f}s")
             samples.append(sample)
+            with (work / "samples.jsonl").open("a") as series:
+                series.write(json.dumps(sample) + "\n")
             log.info("%s", {k: round(v, 1) for k, v in sample.items()})
         assert simulator is not None
         await simulator.wait()
@@ -247,9 +249,10 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
         " (last-quarter mean above 2,000 records and above twice the second quarter's), or when a"
         " correctness check fails (API not ready, a process exited, an account counted wrong, an alert"
         " not delivered exactly once). The worker's RocksDB write-ahead logs are sampled too: their size"
-        " is what the memtables hold unflushed (Faust's defaults: 64 MiB per buffer, up to 3 buffers"
-        " per partition), growth that stops at the first flush, so a short run cannot tell it from a"
-        " leak; the RSS slope less the WAL slope is the growth not explained by it."
+        " is what the memtables hold unflushed (up to `CHURNWATCH_ROCKSDB_WRITE_BUFFER_MB` per buffer,"
+        " two buffers per partition), growth that stops at the first flush; the RSS slope less the WAL"
+        " slope is the growth not explained by it. Every sample is kept in `samples.jsonl` in the run's"
+        " directory under `.local/soak/`."
     )
     outcome = "passed" if not failures else "failed"
     result = report.entry(
