@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
 from api.settings import ApiSettings
+from streamer.batches import send_in_batches
 
 
 class EventProducer(Protocol):
@@ -62,13 +63,6 @@ class KafkaEventProducer:
             by_partition.setdefault(partition, []).append((key, value))
         futures = []
         for partition, items in by_partition.items():
-            batch = producer.create_batch()
-            for key, value in items:
-                if batch.append(key=key, value=value, timestamp=None) is None:
-                    futures.append(await producer.send_batch(batch, topic, partition=partition))
-                    batch = producer.create_batch()
-                    if batch.append(key=key, value=value, timestamp=None) is None:
-                        raise ValueError("an event is larger than the producer's batch size")
-            if batch.record_count():
-                futures.append(await producer.send_batch(batch, topic, partition=partition))
+            sent = await send_in_batches(producer, topic, partition, ((k, v, ()) for k, v in items))
+            futures += [future for future, _ in sent]
         await asyncio.gather(*futures)

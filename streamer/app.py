@@ -34,6 +34,7 @@ from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from streamer import metrics
+from streamer.batches import send_in_batches
 from streamer.consumer import BatchConsumer
 from streamer.core.alerts import alert_to_dict
 from streamer.core.policy import PolicySet
@@ -208,25 +209,9 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     async def send_batched(
         topic: str, partition: int, records: Sequence[tuple[bytes, bytes, Sequence[tuple[str, bytes]]]]
     ) -> list[tuple[asyncio.Future[Any], int]]:
-        """Produce small records to one partition in record batches: one future per batch, not per record.
-
-        Returns ``(future, records in the batch)`` per batch; a future resolves when its batch is
-        acknowledged, with the offset of the batch's first record.
-        """
+        """Produce small records to one partition in record batches: one future per batch, not per record."""
         client: Any = app.producer._ensure_producer()  # type: ignore[attr-defined]
-        futures: list[tuple[asyncio.Future[Any], int]] = []
-        batch = client.create_batch()
-        for key, value, headers in records:
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                futures.append(
-                    (await client.send_batch(batch, topic, partition=partition), batch.record_count())
-                )
-                batch = client.create_batch()
-                if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                    raise ValueError(f"a record for {topic} is larger than the producer's batch size")
-        if batch.record_count():
-            futures.append((await client.send_batch(batch, topic, partition=partition), batch.record_count()))
-        return futures
+        return await send_in_batches(client, topic, partition, records)
 
     # Offsets processed but not yet covered by a flush of their partition's states, per partition.
     unacked: dict[int, dict[TP, list[int]]] = {}

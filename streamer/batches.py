@@ -1,0 +1,46 @@
+"""Produce many small records to one partition as whole record batches.
+
+``AIOKafkaProducer.send`` costs a future, a partitioner call and a batch lookup per record; for the
+worker's changelog and the API's ingest that per-record path cost more than the work itself. Here
+records are appended to aiokafka record batches and each full batch is sent with one future.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any, Protocol
+
+Record = tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]
+
+
+class BatchProducer(Protocol):
+    """The part of ``aiokafka.AIOKafkaProducer`` used here."""
+
+    def create_batch(self) -> Any: ...
+
+    async def send_batch(self, batch: Any, topic: str, *, partition: int) -> asyncio.Future[Any]: ...
+
+
+async def send_in_batches(
+    producer: BatchProducer, topic: str, partition: int, records: Iterable[Record]
+) -> list[tuple[asyncio.Future[Any], int]]:
+    """Send ``(key, value, headers)`` records to one partition, in order, a record batch at a time.
+
+    Returns ``(future, records in the batch)`` per batch sent; a future resolves with the batch's
+    metadata once the broker acknowledges it. Raises ``ValueError`` for a record larger than the
+    producer's batch size (``max_batch_size``).
+    """
+    sent: list[tuple[asyncio.Future[Any], int]] = []
+    batch = producer.create_batch()
+    for key, value, headers in records:
+        if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+            if batch.record_count() == 0:
+                raise ValueError(f"a record for {topic} is larger than the producer's batch size")
+            sent.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
+            batch = producer.create_batch()
+            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
+                raise ValueError(f"a record for {topic} is larger than the producer's batch size")
+    if batch.record_count():
+        sent.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
+    return sent
