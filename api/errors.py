@@ -61,6 +61,12 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
 }
 
+# The paged lists (accounts, alerts): a cursor the server did not issue, plus the auth errors.
+PAGED_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "Malformed cursor."},
+    **AUTH_ERRORS,
+}
+
 
 def api_error(
     status: int, message: str, code: str | None = None, details: Any = None, **kw: Any

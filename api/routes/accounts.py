@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import HealthReader, ReadModelDep
-from api.errors import AUTH_ERRORS, ErrorBody, api_error
+from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error
 from api.models import AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
 
@@ -63,7 +63,7 @@ def _row(doc: dict[str, Any]) -> AccountRow:
     "",
     summary="List accounts, filtered and sorted, one page at a time.",
     response_model=AccountPage,
-    responses={400: {"model": ErrorBody, "description": "Malformed cursor."}, **AUTH_ERRORS},
+    responses=PAGED_ERRORS,
 )
 async def list_accounts(
     model: ReadModelDep,

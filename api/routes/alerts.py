@@ -12,7 +12,7 @@ from fastapi import APIRouter, Query
 from fastapi.responses import StreamingResponse
 
 from api.deps import AlertReader, ReadModelDep, SettingsDep
-from api.errors import AUTH_ERRORS, ErrorBody, api_error
+from api.errors import AUTH_ERRORS, PAGED_ERRORS, api_error
 from api.models import AlertPage
 from api.query import InvalidCursor, Rfc3339
 from api.readmodel import ReadModel
@@ -24,7 +24,7 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
     "",
     summary="Recent alerts, newest first, one page at a time.",
     response_model=AlertPage,
-    responses={400: {"model": ErrorBody, "description": "Malformed cursor."}, **AUTH_ERRORS},
+    responses=PAGED_ERRORS,
 )
 async def list_alerts(
     model: ReadModelDep,
