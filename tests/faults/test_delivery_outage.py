@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from tests.faults.traffic import DAY_MS, produce_fast, simulated_history
+from tests.faults.traffic import DAY_MS, replay, simulated_history
 from tests.integration.kafkautil import read_all, wait_until
-from tests.integration.pipeline import alerts, make_topics, now_ms, rules_file
+from tests.integration.pipeline import alerts, now_ms
 from tests.integration.test_delivery import Receiver, Setup, assert_each_once, wait_for, webhook_toml
 from tests.integration.workers import WorkerFactory, free_port
 
@@ -33,13 +33,12 @@ async def test_receiver_away_for_a_while_then_every_alert_delivered_once(
     200. Held means: every alert id on the alert topic reaches the receiver with a 2xx exactly once,
     nothing goes to the delivery DLQ, and the delivery process never restarts.
     """
-    topics = await make_topics(topic_factory, 4)
-    rules = str(rules_file(tmp_path, 3 * 86400.0))
     history = simulated_history(
         seed=12, accounts=300, events=20_000, start_ms=now_ms() - 24 * DAY_MS, span_days=20
     )
-    await produce_fast(kafka_bootstrap, topics["events"], list(history.records))
-    worker = worker_factory.create(topics, 4, f"deliver-{unique_id}", rules_file=rules)
+    run = await replay(kafka_bootstrap, topic_factory, tmp_path, history, quiet_days=3)
+    topics = run.topics
+    worker = worker_factory.create(topics, 4, f"deliver-{unique_id}", rules_file=run.rules)
     await worker.start()
 
     setup = Setup(

@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 
 from streamer.app import partitioner
-from tests.faults.traffic import DAY_MS, History, produce_fast, simulated_history
+from tests.faults.traffic import DAY_MS, History, replay, simulated_history
 from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import (
     AlertSeen,
     alerts,
     counted_events,
-    make_topics,
     metric,
     now_ms,
-    rules_file,
     states,
 )
 from tests.integration.workers import Worker, WorkerFactory
@@ -116,18 +114,13 @@ async def test_sigkill_three_times_during_a_200k_event_replay(
     run's, each account counts exactly its distinct events, and both raised the same set of alert ids.
     """
     history = _history(200_000, 400)
-    topics = await make_topics(topic_factory, PARTITIONS)
+    run = await replay(
+        kafka_bootstrap, topic_factory, tmp_path, history, quiet_days=QUIET_DAYS, figures=figures
+    )
+    topics, rules, total = run.topics, run.rules, run.total
     reference_topics = {**topics}
     for role in ("alerts", "health", "dlq", "clock"):
         reference_topics[role] = await topic_factory(f"ref-{role}", PARTITIONS)
-    rules = str(rules_file(tmp_path, QUIET_DAYS * 86400.0))
-    started = time.monotonic()
-    await produce_fast(kafka_bootstrap, topics["events"], list(history.records))
-    total = len(history.records)
-    figures["events produced"] = total
-    figures["accounts"] = len(history.counted)
-    figures["re-sent events (same id)"] = history.resent
-    figures["produce seconds"] = round(time.monotonic() - started, 1)
 
     crash_group, ref_group = f"crash-{unique_id}", f"ref-{unique_id}"
     crashing = worker_factory.create(topics, PARTITIONS, crash_group, rules_file=rules)
@@ -226,12 +219,10 @@ async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
     the quiet threshold.
     """
     history = _history(60_000, 200)
-    topics = await make_topics(topic_factory, PARTITIONS)
-    rules = str(rules_file(tmp_path, QUIET_DAYS * 86400.0))
-    await produce_fast(kafka_bootstrap, topics["events"], list(history.records))
-    total = len(history.records)
-    figures["events produced"] = total
-    figures["accounts"] = len(history.counted)
+    run = await replay(
+        kafka_bootstrap, topic_factory, tmp_path, history, quiet_days=QUIET_DAYS, figures=figures
+    )
+    topics, rules, total = run.topics, run.rules, run.total
     partition_for = partitioner(PARTITIONS)
     per_partition = {p: sum(partition_for(a) == p for a in history.counted) for p in range(PARTITIONS)}
     figures["accounts per partition"] = per_partition

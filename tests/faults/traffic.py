@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
 
 from tests.faults.accounts import Account, account_event, make_accounts, usage_event
+from tests.integration.pipeline import make_topics, rules_file
 
 DAY_MS = 86_400_000
 
@@ -103,3 +107,39 @@ def event_ids(value: bytes) -> str:
     """The event id of a native event."""
     doc = orjson.loads(value)
     return str(doc["event_id"])
+
+
+@dataclass
+class Replay:
+    """A history produced into fresh topics (one per role), and the rules file its workers use."""
+
+    history: History
+    topics: dict[str, str]
+    rules: str
+
+    @property
+    def total(self) -> int:
+        return len(self.history.records)
+
+
+async def replay(
+    bootstrap: str,
+    topic_factory: Any,
+    tmp_path: Path,
+    history: History,
+    *,
+    partitions: int = 4,
+    quiet_days: float = 3,
+    figures: dict[str, Any] | None = None,
+) -> Replay:
+    """Make the topics, write the rules (quiet after ``quiet_days``) and produce the history."""
+    topics = await make_topics(topic_factory, partitions)
+    rules = str(rules_file(tmp_path, quiet_days * 86400.0))
+    started = time.monotonic()
+    await produce_fast(bootstrap, topics["events"], list(history.records))
+    if figures is not None:
+        figures["events produced"] = len(history.records)
+        figures["accounts"] = len(history.counted)
+        figures["re-sent events (same id)"] = history.resent
+        figures["produce seconds"] = round(time.monotonic() - started, 1)
+    return Replay(history, topics, rules)
