@@ -59,9 +59,7 @@ async def test_posted_event_comes_back_as_health(
     kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
-    worker = worker_factory.create(topics, partitions=2, group=f"g-{unique_id}")
-    await worker.start()
-    await worker.wait_ready()
+    await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}")
     at = now_ms()
 
     async with running_api(api_settings(kafka_bootstrap, topics)) as client:

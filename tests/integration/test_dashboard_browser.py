@@ -94,11 +94,9 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
     if not Path(CHROMIUM).exists():
         pytest.fail(f"{CHROMIUM} is missing: run deploy/browser.sh (make test does) or set CHROMIUM")
     topics = await make_topics(topic_factory, partitions=2)
-    worker = worker_factory.create(
+    await worker_factory.ready(
         topics, partitions=2, group=f"g-{unique_id}", rules_file=str(rules_file(tmp_path, QUIET_AFTER_S))
     )
-    await worker.start()
-    await worker.wait_ready()
     at = now_ms()
     await produce(
         kafka_bootstrap,

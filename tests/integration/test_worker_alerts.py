@@ -26,9 +26,7 @@ async def test_agent_consumes_produced_event_and_publishes_health(
     kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
-    worker = worker_factory.create(topics, partitions=2, group=f"g-{unique_id}")
-    await worker.start()
-    await worker.wait_ready()
+    await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}")
     at = now_ms()
     await produce(kafka_bootstrap, topics["events"], [(b"acme", event("acme", "e1", at, user="ann"))])
 
@@ -50,11 +48,9 @@ async def test_silent_account_is_alerted_at_its_deadline_without_any_other_event
     kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, tmp_path: Path
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
-    worker = worker_factory.create(
+    await worker_factory.ready(
         topics, partitions=2, group=f"g-{unique_id}", rules_file=str(rules_file(tmp_path, QUIET_S))
     )
-    await worker.start()
-    await worker.wait_ready()
     start = now_ms()
     # Two accounts; beta keeps going a little longer, then both fall silent. Nothing else is sent.
     items = [(b"alpha", event("alpha", f"a{i}", start + i * 100)) for i in range(3)]
@@ -87,11 +83,9 @@ async def test_activity_after_quiet_raises_recovery_that_closes_the_episode(
     kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, tmp_path: Path
 ) -> None:
     topics = await make_topics(topic_factory, partitions=1)
-    worker = worker_factory.create(
+    await worker_factory.ready(
         topics, partitions=1, group=f"g-{unique_id}", rules_file=str(rules_file(tmp_path, 2.0))
     )
-    await worker.start()
-    await worker.wait_ready()
     first = now_ms()
     await produce(kafka_bootstrap, topics["events"], [(b"gamma", event("gamma", "g1", first))])
     await consume_until(kafka_bootstrap, topics["alerts"], lambda recs: len(recs) >= 1, timeout_s=30)

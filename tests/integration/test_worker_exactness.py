@@ -76,9 +76,7 @@ async def test_invalid_messages_go_to_the_dlq_with_reasons_and_valid_ones_count_
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
     group = f"g-{unique_id}"
-    worker = worker_factory.create(topics, partitions=2, group=group)
-    await worker.start()
-    await worker.wait_ready()
+    worker = await worker_factory.ready(topics, partitions=2, group=group)
     at = now_ms() - 60_000
     valid = [(b"acme", event("acme", f"v{i}", at + i)) for i in range(40)]
     valid += [(b"zeta", event("zeta", f"z{i}", at + i)) for i in range(25)]

@@ -127,6 +127,13 @@ class WorkerFactory:
         self.workers.append(worker)
         return worker
 
+    async def ready(self, topics: dict[str, str], partitions: int, group: str, **settings: str) -> Worker:
+        """A worker as :meth:`create` makes it, started and ready (it owns its partitions)."""
+        worker = self.create(topics, partitions, group, **settings)
+        await worker.start()
+        await worker.wait_ready()
+        return worker
+
     async def stop_all(self) -> None:
         """Stop every worker of this test."""
         await asyncio.gather(*(w.stop() for w in self.workers))
