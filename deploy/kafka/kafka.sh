@@ -96,6 +96,11 @@ answers() {
     org.apache.kafka.tools.TopicCommand --bootstrap-server "127.0.0.1:$port" --list >/dev/null 2>&1
 }
 
+port_taken() {
+  # Something already listens on 127.0.0.1:$1.
+  (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
 write_config() {
   mkdir -p "$home"
   cat >"$home/log4j2.properties" <<EOF
@@ -150,6 +155,16 @@ start() {
     say "already running (pid $(our_pid)) on 127.0.0.1:$port"
     return 0
   fi
+  # A broker that is not ours (another checkout's, a system one) would answer in our place: the
+  # caller would then use it and never stop it. Refuse, and say what to do instead.
+  local p
+  for p in "$port" "$controller_port"; do
+    if port_taken "$p"; then
+      say "127.0.0.1:$p is already in use by a process this script did not start from $home."
+      say "Stop it, choose other ports with KAFKA_PORT=..., or use it as it is with CHURNWATCH_KAFKA_BOOTSTRAP=127.0.0.1:$port."
+      exit 1
+    fi
+  done
   install
   write_config
   if [[ ! -f "$data/meta.properties" ]]; then

@@ -50,3 +50,17 @@ def test_existing_cluster_means_nothing_is_started(tmp_path: Path) -> None:
     assert result.returncode == 0
     assert "existing cluster" in result.stderr
     assert not (tmp_path / "k").exists()
+
+
+def test_start_refuses_a_port_another_broker_holds(kafka_bootstrap: str, tmp_path: Path) -> None:
+    # The session's broker is not this home's: start must not report it as its own.
+    port = kafka_bootstrap.split(",")[0].rsplit(":", 1)[1]
+    env = {k: v for k, v in os.environ.items() if k != "CHURNWATCH_KAFKA_BOOTSTRAP"}
+    env |= {"KAFKA_PORT": port, "KAFKA_HOME": str(tmp_path / "other")}
+    result = run("start", env)
+    assert result.returncode != 0
+    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert f"CHURNWATCH_KAFKA_BOOTSTRAP=127.0.0.1:{port}" in result.stderr
+    assert not (tmp_path / "other" / f"broker-{port}.pid").exists()
+    assert run("stop", env).returncode == 0  # nothing of ours to stop; the session's broker stays
+    assert asyncio.run(broker_answers(kafka_bootstrap, timeout_s=10))
