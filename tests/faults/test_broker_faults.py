@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.accounts import make_accounts, usage_event
 from tests.faults.procs import API_KEY, ApiProcess, KafkaNode, start_cluster, three_node_cluster
-from tests.faults.traffic import DAY_MS, History, produce_fast, simulated_history
+from tests.faults.traffic import DAY_MS, History, PacedProducer, produce_fast, simulated_history
 from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import TOPIC_ROLES, counted_events, metric, now_ms, states
 from tests.integration.workers import WorkerFactory
@@ -90,12 +90,14 @@ def _rename(
 async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: dict[str, Any]) -> None:
     """Broker stopped and restarted mid-stream (same data dir)
 
-    A single-node broker of the test's own runs a worker and the API (`python -m api`). 20,000 events
-    of 100 simulated accounts are replayed; at 30% of the input committed the broker is stopped
-    (SIGTERM), kept down for 10 s and started again on the same data directory. Then 2,000 live
-    events of 20 further accounts are produced. Held means: neither process exits; the worker
-    commits again and the API answers `/readyz` and serves a live account's health, each within 30 s
-    of the broker answering again; every account counts exactly its distinct events.
+    A single-node broker of the test's own runs a worker and the API (`python -m api`). 40,000 events
+    of 100 simulated accounts are produced as a live stream over about 40 s (a producer that re-sends
+    what the broker did not acknowledge, as product apps do); at 30% of them committed the broker is
+    stopped (SIGTERM) while the stream goes on, kept down for 10 s and started again on the same data
+    directory. Then 2,000 live events of 20 further accounts are produced. Held means: the broker
+    went down mid-stream (events still to come); neither process exits; the worker commits again and
+    the API answers `/readyz` and serves a live account's health, each within 30 s of the broker
+    answering again; every account counts exactly its distinct events.
     """
     node = KafkaNode(tmp_path / "kafka")
     await node.start()
@@ -103,23 +105,26 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
     (tmp_path / "workers").mkdir()
     topics = _topics("restart")
     api = ApiProcess(node.address, topics, tmp_path / "api.log")
+    history = _recent_history(40_000, 100)
+    stream = PacedProducer(node.address, topics["events"], list(history.records), 40)
     try:
-        history = _recent_history(20_000, 100)
         worker = factory.create(topics, PARTITIONS, "restart-group")
         await worker.start()
         await worker.wait_ready()
         await api.start()
         await api.wait_ready()
-        await produce_fast(node.address, topics["events"], list(history.records))
+        stream.start()
         total = len(history.records)
-        figures["events before the restart"] = total
+        figures["events in the stream"] = total
 
         async def progressed(fraction: float) -> bool:
             return await committed(node.address, "restart-group", topics["events"]) >= fraction * total
 
-        await wait_until(lambda: progressed(0.3), 300, "30% of the input committed")
+        await wait_until(lambda: progressed(0.3), 300, "30% of the stream committed")
         before = await committed(node.address, "restart-group", topics["events"])
         figures["committed when the broker was stopped"] = before
+        figures["produced when the broker was stopped"] = stream.sent
+        assert not stream.done, "the stream ended before the broker was stopped: not mid-stream"
         stop_started = time.monotonic()
         await node.stop()
         figures["broker stop seconds"] = round(time.monotonic() - stop_started, 1)
@@ -149,6 +154,8 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
         await wait_until(worker_commits, 60, "the worker to commit again")
         figures["worker: seconds from broker up to its next commit"] = round(time.monotonic() - up, 1)
         await producing
+        await stream.wait()
+        figures["stream chunks re-sent after a failed send"] = stream.resends
         account = live[-1][0]
         assert account is not None
         async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": API_KEY}, timeout=2) as client:
@@ -173,6 +180,7 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
         assert figures["API: seconds from broker up to serving a live account's health"] <= 30
         assert worker.starts == 1
     finally:
+        await stream.stop()
         await api.stop()
         await factory.stop_all()
         await node.stop()
@@ -183,11 +191,13 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
     """Three-node KRaft cluster loses a broker mid-stream
 
     Three KRaft nodes (each broker and controller; replication factor 3, min.insync.replicas 2) of
-    the test's own. The worker creates its topics with replication factor 3. 30,000 events of 150
-    simulated accounts are replayed; at 30% of the input committed the node leading the most input
-    partitions is killed with SIGKILL (and stays down); then 3,000 live events of 20 further accounts
-    are produced (acks=all). Held means: the worker keeps processing without restarting and every
-    account counts exactly its distinct events.
+    the test's own. The worker creates its topics with replication factor 3. 40,000 events of 150
+    simulated accounts are produced as a live stream over about 40 s (acks=all; a chunk the cluster
+    did not acknowledge is sent again); at 30% of them committed the node leading the most input
+    partitions is killed with SIGKILL (and stays down) while the stream goes on; then 3,000 live
+    events of 20 further accounts are produced. Held means: the node died mid-stream (events still to
+    come); the worker keeps processing without restarting and every account counts exactly its
+    distinct events.
     """
     nodes = three_node_cluster(tmp_path)
     await start_cluster(nodes)
@@ -196,14 +206,15 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
     factory = WorkerFactory(bootstrap, tmp_path / "workers")
     topics = _topics("cluster")
     killed: KafkaNode | None = None
+    history = _recent_history(40_000, 150)
+    stream = PacedProducer(bootstrap, topics["events"], list(history.records), 40)
     try:
-        history = _recent_history(30_000, 150)
         worker = factory.create(topics, PARTITIONS, "cluster-group", replication_factor="3")
         await worker.start()
         await worker.wait_ready(120)
-        await produce_fast(bootstrap, topics["events"], list(history.records))
+        stream.start()
         total = len(history.records)
-        figures["events before the node is killed"] = total
+        figures["events in the stream"] = total
 
         admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
         await admin.start()
@@ -220,22 +231,27 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
         async def progressed(fraction: float) -> bool:
             return await committed(bootstrap, "cluster-group", topics["events"]) >= fraction * total
 
-        await wait_until(lambda: progressed(0.3), 300, "30% of the input committed")
+        await wait_until(lambda: progressed(0.3), 300, "30% of the stream committed")
         before = await committed(bootstrap, "cluster-group", topics["events"])
         killed = nodes[victim_id - 1]
         killed.kill()
+        figures["committed when the node was killed"] = before
+        figures["produced when the node was killed"] = stream.sent
+        assert not stream.done, "the stream ended before the node was killed: not mid-stream"
         at = time.monotonic()
         figures["killed node (leader of input partitions)"] = (
             f"node {victim_id} ({leaders.count(victim_id)} of {PARTITIONS})"
         )
-        live = _rename(_live(3000, 11, 0), "live-")
-        await produce_fast(bootstrap, topics["events"], live)
 
         async def commits_again() -> bool:
             return await committed(bootstrap, "cluster-group", topics["events"]) > before
 
         await wait_until(commits_again, 120, "the worker to commit after the node was killed")
         figures["seconds from the kill to the next commit"] = round(time.monotonic() - at, 1)
+        await stream.wait()
+        figures["stream chunks re-sent after a failed send"] = stream.resends
+        live = _rename(_live(3000, 11, 0), "live-")
+        await produce_fast(bootstrap, topics["events"], live)
         await _exact(bootstrap, "cluster-group", _want(history, live), 600)
         figures["seconds from the kill to exact state"] = round(time.monotonic() - at, 1)
         figures["events counted exactly once"] = sum(_want(history, live).values())
@@ -243,5 +259,6 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
         figures["replayed records skipped"] = metric(worker, "churnwatch_events_total", outcome="replayed")
         assert worker.starts == 1 and worker.proc is not None and worker.proc.returncode is None
     finally:
+        await stream.stop()
         await factory.stop_all()
         await asyncio.gather(*(n.stop() for n in nodes if n is not killed), return_exceptions=True)

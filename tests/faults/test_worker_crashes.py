@@ -11,14 +11,16 @@ from typing import Any
 import pytest
 
 from streamer.app import partitioner
-from tests.faults.traffic import DAY_MS, History, replay, simulated_history
+from tests.faults.traffic import DAY_MS, History, PacedProducer, replay, simulated_history
 from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import (
     AlertSeen,
     alerts,
     counted_events,
+    make_topics,
     metric,
     now_ms,
+    rules_file,
     states,
 )
 from tests.integration.workers import Worker, WorkerFactory
@@ -211,18 +213,20 @@ async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
 ) -> None:
     """Two workers: a second joins mid-stream, then the first is SIGKILLed
 
-    60,000 events of 200 simulated accounts are replayed into 4 partitions. A first worker starts;
-    at 25% of the input committed a second worker of the same group starts and the partitions are
-    shared; at 60% the first is killed with SIGKILL and the second takes over all partitions. Held
-    means: every account counts exactly its distinct events (nothing lost, nothing double counted),
-    and every account, on every partition, gets its final quiet alert at exactly last activity +
-    the quiet threshold.
+    60,000 events of 200 simulated accounts (20 days of history) are produced into 4 partitions as a
+    live stream over about 40 s. A first worker starts; at 25% of the stream committed a second
+    worker of the same group starts and the partitions are shared; at 60% the first is killed with
+    SIGKILL and the second takes over all partitions. Held means: both happened mid-stream (events
+    still to come); every account counts exactly its distinct events (nothing lost, nothing double
+    counted), and every account, on every partition, gets its final quiet alert at exactly last
+    activity + the quiet threshold.
     """
     history = _history(60_000, 200)
-    run = await replay(
-        kafka_bootstrap, topic_factory, tmp_path, history, quiet_days=QUIET_DAYS, figures=figures
-    )
-    topics, rules, total = run.topics, run.rules, run.total
+    topics = await make_topics(topic_factory, PARTITIONS)
+    rules = str(rules_file(tmp_path, QUIET_DAYS * 86400.0))
+    total = len(history.records)
+    figures["events in the stream"] = total
+    figures["accounts"] = len(history.counted)
     partition_for = partitioner(PARTITIONS)
     per_partition = {p: sum(partition_for(a) == p for a in history.counted) for p in range(PARTITIONS)}
     figures["accounts per partition"] = per_partition
@@ -231,33 +235,43 @@ async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
     group = f"pair-{unique_id}"
     first = worker_factory.create(topics, PARTITIONS, group, rules_file=rules)
     second = worker_factory.create(topics, PARTITIONS, group, rules_file=rules)
+    stream = PacedProducer(kafka_bootstrap, topics["events"], list(history.records), 40)
     started = time.monotonic()
-    await first.start()
-    await first.wait_ready()
-    await _wait_progress(kafka_bootstrap, group, topics["events"], total, 0.25)
-    figures["second worker started at (fraction committed)"] = round(
-        await _progress(kafka_bootstrap, group, topics["events"], total), 3
-    )
-    await second.start()
+    try:
+        await first.start()
+        await first.wait_ready()
+        stream.start()
+        await _wait_progress(kafka_bootstrap, group, topics["events"], total, 0.25)
+        figures["second worker started at (fraction committed, fraction produced)"] = [
+            round(await _progress(kafka_bootstrap, group, topics["events"], total), 3),
+            round(stream.sent / total, 3),
+        ]
+        assert not stream.done, "the stream ended before the second worker joined: not mid-stream"
+        await second.start()
 
-    async def shared() -> bool:
-        a, b = _owned(first), _owned(second)
-        return bool(a) and bool(b) and sorted(a + b) == list(range(PARTITIONS))
+        async def shared() -> bool:
+            a, b = _owned(first), _owned(second)
+            return bool(a) and bool(b) and sorted(a + b) == list(range(PARTITIONS))
 
-    await wait_until(shared, 90, "both workers to own partitions")
-    figures["partitions after the join (first, second)"] = [_owned(first), _owned(second)]
-    await _wait_progress(kafka_bootstrap, group, topics["events"], total, 0.6)
-    figures["first worker killed at (fraction committed)"] = round(
-        await _progress(kafka_bootstrap, group, topics["events"], total), 3
-    )
-    await first.kill()
-    killed = time.monotonic()
+        await wait_until(shared, 90, "both workers to own partitions")
+        figures["partitions after the join (first, second)"] = [_owned(first), _owned(second)]
+        await _wait_progress(kafka_bootstrap, group, topics["events"], total, 0.6)
+        figures["first worker killed at (fraction committed, fraction produced)"] = [
+            round(await _progress(kafka_bootstrap, group, topics["events"], total), 3),
+            round(stream.sent / total, 3),
+        ]
+        assert not stream.done, "the stream ended before the first worker was killed: not mid-stream"
+        await first.kill()
+        killed = time.monotonic()
 
-    async def took_over() -> bool:
-        return sorted(_owned(second)) == list(range(PARTITIONS))
+        async def took_over() -> bool:
+            return sorted(_owned(second)) == list(range(PARTITIONS))
 
-    await wait_until(took_over, 90, "the second worker to own every partition")
-    figures["seconds until the second worker owned every partition"] = round(time.monotonic() - killed, 1)
+        await wait_until(took_over, 90, "the second worker to own every partition")
+        figures["seconds until the second worker owned every partition"] = round(time.monotonic() - killed, 1)
+        await stream.wait()
+    finally:
+        await stream.stop()
     await _wait_exact(kafka_bootstrap, group, history, 600, figures)
     figures["seconds to exact state"] = round(time.monotonic() - started, 1)
     want_quiet = _final_quiet(history)

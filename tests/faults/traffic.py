@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from collections import Counter
@@ -11,6 +13,7 @@ from typing import Any
 
 import orjson
 from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
 
 from tests.faults.accounts import Account, account_event, make_accounts, usage_event
 from tests.integration.pipeline import make_topics, rules_file
@@ -91,7 +94,7 @@ async def produce_fast(
         enable_idempotence=True,
         linger_ms=20,
         max_batch_size=512 * 1024,
-        **config,  # type: ignore[arg-type]
+        **config,
     )
     await producer.start()
     try:
@@ -101,6 +104,69 @@ async def produce_fast(
                 await fut
     finally:
         await producer.stop()
+
+
+class PacedProducer:
+    """Produces records in order, evenly over about ``seconds``: a live stream the faults hit mid-way.
+
+    Like a product app that retries, a chunk whose send fails (the broker away, a leader moving) is
+    sent again until it is acknowledged; the worker deduplicates by event id, so a re-send does not
+    change any count. ``sent`` is how many records are acknowledged so far.
+    """
+
+    def __init__(
+        self, bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], seconds: float
+    ) -> None:
+        self.bootstrap, self.topic, self.records = bootstrap, topic, records
+        self.chunk = max(1, round(len(records) * 0.1 / seconds))  # one chunk every 0.1 s
+        self.sent = 0
+        self.resends = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self.task = asyncio.create_task(self._run())
+
+    @property
+    def done(self) -> bool:
+        return self.sent >= len(self.records)
+
+    async def wait(self) -> None:
+        assert self.task is not None
+        await self.task
+
+    async def stop(self) -> None:
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    async def _run(self) -> None:
+        producer: AIOKafkaProducer | None = None
+        try:
+            while not self.done:
+                chunk = self.records[self.sent : self.sent + self.chunk]
+                try:
+                    if producer is None:
+                        producer = AIOKafkaProducer(
+                            bootstrap_servers=self.bootstrap, acks="all", request_timeout_ms=10_000
+                        )
+                        await producer.start()
+                    futures = [await producer.send(self.topic, key=k, value=v) for k, v in chunk]
+                    await asyncio.gather(*futures)
+                except KafkaError:
+                    self.resends += 1
+                    if producer is not None:
+                        with contextlib.suppress(KafkaError):
+                            await producer.stop()
+                        producer = None
+                    await asyncio.sleep(1)
+                    continue
+                self.sent += len(chunk)
+                await asyncio.sleep(0.1)
+        finally:
+            if producer is not None:
+                with contextlib.suppress(KafkaError):
+                    await producer.stop()
 
 
 def event_ids(value: bytes) -> str:
