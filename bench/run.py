@@ -102,7 +102,7 @@ async def raw_consume(topic: str, n: int) -> float:
                 started = time.perf_counter()
             for records in batch.values():
                 for record in records:
-                    orjson.loads(record.value)  # type: ignore[arg-type]
+                    orjson.loads(record.value)
                 seen += len(records)
     finally:
         await consumer.stop()
@@ -402,7 +402,7 @@ def section_latency(args: argparse.Namespace) -> dict[str, Any]:
             return False
 
         alerts = asyncio.run(read_topic(stack.topics["alerts"], stack.partitions, enough, 15))
-        lat = []
+        alert_lat: list[float] = []
         for rec in alerts:
             doc = orjson.loads(rec.value)
             if doc["kind"] != "account_quiet":
@@ -411,14 +411,14 @@ def section_latency(args: argparse.Namespace) -> dict[str, Any]:
                 dt.datetime.fromisoformat(doc["detected_at"].replace("Z", "+00:00")).timestamp() * 1000
             )
             if measure_from <= detected <= measure_from + window_s * 1000:
-                lat.append(float(rec.timestamp - detected))
+                alert_lat.append(float(rec.timestamp - detected))
         out |= {
             "tracked_accounts": accounts,
             "catch_up_seconds": round(caught_up, 1),
-            "quiet_alerts_measured": len(lat),
-            "deadline_to_alert_p50_ms": quantile(lat, 0.5),
-            "deadline_to_alert_p99_ms": quantile(lat, 0.99),
-            "deadline_to_alert_max_ms": max(lat) if lat else None,
+            "quiet_alerts_measured": len(alert_lat),
+            "deadline_to_alert_p50_ms": quantile(alert_lat, 0.5),
+            "deadline_to_alert_p99_ms": quantile(alert_lat, 0.99),
+            "deadline_to_alert_max_ms": max(alert_lat) if alert_lat else None,
         }
         say(
             f"latency: deadline → alert p50 {out['deadline_to_alert_p50_ms']} ms"

@@ -57,7 +57,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         outcome = "xfailed" if rep.skipped else "xpassed"
         description += f"\n\nKnown failure: {rep.wasxfail}"
     _RESULTS[item.name] = report.entry(
-        title.strip(), description, outcome, call.duration, dict(item.stash[_FIGURES])
+        title.strip(), description, outcome, call.duration, item.stash[_FIGURES].copy()
     )
 
 

@@ -78,7 +78,7 @@ async def true_lag(bootstrap: str, group: str, topic: str) -> int:
         end = await consumer.end_offsets([TopicPartition(topic, p) for p in range(PARTITIONS)])
     finally:
         await consumer.stop()
-    return sum(end.values()) - await committed(bootstrap, group, topic)
+    return int(sum(end.values())) - await committed(bootstrap, group, topic)
 
 
 async def create_topics(bootstrap: str, names: dict[str, str]) -> None:

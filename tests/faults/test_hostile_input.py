@@ -112,12 +112,12 @@ def _malformed(i: int, rng: random.Random, at: int) -> tuple[str, bytes | None, 
     if kind == 22:
         return "null value", None, "empty"
     if kind == 23:
-        segment = {
+        untyped: dict[str, Any] = {
             "type": [] if i % 2 else {"track": i},
             "messageId": f"m{i}",
             "timestamp": "2026-01-01T00:00:00Z",
         }
-        return "Segment type not a string", orjson.dumps(segment), "type"
+        return "Segment type not a string", orjson.dumps(untyped), "type"
     return "JSON null / scalar", orjson.dumps(None if i % 2 else i), "object"
 
 

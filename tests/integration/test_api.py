@@ -94,7 +94,9 @@ async def test_read_model_loads_existing_records_before_turning_ready(
     kafka_bootstrap: str, topic_factory: Any
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
-    docs = [{"account_id": f"acc{i}", "score": 10 * i, "band": "poor", "episodes": {}} for i in range(5)]
+    docs: list[dict[str, Any]] = [
+        {"account_id": f"acc{i}", "score": 10 * i, "band": "poor", "episodes": {}} for i in range(5)
+    ]
     await produce(
         kafka_bootstrap, topics["health"], [(d["account_id"].encode(), orjson.dumps(d)) for d in docs]
     )

@@ -19,7 +19,11 @@ async def test_records_split_over_batches_arrive_in_order_with_headers(
     await producer.start()
     try:
         records = [(f"k{i}".encode(), b"v" * (i % 300), [("n", str(i).encode())]) for i in range(2_000)]
-        big = (b"big", b"x" * 20_000, [])  # larger than a batch: sent in a batch of its own
+        big: tuple[bytes, bytes, list[tuple[str, bytes]]] = (
+            b"big",
+            b"x" * 20_000,
+            [],
+        )  # larger than a batch: sent in a batch of its own
         sent = await send_in_batches(producer, topic, 1, [*records[:1000], big, *records[1000:]])
         metadata = await asyncio.gather(*(future for future, _ in sent))
     finally:

@@ -291,8 +291,11 @@ async def test_signed_webhooks_verify_at_the_receiver(setup: Setup, receiver: Re
     with pytest.raises(WebhookVerificationError):
         verify(hit.body, hit.headers, SECRET, time.time() + 301)
     assert_each_once(receiver, ids)
+
     # The receiver records a request before the sender sees the response: wait for the counter.
-    delivered = lambda: proc.metric("churnwatch_deliveries_total", destination="crm", outcome="delivered")  # noqa: E731
+    def delivered() -> float:
+        return proc.metric("churnwatch_deliveries_total", destination="crm", outcome="delivered")
+
     await wait_for(lambda: delivered() == 20, 10, "the delivered counter", proc=proc)
     assert proc.metric("churnwatch_delivery_latency_seconds_count", destination="crm") == 20
 

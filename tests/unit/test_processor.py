@@ -9,7 +9,7 @@ import orjson
 
 from streamer.core.policy import DAY_MS, load_policy
 from streamer.core.state import decode_state
-from streamer.processor import DEAD_LETTER_MAX_BYTES, PartitionProcessor, Record, dead_letter
+from streamer.processor import DEAD_LETTER_MAX_BYTES, BatchOutput, PartitionProcessor, Record, dead_letter
 
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
 QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"
@@ -43,7 +43,9 @@ def processor(rules: str | None = None, owner: int = 0) -> PartitionProcessor:
     )
 
 
-def apply(proc: PartitionProcessor, store: Store, records: list[Record], now_ms: int, backlog: bool = False):  # noqa: ANN201
+def apply(
+    proc: PartitionProcessor, store: Store, records: list[Record], now_ms: int, backlog: bool = False
+) -> BatchOutput:
     out = proc.process(records, store, now_ms, backlog)
     store.data.update(proc.flush(now_ms))
     return out

@@ -31,5 +31,5 @@ schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
 @schema.exclude(path="/v1/alerts/stream").parametrize()
 # Derandomized: the same examples every run, so a CI failure reproduces locally.
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-def test_every_operation_conforms_to_the_openapi_document(case: schemathesis.Case) -> None:
+def test_every_operation_conforms_to_the_openapi_document(case: schemathesis.Case[Any]) -> None:
     case.call_and_validate(headers={"Authorization": f"Bearer {ADMIN}"})
