@@ -28,19 +28,17 @@ async def send_in_batches(
     """Send ``(key, value, headers)`` records to one partition, in order, a record batch at a time.
 
     Returns ``(future, records in the batch)`` per batch sent; a future resolves with the batch's
-    metadata once the broker acknowledges it. Raises ``ValueError`` for a record larger than the
-    producer's batch size (``max_batch_size``).
+    metadata once the broker acknowledges it. A record larger than the producer's batch size
+    (``max_batch_size``) goes in a batch of its own (aiokafka always accepts a batch's first record);
+    the broker may still refuse it, through that batch's future.
     """
     sent: list[tuple[asyncio.Future[Any], int]] = []
     batch = producer.create_batch()
     for key, value, headers in records:
         if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-            if batch.record_count() == 0:
-                raise ValueError(f"a record for {topic} is larger than the producer's batch size")
             sent.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
             batch = producer.create_batch()
-            if batch.append(key=key, value=value, timestamp=None, headers=list(headers)) is None:
-                raise ValueError(f"a record for {topic} is larger than the producer's batch size")
+            batch.append(key=key, value=value, timestamp=None, headers=list(headers))
     if batch.record_count():
         sent.append((await producer.send_batch(batch, topic, partition=partition), batch.record_count()))
     return sent
