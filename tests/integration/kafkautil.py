@@ -123,10 +123,10 @@ async def wait_until(predicate: Callable[[], Awaitable[bool]], timeout_s: float,
 async def committed(bootstrap: str, group: str, topic: str) -> int:
     """Sum of the group's committed offsets on ``topic`` (0 before any commit)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
-    await admin.start()
     try:
+        await admin.start()
         offsets = await admin.list_consumer_group_offsets(group)
-    except Exception:  # noqa: BLE001 - a group that does not exist yet, a broker moving: no progress known
+    except Exception:  # noqa: BLE001 - no group yet, a broker away or moving: no progress known
         return 0
     finally:
         await admin.close()

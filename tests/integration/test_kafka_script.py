@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from tests.integration.kafkautil import broker_answers
 from tests.integration.workers import free_port_pair
@@ -52,15 +55,21 @@ def test_existing_cluster_means_nothing_is_started(tmp_path: Path) -> None:
     assert not (tmp_path / "k").exists()
 
 
-def test_start_refuses_a_port_another_broker_holds(kafka_bootstrap: str, tmp_path: Path) -> None:
-    # The session's broker is not this home's: start must not report it as its own.
-    port = kafka_bootstrap.split(",")[0].rsplit(":", 1)[1]
+@pytest.mark.parametrize("held", ["client", "controller"])
+def test_start_refuses_a_port_another_process_holds(held: str, tmp_path: Path) -> None:
+    # Whatever listens there (another checkout's broker, a system one) is not this home's broker:
+    # start must not report it as its own, nor start a JVM that cannot bind.
+    port = free_port_pair()
+    taken = port if held == "client" else port + 1
     env = {k: v for k, v in os.environ.items() if k != "CHURNWATCH_KAFKA_BOOTSTRAP"}
-    env |= {"KAFKA_PORT": port, "KAFKA_HOME": str(tmp_path / "other")}
-    result = run("start", env)
+    env |= {"KAFKA_PORT": str(port), "KAFKA_HOME": str(tmp_path / "other")}
+    with socket.create_server(("127.0.0.1", taken)):
+        try:
+            result = run("start", env)
+        finally:
+            stopped = run("stop", env)
     assert result.returncode != 0
-    assert f"127.0.0.1:{port} is already in use" in result.stderr
+    assert f"127.0.0.1:{taken} is already in use" in result.stderr
     assert f"CHURNWATCH_KAFKA_BOOTSTRAP=127.0.0.1:{port}" in result.stderr
     assert not (tmp_path / "other" / f"broker-{port}.pid").exists()
-    assert run("stop", env).returncode == 0  # nothing of ours to stop; the session's broker stays
-    assert asyncio.run(broker_answers(kafka_bootstrap, timeout_s=10))
+    assert stopped.returncode == 0 and "not running" in stopped.stderr
