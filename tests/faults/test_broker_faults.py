@@ -17,7 +17,14 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.accounts import make_accounts, usage_event
 from tests.faults.procs import API_KEY, ApiProcess, KafkaNode, start_cluster, three_node_cluster
-from tests.faults.traffic import DAY_MS, History, PacedProducer, produce_fast, simulated_history
+from tests.faults.traffic import (
+    DAY_MS,
+    History,
+    PacedProducer,
+    produce_fast,
+    simulated_history,
+    wait_streamed,
+)
 from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import TOPIC_ROLES, counted_events, metric, now_ms, states
 from tests.integration.workers import WorkerFactory
@@ -92,21 +99,21 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
 
     A single-node broker of the test's own runs a worker and the API (`python -m api`). 40,000 events
     of 100 simulated accounts are produced as a live stream over about 40 s (a producer that re-sends
-    what the broker did not acknowledge, as product apps do); at 30% of them committed the broker is
-    stopped (SIGTERM) while the stream goes on, kept down for 10 s and started again on the same data
-    directory. Then 2,000 live events of 20 further accounts are produced. Held means: the broker
-    went down mid-stream (events still to come); neither process exits; the worker commits again and
+    what the broker did not acknowledge, as product apps do). Once 30% of the stream is produced and
+    the worker has committed some of it, the broker is stopped (SIGTERM) while the stream goes on,
+    kept down for 10 s and started again on the same data directory; then 2,000 live events of 20
+    further accounts are produced. Held means: neither process exits; the worker commits again and
     the API answers `/readyz` and serves a live account's health, each within 30 s of the broker
     answering again; every account counts exactly its distinct events.
     """
     node = KafkaNode(tmp_path / "kafka")
-    await node.start()
-    factory = WorkerFactory(node.address, tmp_path / "workers")
     (tmp_path / "workers").mkdir()
+    factory = WorkerFactory(node.address, tmp_path / "workers")
     topics = _topics("restart")
     api = ApiProcess(node.address, topics, tmp_path / "api.log")
     history = _recent_history(40_000, 100)
     stream = PacedProducer(node.address, topics["events"], list(history.records), 40)
+    await node.start()
     try:
         worker = factory.create(topics, PARTITIONS, "restart-group")
         await worker.start()
@@ -116,15 +123,15 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
         stream.start()
         total = len(history.records)
         figures["events in the stream"] = total
+        await wait_streamed(stream, 0.3, 120)
 
-        async def progressed(fraction: float) -> bool:
-            return await committed(node.address, "restart-group", topics["events"]) >= fraction * total
+        async def some_committed() -> bool:
+            return await committed(node.address, "restart-group", topics["events"]) > 0
 
-        await wait_until(lambda: progressed(0.3), 300, "30% of the stream committed")
+        await wait_until(some_committed, 60, "the worker's first commit")
         before = await committed(node.address, "restart-group", topics["events"])
-        figures["committed when the broker was stopped"] = before
-        figures["produced when the broker was stopped"] = stream.sent
-        assert not stream.done, "the stream ended before the broker was stopped: not mid-stream"
+        figures["produced / committed when the broker was stopped"] = [stream.sent, before]
+        assert not stream.done, "the stream was over before the broker stopped: not mid-stream"
         stop_started = time.monotonic()
         await node.stop()
         figures["broker stop seconds"] = round(time.monotonic() - stop_started, 1)
@@ -154,8 +161,6 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
         await wait_until(worker_commits, 60, "the worker to commit again")
         figures["worker: seconds from broker up to its next commit"] = round(time.monotonic() - up, 1)
         await producing
-        await stream.wait()
-        figures["stream chunks re-sent after a failed send"] = stream.resends
         account = live[-1][0]
         assert account is not None
         async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": API_KEY}, timeout=2) as client:
@@ -173,6 +178,8 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
         figures["API: seconds from broker up to serving a live account's health"] = round(
             time.monotonic() - up, 1
         )
+        await stream.wait()
+        figures["stream send attempts that failed and were retried"] = stream.retries
         figures["worker starts"] = worker.starts
         await _exact(node.address, "restart-group", _want(history, live), 300)
         figures["events counted exactly once"] = sum(_want(history, live).values())
@@ -193,14 +200,13 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
     Three KRaft nodes (each broker and controller; replication factor 3, min.insync.replicas 2) of
     the test's own. The worker creates its topics with replication factor 3. 40,000 events of 150
     simulated accounts are produced as a live stream over about 40 s (acks=all; a chunk the cluster
-    did not acknowledge is sent again); at 30% of them committed the node leading the most input
-    partitions is killed with SIGKILL (and stays down) while the stream goes on; then 3,000 live
-    events of 20 further accounts are produced. Held means: the node died mid-stream (events still to
-    come); the worker keeps processing without restarting and every account counts exactly its
-    distinct events.
+    did not acknowledge is sent again). Once 30% of the stream is produced and the worker has
+    committed some of it, the node leading the most input partitions is killed with SIGKILL (and
+    stays down) while the stream goes on; then 3,000 live events of 20 further accounts are
+    produced. Held means: the worker keeps processing without restarting and every account counts
+    exactly its distinct events.
     """
     nodes = three_node_cluster(tmp_path)
-    await start_cluster(nodes)
     bootstrap = ",".join(n.address for n in nodes)
     (tmp_path / "workers").mkdir()
     factory = WorkerFactory(bootstrap, tmp_path / "workers")
@@ -208,6 +214,7 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
     killed: KafkaNode | None = None
     history = _recent_history(40_000, 150)
     stream = PacedProducer(bootstrap, topics["events"], list(history.records), 40)
+    await start_cluster(nodes)
     try:
         worker = factory.create(topics, PARTITIONS, "cluster-group", replication_factor="3")
         await worker.start()
@@ -228,16 +235,17 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
         leaders = [p["leader"] for p in described["partitions"]]
         victim_id = max(set(leaders), key=leaders.count)
 
-        async def progressed(fraction: float) -> bool:
-            return await committed(bootstrap, "cluster-group", topics["events"]) >= fraction * total
+        await wait_streamed(stream, 0.3, 120)
 
-        await wait_until(lambda: progressed(0.3), 300, "30% of the stream committed")
+        async def some_committed() -> bool:
+            return await committed(bootstrap, "cluster-group", topics["events"]) > 0
+
+        await wait_until(some_committed, 60, "the worker's first commit")
         before = await committed(bootstrap, "cluster-group", topics["events"])
         killed = nodes[victim_id - 1]
         killed.kill()
-        figures["committed when the node was killed"] = before
-        figures["produced when the node was killed"] = stream.sent
-        assert not stream.done, "the stream ended before the node was killed: not mid-stream"
+        figures["produced / committed when the node was killed"] = [stream.sent, before]
+        assert not stream.done, "the stream was over before the node was killed: not mid-stream"
         at = time.monotonic()
         figures["killed node (leader of input partitions)"] = (
             f"node {victim_id} ({leaders.count(victim_id)} of {PARTITIONS})"
@@ -249,7 +257,7 @@ async def test_three_node_cluster_loses_a_broker_mid_stream(tmp_path: Path, figu
         await wait_until(commits_again, 120, "the worker to commit after the node was killed")
         figures["seconds from the kill to the next commit"] = round(time.monotonic() - at, 1)
         await stream.wait()
-        figures["stream chunks re-sent after a failed send"] = stream.resends
+        figures["stream send attempts that failed and were retried"] = stream.retries
         live = _rename(_live(3000, 11, 0), "live-")
         await produce_fast(bootstrap, topics["events"], live)
         await _exact(bootstrap, "cluster-group", _want(history, live), 600)

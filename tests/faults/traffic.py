@@ -16,6 +16,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from tests.faults.accounts import Account, account_event, make_accounts, usage_event
+from tests.integration.kafkautil import wait_until
 from tests.integration.pipeline import make_topics, rules_file
 
 DAY_MS = 86_400_000
@@ -28,11 +29,23 @@ class History:
     records: list[tuple[bytes, bytes]] = field(default_factory=list)
     counted: Counter[str] = field(default_factory=Counter)  # distinct usage events per account
     last_activity_ms: dict[str, int] = field(default_factory=dict)
+    activity_ms: dict[str, list[int]] = field(default_factory=dict)  # every usage event's time
     resent: int = 0
 
     @property
     def accounts(self) -> list[str]:
         return sorted(self.counted)
+
+    def quiet_deadlines(self, quiet_ms: int) -> set[tuple[str, int]]:
+        """Every (account, last activity + quiet_ms) that the history lets pass without activity:
+        the quiet alerts a correct worker may raise, stamped with their deadline."""
+        out = set()
+        for account, times in self.activity_ms.items():
+            ordered = sorted(set(times))
+            for at, following in zip(ordered, [*ordered[1:], None], strict=True):
+                if following is None or following >= at + quiet_ms:
+                    out.add((account, at + quiet_ms))
+        return out
 
 
 def _active(account: Account, frac: float) -> bool:
@@ -50,12 +63,14 @@ def simulated_history(seed: int, accounts: int, events: int, start_ms: int, span
 
     Behaviours as in the simulator: steady, decaying, stopping, and stopping then returning (a silence
     of 30% of the span, longer than the tests' quiet threshold). About 1% of events are re-sent with
-    the same id, as an at-least-once producer would.
+    the same id, as an at-least-once producer would, up to 20 s later (at most 1% of the span, so
+    that in a short live stream a re-send stays within the worker's window of recent event ids).
     """
     rng = random.Random(seed)
     people = make_accounts(accounts, rng)
     total_rate = sum(a.events_per_minute for a in people)
     span_ms = int(span_days * DAY_MS)
+    resend_within_ms = max(1, min(20_000, span_ms // 100))
     timed: list[tuple[int, bytes, bytes]] = []
     history = History()
     for account in people:
@@ -76,8 +91,9 @@ def simulated_history(seed: int, accounts: int, events: int, start_ms: int, span
             history.counted[account.account_id] += 1
             prev = history.last_activity_ms.get(account.account_id, 0)
             history.last_activity_ms[account.account_id] = max(prev, at)
+            history.activity_ms.setdefault(account.account_id, []).append(at)
             if rng.random() < 0.01:
-                timed.append((at + rng.randrange(0, 20_000), key, value))
+                timed.append((at + rng.randrange(0, resend_within_ms), key, value))
                 history.resent += 1
     timed.sort(key=lambda item: item[0])
     history.records = [(k, v) for _, k, v in timed]
@@ -109,18 +125,20 @@ async def produce_fast(
 class PacedProducer:
     """Produces records in order, evenly over about ``seconds``: a live stream the faults hit mid-way.
 
+    Chunk k goes out at k * 0.1 s after the start (on the wall clock, so the pace does not drift).
     Like a product app that retries, a chunk whose send fails (the broker away, a leader moving) is
-    sent again until it is acknowledged; the worker deduplicates by event id, so a re-send does not
-    change any count. ``sent`` is how many records are acknowledged so far.
+    sent again until it is acknowledged, then the stream catches up with its schedule; the worker
+    deduplicates by event id, so a re-send changes no count. ``sent`` is how many records are
+    acknowledged so far; ``retries`` how many attempts failed.
     """
 
     def __init__(
         self, bootstrap: str, topic: str, records: list[tuple[bytes, bytes]], seconds: float
     ) -> None:
         self.bootstrap, self.topic, self.records = bootstrap, topic, records
-        self.chunk = max(1, round(len(records) * 0.1 / seconds))  # one chunk every 0.1 s
+        self.chunk = max(1, round(len(records) * 0.1 / seconds))
         self.sent = 0
-        self.resends = 0
+        self.retries = 0
         self.task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -129,6 +147,9 @@ class PacedProducer:
     @property
     def done(self) -> bool:
         return self.sent >= len(self.records)
+
+    def fraction(self) -> float:
+        return self.sent / len(self.records)
 
     async def wait(self) -> None:
         assert self.task is not None
@@ -142,8 +163,11 @@ class PacedProducer:
 
     async def _run(self) -> None:
         producer: AIOKafkaProducer | None = None
+        started = time.monotonic()
         try:
             while not self.done:
+                due = started + 0.1 * (self.sent // self.chunk)
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
                 chunk = self.records[self.sent : self.sent + self.chunk]
                 try:
                     if producer is None:
@@ -154,7 +178,7 @@ class PacedProducer:
                     futures = [await producer.send(self.topic, key=k, value=v) for k, v in chunk]
                     await asyncio.gather(*futures)
                 except KafkaError:
-                    self.resends += 1
+                    self.retries += 1
                     if producer is not None:
                         with contextlib.suppress(KafkaError):
                             await producer.stop()
@@ -162,11 +186,19 @@ class PacedProducer:
                     await asyncio.sleep(1)
                     continue
                 self.sent += len(chunk)
-                await asyncio.sleep(0.1)
         finally:
             if producer is not None:
                 with contextlib.suppress(KafkaError):
                     await producer.stop()
+
+
+async def wait_streamed(stream: PacedProducer, fraction: float, timeout_s: float) -> None:
+    """Wait until ``fraction`` of the stream is acknowledged by the broker."""
+
+    async def reached() -> bool:
+        return stream.fraction() >= fraction
+
+    await wait_until(reached, timeout_s, f"{fraction:.0%} of the stream produced")
 
 
 def event_ids(value: bytes) -> str:
