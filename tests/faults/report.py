@@ -73,9 +73,14 @@ def store(entries: dict[str, dict[str, Any]]) -> None:
 
 
 def entry(
-    title: str, description: str, outcome: str, duration_s: float, figures: dict[str, Any]
+    title: str,
+    description: str,
+    outcome: str,
+    duration_s: float,
+    figures: dict[str, Any],
+    commit: str | None = None,
 ) -> dict[str, Any]:
-    """One stored result."""
+    """One stored result; ``commit`` is the code it ran (default: the checkout's now)."""
     return {
         "title": title,
         "description": description,
@@ -83,7 +88,7 @@ def entry(
         "duration_s": round(duration_s, 1),
         "figures": figures,
         "run_at": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-        "commit": git_commit(),
+        "commit": commit or git_commit(),
     }
 
 

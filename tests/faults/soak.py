@@ -94,6 +94,7 @@ async def create_topics(bootstrap: str, names: dict[str, str]) -> None:
 
 async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: float, work: Path) -> bool:
     run = uuid.uuid4().hex[:8]
+    commit = report.git_commit()  # the code the processes run, whatever the checkout is at the end
     topics = {r: f"soak-{run}-{r}" for r in ("events", "alerts", "health", "dlq", "clock")}
     extra = {"adlq": f"soak-{run}-alerts-dlq", "ledger": f"soak-{run}-deliveries"}
     await create_topics(bootstrap, {**topics, **extra})
@@ -256,7 +257,12 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
     )
     outcome = "passed" if not failures else "failed"
     result = report.entry(
-        "Soak: the full stack at a steady rate", description, outcome, time.monotonic() - started, figures
+        "Soak: the full stack at a steady rate",
+        description,
+        outcome,
+        time.monotonic() - started,
+        figures,
+        commit=commit,
     )
     report.store({"soak": {**result, "order": 90}})
     for line in failures:
