@@ -6,14 +6,11 @@ import asyncio
 import base64
 import os
 import signal
-import sys
-import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from api.auth import hash_key
 from tests.integration.workers import REPO, free_port
 
 KAFKA_SH = REPO / "deploy" / "kafka" / "kafka.sh"
@@ -113,79 +110,9 @@ def three_node_cluster(base: Path) -> list[KafkaNode]:
 API_KEY = "faults-admin-key"
 READ_KEY = "faults-read-key"
 INGEST_KEY = "faults-ingest-key"
-
-
-def api_keys() -> str:
-    import json
-
-    return json.dumps(
-        {
-            hash_key(API_KEY): {"name": "admin", "scopes": ["events:write", "health:read", "alerts:read"]},
-            hash_key(READ_KEY): {"name": "reader", "scopes": ["health:read"]},
-            hash_key(INGEST_KEY): {"name": "ingest", "scopes": ["events:write"]},
-        }
-    )
-
-
-@dataclass
-class ApiProcess:
-    """``python -m api`` on a free port."""
-
-    bootstrap: str
-    topics: dict[str, str]
-    log_path: Path
-    settings: dict[str, str] = field(default_factory=dict)
-    port: int = field(default_factory=free_port)
-    proc: asyncio.subprocess.Process | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    async def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
-        env.update(
-            CHURNWATCH_KAFKA_BOOTSTRAP=self.bootstrap,
-            CHURNWATCH_EVENTS_TOPIC=self.topics["events"],
-            CHURNWATCH_ALERTS_TOPIC=self.topics["alerts"],
-            CHURNWATCH_HEALTH_TOPIC=self.topics["health"],
-            CHURNWATCH_API_KEYS=api_keys(),
-            CHURNWATCH_API_PORT=str(self.port),
-            PYTHONUNBUFFERED="1",
-        )
-        env.update({f"CHURNWATCH_{k.upper()}": v for k, v in self.settings.items()})
-        log = self.log_path.open("ab")
-        self.proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "api", cwd=REPO, env=env, stdout=log, stderr=log
-        )
-        log.close()
-
-    def status(self, path: str, key: str | None = API_KEY, timeout_s: float = 2.0) -> int:
-        """The status code of a GET (0 when nothing answers)."""
-        req = urllib.request.Request(self.url + path, headers={"X-API-Key": key} if key else {})  # noqa: S310
-        try:
-            with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310
-                return int(resp.status)
-        except urllib.error.HTTPError as err:
-            return int(err.code)
-        except OSError:
-            return 0
-
-    async def wait_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.proc is not None and self.proc.returncode is not None:
-                raise AssertionError(f"API exited:\n{self.log_path.read_text()[-3000:]}")
-            if await asyncio.to_thread(self.status, "/readyz", None) == 200:
-                return
-            await asyncio.sleep(0.25)
-        raise AssertionError(f"API not ready within {timeout_s}s:\n{self.log_path.read_text()[-3000:]}")
-
-    async def stop(self) -> None:
-        if self.proc is not None and self.proc.returncode is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.proc.wait(), 15)
-            except TimeoutError:
-                self.proc.kill()
-                await self.proc.wait()
+# The API keys the fault tests run ``python -m api`` with (plain key -> name and scopes).
+KEYS: dict[str, dict[str, Any]] = {
+    API_KEY: {"name": "admin", "scopes": ["events:write", "health:read", "alerts:read"]},
+    READ_KEY: {"name": "reader", "scopes": ["health:read"]},
+    INGEST_KEY: {"name": "ingest", "scopes": ["events:write"]},
+}

@@ -38,11 +38,11 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from streamer.core.events import EventKind, parse_event
 from tests.faults import report
-from tests.faults.procs import ApiProcess
+from tests.faults.procs import KEYS
 from tests.integration.kafkautil import committed, read_all
 from tests.integration.pipeline import alerts, counted_events, states
 from tests.integration.test_delivery import Receiver, Setup, webhook_toml
-from tests.integration.workers import REPO, WorkerFactory, free_port
+from tests.integration.workers import REPO, ApiProcess, WorkerFactory, free_port
 
 log = logging.getLogger("soak")
 PARTITIONS = 4
@@ -105,7 +105,7 @@ async def soak(bootstrap: str, duration_s: float, accounts: int, max_growth: flo
     worker = factory.create(topics, PARTITIONS, group, rules_file=str(rules))
     # A small alert feed buffer fills within minutes, so a soak of a quarter of an hour can tell a
     # bounded buffer from a leak (at the default of 10,000 alerts it would still be filling).
-    api = ApiProcess(bootstrap, topics, work / "api.log", settings={"alert_buffer": "500"})
+    api = ApiProcess(bootstrap, topics, KEYS, work / "api.log", settings={"alert_buffer": "500"})
     receiver = Receiver(free_port())
     receiver.start()
     setup = Setup(bootstrap, topics["alerts"], extra["adlq"], extra["ledger"], work)

@@ -16,10 +16,10 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.faults.procs import API_KEY, INGEST_KEY, READ_KEY, ApiProcess
+from tests.faults.procs import API_KEY, INGEST_KEY, KEYS, READ_KEY
 from tests.faults.traffic import produce_fast
 from tests.integration.pipeline import make_topics, now_ms
-from tests.integration.workers import REPO, WorkerFactory
+from tests.integration.workers import REPO, ApiProcess, WorkerFactory
 
 PROTECTED = [
     ("GET", "/v1/accounts"),
@@ -51,7 +51,7 @@ async def _stack(
     ]
     await produce_fast(kafka_bootstrap, topics["events"], records)
     await worker.wait_ready()
-    proc = ApiProcess(kafka_bootstrap, topics, tmp_path / f"api-{len(api)}.log", settings=api)
+    proc = ApiProcess(kafka_bootstrap, topics, KEYS, tmp_path / f"api-{len(api)}.log", settings=api)
     await proc.start()
     await proc.wait_ready()
     return proc

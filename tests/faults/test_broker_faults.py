@@ -16,7 +16,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
 from tests.faults.accounts import make_accounts, usage_event
-from tests.faults.procs import API_KEY, ApiProcess, KafkaNode, start_cluster, three_node_cluster
+from tests.faults.procs import API_KEY, KEYS, KafkaNode, start_cluster, three_node_cluster
 from tests.faults.traffic import (
     DAY_MS,
     History,
@@ -27,7 +27,7 @@ from tests.faults.traffic import (
 )
 from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import TOPIC_ROLES, counted_events, metric, now_ms, states
-from tests.integration.workers import WorkerFactory
+from tests.integration.workers import ApiProcess, WorkerFactory
 
 PARTITIONS = 4
 
@@ -110,7 +110,7 @@ async def test_broker_stopped_and_restarted_mid_stream(tmp_path: Path, figures: 
     (tmp_path / "workers").mkdir()
     factory = WorkerFactory(node.address, tmp_path / "workers")
     topics = _topics("restart")
-    api = ApiProcess(node.address, topics, tmp_path / "api.log")
+    api = ApiProcess(node.address, topics, KEYS, tmp_path / "api.log")
     history = _recent_history(40_000, 100)
     stream = PacedProducer(node.address, topics["events"], list(history.records), 40)
     await node.start()

@@ -17,7 +17,7 @@ from api.settings import ApiSettings
 from streamer.core.alerts import ms_to_rfc3339
 from tests.integration.kafkautil import produce
 from tests.integration.pipeline import make_topics, now_ms
-from tests.integration.workers import WorkerFactory
+from tests.integration.workers import ApiProcess, WorkerFactory
 
 KEY = "integration-key"
 POLL_LIMIT_S = 30.0
@@ -126,44 +126,18 @@ async def test_api_process_starts_serves_and_refuses_requests_without_a_key(
     kafka_bootstrap: str, topic_factory: Any, tmp_path: Any
 ) -> None:
     # The way `make demo` and a deployment run it: `python -m api`, settings from the environment.
-    import os
-    import sys
-
-    from tests.integration.workers import REPO, free_port
-
     topics = await make_topics(topic_factory, partitions=2)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
-    env |= {
-        "CHURNWATCH_KAFKA_BOOTSTRAP": kafka_bootstrap,
-        "CHURNWATCH_EVENTS_TOPIC": topics["events"],
-        "CHURNWATCH_ALERTS_TOPIC": topics["alerts"],
-        "CHURNWATCH_HEALTH_TOPIC": topics["health"],
-        "CHURNWATCH_API_KEYS": orjson.dumps(
-            {hash_key(KEY): {"name": "it", "scopes": ["health:read"]}}
-        ).decode(),
-    }
-    log = (tmp_path / "api.log").open("wb")
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "api", "--port", str(port), cwd=REPO, env=env, stdout=log, stderr=log
+    api = ApiProcess(
+        kafka_bootstrap, topics, {KEY: {"name": "it", "scopes": ["health:read"]}}, tmp_path / "api.log"
     )
+    await api.start()
     try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
-
-            async def ready() -> bool:
-                try:
-                    return (await client.get("/readyz")).status_code == 200
-                except httpx.TransportError:
-                    assert proc.returncode is None, (tmp_path / "api.log").read_text()
-                    return False
-
-            await eventually(ready, "the API process to answer /readyz with 200")
+        await api.wait_ready(POLL_LIMIT_S)
+        async with httpx.AsyncClient(base_url=api.url) as client:
             anonymous = await client.get("/v1/accounts")
             known = await client.get("/v1/accounts", headers={"Authorization": f"Bearer {KEY}"})
         assert anonymous.status_code == 401
         assert "Traceback" not in anonymous.text
         assert known.status_code == 200 and known.json()["items"] == []
     finally:
-        proc.terminate()
-        await proc.wait()
-        log.close()
+        await api.stop()

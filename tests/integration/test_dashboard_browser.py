@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,10 +21,9 @@ import orjson
 import pytest
 from playwright.async_api import ConsoleMessage, Dialog, async_playwright, expect
 
-from api.auth import hash_key
 from tests.integration.kafkautil import produce
 from tests.integration.pipeline import event, make_topics, now_ms, rules_file
-from tests.integration.workers import REPO, WorkerFactory, free_port
+from tests.integration.workers import REPO, ApiProcess, WorkerFactory
 
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -51,26 +49,14 @@ def facts(account: str, name: str, owner: str) -> bytes:
 @asynccontextmanager
 async def api_process(bootstrap: str, topics: dict[str, str], log_path: Path) -> AsyncIterator[str]:
     """``python -m api`` on a free port, the way ``make demo`` runs it; yields its base URL."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
-    env |= {
-        "CHURNWATCH_KAFKA_BOOTSTRAP": bootstrap,
-        "CHURNWATCH_EVENTS_TOPIC": topics["events"],
-        "CHURNWATCH_ALERTS_TOPIC": topics["alerts"],
-        "CHURNWATCH_HEALTH_TOPIC": topics["health"],
-        "CHURNWATCH_API_KEYS": orjson.dumps(
-            {hash_key(KEY): {"name": "browser", "scopes": ["health:read", "alerts:read"]}}
-        ).decode(),
-    }
-    with log_path.open("wb") as log:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "api", "--port", str(port), cwd=REPO, env=env, stdout=log, stderr=log
-        )
-        try:
-            yield f"http://127.0.0.1:{port}"
-        finally:
-            proc.terminate()
-            await proc.wait()
+    api = ApiProcess(
+        bootstrap, topics, {KEY: {"name": "browser", "scopes": ["health:read", "alerts:read"]}}, log_path
+    )
+    await api.start()
+    try:
+        yield api.url
+    finally:
+        await api.stop()
 
 
 async def wait_for_accounts(base: str, count: int, log_path: Path) -> None:
