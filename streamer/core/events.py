@@ -14,6 +14,7 @@ through pydantic models whose errors are translated into the same vocabulary.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -25,9 +26,14 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
+    "MAX_EVENT_BYTES",
+    "MAX_LEN",
+    "MAX_PROPERTY_DEPTH",
+    "MAX_SEATS",
     "EventKind",
     "InvalidEvent",
     "UsageEvent",
+    "check_not_future",
     "encode_event",
     "parse_event",
     "parse_event_time",
@@ -35,6 +41,13 @@ __all__ = [
 
 MAX_LEN = 128
 MAX_EVENT_BYTES = 256 * 1024
+# Bounds of every value that reaches an account's state or a published document. They are checked
+# where events are parsed, so the API and the worker reject the same events with the same message.
+MAX_SEATS = 10_000_000
+# ``properties`` (or Segment ``traits``) nested deeper than this are rejected: the documents that
+# carry them are re-encoded downstream, and JSON encoders limit depth (orjson: 255).
+MAX_PROPERTY_DEPTH = 32
+_I64_MIN, _U64_END = -(2**63), 2**64
 MIN_EVENT_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
 MAX_EVENT_MS = 4_102_444_800_000  # 2100-01-01T00:00:00Z (exclusive)
 _TIME_RULE = "must be RFC 3339 with a UTC offset or integer epoch milliseconds"
@@ -125,32 +138,83 @@ def parse_event_time(value: object, field: str = "timestamp") -> int:
     return ms
 
 
+_UNICODE_RULE = "must be valid Unicode (no unpaired surrogates)"
+
+
+def _encodable(v: str) -> bool:
+    # Only a document handed over as Python objects (not JSON bytes, which orjson checks) can hold a
+    # lone surrogate, and such a string cannot be hashed, stored or re-encoded.
+    if v.isascii():
+        return True
+    try:
+        v.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _req_str(d: Mapping[str, Any], key: str, path: str) -> str:
     v = d.get(key)
     if v is None:
         raise InvalidEvent(path, "required")
+    return _checked_str(v, path)
+
+
+def _checked_str(v: object, path: str) -> str:
     if type(v) is not str:
         raise InvalidEvent(path, "must be a string")
     if not 0 < len(v) <= MAX_LEN:
         raise InvalidEvent(path, _LEN_RULE)
+    if not _encodable(v):
+        raise InvalidEvent(path, _UNICODE_RULE)
     return v
 
 
 def _opt_str(v: object, path: str) -> str | None:
     if v is None:
         return None
-    if type(v) is not str:
-        raise InvalidEvent(path, "must be a string")
-    if not 0 < len(v) <= MAX_LEN:
-        raise InvalidEvent(path, _LEN_RULE)
-    return v
+    return _checked_str(v, path)
+
+
+def _check_json(value: object, path: str) -> None:
+    """Reject what could not be re-encoded as JSON downstream: depth, integer range, non-finite numbers.
+
+    Most events carry a flat object of scalars, so this is a loop over a few values; containers are
+    walked with an explicit stack, never recursion.
+    """
+    stack: list[tuple[Any, str, int]] = [(value, path, 1)]
+    while stack:
+        node, where, depth = stack.pop()
+        if depth > MAX_PROPERTY_DEPTH:
+            raise InvalidEvent(where, f"nested more than {MAX_PROPERTY_DEPTH} levels deep")
+        items: Any = node.items() if isinstance(node, Mapping) else enumerate(node)
+        for key, v in items:
+            t = type(v)
+            if t is str or t is bool or v is None:
+                if t is str and not _encodable(v):
+                    raise InvalidEvent(f"{where}.{key}", _UNICODE_RULE)
+            elif t is int:
+                if not _I64_MIN <= v < _U64_END:
+                    raise InvalidEvent(f"{where}.{key}", "integers must fit in 64 bits")
+            elif t is float:
+                if v != v or v in (math.inf, -math.inf):
+                    raise InvalidEvent(f"{where}.{key}", "numbers must be finite")
+            elif t is dict:
+                for k in v:
+                    if type(k) is not str or not _encodable(k):
+                        raise InvalidEvent(f"{where}.{key}", "object keys must be strings")
+                stack.append((v, f"{where}.{key}", depth + 1))
+            elif t is list:
+                stack.append((v, f"{where}.{key}", depth + 1))
+            else:
+                raise InvalidEvent(f"{where}.{key}", "must be a JSON value")
 
 
 def _validate_reserved(kind: EventKind, props: Mapping[str, Any], prefix: str) -> None:
     if kind is EventKind.ACCOUNT_UPDATED:
         seats = props.get("seats")
-        if seats is not None and (type(seats) is not int or seats < 0):
-            raise InvalidEvent(f"{prefix}.seats", "must be a non-negative integer")
+        if seats is not None and (type(seats) is not int or not 0 <= seats <= MAX_SEATS):
+            raise InvalidEvent(f"{prefix}.seats", f"must be an integer 0..{MAX_SEATS}")
         for key in _FACT_STRINGS:
             v = props.get(key)
             if v is not None and (type(v) is not str or len(v) > MAX_LEN):
@@ -177,6 +241,8 @@ def _parse_native(d: Mapping[str, Any]) -> UsageEvent:
         props = {}
     elif type(props) is not dict and not isinstance(props, Mapping):
         raise InvalidEvent("properties", "must be an object")
+    elif props:
+        _check_json(props, "properties")
     active = d.get("active", True)
     if type(active) is not bool:
         raise InvalidEvent("active", "must be a boolean")
@@ -277,6 +343,8 @@ def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
     else:
         name, kind = msg.type, EventKind.ACTIVITY
         props = msg.properties or {}
+    if props:
+        _check_json(props, prefix)
     if kind is not EventKind.ACTIVITY:
         _validate_reserved(kind, props, prefix)
     active = not (ctx is not None and ctx.active is False)
@@ -314,6 +382,21 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:
     return _parse_native(doc)
 
 
+def check_not_future(event: UsageEvent, now_ms: int, max_future_ms: int) -> None:
+    """Reject an event stamped more than ``max_future_ms`` after ``now_ms`` (the receiver's clock).
+
+    The worker applies it with its clock, and the API with its own, so that the API never accepts
+    an event that the worker will dead-letter.
+
+    Raises:
+        InvalidEvent: On ``timestamp``, naming the bound.
+    """
+    if event.occurred_at_ms > now_ms + max_future_ms:
+        raise InvalidEvent(
+            "timestamp", f"more than {max_future_ms // 1000}s in the future of the receiver's clock"
+        )
+
+
 def encode_event(e: UsageEvent) -> bytes:
     """Encode an event as canonical native JSON that :func:`parse_event` round-trips.
 
@@ -322,8 +405,12 @@ def encode_event(e: UsageEvent) -> bytes:
 
     Returns:
         UTF-8 JSON bytes with sorted keys and the timestamp as epoch milliseconds.
+
+    Raises:
+        InvalidEvent: When the encoding is larger than :data:`MAX_EVENT_BYTES`, which a consumer
+            of the topic would reject.
     """
-    return orjson.dumps(
+    raw = orjson.dumps(
         {
             "event_id": e.event_id,
             "account_id": e.account_id,
@@ -336,3 +423,6 @@ def encode_event(e: UsageEvent) -> bytes:
         },
         option=orjson.OPT_SORT_KEYS,
     )
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
+    return raw

@@ -102,12 +102,12 @@ def test_invalid_event_message_names_field_and_rule() -> None:
         (
             {"event": "account_updated", "properties": {"seats": -1}},
             "properties.seats",
-            "must be a non-negative integer",
+            "must be an integer 0..10000000",
         ),  # negative seats
         (
             {"event": "account_updated", "properties": {"seats": True}},
             "properties.seats",
-            "must be a non-negative integer",
+            "must be an integer 0..10000000",
         ),  # bool seats
         (
             {"event": "account_updated", "properties": {"plan": 3}},
@@ -269,7 +269,7 @@ def test_segment_inactive_context_is_parsed_but_marked_inactive() -> None:
         (
             {**SEGMENT_BASE, "type": "group", "traits": {"seats": "ten"}},
             "traits.seats",
-            "must be a non-negative integer",
+            "must be an integer 0..10000000",
         ),  # group traits are validated
         (
             {**SEGMENT_BASE, "type": "track", "event": "x", "properties": "p"},
@@ -347,3 +347,101 @@ def test_an_event_larger_than_the_limit_is_rejected_before_it_is_parsed() -> Non
         parse_event(padded)
     assert str(err.value) == f"$: larger than {MAX_EVENT_BYTES} bytes"
     assert parse_event(orjson.dumps({**valid, "properties": {"blob": "x" * 1000}})).account_id == "a"
+
+
+BOUNDS_BASE: dict[str, Any] = {
+    "event_id": "e",
+    "account_id": "a",
+    "event": "login",
+    "timestamp": 1_700_000_000_000,
+}
+
+
+def _nested(depth: int) -> dict[str, Any]:
+    doc: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth - 1):
+        doc = {"k": doc}
+    return doc
+
+
+@pytest.mark.parametrize(
+    ("doc", "error"),
+    [
+        # seats beyond int64 crash-looped the worker's state encoder; beyond the documented bound now
+        (
+            {**BOUNDS_BASE, "event": "account_updated", "properties": {"seats": 2**63}},
+            "properties.seats: must be an integer 0..10000000",
+        ),
+        (
+            {**BOUNDS_BASE, "event": "account_updated", "properties": {"seats": 10_000_001}},
+            "properties.seats: must be an integer 0..10000000",
+        ),
+        # nesting the API's encoder (255) could not re-encode: bounded at 32 levels
+        (
+            {**BOUNDS_BASE, "properties": _nested(33)},
+            "properties" + ".k" * 32 + ": nested more than 32 levels deep",
+        ),
+        (
+            {**SEGMENT_BASE, "type": "page", "properties": _nested(40)},
+            "properties" + ".k" * 32 + ": nested more than 32 levels deep",
+        ),
+        # handed over as Python objects (the API's path): what JSON cannot carry
+        ({**BOUNDS_BASE, "properties": {"n": 2**64}}, "properties.n: integers must fit in 64 bits"),
+        (
+            {**BOUNDS_BASE, "properties": {"n": [-(2**63) - 1]}},
+            "properties.n.0: integers must fit in 64 bits",
+        ),
+        ({**BOUNDS_BASE, "properties": {"x": float("inf")}}, "properties.x: numbers must be finite"),
+        ({**BOUNDS_BASE, "properties": {"x": float("nan")}}, "properties.x: numbers must be finite"),
+        ({**BOUNDS_BASE, "properties": {"x": {1: "a"}}}, "properties.x: object keys must be strings"),
+        ({**BOUNDS_BASE, "properties": {"x": {1, 2}}}, "properties.x: must be a JSON value"),
+        (
+            {**BOUNDS_BASE, "account_id": "a\ud800"},
+            "account_id: must be valid Unicode (no unpaired surrogates)",
+        ),
+        ({**BOUNDS_BASE, "user_id": "\udc00"}, "user_id: must be valid Unicode (no unpaired surrogates)"),
+        (
+            {**BOUNDS_BASE, "properties": {"s": "\ud800"}},
+            "properties.s: must be valid Unicode (no unpaired surrogates)",
+        ),
+        (
+            {**SEGMENT_BASE, "type": "group", "traits": {"name": "x\ud800"}},
+            "traits.name: must be valid Unicode (no unpaired surrogates)",
+        ),
+    ],
+)
+def test_values_that_could_not_be_stored_or_re_encoded_are_rejected_at_parse(
+    doc: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse_event(doc)
+    assert str(err.value) == error
+
+
+def test_values_at_the_bounds_are_accepted() -> None:
+    seats = parse_event({**BOUNDS_BASE, "event": "account_updated", "properties": {"seats": 10_000_000}})
+    assert seats.properties["seats"] == 10_000_000
+    deep = parse_event({**BOUNDS_BASE, "properties": _nested(32)})
+    assert parse_event(encode_event(deep)) == deep
+    big = parse_event({**BOUNDS_BASE, "properties": {"n": 2**64 - 1, "m": -(2**63), "f": 1e308, "u": "é😀"}})
+    assert parse_event(encode_event(big)) == big
+
+
+def test_an_event_whose_canonical_encoding_is_too_large_is_rejected_by_the_encoder() -> None:
+    from streamer.core.events import MAX_EVENT_BYTES
+
+    # Escapes grow on re-encoding: parsed from a Python object, the encoded form is what the topic holds.
+    e = parse_event({**BOUNDS_BASE, "properties": {"blob": "\x01" * (MAX_EVENT_BYTES // 6 + 10)}})
+    with pytest.raises(InvalidEvent) as err:
+        encode_event(e)
+    assert str(err.value) == f"$: larger than {MAX_EVENT_BYTES} bytes"
+
+
+def test_an_event_further_ahead_than_the_bound_of_the_receiving_clock_is_rejected() -> None:
+    from streamer.core.events import check_not_future
+
+    e = parse_event({**BOUNDS_BASE, "timestamp": 1_700_000_300_000})
+    check_not_future(e, 1_700_000_000_000, 300_000)  # exactly at the bound: accepted
+    with pytest.raises(InvalidEvent) as err:
+        check_not_future(e, 1_700_000_000_000 - 1, 300_000)
+    assert str(err.value) == "timestamp: more than 300s in the future of the receiver's clock"
