@@ -29,6 +29,7 @@ from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, DayBucket
 __all__ = ["Outcome", "advance", "evaluate", "mark_published", "next_due_ms", "record_event"]
 
 _MAX_STEPS = 100_000
+_EMPTY = DayBucket()
 _LOWERING_KINDS = frozenset(
     {EventKind.NPS_RESPONSE, EventKind.SUPPORT_TICKET_OPENED, EventKind.SUBSCRIPTION_CANCELLED}
 )
@@ -317,19 +318,22 @@ def record_event(
         if not event.active:
             return state, Outcome.INACTIVE, alerts
         weight = policy.event_weights.get(event.name, 1.0)
-        bucket = state.days.setdefault(day, DayBucket())
-        bucket.events += 1
-        bucket.weight += weight
-        bucket.features |= bit_for(event.name, FEATURE_BITS)
-        if event.user_id is not None:
-            bucket.users |= bit_for(event.user_id, USER_BITS)
+        user_bit = 0 if event.user_id is None else bit_for(event.user_id, USER_BITS)
+        feature_bit = bit_for(event.name, FEATURE_BITS)
+        b = state.days.get(day)
+        if b is None:
+            state.days[day] = DayBucket(1, weight, user_bit, feature_bit)
+        else:
+            users, features = b.users | user_bit, b.features | feature_bit
+            state.days[day] = DayBucket(b.events + 1, b.weight + weight, users, features)
         state.last_activity_ms = t if prev_last is None else max(prev_last, t)
         outcome, lowers = Outcome.COUNTED, weight < 0
     else:
         _apply_fact(state, event)
         reserved_weight = policy.event_weights.get(event.name)
         if reserved_weight is not None:
-            state.days.setdefault(day, DayBucket()).weight += reserved_weight
+            b = state.days.get(day, _EMPTY)
+            state.days[day] = b._replace(weight=b.weight + reserved_weight)
             lowers = reserved_weight < 0
         outcome, lowers = Outcome.FACT, lowers or event.kind in _LOWERING_KINDS
     _prune(state, policy)

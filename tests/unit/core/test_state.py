@@ -7,7 +7,7 @@ import struct
 from datetime import UTC, datetime
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.engine import record_event
@@ -18,6 +18,8 @@ from streamer.core.state import (
     AccountState,
     DayBucket,
     bit_for,
+    check_encodable,
+    clone_state,
     decode_state,
     encode_state,
     estimate_distinct,
@@ -164,3 +166,86 @@ def test_version_1_states_still_decode_and_cannot_be_peeked() -> None:
 def test_corrupt_state_bytes_raise_value_error(blob: bytes) -> None:
     with pytest.raises(ValueError):
         decode_state(blob)
+
+
+def _full_state() -> AccountState:
+    s = AccountState("acme", T0, T0 + 5)
+    s.days = {T0 // DAY_MS - d: DayBucket(d + 1, d + 0.5, 1 << d, 1 << (d % 64)) for d in range(35)}
+    s.recent_ids = list(range(64))
+    s.facts_at_ms = {"plan": T0, "seats": T0}
+    s.published_components = {"activity": 50.0}
+    return s
+
+
+def test_a_clone_is_independent_of_its_original() -> None:
+    original = _full_state()
+    encoded = encode_state(original)
+    copy = clone_state(original)
+    assert encode_state(copy) == encoded
+    copy.days[T0 // DAY_MS] = DayBucket(99, 99.0, 0, 0)
+    copy.recent_ids.append(7)
+    copy.facts_at_ms["plan"] = 0
+    copy.published_components["recency"] = 1.0
+    copy.seats, copy.quiet_since_ms = 5, T0
+    assert encode_state(original) == encoded
+
+
+_extreme_ints = st.one_of(
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.sampled_from([-(2**63), -(2**63) + 1, 2**63 - 1, 2**63, -(2**31) - 1, 2**31, -1, 0, 127, 128]),
+)
+
+
+@settings(max_examples=400, derandomize=True)
+@given(
+    seats=st.none() | _extreme_ints,
+    tickets=_extreme_ints,
+    nps=st.none() | _extreme_ints,
+    last=st.none() | _extreme_ints,
+    offset=_extreme_ints,
+    score=st.none() | _extreme_ints,
+    name=st.none() | st.text(max_size=3) | st.sampled_from(["é" * 20_000, "x" * 70_000]),
+)
+def test_check_encodable_never_accepts_a_state_the_encoder_cannot_round_trip(
+    seats: int | None,
+    tickets: int,
+    nps: int | None,
+    last: int | None,
+    offset: int,
+    score: int | None,
+    name: str | None,
+) -> None:
+    s = _full_state()
+    s.seats, s.open_tickets, s.nps_score, s.last_activity_ms = seats, tickets, nps, last
+    s.applied_offset, s.published_score, s.name = offset, score, name
+    try:
+        check_encodable(s)
+        ok = True
+    except ValueError:
+        ok = False
+    try:
+        d = decode_state(encode_state(s))
+        # Encoded and read back unchanged: a sentinel value (-1 for "no NPS") would come back as None.
+        encodes = (d.seats, d.open_tickets, d.nps_score, d.last_activity_ms) == (
+            seats,
+            tickets,
+            nps,
+            last,
+        ) and (
+            d.applied_offset,
+            d.published_score,
+            d.name,
+        ) == (offset, score, name)
+    except (struct.error, ValueError):
+        encodes = False
+    # It may be stricter than the encoder (a score of -2 encodes but is no score), never looser.
+    assert encodes or not ok
+
+
+def test_check_encodable_accepts_the_values_at_the_documented_bounds() -> None:
+    s = _full_state()
+    s.seats, s.open_tickets, s.nps_score, s.published_score = 10_000_000, -5, 10, 100
+    s.name = "é" * 128
+    check_encodable(s)
+    s.applied_offset = 2**63 - 1
+    check_encodable(s)
