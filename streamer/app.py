@@ -29,14 +29,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
-import orjson
 from aiokafka.partitioner import murmur2
 from faust.types import TP
 
 from streamer import metrics
 from streamer.batches import send_in_batches
 from streamer.consumer import BatchConsumer
-from streamer.core.alerts import alert_to_dict
 from streamer.core.policy import PolicySet
 from streamer.processor import BatchOutput, PartitionProcessor, Record, dead_letter
 from streamer.settings import WorkerSettings
@@ -218,7 +216,10 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
 
     async def write_states(proc: PartitionProcessor, now_ms: int) -> None:
         """Flush the processor's changed states to its store and changelog; acknowledge what they cover."""
+        failed = proc.flush_failures
         writes = proc.flush(now_ms)
+        if proc.flush_failures > failed:
+            metrics.POISON.labels("flush").inc(proc.flush_failures - failed)
         store = TableStore(accounts, proc.partition)
         changelog = accounts.changelog_topic_name
         records = []
@@ -253,15 +254,11 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             # of their co-partitioned topics (where Kafka's default partitioner would put them too).
             partition = proc.partition
             alert_records = [
-                (
-                    a.account_id.encode(),
-                    orjson.dumps(alert_to_dict(a)),
-                    (("churnwatch.kind", a.kind.encode()),),
-                )
-                for a in out.alerts
+                (a.account_id.encode(), value, (("churnwatch.kind", a.kind.encode()),))
+                for a, value in out.encoded_alerts
             ]
             sends += [f for f, _ in await send_batched(alerts_topic, partition, alert_records)]
-            health_records = [(a.encode(), orjson.dumps(snapshot), ()) for a, snapshot in out.health]
+            health_records = [(a.encode(), snapshot, ()) for a, snapshot in out.health]
             sends += [f for f, _ in await send_batched(health_topic, partition, health_records)]
         # What the states record as sent (alerts, published health) is acknowledged before the states
         # are written: a crash in between re-sends it with the same ids instead of losing it.
@@ -420,6 +417,8 @@ def _observe(out: BatchOutput, proc: PartitionProcessor) -> None:
             metrics.ALERTS.labels(outcome[6:]).inc(count)
         else:
             metrics.EVENTS.labels(outcome).inc(count)
+    for stage, count in out.poison.items():
+        metrics.POISON.labels(stage).inc(count)
     for lag_ms in out.event_lag_ms[:: max(1, len(out.event_lag_ms) // 64)]:
         metrics.EVENT_LAG.observe(lag_ms / 1000)
     metrics.PARTITION_CLOCK.labels(str(proc.partition)).set(proc.clock_ms / 1000)

@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "churnwatch_events_total",
-    "Input records by outcome: counted, duplicate, fact, inactive, late, invalid, rekeyed, replayed.",
+    "Input records by outcome: counted, duplicate, fact, inactive, late, invalid, poison, rekeyed, replayed.",
     ["outcome"],
 )
 EVENT_LAG = Histogram(
@@ -29,4 +29,10 @@ BATCH_SECONDS = Histogram(
     "churnwatch_batch_seconds",
     "Time to process one batch, from decode to acknowledged writes.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+POISON = Counter(
+    "churnwatch_poison_total",
+    "Failures isolated to one record or account instead of stopping the worker, by stage: decode, load,"
+    " apply (the record is dead-lettered), advance, publish (the account is left as it was).",
+    ["stage"],
 )

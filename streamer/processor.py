@@ -26,18 +26,30 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
-from streamer.core.alerts import Alert
+import orjson
+
+from streamer.core.alerts import Alert, alert_to_dict
 from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
-from streamer.core.events import InvalidEvent, UsageEvent, parse_event
+from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_event
 from streamer.core.policy import Policy, PolicySet
 from streamer.core.scoring import changed_since_published, score
 from streamer.core.snapshot import account_snapshot
-from streamer.core.state import AccountState, decode_state, encode_state, peek_state
+from streamer.core.state import (
+    AccountState,
+    check_encodable,
+    clone_state,
+    decode_state,
+    encode_state,
+    peek_state,
+)
+
+log = logging.getLogger("churnwatch.worker")
 
 
 class StateStore(Protocol):
@@ -63,14 +75,35 @@ class Record:
 
 @dataclass(slots=True)
 class BatchOutput:
-    """What one batch or tick asks the adapter to write, in order."""
+    """What one batch or tick asks the adapter to write, in order.
+
+    Alerts and snapshots are already encoded: an encoding failure is then one account's problem,
+    caught with the record that caused it, never a failure of the whole write.
+    """
 
     dead_letters: list[tuple[Record, str]] = field(default_factory=list)
     rekeyed: list[tuple[Record, int]] = field(default_factory=list)
-    alerts: list[Alert] = field(default_factory=list)
-    health: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    encoded_alerts: list[tuple[Alert, bytes]] = field(default_factory=list)
+    health: list[tuple[str, bytes]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    # Failures isolated to one record or one account, by stage (decode, load, apply, advance,
+    # publish, flush); the records among them are in ``dead_letters``.
+    poison: Counter[str] = field(default_factory=Counter)
     event_lag_ms: list[int] = field(default_factory=list)
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """The alerts raised, in detection order."""
+        return [alert for alert, _ in self.encoded_alerts]
+
+
+def encode_alert(alert: Alert) -> bytes:
+    """The JSON document of an alert, as written to the alerts topic."""
+    return orjson.dumps(alert_to_dict(alert))
+
+
+def _reason(stage: str, exc: BaseException) -> str:
+    return f"processing failed at {stage}: {type(exc).__name__}: {exc}"[:1000]
 
 
 class PartitionProcessor:
@@ -114,6 +147,7 @@ class PartitionProcessor:
         self._due: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._loaded = False
+        self.flush_failures = 0
 
     # -- state access ---------------------------------------------------------------------------
 
@@ -152,8 +186,13 @@ class PartitionProcessor:
                 continue
             self.tracked += 1
             peeked = peek_state(raw)
-            if peeked is None:  # written before the due time was stored: decode it
-                state = decode_state(raw)
+            if peeked is None:  # written before the due time was stored, or unreadable: decode it
+                try:
+                    state = decode_state(raw)
+                except ValueError:
+                    # Its events are dead-lettered when they come (stage "load"); the rest load.
+                    log.error("the stored state of account %r is unreadable", account_id)
+                    continue
                 peeked = next_due_ms(state, self._policy(state)), state.published_band, state.unpublished
             due, band, unpublished = peeked
             if band is not None:
@@ -191,7 +230,14 @@ class PartitionProcessor:
             # Possibly earlier than the state's real next due point (see _schedule): harmless, it pops,
             # finds nothing due and reschedules.
             state.due_ms = self._scheduled.get(account_id)
-            writes[account_id] = encode_state(state)
+            try:
+                writes[account_id] = encode_state(state)
+            except Exception as exc:
+                # check_encodable after every step should make this unreachable. If it is reached, the
+                # account keeps its last stored state rather than stopping the partition.
+                del self._cache[account_id]
+                self.flush_failures += 1
+                log.error("account %r could not be encoded; kept its stored state", account_id, exc_info=exc)
         self._dirty.clear()
         self._last_flush_wall_ms = now_wall_ms
         excess = len(self._cache) - self.cache_max
@@ -223,6 +269,9 @@ class PartitionProcessor:
                 out.dead_letters.append((rec, str(exc)))
                 out.outcomes["invalid"] += 1
                 continue
+            except Exception as exc:  # a parser bug: still only this record's problem
+                self._poison_record(out, rec, "decode", exc)
+                continue
             target = self.partition_for(event.account_id)
             if target != self.partition:
                 # Keyed by something other than the account id: its state lives elsewhere.
@@ -233,22 +282,40 @@ class PartitionProcessor:
             # depends only on the order of the partition, never on how it was cut into batches.
             self._advance_clock(min(event.occurred_at_ms - self.allowed_lateness_ms, now_wall_ms))
             self._fire_due(touched, store, out)
-            state = touched.get(event.account_id) or self._load(event.account_id, store)
+            account_id = event.account_id
+            try:
+                state = touched.get(account_id) or self._load(account_id, store)
+            except Exception as exc:  # an unreadable stored state: its account's events cannot apply
+                self._poison_record(out, rec, "load", exc)
+                continue
             if state is not None and rec.offset <= state.applied_offset:
                 # Already in the stored state: a replay after a crash, before the commit. The local
                 # store may hold a write whose changelog copy was lost in the crash, so write it again.
-                touched[event.account_id] = state
+                touched[account_id] = state
                 out.outcomes["replayed"] += 1
                 continue
-            if state is None:
+            # The core mutates the state in place; this copy is what the account goes back to if the
+            # record cannot be applied (Kafka Streams' processing exception handler, with rollback).
+            before = clone_state(state) if state is not None else None
+            try:
+                policy = self.policies.for_account(*self._facts_of(state, event))
+                state, outcome, alerts = record_event(state, event, policy)
+                state.applied_offset = rec.offset
+                check_encodable(state)
+                encoded = [(alert, encode_alert(alert)) for alert in alerts]
+            except Exception as exc:
+                self._restore(account_id, before, touched, keep=True)
+                if before is not None:
+                    # Consumed, as a dead letter: a replay after a crash skips it like any applied record.
+                    before.applied_offset = rec.offset
+                self._poison_record(out, rec, "apply", exc)
+                continue
+            if before is None:
                 self.tracked += 1
-            policy = self.policies.for_account(*self._facts_of(state, event))
-            state, outcome, alerts = record_event(state, event, policy)
-            state.applied_offset = rec.offset
-            touched[event.account_id] = state
+            touched[account_id] = state
             # Scheduled now, not after the batch: a later record of this batch may pass the deadline.
             self._schedule(state)
-            out.alerts.extend(alerts)
+            out.encoded_alerts.extend(encoded)
             out.outcomes[outcome.value] += 1
             if outcome is Outcome.COUNTED:
                 out.event_lag_ms.append(now_wall_ms - event.occurred_at_ms)
@@ -271,11 +338,38 @@ class PartitionProcessor:
         if rec.value is None:
             raise InvalidEvent("$", "empty message (a null value is not an event)")
         event = parse_event(rec.value)
-        if event.occurred_at_ms > now_wall_ms + self.max_future_ms:
-            raise InvalidEvent(
-                "timestamp", f"more than {self.max_future_ms // 1000}s in the future of the worker's clock"
-            )
+        check_not_future(event, now_wall_ms, self.max_future_ms)
         return event
+
+    def _restore(
+        self, account_id: str, before: AccountState | None, touched: dict[str, AccountState], *, keep: bool
+    ) -> None:
+        """Put an account back as it was before a failed step (a new account is forgotten).
+
+        With ``keep`` the restored state is written with the batch (it records the consumed offset);
+        otherwise the account is left exactly as it was, touched by this batch or not.
+        """
+        if before is None:
+            touched.pop(account_id, None)
+            self._cache.pop(account_id, None)
+            self._dirty.discard(account_id)
+            return
+        if keep or account_id in touched:
+            touched[account_id] = before
+        if account_id in self._cache:
+            self._cache[account_id] = before
+
+    def _poison_record(self, out: BatchOutput, rec: Record, stage: str, exc: Exception) -> None:
+        log.error(
+            "record at partition %d offset %d failed at %s; dead-lettered, the worker goes on",
+            rec.partition,
+            rec.offset,
+            stage,
+            exc_info=exc,
+        )
+        out.dead_letters.append((rec, _reason(stage, exc)))
+        out.outcomes["poison"] += 1
+        out.poison[stage] += 1
 
     @staticmethod
     def _facts_of(state: AccountState | None, event: UsageEvent) -> tuple[str | None, str | None]:
@@ -294,11 +388,27 @@ class PartitionProcessor:
             if self._scheduled.get(account_id, -1) > self.clock_ms:
                 continue  # superseded by a later schedule that is still in the heap
             self._scheduled.pop(account_id, None)
-            state = touched.get(account_id) or self._load(account_id, store)
+            try:
+                state = touched.get(account_id) or self._load(account_id, store)
+            except Exception as exc:
+                self._poison_account(out, account_id, "load", exc)
+                continue
             if state is None:
                 continue
-            alerts = advance(state, self.clock_ms, self._policy(state))
-            out.alerts.extend(alerts)
+            before = clone_state(state)
+            was_touched = account_id in touched
+            try:
+                alerts = advance(state, self.clock_ms, self._policy(state))
+                check_encodable(state)
+                encoded = [(alert, encode_alert(alert)) for alert in alerts]
+            except Exception as exc:
+                # Left unscheduled until its next event, so one account cannot fail every tick.
+                if not was_touched:
+                    touched.pop(account_id, None)
+                self._restore(account_id, before, touched, keep=False)
+                self._poison_account(out, account_id, "advance", exc)
+                continue
+            out.encoded_alerts.extend(encoded)
             touched[account_id] = state
             self._schedule(state)
 
@@ -329,20 +439,30 @@ class PartitionProcessor:
         for alert in out.alerts:
             out.outcomes[f"alert:{alert.kind}"] += 1
 
+    def _poison_account(self, out: BatchOutput, account_id: str, stage: str, exc: Exception) -> None:
+        log.error("account %r failed at %s; left as it was", account_id, stage, exc_info=exc)
+        out.poison[stage] += 1
+
     def _publish(self, state: AccountState, out: BatchOutput) -> None:
-        policy = self._policy(state)
-        now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
         state.unpublished = False
-        # Numbers first: most changes are not material, and explanations cost more than the score.
-        if not changed_since_published(state, score(state, now_ms, policy, explain=False), policy):
+        try:
+            policy = self._policy(state)
+            now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
+            # Numbers first: most changes are not material, and explanations cost more than the score.
+            if not changed_since_published(state, score(state, now_ms, policy, explain=False), policy):
+                return
+            health = score(state, now_ms, policy)
+            previous_score = state.published_score
+            snapshot = orjson.dumps(account_snapshot(state, health, policy, previous_score))
+        except Exception as exc:  # its snapshot is not published; the account's state is unchanged
+            self._poison_account(out, state.account_id, "publish", exc)
             return
-        health = score(state, now_ms, policy)
-        previous_band, previous_score = state.published_band, state.published_score
+        previous_band = state.published_band
         mark_published(state, health, policy)
         if previous_band is not None:
             self.bands[previous_band] -= 1
         self.bands[health.band] += 1
-        out.health.append((state.account_id, account_snapshot(state, health, policy, previous_score)))
+        out.health.append((state.account_id, snapshot))
 
 
 # A dead letter must fit the producer's request limit and a broker's default message.max.bytes (1 MB),
