@@ -32,6 +32,9 @@ class ApiSettings(BaseSettings):
     )
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest accepted request body.")
     max_batch_items: int = Field(1000, ge=1, description="Most events accepted in one request.")
+    max_future_ms: int = Field(
+        300_000, ge=0, description="Events stamped further than this ahead of the API's clock are rejected."
+    )
     rate_limit_per_s: float = Field(100.0, gt=0, description="Sustained requests per second per key.")
     rate_limit_burst: int = Field(200, ge=1, description="Requests a key may send at once.")
     alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept in memory for the feed.")

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 import orjson
 from fastapi import APIRouter, Request
 
-from api.deps import EventWriter, ProducerDep, SettingsDep
+from api.deps import ClockDep, EventWriter, ProducerDep, SettingsDep
 from api.errors import AUTH_ERRORS, ErrorBody, api_error
 from api.models import IngestError, IngestResult
 from api.producer import EventProducer
 from api.settings import ApiSettings
-from streamer.core.events import InvalidEvent, encode_event, parse_event
+from streamer.core.events import InvalidEvent, check_not_future, encode_event, parse_event
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 
@@ -50,6 +51,10 @@ def _body_schema(schema: dict[str, Any], example: Any) -> dict[str, Any]:
     }
 
 
+def _epoch_ms(at: datetime) -> int:
+    return int(at.timestamp() * 1000)
+
+
 async def _json(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
@@ -57,13 +62,19 @@ async def _json(request: Request) -> Any:
         raise api_error(400, f"body is not valid JSON: {err}", code="invalid_json") from None
 
 
-async def ingest(items: list[Any], settings: ApiSettings, producer: EventProducer) -> IngestResult:
+async def ingest(
+    items: list[Any], settings: ApiSettings, producer: EventProducer, now_ms: int
+) -> IngestResult:
     """Validate every item, produce the valid ones keyed by account id and wait for delivery.
+
+    Every rule the worker applies is applied here, with the API's clock for the bound on future
+    timestamps, so that nothing accepted is dead-lettered later; each item stands on its own.
 
     Args:
         items: Decoded event documents (native or Segment shape).
-        settings: For the topic and the batch limit.
+        settings: For the topic, the batch limit and the future bound.
         producer: Where valid events go.
+        now_ms: The API's clock, epoch milliseconds.
 
     Returns:
         Counts and one error per rejected item.
@@ -83,10 +94,13 @@ async def ingest(items: list[Any], settings: ApiSettings, producer: EventProduce
     for index, item in enumerate(items):
         try:
             event = parse_event(item)
+            check_not_future(event, now_ms, settings.max_future_ms)
+            # The encoding is what the worker reads, so its size is the one the worker checks.
+            value = encode_event(event)
         except InvalidEvent as err:
             errors.append(IngestError(index=index, field=err.field, rule=err.rule))
             continue
-        records.append((event.account_id.encode(), encode_event(event)))
+        records.append((event.account_id.encode(), value))
     if records:
         try:
             await producer.send_batch(settings.events_topic, records)
@@ -115,14 +129,14 @@ async def ingest(items: list[Any], settings: ApiSettings, producer: EventProduce
     ),
 )
 async def post_events(
-    request: Request, settings: SettingsDep, producer: ProducerDep, _: EventWriter
+    request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, _: EventWriter
 ) -> IngestResult:
     """Native or Segment-shaped events; each is accepted or rejected on its own."""
     body = await _json(request)
     if not isinstance(body, dict | list):
         raise api_error(422, "the body must be a JSON object (one event) or an array of events")
     items = body if isinstance(body, list) else [body]
-    return await ingest(items, settings, producer)
+    return await ingest(items, settings, producer, _epoch_ms(clock()))
 
 
 @router.post(
@@ -141,10 +155,10 @@ async def post_events(
     ),
 )
 async def post_segment_batch(
-    request: Request, settings: SettingsDep, producer: ProducerDep, _: EventWriter
+    request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, _: EventWriter
 ) -> IngestResult:
     """The Segment HTTP tracking API batch shape; each message is accepted or rejected on its own."""
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise api_error(422, 'body must be an object with a "batch" array', code="invalid_request")
-    return await ingest(body["batch"], settings, producer)
+    return await ingest(body["batch"], settings, producer, _epoch_ms(clock()))

@@ -122,3 +122,65 @@ async def test_broker_failure_is_503_without_internals(make_app: AppFactory, pro
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "ingest_unavailable"
     assert "broker down" not in resp.text
+
+
+# Properties nested 300 deep: more than a JSON encoder takes (orjson: 255), so the body is spliced.
+DEEP = "__deep__"
+
+
+def _with_deep(body: bytes) -> bytes:
+    return body.replace(b'"__deep__"', b'{"k":' * 299 + b'{"leaf":1}' + b"}" * 299)
+
+
+async def test_the_api_rejects_what_the_worker_would_dead_letter_item_by_item(
+    writer: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    from streamer.core.events import MAX_EVENT_BYTES
+    from tests.unit.api.conftest import NOW
+
+    now_ms = int(NOW.timestamp() * 1000)
+    items = [
+        native("ok1"),
+        # nested 300 deep: parsed by the API's JSON reader, refused by its encoder (a 500 and a lost batch)
+        native("deep", properties=DEEP),
+        # accepted, then dead-lettered by the worker by size
+        native("big", properties={"blob": "x" * (MAX_EVENT_BYTES + 1)}),
+        # 5 minutes ahead of the API's clock is the worker's bound too: one millisecond more is refused
+        native("at-bound", timestamp=now_ms + 300_000),
+        native("future", timestamp=now_ms + 300_001),
+        native("seats", event="account_updated", properties={"seats": 2**63}),
+        native("ok2", "initech"),
+    ]
+
+    resp = await writer.post("/v1/events", content=_with_deep(orjson.dumps(items)))
+
+    assert resp.status_code == 202
+    body = resp.json()
+    assert (body["accepted"], body["rejected"]) == (3, 4)
+    assert [(e["index"], e["field"], e["rule"]) for e in body["errors"]] == [
+        (1, "properties" + ".k" * 32, "nested more than 32 levels deep"),
+        (2, "$", f"larger than {MAX_EVENT_BYTES} bytes"),
+        (4, "timestamp", "more than 300s in the future of the receiver's clock"),
+        (5, "properties.seats", "must be an integer 0..10000000"),
+    ]
+    assert [parse_event(value).event_id for _, _, value in producer.sent] == ["ok1", "at-bound", "ok2"]
+
+
+async def test_a_segment_batch_with_one_item_too_deep_keeps_the_others(
+    writer: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    message = {
+        "type": "track",
+        "messageId": "m1",
+        "event": "login",
+        "userId": "u",
+        "timestamp": "2025-03-10T09:00:00Z",
+        "context": {"groupId": "acme"},
+    }
+    batch = [message, {**message, "messageId": "m2", "properties": DEEP}]
+
+    resp = await writer.post("/v1/segment/batch", content=_with_deep(orjson.dumps({"batch": batch})))
+
+    assert resp.status_code == 202
+    assert (resp.json()["accepted"], resp.json()["rejected"]) == (1, 1)
+    assert [parse_event(value).event_id for _, _, value in producer.sent] == ["m1"]
