@@ -18,8 +18,10 @@ DEMO_ACCOUNTS ?= 40
 DEMO_HISTORY_DAYS ?= 35
 
 BENCH_ARGS ?=
+# Where the fault suite and the soak write their report: untracked unless asked (reliability-report).
+RELIABILITY_DIR ?= .local/reliability
 
-.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-faults soak test-unit lint bench demo watch down demo-reset
+.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -58,12 +60,16 @@ with_kafka = started=0; \
 test: install kafka-install browser ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
 	@$(call with_kafka,$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS) tests)
 
-test-faults: install kafka-install ## Fault and abuse suite (crashes, broker restarts, a 3-node cluster, hostile input); rewrites docs/reliability.md
-	@$(call with_kafka,$(BIN)/python -m pytest -m faults $(PYTEST_ARGS) tests/faults)
+test-faults: install kafka-install ## Fault and abuse suite (crashes, broker restarts, a 3-node cluster, hostile input); report in $(RELIABILITY_DIR)
+	@$(call with_kafka,RELIABILITY_DIR=$(RELIABILITY_DIR) $(BIN)/python -m pytest -m faults $(PYTEST_ARGS) tests/faults)
+	@echo "test-faults: report in $(RELIABILITY_DIR)/reliability.md"
+
+reliability-report: ## Run the fault suite and refresh the committed report, docs/reliability.md
+	@$(MAKE) --no-print-directory test-faults RELIABILITY_DIR=docs
 
 DURATION ?= 600
 soak: install kafka-install ## Full stack at a steady rate for DURATION seconds; fails on memory growth, unbounded lag or wrong counts
-	@$(call with_kafka,$(BIN)/python -m tests.faults.soak --duration $(DURATION))
+	@$(call with_kafka,RELIABILITY_DIR=$(RELIABILITY_DIR) $(BIN)/python -m tests.faults.soak --duration $(DURATION))
 
 test-unit: install ## Run the unit tests only (no broker)
 	$(BIN)/python -m pytest -m "not integration" tests/unit

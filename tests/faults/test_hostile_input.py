@@ -10,9 +10,10 @@ from typing import Any
 import orjson
 import pytest
 
-from streamer.core.events import InvalidEvent, parse_event
+from streamer.core.events import InvalidEvent, check_not_future, parse_event
 from streamer.processor import DEAD_LETTER_MAX_BYTES
 from tests.faults.accounts import make_accounts, usage_event
+from tests.faults.extreme import extreme_event, issue_poison
 from tests.faults.traffic import produce_fast
 from tests.integration.kafkautil import read_all, wait_committed, wait_until
 from tests.integration.pipeline import counted_events, make_topics, metric, now_ms, states
@@ -280,3 +281,98 @@ async def test_malformed_records_go_to_the_dlq_and_valid_ones_count_once(
     got = {a: counted_events(s) for a, s in stored.items() if a in want}
     figures["valid events counted (from stored state)"] = sum(got.values())
     assert got == dict(want)
+
+
+@pytest.mark.timeout(900)
+async def test_extreme_schema_valid_values_never_stop_the_worker(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    worker_factory: WorkerFactory,
+    unique_id: str,
+    figures: dict[str, Any],
+) -> None:
+    """Extreme values: 10,000 schema-valid events at the edges, and the issue's poison record
+
+    The poison record that crash-looped the worker (an `account_updated` with `seats` = 2^63,
+    accepted by the schema of the time) goes first; then 10,000 events that keep to the schema or
+    miss a bound by one, with values at the edges (integers past 64 bits, huge and tiny floats,
+    long and unusual Unicode, nesting at the 32-level limit and one past it, repeated ids,
+    timestamps at the 2000/2100 bounds, reserved events with extreme facts, native and Segment
+    shapes), interleaved with 4,000 valid events of 40 simulated accounts. Held means: the worker
+    never exits (0 crashes, one start) and processes every record; nothing is isolated as poison
+    (`churnwatch_poison_total` stays 0: the schema rejects every value the state cannot hold); the
+    DLQ holds exactly the records the parser rejects (once per source), each with the schema's
+    reason, the poison record with `properties.seats: must be an integer 0..10000000`; and every
+    valid event of the simulated accounts is counted exactly once.
+    """
+    rng = random.Random(1033)
+    at = now_ms()
+    accounts = make_accounts(40, rng)
+    valid: list[tuple[bytes | None, bytes | None]] = []
+    want: Counter[str] = Counter()
+    for n in range(4000):
+        account = accounts[n % len(accounts)]
+        valid.append((account.account_id.encode(), usage_event(account, n, at - 3_600_000 + n * 500, rng)))
+        want[account.account_id] += 1
+    extreme = [extreme_event(i, rng, at) for i in range(10_000)]
+    poison = issue_poison(at)
+    expected_rejects: Counter[tuple[bytes, str]] = Counter()
+    for value in [poison, *extreme]:
+        try:
+            check_not_future(parse_event(value), at, 300_000)
+        except InvalidEvent as err:
+            expected_rejects[(value, str(err))] += 1
+    assert expected_rejects[(poison, "properties.seats: must be an integer 0..10000000")] == 1
+    stream: list[tuple[bytes | None, bytes | None]] = [(b"poison-acct", poison)]
+    slots = sorted(rng.randrange(len(valid)) for _ in extreme)
+    e = 0
+    for j, item in enumerate(valid):
+        while e < len(extreme) and slots[e] <= j:
+            stream.append((None, extreme[e]))
+            e += 1
+        stream.append(item)
+    figures["valid events"] = len(valid)
+    figures["extreme events"] = len(extreme)
+    figures["extreme events the schema rejects (by field)"] = dict(
+        sorted(Counter(r.split(":")[0].split(".")[0] for _, r in expected_rejects.elements()).items())
+    )
+    figures["extreme events accepted"] = len(extreme) + 1 - expected_rejects.total()
+
+    topics = await make_topics(topic_factory, PARTITIONS)
+    group = f"extreme-{unique_id}"
+    worker = worker_factory.create(topics, PARTITIONS, group)
+    await worker.start()
+    await worker.wait_ready()
+    started = time.monotonic()
+    await produce_fast(kafka_bootstrap, topics["events"], stream)
+
+    async def processed() -> bool:
+        if worker.proc is not None and worker.proc.returncode is not None:
+            raise AssertionError(f"worker exited with {worker.proc.returncode}:\n{worker.log_text()[-3000:]}")
+        return metric(worker, "churnwatch_events_total") >= len(stream)
+
+    try:
+        await wait_until(processed, 600, "the worker to process every record")
+    finally:
+        figures["seconds to process everything"] = round(time.monotonic() - started, 1)
+        figures["worker starts"] = worker.starts
+        figures["worker still running"] = worker.proc is not None and worker.proc.returncode is None
+        figures["poison isolated (churnwatch_poison_total)"] = metric(worker, "churnwatch_poison_total")
+    assert worker.starts == 1 and worker.proc is not None and worker.proc.returncode is None
+    assert metric(worker, "churnwatch_poison_total") == 0
+
+    dead = await read_all(kafka_bootstrap, topics["dlq"])
+    by_source: dict[bytes, tuple[bytes | None, str]] = {}
+    for rec in dead:  # at least once: a record re-read after a rebalance is dead-lettered again
+        headers = dict(rec.headers)
+        by_source[headers["churnwatch.source"]] = (rec.value, headers["churnwatch.error"].decode())
+    figures["DLQ records"] = len(dead)
+    figures["DLQ records written again for a re-read record (same source)"] = len(dead) - len(by_source)
+    got = Counter((value, reason) for value, reason in by_source.values() if value is not None)
+    assert got == expected_rejects
+
+    await wait_committed(kafka_bootstrap, group, topics["events"], len(stream), 120)
+    stored = await states(kafka_bootstrap, group)
+    counted = {a: counted_events(s) for a, s in stored.items() if a in want}
+    figures["valid events counted (from stored state)"] = sum(counted.values())
+    assert counted == dict(want)
