@@ -36,6 +36,7 @@ from streamer import metrics
 from streamer.batches import send_in_batches
 from streamer.consumer import BatchConsumer
 from streamer.core.policy import PolicySet
+from streamer.crashguard import CrashGuard, split
 from streamer.processor import BatchOutput, PartitionProcessor, Record, dead_letter
 from streamer.settings import WorkerSettings
 
@@ -92,7 +93,7 @@ class TableStore:
                 yield key.decode(), bytes(value)
 
 
-def _records(fetched: list[Any]) -> Iterator[Record]:
+def _records(fetched: Iterable[Any]) -> Iterator[Record]:
     for rec in fetched:
         headers = rec.headers.items() if isinstance(rec.headers, Mapping) else rec.headers or ()
         yield Record(rec.partition, rec.offset, rec.key, rec.value, tuple(headers))
@@ -187,6 +188,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
     )
     partition_for = partitioner(n)
     processors: dict[int, PartitionProcessor] = {}
+    guard = CrashGuard(settings.data_dir / f"{settings.app_id}-crashes")
 
     def processor(partition: int) -> PartitionProcessor:
         proc = processors.get(partition)
@@ -280,7 +282,15 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             return proc.tick(max(valid), store, now_ms), store, proc
         highwater = app.consumer.highwater(tp)
         backlog = highwater is not None and highwater - fetched[-1].offset > settings.batch_max
-        return proc.process(_records(fetched), store, now_ms, backlog), store, proc
+        # Offsets the process died on before are applied one at a time, and a record that killed it
+        # alone is dead-lettered unread: a record can never crash-loop the worker (streamer.crashguard).
+        suspects = guard.suspects(tp.partition, fetched[0].offset, fetched[-1].offset)
+        out = BatchOutput()
+        for part in split(fetched, suspects.isolate):
+            guard.enter(tp.partition, part[0].offset, part[-1].offset)
+            out.extend(proc.process(_records(part), store, now_ms, backlog, suspects.skip))
+            guard.leave(tp.partition)
+        return out, store, proc
 
     async def on_batch(batches: dict[TP, list[Any]]) -> None:
         """Apply one fetch of usage events and clock ticks, partition by partition, then write it.

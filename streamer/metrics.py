@@ -33,6 +33,7 @@ BATCH_SECONDS = Histogram(
 POISON = Counter(
     "churnwatch_poison_total",
     "Failures isolated to one record or account instead of stopping the worker, by stage: decode, load,"
-    " apply (the record is dead-lettered), advance, publish (the account is left as it was).",
+    " apply, crash (the record is dead-lettered), advance, publish, flush (the account is left as it"
+    " was).",
     ["stage"],
 )

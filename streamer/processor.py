@@ -28,7 +28,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -95,6 +95,16 @@ class BatchOutput:
     def alerts(self) -> list[Alert]:
         """The alerts raised, in detection order."""
         return [alert for alert, _ in self.encoded_alerts]
+
+    def extend(self, other: BatchOutput) -> None:
+        """Append what ``other`` (a later part of the same fetch) asks to write."""
+        self.dead_letters += other.dead_letters
+        self.rekeyed += other.rekeyed
+        self.encoded_alerts += other.encoded_alerts
+        self.health += other.health
+        self.outcomes.update(other.outcomes)
+        self.poison.update(other.poison)
+        self.event_lag_ms += other.event_lag_ms
 
 
 def encode_alert(alert: Alert) -> bytes:
@@ -250,19 +260,31 @@ class PartitionProcessor:
     # -- work -----------------------------------------------------------------------------------
 
     def process(
-        self, records: Iterable[Record], store: StateStore, now_wall_ms: int, backlog: bool = False
+        self,
+        records: Iterable[Record],
+        store: StateStore,
+        now_wall_ms: int,
+        backlog: bool = False,
+        skip: Mapping[int, str] | None = None,
     ) -> BatchOutput:
         """Apply a batch of input records (in offset order) and fire what the clock makes due.
 
         With ``backlog`` (more records wait behind this batch) health snapshots are deferred: an
         account touched a hundred times while catching up is scored and published once, when the
         partition has caught up or every ``backlog_publish_interval_ms``, instead of a hundred times.
+        Records whose offsets are in ``skip`` are dead-lettered with its reason, unread (see
+        ``streamer.crashguard``).
         """
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
         for rec in records:
             self.last_offset = max(self.last_offset, rec.offset)
+            if skip and rec.offset in skip:
+                out.dead_letters.append((rec, skip[rec.offset]))
+                out.outcomes["poison"] += 1
+                out.poison["crash"] += 1
+                continue
             try:
                 event = self._decode(rec, now_wall_ms)
             except InvalidEvent as exc:
