@@ -340,7 +340,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:
-        """Tick the clock of every owned input partition that has caught up with its backlog."""
+        """Tick the clock of every owned input partition that has caught up with its backlog (wall mode)."""
         now_ms = int(time.time() * 1000)
         clock_ms = now_ms - settings.idle_grace_ms
         for tp in _owned(app, settings.events_topic):
@@ -348,9 +348,19 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             if lag is None:
                 continue
             metrics.CONSUMER_LAG.labels(str(tp.partition)).set(lag)
-            if lag == 0:
+            if lag != 0:
+                continue
+            if settings.clock == "wall":
                 tick = f"{clock_ms} {app.consumer.highwater(tp)}".encode()
                 await app.producer.send(settings.clock_topic, None, tick, tp.partition, None, None)
+                continue
+            # In event-time mode only events move a clock: a backfill is judged by its own time. With
+            # no tick to say the partition caught up, the timer writes what its last batch changed.
+            proc = processors.get(tp.partition)
+            if proc is not None and proc.dirty:
+                async with app.processing:
+                    if proc.dirty and processors.get(tp.partition) is proc:
+                        await write_states(proc, now_ms)
         bands: Counter[str] = Counter()
         for proc in processors.values():
             bands.update(proc.bands)

@@ -28,7 +28,7 @@ import heapq
 import itertools
 import logging
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -130,6 +130,7 @@ class PartitionProcessor:
         backlog_publish_interval_ms: int = 10_000,
         cache_max: int = 10_000,
         flush_interval_ms: int = 0,
+        publish: bool = True,
     ) -> None:
         """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition.
 
@@ -158,6 +159,8 @@ class PartitionProcessor:
         self._scheduled: dict[str, int] = {}
         self._loaded = False
         self.flush_failures = 0
+        # Without health snapshots (a backtest scores accounts itself, at the dates it is asked for).
+        self.publish = publish
 
     # -- state access ---------------------------------------------------------------------------
 
@@ -257,6 +260,13 @@ class PartitionProcessor:
                 del self._cache[account_id]
         return writes
 
+    def states(self, store: StateStore) -> Iterator[AccountState]:
+        """Every account state of this partition: the cached ones as they are, the others decoded."""
+        yield from self._cache.values()
+        for account_id, raw in store.scan():
+            if account_id not in self._cache and self.partition_for(account_id) == self.partition:
+                yield decode_state(raw)
+
     # -- work -----------------------------------------------------------------------------------
 
     def process(
@@ -266,6 +276,7 @@ class PartitionProcessor:
         now_wall_ms: int,
         backlog: bool = False,
         skip: Mapping[int, str] | None = None,
+        parsed: Sequence[UsageEvent] | None = None,
     ) -> BatchOutput:
         """Apply a batch of input records (in offset order) and fire what the clock makes due.
 
@@ -273,12 +284,13 @@ class PartitionProcessor:
         account touched a hundred times while catching up is scored and published once, when the
         partition has caught up or every ``backlog_publish_interval_ms``, instead of a hundred times.
         Records whose offsets are in ``skip`` are dead-lettered with its reason, unread (see
-        ``streamer.crashguard``).
+        ``streamer.crashguard``). ``parsed``, when given, holds each record's event already parsed
+        and checked (the backtest parses once for its own figures too).
         """
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
-        for rec in records:
+        for i, rec in enumerate(records):
             self.last_offset = max(self.last_offset, rec.offset)
             if skip and rec.offset in skip:
                 out.dead_letters.append((rec, skip[rec.offset]))
@@ -286,7 +298,7 @@ class PartitionProcessor:
                 out.poison["crash"] += 1
                 continue
             try:
-                event = self._decode(rec, now_wall_ms)
+                event = parsed[i] if parsed is not None else self._decode(rec, now_wall_ms)
             except InvalidEvent as exc:
                 out.dead_letters.append((rec, str(exc)))
                 out.outcomes["invalid"] += 1
@@ -442,6 +454,12 @@ class PartitionProcessor:
         publish: bool,
         now_wall_ms: int,
     ) -> None:
+        if not self.publish:
+            self._cache.update(touched)
+            self._dirty.update(touched)
+            for alert in out.alerts:
+                out.outcomes[f"alert:{alert.kind}"] += 1
+            return
         if publish:
             for account_id in self._unpublished - touched.keys():
                 state = self._load(account_id, store)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,13 @@ class WorkerSettings(BaseSettings):
     rocksdb_cache_mb: int = Field(16, ge=1, description="RocksDB block cache per owned partition, in MiB.")
     rocksdb_write_buffer_mb: int = Field(
         8, ge=1, description="RocksDB write buffer per owned partition (two at most), in MiB."
+    )
+    clock: Literal["wall", "event"] = Field(
+        "wall",
+        description=(
+            "wall: a caught-up partition's clock follows wall time (live); event: it moves only with"
+            " event time (a backfill, judged exactly as `churnwatch backtest` judges the same history)."
+        ),
     )
     tick_interval_ms: int = Field(200, ge=10, description="How often idle partitions' clocks advance.")
     idle_grace_ms: int = Field(
