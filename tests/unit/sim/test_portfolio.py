@@ -111,6 +111,21 @@ def test_shuffle_keeps_every_line_but_not_their_order(tmp_path: Path) -> None:
     assert sum(b < a for a, b in zip(times, times[1:], strict=False)) > len(times) // 10
 
 
+def test_scale_multiplies_product_events_only() -> None:
+    def run(scale: float) -> tuple[Truth, Counter[bool]]:
+        portfolio = generate_portfolio(PortfolioParams("consumer", 300, 2, date(2025, 3, 3), 4, scale=scale))
+        return portfolio.truth, Counter(
+            parse_event(line).kind is EventKind.ACTIVITY for line in portfolio.lines()
+        )
+
+    (single_truth, single), (double_truth, double) = run(1.0), run(2.0)
+    # Expected counts double exactly; the drawn ones take other random paths, hence the tolerance.
+    for one, two in zip(single_truth.accounts, double_truth.accounts, strict=True):
+        assert two.weekly_events == pytest.approx(2 * one.weekly_events, abs=0.15)
+    assert 1.8 <= double[True] / single[True] <= 2.2
+    assert double[False] == single[False]
+
+
 def test_module_runs_as_a_command(tmp_path: Path) -> None:
     out, truth = tmp_path / "cmd.jsonl", tmp_path / "cmd.json"
     args = [
@@ -356,6 +371,18 @@ def test_b2b_churn_over_a_year_matches_its_rate_and_mix() -> None:
     assert set(mix) == {"declining", "key_user_loss", "dark", "no_signal", "failed_onboarding", "thin"}
     assert 0.2 <= len(new) / 1000 <= 0.3
     assert all(a.archetype in ("onboarding_success", "failed_onboarding") or a.churner for a in new)
+
+
+def test_failed_onboardings_are_new_accounts_that_never_ramp_up() -> None:
+    truth = generate_portfolio(PortfolioParams("b2b", 1000, 12, date(2025, 1, 6), 1)).truth
+    failed = [a for a in truth.accounts if a.archetype == "failed_onboarding"]
+
+    assert failed
+    for a in failed:
+        assert a.started_at >= truth.history_start and a.signal_start_at == a.started_at
+        assert a.users <= 3 and len(a.features) <= 4
+        if a.cancelled_at is not None:
+            assert 30 <= (a.cancelled_at - a.started_at).days <= 125
 
 
 def test_b2b_accounts_that_use_less_churn_more() -> None:
