@@ -6,7 +6,9 @@ The others churn by a proportional hazard that is higher for thin (low-engagemen
 and starter-plan accounts, calibrated so that the portfolio loses its annual churn rate over a year;
 the time to cancel is exponential and, for some, moved to a renewal anniversary. Each churner gets
 an archetype (``declining``, ``key_user_loss``, ``dark``, ``no_signal``, ``thin``) and each stayer one
-(``steady``, ``seasonal``, ``dip``, ``growing``, ``onboarding_success``, ``broken_tracking``).
+(``steady``, ``seasonal``, ``dip``, ``growing``, ``onboarding_success``, ``broken_tracking``, and the
+look-alikes of churners that stay: ``champion_change``, where someone takes over from the champion
+who left, and ``downsized``, which cuts seats and settles at lower usage).
 """
 
 from __future__ import annotations
@@ -177,9 +179,10 @@ def _stayer_story(
     if acct.archetype == "thin":
         acct.archetype = "steady"
         return
-    kind = rng.choices(
-        ("steady", "dip", "growing", "seasonal", "broken_tracking"), (0.55, 0.15, 0.14, 0.1, 0.03)
-    )[0]
+    kinds = ("steady", "dip", "growing", "seasonal", "champion_change", "downsized", "broken_tracking")
+    kind = rng.choices(kinds, (0.5, 0.15, 0.13, 0.09, 0.05, 0.05, 0.03))[0]
+    if kind == "champion_change" and len(acct.users) < 2:
+        kind = "steady"
     acct.archetype = kind
     if kind == "dip":
         s = between(rng, lo + 14 * DAY_MS, end_ms - 14 * DAY_MS)
@@ -196,6 +199,12 @@ def _stayer_story(
         if acct.plan != "enterprise" and rng.random() < 0.3:
             at_ms = acct.fact_changes[-1][0]
             acct.fact_changes.append((at_ms, {"plan": "pro" if acct.plan == "starter" else "enterprise"}))
+    elif kind == "champion_change":
+        stories.champion_change(
+            rng, acct, between(rng, lo + 14 * DAY_MS, end_ms - 30 * DAY_MS), B2B_POPULARITY
+        )
+    elif kind == "downsized":
+        stories.downsize(rng, acct, between(rng, lo + 14 * DAY_MS, end_ms - 30 * DAY_MS))
     elif kind == "broken_tracking":
         s = between(rng, lo + 7 * DAY_MS, end_ms - 14 * DAY_MS)
         stories.tracking_gap(acct, s, s + rng.randrange(3 * DAY_MS, 10 * DAY_MS))

@@ -4,8 +4,9 @@ Subscribers cancel at billing periods: each monthly period (each year for annual
 hazard that is higher in the first months and for light users, calibrated so that the portfolio's
 monthly churn (cancellations over subscriber-months in the history) is its churn rate. Many leave
 without warning (price, a failed payment: ``no_signal``); the others fade (``declining``) or stop
-(``dark``) one to six weeks before. Stayers are ``steady``, take a break (``dip``) or have their
-app's tracking break for a few days (``broken_tracking``).
+(``dark``) one to six weeks before. Stayers are ``steady``, take a break (``dip``), drift into
+hardly using what they pay for (``lapsed``) or have their app's tracking break for a few days
+(``broken_tracking``).
 """
 
 from __future__ import annotations
@@ -190,9 +191,15 @@ def build_consumer(
                 elif kind == "dark" and signal is not None:
                     stories.dark(acct, signal, cancel)
                 continue
-        kind = rng.choices(("steady", "dip", "broken_tracking"), (0.86, 0.12, 0.02))[0]
+        kind = rng.choices(("steady", "dip", "lapsed", "broken_tracking"), (0.78, 0.12, 0.08, 0.02))[0]
         acct.archetype = kind
-        if kind == "dip":
+        if kind == "lapsed":
+            # Pays on, hardly uses it: the subscriber everybody expects to cancel, who does not (yet).
+            s = between(rng, lo + 14 * DAY_MS, end_ms - 30 * DAY_MS)
+            floor = rng.uniform(0.0, 0.2)
+            acct.trend.append((s, s + rng.randrange(14 * DAY_MS, 56 * DAY_MS), 1.0, floor, floor))
+            acct.episodes.append(("lapse", s, acct.trend[-1][1], round(floor, 3)))
+        elif kind == "dip":
             s = between(rng, lo + 7 * DAY_MS, end_ms - 7 * DAY_MS)
             stories.dip(acct, s, s + rng.randrange(7 * DAY_MS, 21 * DAY_MS), rng.uniform(0.6, 0.95))
         elif kind == "broken_tracking":

@@ -15,6 +15,8 @@ from streamer.sim.model import NEVER_MS, SimAccount, SimUser, between, user_pref
 
 __all__ = [
     "add_user",
+    "champion_change",
+    "downsize",
     "dark",
     "declining",
     "dip",
@@ -123,6 +125,28 @@ def dark(acct: SimAccount, signal_ms: int, cancel_ms: int) -> None:
     acct.episodes.append(("went_dark", signal_ms, cancel_ms, 0.0))
     acct.dark_from = signal_ms
     acct.unhappy_from = signal_ms
+
+
+def champion_change(rng: random.Random, acct: SimAccount, at_ms: int, popularity: dict[str, float]) -> None:
+    """The champion leaves at ``at_ms`` and, a few days to three weeks later, someone takes over."""
+    acct.users[0].until_ms = at_ms
+    successor = at_ms + rng.randrange(3 * DAY_MS, 21 * DAY_MS)
+    add_user(rng, acct, "champion", successor, popularity)
+    acct.episodes.append(("key_user_replaced", at_ms, successor, 1.0))
+
+
+def downsize(rng: random.Random, acct: SimAccount, at_ms: int) -> None:
+    """The customer shrinks but stays: seats are cut, members leave, usage settles lower."""
+    keep = rng.uniform(0.4, 0.7)
+    seats = max(1, round(acct.seats * keep))
+    acct.fact_changes.append((at_ms, {"seats": seats}))
+    acct.seats_end = seats
+    for user in acct.users:
+        if not user.key and rng.random() > keep:
+            user.until_ms = min(user.until_ms, at_ms + rng.randrange(-14 * DAY_MS, 14 * DAY_MS))
+    level = rng.uniform(0.6, 0.9)
+    acct.trend.append((at_ms, at_ms + 14 * DAY_MS, 1.0, level, level))
+    acct.episodes.append(("downsized", at_ms, at_ms + 14 * DAY_MS, round(level * keep, 3)))
 
 
 def dip(acct: SimAccount, start_ms: int, end_ms: int, depth: float, kind: str = "dip") -> None:
