@@ -91,6 +91,17 @@ def turnover(
             add_user(rng, acct, "member", user.until_ms + rng.randrange(3 * DAY_MS, 30 * DAY_MS), popularity)
 
 
+def _activity(acct: SimAccount, at_ms: int) -> float:
+    """The expected activity of the users present at ``at_ms`` (before trend and rhythm)."""
+    return sum(u.p * u.m for u in acct.users if u.from_ms <= at_ms < u.until_ms)
+
+
+def _kept(acct: SimAccount, before_ms: int, after_ms: int) -> float:
+    """The share of the activity at ``before_ms`` that the users present at ``after_ms`` make."""
+    before = _activity(acct, before_ms)
+    return round(_activity(acct, after_ms) / before, 3) if before else 0.0
+
+
 def declining(rng: random.Random, acct: SimAccount, signal_ms: int, cancel_ms: int) -> None:
     """Usage falls gradually from ``signal_ms``: members drop off one by one, the rest do less."""
     span = cancel_ms - signal_ms
@@ -101,7 +112,8 @@ def declining(rng: random.Random, acct: SimAccount, signal_ms: int, cancel_ms: i
     for user in acct.users:
         if not user.key and rng.random() < leaving:
             user.until_ms = min(user.until_ms, signal_ms + int(span * rng.uniform(0.05, 0.95)))
-    acct.episodes.append(("decline", signal_ms, cancel_ms, round(floor, 3)))
+    kept = _kept(acct, signal_ms - 1, cancel_ms - 1)
+    acct.episodes.append(("decline", signal_ms, cancel_ms, round(floor * kept, 3)))
     acct.unhappy_from = signal_ms
 
 
@@ -109,7 +121,7 @@ def key_user_loss(rng: random.Random, acct: SimAccount, signal_ms: int, cancel_m
     """The champion leaves at ``signal_ms``; the others go on, in half the cases fading slowly later."""
     champion = acct.users[0]
     champion.until_ms = signal_ms
-    acct.episodes.append(("key_user_left", signal_ms, cancel_ms, 0.0))
+    acct.episodes.append(("key_user_left", signal_ms, cancel_ms, _kept(acct, signal_ms - 1, signal_ms)))
     fade_at = signal_ms + rng.randrange(10 * DAY_MS, 40 * DAY_MS)
     if rng.random() < 0.5 and fade_at < cancel_ms - DAY_MS:
         floor = rng.uniform(0.5, 0.8)
@@ -131,8 +143,9 @@ def champion_change(rng: random.Random, acct: SimAccount, at_ms: int, popularity
     """The champion leaves at ``at_ms`` and, a few days to three weeks later, someone takes over."""
     acct.users[0].until_ms = at_ms
     successor = at_ms + rng.randrange(3 * DAY_MS, 21 * DAY_MS)
+    kept = _kept(acct, at_ms - 1, at_ms)
     add_user(rng, acct, "champion", successor, popularity)
-    acct.episodes.append(("key_user_replaced", at_ms, successor, 1.0))
+    acct.episodes.append(("key_user_replaced", at_ms, successor, kept))
 
 
 def downsize(rng: random.Random, acct: SimAccount, at_ms: int) -> None:
@@ -146,7 +159,8 @@ def downsize(rng: random.Random, acct: SimAccount, at_ms: int) -> None:
             user.until_ms = min(user.until_ms, at_ms + rng.randrange(-14 * DAY_MS, 14 * DAY_MS))
     level = rng.uniform(0.6, 0.9)
     acct.trend.append((at_ms, at_ms + 14 * DAY_MS, 1.0, level, level))
-    acct.episodes.append(("downsized", at_ms, at_ms + 14 * DAY_MS, round(level * keep, 3)))
+    kept = _kept(acct, at_ms - 14 * DAY_MS - 1, at_ms + 14 * DAY_MS)
+    acct.episodes.append(("downsized", at_ms, at_ms + 14 * DAY_MS, round(level * kept, 3)))
 
 
 def dip(acct: SimAccount, start_ms: int, end_ms: int, depth: float, kind: str = "dip") -> None:

@@ -89,8 +89,10 @@ class CalendarEntry:
 class Episode:
     """A stretch of an account's own story (a dip, a decline, a tracking gap...).
 
-    ``factor`` is the activity relative to the account's usual level at the episode's deepest point
-    (0 for a tracking gap or when usage stops; above 1 for growth).
+    ``factor`` is the expected activity at the episode's deepest point relative to just before it:
+    the level a trend reaches times the share of the activity made by the users still there (so a
+    ``key_user_left`` factor is what the others do), 0 when usage stops or tracking breaks, above 1
+    for growth. For ``onboarding_ramp`` and ``new_subscriber_burst`` it is the level they start at.
     """
 
     kind: str
