@@ -98,6 +98,8 @@ def account_day(run: AccountRun, day: Day, scale: float, out: list[tuple[int, st
     template, minutes, login_first = run.template, day.minutes, acct.login_first
     log = math.log
     has_login = acct.features[0] == "login"
+    append = out.append
+    seq = run.seq
     for user in acct.users:
         if user.from_ms >= d1 or user.until_ms <= d0:
             continue
@@ -121,17 +123,20 @@ def account_day(run: AccountRun, day: Day, scale: float, out: list[tuple[int, st
             size = min(n, 1 + int(log(1.0 - rand()) / log_session))
             n -= size
             at = d0 + bisect(hours, rand() * top) * HOUR_MS + int(rand() * HOUR_MS)
-            for i in range(size):
-                if at >= hi:
+            if has_login and rand() < login_first:
+                name = "login"
+            else:
+                name = names[bisect(cum, rand() * total)]
+            while at < hi:
+                if at >= lo and (
+                    not lost or not any(s <= at < e and (not ev or name in ev) for s, e, ev in lost)
+                ):
+                    off = at - d0
+                    seq += 1
+                    append((at, template % (seq, name, minutes[off // 60_000] + SECONDS[off % 60_000], uid)))
+                size -= 1
+                if not size:
                     break
-                if at >= lo:
-                    if i == 0 and has_login and rand() < login_first:
-                        name = "login"
-                    else:
-                        name = names[bisect(cum, rand() * total)]
-                    if not lost or not any(s <= at < e and (not ev or name in ev) for s, e, ev in lost):
-                        off = at - d0
-                        run.seq += 1
-                        ts = minutes[off // 60_000] + SECONDS[off % 60_000]
-                        out.append((at, template % (run.seq, name, ts, uid)))
                 at += 2000 + int(-log(1.0 - rand()) * gap_mean)
+                name = names[bisect(cum, rand() * total)]
+    run.seq = seq
