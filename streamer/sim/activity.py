@@ -15,7 +15,7 @@ import random
 from bisect import bisect
 from dataclasses import dataclass
 
-from streamer.sim.calendar import DAY_MS, HOUR_MS, SECONDS, Day
+from streamer.sim.calendar import DAY_MS, SECONDS, Day
 from streamer.sim.encode import product_template
 from streamer.sim.model import SimAccount, hours_profile, trend_at
 
@@ -100,6 +100,7 @@ def account_day(run: AccountRun, day: Day, scale: float, out: list[tuple[int, st
     has_login = acct.features[0] == "login"
     append = out.append
     seq = run.seq
+    seconds = SECONDS
     for user in acct.users:
         if user.from_ms >= d1 or user.until_ms <= d0:
             continue
@@ -122,7 +123,7 @@ def account_day(run: AccountRun, day: Day, scale: float, out: list[tuple[int, st
         while n > 0:
             size = min(n, 1 + int(log(1.0 - rand()) / log_session))
             n -= size
-            at = d0 + bisect(hours, rand() * top) * HOUR_MS + int(rand() * HOUR_MS)
+            at = d0 + bisect(hours, rand() * top) * 3_600_000 + int(rand() * 3_600_000)
             if has_login and rand() < login_first:
                 name = "login"
             else:
@@ -133,7 +134,7 @@ def account_day(run: AccountRun, day: Day, scale: float, out: list[tuple[int, st
                 ):
                     off = at - d0
                     seq += 1
-                    append((at, template % (seq, name, minutes[off // 60_000] + SECONDS[off % 60_000], uid)))
+                    append((at, template % (seq, name, minutes[off // 60_000] + seconds[off % 60_000], uid)))
                 size -= 1
                 if not size:
                     break
