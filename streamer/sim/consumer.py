@@ -206,10 +206,3 @@ def build_consumer(
             s = between(rng, lo + 7 * DAY_MS, end_ms - 14 * DAY_MS)
             stories.tracking_gap(acct, s, s + rng.randrange(3 * DAY_MS, 10 * DAY_MS))
     return [a for a, _ in drafts], churn
-
-
-def expected_monthly_churn(accounts: list[SimAccount], start_ms: int, end_ms: int) -> float:
-    """Cancellations in the history per subscriber-month in it (the figure the rate calibrates)."""
-    cancels = sum(1 for a in accounts if a.cancel_ms is not None and start_ms <= a.cancel_ms < end_ms)
-    months = sum(max(0, min(end_ms, a.stop_ms) - max(start_ms, a.started_ms)) for a in accounts) / MONTH_MS
-    return cancels / months if months else 0.0

@@ -10,7 +10,6 @@ working (or, for consumers, waking) hours. Users join and leave at their own tim
 from __future__ import annotations
 
 import random
-from bisect import bisect
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -133,7 +132,10 @@ def user_preferences(
 
 @dataclass(slots=True)
 class SimUser:
-    """A named user: daily activity probability ``p``, events per active day ``m``, tenure."""
+    """A named user: daily activity probability ``p``, events per active day ``m``, tenure.
+
+    ``names`` are the account's features and ``cum`` this user's cumulative preference weights.
+    """
 
     user_id: str
     p: float
@@ -143,10 +145,6 @@ class SimUser:
     names: tuple[str, ...]
     cum: tuple[float, ...]
     key: bool = False
-
-    def pick(self, rng: random.Random) -> str:
-        """A feature this user uses, by preference."""
-        return self.names[bisect(self.cum, rng.random() * self.cum[-1])]
 
 
 @dataclass(slots=True)

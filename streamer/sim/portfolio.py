@@ -79,7 +79,7 @@ class Portfolio:
             for run in runs:
                 if run.acct.started_ms < day_end:
                     account_day(run, day, scale, batch)
-            runs = [r for r in runs if r.acct.stop_ms > day_end]
+            runs = [r for r in runs if r.acct.stop_ms > day_end]  # cancelled accounts are done
             while i < len(reserved) and reserved[i][0] < day_end:
                 batch.append(reserved[i])
                 i += 1
@@ -92,10 +92,12 @@ def _shuffled(chunks: Iterator[list[str]], seed: int) -> Iterator[list[str]]:
     buffer: list[str] = []
     for chunk in chunks:
         buffer.extend(chunk)
-        while len(buffer) >= _SHUFFLE_BLOCK:
-            block, buffer = buffer[:_SHUFFLE_BLOCK], buffer[_SHUFFLE_BLOCK:]
+        full = len(buffer) - len(buffer) % _SHUFFLE_BLOCK
+        for at in range(0, full, _SHUFFLE_BLOCK):
+            block = buffer[at : at + _SHUFFLE_BLOCK]
             rng.shuffle(block)
             yield block
+        buffer = buffer[full:]
     rng.shuffle(buffer)
     yield buffer
 
