@@ -11,7 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 from api.bodylimit import BodyLimitMiddleware
-from api.errors import OrjsonResponse, api_error, install_error_handlers
+from api.errors import OrjsonResponse, api_error, bounded, install_error_handlers
 from api.kafka_readmodel import KafkaReadModel
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
@@ -30,7 +30,8 @@ def reject_repeated_query_parameters(request: Request) -> None:
     keys = [key for key, _ in request.query_params.multi_items()]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
-        raise api_error(422, f"query parameter given more than once: {', '.join(repeated)}")
+        names = ", ".join(bounded(key) for key in repeated[:10])
+        raise api_error(422, f"query parameter given more than once: {names}")
 
 
 def _simplify_query_schemas(app: FastAPI) -> None:

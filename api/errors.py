@@ -32,6 +32,18 @@ _CODES = {
 }
 
 
+ECHO_LIMIT = 128
+
+
+def bounded(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters with "…" when longer, for echoing client input in messages.
+
+    Ids are at most 128 characters, so a valid one is echoed whole; a 100 KB one does not make a
+    100 KB error body.
+    """
+    return text if len(text) <= limit else text[:limit] + "\u2026"
+
+
 class OrjsonResponse(JSONResponse):
     """JSON rendered by orjson (fastapi's own ORJSONResponse is deprecated)."""
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import HealthReader, ReadModelDep
-from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error
+from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error, bounded
 from api.models import AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
 
@@ -40,7 +40,7 @@ async def account_health(account_id: str, model: ReadModelDep, _: HealthReader) 
     """The snapshot as published on ``account-health`` plus ``open_alerts``."""
     doc = model.get_account(account_id)
     if doc is None:
-        raise api_error(404, f"no health snapshot for account {account_id!r}")
+        raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     return doc
 
 

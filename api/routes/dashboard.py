@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import render
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep
-from api.errors import api_error
+from api.errors import api_error, bounded
 from api.query import AccountFilters, AccountSort
 
 BASE = "/dashboard"
@@ -82,6 +82,6 @@ async def account(
     """One account: score breakdown with explanations, signals and its alert history (both scopes)."""
     doc = model.get_account(account_id)
     if doc is None:
-        raise api_error(404, f"no health snapshot for account {account_id!r}")
+        raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     history, _next = model.alerts(None, None, account_id, None, 50)
     return _fragment(render.account_detail(doc, history, clock()))

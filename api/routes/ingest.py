@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Request
 
 from api.deps import EventWriter, ProducerDep, SettingsDep
-from api.errors import AUTH_ERRORS, ErrorBody, api_error
+from api.errors import AUTH_ERRORS, ErrorBody, api_error, bounded
 from api.models import IngestError, IngestResult
 from api.producer import EventProducer
 from api.settings import ApiSettings
@@ -54,7 +54,7 @@ async def _json(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError as err:
-        raise api_error(400, f"body is not valid JSON: {err}", code="invalid_json") from None
+        raise api_error(400, f"body is not valid JSON: {bounded(str(err))}", code="invalid_json") from None
 
 
 async def ingest(items: list[Any], settings: ApiSettings, producer: EventProducer) -> IngestResult:

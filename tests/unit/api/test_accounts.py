@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import httpx
+import pytest
 
 from api.readmodel import InMemoryReadModel
 from tests.unit.api.conftest import alert, snapshot
@@ -15,6 +16,29 @@ async def test_unknown_account_is_404_in_the_error_shape(client: httpx.AsyncClie
     body = resp.json()
     assert body["error"]["code"] == "not_found"
     assert "nope" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/accounts/{id}/health", "/dashboard/fragments/accounts/{id}"],
+)
+async def test_an_unknown_20_kb_account_id_is_echoed_cut_to_128_characters(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    account_id = "a" * 128 + "b" * 20_000
+
+    resp = await client.get(path.format(id=account_id))
+
+    assert resp.status_code == 404
+    message = resp.json()["error"]["message"]
+    assert message == f"no health snapshot for account {'a' * 128 + chr(0x2026)!r}"
+    assert len(resp.content) < 300
+
+
+async def test_a_128_character_account_id_is_echoed_whole(client: httpx.AsyncClient) -> None:
+    resp = await client.get(f"/v1/accounts/{'x' * 128}/health")
+
+    assert resp.json()["error"]["message"] == f"no health snapshot for account {'x' * 128!r}"
 
 
 async def test_health_returns_latest_snapshot_with_open_alerts_only(
@@ -156,3 +180,12 @@ async def test_a_repeated_query_parameter_is_rejected_not_silently_overridden(
     resp = await client.get("/v1/accounts?owner=ann&owner=bob")
     assert resp.status_code == 422
     assert "owner" in resp.json()["error"]["message"]
+
+
+async def test_a_repeated_long_query_parameter_name_is_echoed_cut(client: httpx.AsyncClient) -> None:
+    name = "p" * 20_000
+
+    resp = await client.get(f"/v1/accounts?{name}=1&{name}=2")
+
+    assert resp.status_code == 422
+    assert resp.json()["error"]["message"] == f"query parameter given more than once: {'p' * 128}\u2026"
