@@ -59,17 +59,59 @@ def lookup(key: str, keys: Mapping[str, ApiKeySpec]) -> Principal | None:
     return None if found is None else Principal(found.name, found.scopes)
 
 
-async def authenticate(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    header_key: Annotated[str | None, Depends(_header)],
-) -> Principal:
-    """Resolve the caller from ``Authorization: Bearer`` or ``X-API-Key`` and charge its rate limit.
+def presented_key(request: Request) -> str | None:
+    """The one credential of a request: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+    Two ``Authorization`` headers, two ``X-API-Key`` headers, or one of each are refused rather than
+    resolved by "the first wins": a proxy or gateway in front that picks another one of them would
+    judge the request by a different credential than the API does.
+
+    Returns:
+        The key, or None when the request carries no credential.
 
     Raises:
-        HTTPException: 401 when the key is missing or unknown, 429 when the key is over its limit.
+        HTTPException: 400 for more than one credential, 401 for an ``Authorization`` header that
+            is not ``Bearer <key>``.
     """
-    key = bearer.credentials if bearer is not None else header_key
+    authorization = request.headers.getlist("authorization")
+    api_key = request.headers.getlist("x-api-key")
+    if len(authorization) + len(api_key) > 1:
+        if len(authorization) > 1:
+            found = f"{len(authorization)} Authorization headers"
+        elif len(api_key) > 1:
+            found = f"{len(api_key)} X-API-Key headers"
+        else:
+            found = "both Authorization and X-API-Key"
+        raise api_error(
+            400,
+            f"send exactly one credential (Authorization: Bearer <key> or X-API-Key), got {found}",
+            code="ambiguous_credentials",
+        )
+    if api_key:
+        return api_key[0] or None
+    if authorization:
+        scheme, _, key = authorization[0].partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise api_error(
+                401, "unsupported Authorization header: send Authorization: Bearer <key>", headers=_CHALLENGE
+            )
+        return key.strip()
+    return None
+
+
+async def authenticate(
+    request: Request,
+    # Declared only so that OpenAPI documents both schemes; presented_key reads the headers itself.
+    _bearer_doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _header_doc: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    """Resolve the caller from its one credential and charge its rate limit.
+
+    Raises:
+        HTTPException: 400 for more than one credential, 401 when the key is missing or unknown,
+            429 when the key is over its limit.
+    """
+    key = presented_key(request)
     if not key:
         raise api_error(
             401, "missing API key: send Authorization: Bearer <key> or X-API-Key", headers=_CHALLENGE

@@ -68,6 +68,7 @@ class ErrorBody(BaseModel):
 
 # OpenAPI entries shared by every route behind an API key.
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "More than one credential (Authorization and X-API-Key)."},
     401: {"model": ErrorBody, "description": "Missing or unknown API key."},
     403: {"model": ErrorBody, "description": "The key lacks the required scope."},
     429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
@@ -75,8 +76,8 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 # The paged lists (accounts, alerts): a cursor the server did not issue, plus the auth errors.
 PAGED_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Malformed cursor."},
     **AUTH_ERRORS,
+    400: {"model": ErrorBody, "description": "Malformed cursor, or more than one credential."},
 }
 
 

@@ -33,11 +33,11 @@ _SEGMENT = {
     "context": {"groupId": "acme"},
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    **AUTH_ERRORS,
+    400: {"model": ErrorBody, "description": "The body is not JSON, or more than one credential."},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
     422: {"model": ErrorBody, "description": "Not a JSON event or array, or more events than allowed."},
     503: {"model": ErrorBody, "description": "Kafka did not acknowledge the events."},
-    **AUTH_ERRORS,
 }
 
 

@@ -32,6 +32,48 @@ async def test_x_api_key_header_is_accepted(make_app: AppFactory) -> None:
 
 
 @pytest.mark.parametrize(
+    ("headers", "found"),
+    [
+        # The first one is valid: "the first wins" would have let these through.
+        (
+            [("Authorization", f"Bearer {READER}"), ("Authorization", "Bearer junk")],
+            "2 Authorization headers",
+        ),
+        ([("X-API-Key", READER), ("X-API-Key", "junk")], "2 X-API-Key headers"),
+        ([("Authorization", "Basic junk"), ("X-API-Key", READER)], "both Authorization and X-API-Key"),
+        ([("Authorization", f"Bearer {READER}"), ("X-API-Key", READER)], "both Authorization and X-API-Key"),
+    ],
+)
+async def test_more_than_one_credential_is_400_naming_what_was_sent(
+    make_app: AppFactory, headers: list[tuple[str, str]], found: str
+) -> None:
+    async with client_for(make_app(), None) as anon:
+        resp = await anon.get("/v1/accounts", headers=headers)
+
+    assert resp.status_code == 400
+    assert resp.json()["error"] == {
+        "code": "ambiguous_credentials",
+        "message": f"send exactly one credential (Authorization: Bearer <key> or X-API-Key), got {found}",
+    }
+
+
+@pytest.mark.parametrize("value", ["Basic junk", "Bearer", "Bearer   ", READER])
+async def test_an_authorization_header_that_is_not_bearer_is_401(make_app: AppFactory, value: str) -> None:
+    async with client_for(make_app(), None) as anon:
+        resp = await anon.get("/v1/accounts", headers={"Authorization": value})
+
+    assert resp.status_code == 401
+    assert resp.headers["WWW-Authenticate"] == "Bearer"
+
+
+async def test_bearer_scheme_is_case_insensitive(make_app: AppFactory) -> None:
+    async with client_for(make_app(), None) as anon:
+        resp = await anon.get("/v1/accounts", headers={"Authorization": f"bearer {READER}"})
+
+    assert resp.status_code == 200
+
+
+@pytest.mark.parametrize(
     ("key", "method", "path"),
     [
         (READER, "POST", "/v1/events"),
