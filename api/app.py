@@ -15,7 +15,7 @@ from api.errors import OrjsonResponse, api_error, bounded, install_error_handler
 from api.kafka_readmodel import KafkaReadModel
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
-from api.ratelimit import RateLimiter
+from api.ratelimit import FailureThrottle, RateLimiter
 from api.readmodel import ReadModel
 from api.routes import accounts, alerts, dashboard, ingest, ops, portfolio
 from api.settings import ApiSettings
@@ -114,6 +114,7 @@ def create_app(
     app.state.clock = clock
     app.state.monotonic = monotonic
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.auth_throttle = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.state.metrics = ApiMetrics(lambda: float(model.lag))
     install_error_handlers(app)
     for module in (accounts, alerts, ingest, portfolio, ops, dashboard):

@@ -59,6 +59,10 @@ def lookup(key: str, keys: Mapping[str, ApiKeySpec]) -> Principal | None:
     return None if found is None else Principal(found.name, found.scopes)
 
 
+class UnsupportedScheme(Exception):
+    """An ``Authorization`` header that is not ``Bearer <key>``."""
+
+
 def presented_key(request: Request) -> str | None:
     """The one credential of a request: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
@@ -70,8 +74,8 @@ def presented_key(request: Request) -> str | None:
         The key, or None when the request carries no credential.
 
     Raises:
-        HTTPException: 400 for more than one credential, 401 for an ``Authorization`` header that
-            is not ``Bearer <key>``.
+        HTTPException: 400 for more than one credential.
+        UnsupportedScheme: For an ``Authorization`` header that is not ``Bearer <key>``.
     """
     authorization = request.headers.getlist("authorization")
     api_key = request.headers.getlist("x-api-key")
@@ -92,11 +96,20 @@ def presented_key(request: Request) -> str | None:
     if authorization:
         scheme, _, key = authorization[0].partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise api_error(
-                401, "unsupported Authorization header: send Authorization: Bearer <key>", headers=_CHALLENGE
-            )
+            raise UnsupportedScheme
         return key.strip()
     return None
+
+
+def client_address(request: Request) -> str:
+    """The address failed authentications are counted against (the proxy's, unless it forwards)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _unauthorized(request: Request, message: str) -> Exception:
+    """A 401, counted against the client's address in the failed-authentication throttle."""
+    request.app.state.auth_throttle.failed(client_address(request), request.app.state.monotonic())
+    return api_error(401, message, headers=_CHALLENGE)
 
 
 async def authenticate(
@@ -108,17 +121,29 @@ async def authenticate(
     """Resolve the caller from its one credential and charge its rate limit.
 
     Raises:
-        HTTPException: 400 for more than one credential, 401 when the key is missing or unknown,
-            429 when the key is over its limit.
+        HTTPException: 429 when the client's address failed to authenticate too often (checked
+            first, so a right guess is refused like a wrong one), 400 for more than one credential,
+            401 when the key is missing or unknown, 429 when the key is over its limit.
     """
-    key = presented_key(request)
-    if not key:
+    wait = request.app.state.auth_throttle.retry_after(client_address(request), request.app.state.monotonic())
+    if wait:
         raise api_error(
-            401, "missing API key: send Authorization: Bearer <key> or X-API-Key", headers=_CHALLENGE
+            429,
+            "too many failed authentications from this address; retry later",
+            code="auth_throttled",
+            headers={"Retry-After": str(wait)},
         )
+    try:
+        key = presented_key(request)
+    except UnsupportedScheme:
+        raise _unauthorized(
+            request, "unsupported Authorization header: send Authorization: Bearer <key>"
+        ) from None
+    if not key:
+        raise _unauthorized(request, "missing API key: send Authorization: Bearer <key> or X-API-Key")
     principal = lookup(key, request.app.state.settings.api_keys)
     if principal is None:
-        raise api_error(401, "unknown API key", headers=_CHALLENGE)
+        raise _unauthorized(request, "unknown API key")
     retry_after = request.app.state.limiter.check(principal.name, request.app.state.monotonic())
     if retry_after:
         raise api_error(

@@ -34,6 +34,15 @@ class ApiSettings(BaseSettings):
     max_batch_items: int = Field(1000, ge=1, description="Most events accepted in one request.")
     rate_limit_per_s: float = Field(100.0, gt=0, description="Sustained requests per second per key.")
     rate_limit_burst: int = Field(200, ge=1, description="Requests a key may send at once.")
+    auth_failure_limit: int = Field(
+        20,
+        ge=1,
+        description="Failed authentications (401) a client address may have at once, and per window; "
+        "past them its requests to routes with a key are 429 until the window refills.",
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0, description="Seconds over which a client address regains its failed authentications."
+    )
     alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept in memory for the feed.")
     head_timeout_s: float = Field(
         10.0, gt=0, description="A connection without a complete request head for this long is closed."

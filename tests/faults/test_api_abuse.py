@@ -79,6 +79,7 @@ async def test_schemathesis_all_checks_against_the_running_api(
         tmp_path,
         rate_limit_per_s="1000000",
         rate_limit_burst="1000000",
+        auth_failure_limit="1000000",
     )
     try:
         started = time.monotonic()

@@ -122,11 +122,16 @@ def make_app(model: InMemoryReadModel, producer: FakeProducer, fake_time: FakeTi
 
 
 def client_for(
-    app: FastAPI, key: str | None = READER, raise_app_exceptions: bool = True
+    app: FastAPI,
+    key: str | None = READER,
+    raise_app_exceptions: bool = True,
+    address: str = "127.0.0.1",
 ) -> httpx.AsyncClient:
-    """A client talking to ``app`` in-process, authenticated with ``key`` when given."""
+    """A client talking to ``app`` in-process from ``address``, authenticated with ``key`` when given."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    transport = httpx.ASGITransport(
+        app=app, raise_app_exceptions=raise_app_exceptions, client=(address, 40000)
+    )
     return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
 
 

@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from api.auth import hash_key, lookup
+from api.ratelimit import FailureThrottle
 from api.settings import ApiKeySpec
 from tests.unit.api.conftest import ADMIN, READER, WRITER, AppFactory, FakeTime, client_for
 
@@ -170,3 +171,63 @@ async def test_unknown_route_uses_error_shape(client: httpx.AsyncClient) -> None
 
     assert resp.status_code == 404
     assert resp.json()["error"]["code"] == "not_found"
+
+
+async def test_failed_authentication_is_throttled_per_client_address(
+    make_app: AppFactory, fake_time: FakeTime
+) -> None:
+    app = make_app(auth_failure_limit=3, auth_failure_window_s=30)
+    async with (
+        client_for(app, "wrong", address="10.0.0.1") as guesser,
+        client_for(app, READER, address="10.0.0.1") as same_address,
+        client_for(app, READER, address="10.0.0.2") as other,
+    ):
+        failures = [(await guesser.get("/v1/accounts")).status_code for _ in range(3)]
+        throttled = await guesser.get("/v1/accounts")
+        # A right key from the throttled address is refused too: the answer must not tell guesses apart.
+        right_key_same_address = await same_address.get("/v1/accounts")
+        other_address = await other.get("/v1/accounts")
+        probe = await guesser.get("/healthz")
+        fake_time.now += 10.0  # one failure's worth of the window (30 s / 3)
+        after_refill = await same_address.get("/v1/accounts")
+
+    assert failures == [401, 401, 401]
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "10"
+    assert throttled.json()["error"]["code"] == "auth_throttled"
+    assert right_key_same_address.status_code == 429
+    assert other_address.status_code == 200
+    assert probe.status_code == 200
+    assert after_refill.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"Authorization": "Basic junk"}, {"X-API-Key": "wrong"}],
+)
+async def test_every_kind_of_401_counts_as_a_failed_authentication(
+    make_app: AppFactory, headers: dict[str, str]
+) -> None:
+    async with client_for(make_app(auth_failure_limit=2), None) as anon:
+        codes = [(await anon.get("/v1/portfolio", headers=headers)).status_code for _ in range(3)]
+
+    assert codes == [401, 401, 429]
+
+
+async def test_successful_and_forbidden_requests_do_not_count_as_failures(make_app: AppFactory) -> None:
+    async with client_for(make_app(auth_failure_limit=1), WRITER) as writer:
+        codes = [(await writer.get("/v1/accounts")).status_code for _ in range(5)]
+
+    assert codes == [403] * 5
+
+
+def test_failure_throttle_forgets_the_least_recently_failed_address_beyond_its_bound() -> None:
+    throttle = FailureThrottle(limit=1, window_s=60.0, max_clients=2)
+    for address in ("a", "b", "c"):
+        throttle.failed(address, 0.0)
+
+    assert list(throttle.buckets) == ["b", "c"]
+    assert throttle.retry_after("a", 0.0) == 0
+    assert throttle.retry_after("c", 0.0) == 60
+    assert throttle.retry_after("c", 59.5) == 1
+    assert throttle.retry_after("c", 60.0) == 0
