@@ -26,8 +26,11 @@ _HEALTH_EXAMPLE = {
 }
 
 
+# {account_id:path}: an account id may contain "/". The server decodes %2F before routing, so a
+# plain {account_id} would never match "tenant%2Fp7"; the path converter takes everything between
+# the prefix and the "/health" suffix, slashes included.
 @router.get(
-    "/{account_id}/health",
+    "/{account_id:path}/health",
     summary="Latest health snapshot of one account, with its open alerts.",
     response_model=dict[str, Any],
     responses={

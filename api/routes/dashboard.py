@@ -75,7 +75,8 @@ async def alerts(
     return _fragment(render.alert_items(items))
 
 
-@router.get("/fragments/accounts/{account_id}")
+# {account_id:path}: account ids may contain "/" (sent as %2F, which the server decodes before routing).
+@router.get("/fragments/accounts/{account_id:path}")
 async def account(
     account_id: str, model: ReadModelDep, clock: ClockDep, _: HealthReader, __: AlertReader
 ) -> HTMLResponse:
