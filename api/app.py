@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 
 from api.bodylimit import BodyLimitMiddleware
 from api.errors import OrjsonResponse, api_error, bounded, install_error_handlers
+from api.hosts import RelativeSlashRedirect, TrustedHostMiddleware
 from api.kafka_readmodel import KafkaReadModel
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
@@ -120,7 +121,11 @@ def create_app(
     for module in (accounts, alerts, ingest, portfolio, ops, dashboard):
         app.include_router(module.router)
     app.mount(f"{dashboard.BASE}/static", dashboard.static_files, name="dashboard-static")
-    # Added last so it runs first: oversized bodies are refused before any other work.
-    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
+    app.router.redirect_slashes = False
+    app.router.default = RelativeSlashRedirect(app.router.routes, app.router.default)
+    # The last added runs first: metrics count every answer, also the refusals below; a foreign Host
+    # header and oversized bodies are refused before any other work.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
+    app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ApiKeySpec(BaseModel):
@@ -47,4 +49,18 @@ class ApiSettings(BaseSettings):
     head_timeout_s: float = Field(
         10.0, gt=0, description="A connection without a complete request head for this long is closed."
     )
+    trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.1", "localhost", "::1"),
+        min_length=1,
+        description="Comma-separated Host header names the API answers to: names, *.example.com for "
+        "subdomains, * for any. Others get 400, except /healthz, /readyz and /metrics.",
+    )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # From the environment a comma-separated list ("api.example.com,localhost"), not JSON.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

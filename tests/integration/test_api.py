@@ -41,7 +41,9 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         headers = {"X-API-Key": KEY}
-        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=headers
+        ) as client:
             yield client
 
 

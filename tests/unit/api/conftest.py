@@ -126,13 +126,16 @@ def client_for(
     key: str | None = READER,
     raise_app_exceptions: bool = True,
     address: str = "127.0.0.1",
+    follow_redirects: bool = False,
 ) -> httpx.AsyncClient:
     """A client talking to ``app`` in-process from ``address``, authenticated with ``key`` when given."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
     transport = httpx.ASGITransport(
         app=app, raise_app_exceptions=raise_app_exceptions, client=(address, 40000)
     )
-    return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", headers=headers, follow_redirects=follow_redirects
+    )
 
 
 @pytest.fixture

@@ -81,9 +81,9 @@ class SseClient:
             "raw_path": b"/v1/alerts/stream",
             "root_path": "",
             "query_string": b"",
-            "headers": [(b"host", b"test"), (b"authorization", f"Bearer {READER}".encode())],
+            "headers": [(b"host", b"localhost"), (b"authorization", f"Bearer {READER}".encode())],
             "client": ("127.0.0.1", 5000),
-            "server": ("test", 80),
+            "server": ("localhost", 80),
         }
         await self.app(scope, self._receive, self._send)
 
@@ -143,7 +143,7 @@ async def test_stream_sends_keep_alive_comments_when_idle(
 
 async def test_stream_requires_alerts_scope(make_app: AppFactory) -> None:
     transport = httpx.ASGITransport(app=make_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         resp = await c.get("/v1/alerts/stream", headers={"X-API-Key": "writer-key"})
 
     assert resp.status_code == 403
