@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI, Request
 
 from api.bodylimit import BodyLimitMiddleware
 from api.errors import OrjsonResponse, api_error, bounded, install_error_handlers
+from api.headers import SecurityHeadersMiddleware
 from api.hosts import RelativeSlashRedirect, TrustedHostMiddleware
 from api.kafka_readmodel import KafkaReadModel
 from api.metrics import ApiMetrics, MetricsMiddleware
@@ -127,5 +128,6 @@ def create_app(
     # header and oversized bodies are refused before any other work.
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
+    app.add_middleware(SecurityHeadersMiddleware, cacheable_prefixes=(f"{dashboard.BASE}/static/",))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -136,7 +136,9 @@ async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
 
 async def _internal_error(request: Request, exc: Exception) -> OrjsonResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, {"code": "internal", "message": "internal error"})
+    # Answered outside every middleware of the app, so it brings the security headers along itself.
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    return error_response(500, {"code": "internal", "message": "internal error"}, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -32,7 +32,15 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_FRAGMENT_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Fragments are inserted into the page, which has its own policy; opened on their own they may run,
+# load and be framed by nothing.
+_FRAGMENT_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 router = APIRouter(prefix=BASE, include_in_schema=False)
 static_files = StaticFiles(directory=render.STATIC)

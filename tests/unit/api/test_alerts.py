@@ -52,6 +52,7 @@ class SseClient:
         self.app = app
         self.body = b""
         self.status: int | None = None
+        self.headers: dict[str, str] = {}
         self.arrived = asyncio.Event()
         self.disconnect = asyncio.Event()
         self._requested = False
@@ -66,6 +67,7 @@ class SseClient:
     async def _send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
         elif message["type"] == "http.response.body":
             self.body += message.get("body", b"")
         self.arrived.set()
@@ -117,6 +119,8 @@ async def test_stream_delivers_a_new_alert_as_an_sse_event(
         await asyncio.wait_for(task, 5)
 
     assert sse.status == 200
+    assert sse.headers["cache-control"] == "no-store"
+    assert sse.headers["x-content-type-options"] == "nosniff"
     frames = [f for f in sse.body.split(b"\n\n") if f.startswith(b"event: alert")]
     assert len(frames) == 1
     data = orjson.loads(frames[0].split(b"data: ", 1)[1])

@@ -9,8 +9,9 @@ import pytest
 
 from api.auth import hash_key, lookup
 from api.ratelimit import FailureThrottle
+from api.readmodel import InMemoryReadModel
 from api.settings import ApiKeySpec
-from tests.unit.api.conftest import ADMIN, READER, WRITER, AppFactory, FakeTime, client_for
+from tests.unit.api.conftest import ADMIN, READER, WRITER, AppFactory, FakeTime, client_for, snapshot
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}])
@@ -231,3 +232,88 @@ def test_failure_throttle_forgets_the_least_recently_failed_address_beyond_its_b
     assert throttle.retry_after("c", 0.0) == 60
     assert throttle.retry_after("c", 59.5) == 1
     assert throttle.retry_after("c", 60.0) == 0
+
+
+@pytest.mark.parametrize(
+    ("key", "path", "status"),
+    [
+        (READER, "/v1/accounts", 200),
+        (READER, "/v1/accounts/nope/health", 404),
+        (None, "/v1/accounts", 401),
+        (WRITER, "/v1/portfolio", 403),
+        (None, "/healthz", 200),
+        (None, "/metrics", 200),
+        (None, "/openapi.json", 200),
+    ],
+)
+async def test_every_response_is_nosniff_and_no_store(
+    make_app: AppFactory, key: str | None, path: str, status: int
+) -> None:
+    async with client_for(make_app(), key) as c:
+        resp = await c.get(path)
+
+    assert resp.status_code == status
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_an_unexpected_error_is_nosniff_and_no_store_too(make_app: AppFactory) -> None:
+    app = make_app()
+
+    async def boom() -> None:
+        raise RuntimeError("boom")
+
+    app.add_api_route("/boom", boom)
+    async with client_for(app, None, raise_app_exceptions=False) as c:
+        resp = await c.get("/boom")
+
+    assert resp.status_code == 500
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/dashboard/fragments/at-risk",
+        "/dashboard/fragments/portfolio",
+        "/dashboard/fragments/alerts",
+        "/dashboard/fragments/accounts/acme",
+    ],
+)
+async def test_html_fragments_may_not_be_framed_or_run_anything(
+    make_app: AppFactory, model: InMemoryReadModel, path: str
+) -> None:
+    model.apply_health("acme", snapshot("acme"))
+    async with client_for(make_app()) as c:
+        resp = await c.get(path)
+
+    assert resp.status_code == 200
+    csp = [part.strip() for part in resp.headers["Content-Security-Policy"].split(";")]
+    assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp
+    assert resp.headers["X-Content-Type-Options"] == "nosniff"
+    assert resp.headers["Cache-Control"] == "no-store"
+
+
+async def test_docs_keep_working_and_cannot_be_framed(make_app: AppFactory) -> None:
+    async with client_for(make_app(), None) as c:
+        docs = await c.get("/docs")
+
+    assert docs.status_code == 200
+    assert "swagger-ui" in docs.text
+    # Only framing is forbidden: the Swagger UI loads its script from a CDN and runs an inline one.
+    assert docs.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert docs.headers["X-Frame-Options"] == "DENY"
+
+
+async def test_the_dashboard_page_keeps_its_own_policy_and_static_files_stay_cacheable(
+    make_app: AppFactory,
+) -> None:
+    async with client_for(make_app(), None) as c:
+        page = await c.get("/dashboard")
+        script = await c.get("/dashboard/static/dashboard.js")
+
+    assert page.headers["Content-Security-Policy"].startswith("default-src 'none'; script-src 'self'")
+    assert page.headers["Cache-Control"] == "no-cache"
+    assert script.headers["X-Content-Type-Options"] == "nosniff"
+    assert "Cache-Control" not in script.headers
