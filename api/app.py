@@ -126,7 +126,9 @@ def create_app(
     app.router.default = RelativeSlashRedirect(app.router.routes, app.router.default)
     # The last added runs first: metrics count every answer, also the refusals below; a foreign Host
     # header and oversized bodies are refused before any other work.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
     app.add_middleware(SecurityHeadersMiddleware, cacheable_prefixes=(f"{dashboard.BASE}/static/",))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)

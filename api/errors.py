@@ -25,6 +25,7 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     422: "invalid_request",
     429: "rate_limited",

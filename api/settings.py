@@ -55,6 +55,12 @@ class ApiSettings(BaseSettings):
         description="Comma-separated Host header names the API answers to: names, *.example.com for "
         "subdomains, * for any. Others get 400, except /healthz, /readyz and /metrics.",
     )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body not received whole this many seconds after its head is answered "
+        "408 and its connection closed.",
+    )
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
 
     @field_validator("trusted_hosts", mode="before")

@@ -35,6 +35,7 @@ _SEGMENT = {
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     **AUTH_ERRORS,
     400: {"model": ErrorBody, "description": "The body is not JSON, or more than one credential."},
+    408: {"model": ErrorBody, "description": "The body did not arrive whole in the configured time."},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
     422: {"model": ErrorBody, "description": "Not a JSON event or array, or more events than allowed."},
     503: {"model": ErrorBody, "description": "Kafka did not acknowledge the events."},

@@ -1,6 +1,7 @@
 """Abuse of the running API (`python -m api` on the shared broker).
 
-Keys, scopes, bodies, idle connections, rate limits, and schemathesis with all checks.
+Keys, scopes, bodies (oversized and slow), idle connections, rate limits, and schemathesis with all
+checks.
 """
 
 from __future__ import annotations
@@ -122,6 +123,80 @@ async def test_schemathesis_all_checks_against_the_running_api(
         ]
         assert result.returncode == 0, out[-6000:]
     finally:
+        await api.stop()
+
+
+async def _api_only(kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, **api: str) -> ApiProcess:
+    """An API process over empty topics of its own (for abuse that needs no data), ready."""
+    topics = await make_topics(topic_factory, 2)
+    proc = ApiProcess(kafka_bootstrap, topics, KEYS, tmp_path / f"api-{topics['events']}.log", settings=api)
+    await proc.start()
+    await proc.wait_ready()
+    return proc
+
+
+def _slow_post(port: int, key: str) -> socket.socket:
+    """A connection that has sent the head of a 1 MB ingest and the body's first byte."""
+    s = socket.create_connection(("127.0.0.1", port))
+    s.sendall(
+        (
+            f"POST /v1/events HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nX-API-Key: {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: 1000000\r\n\r\n["
+        ).encode()
+    )
+    s.setblocking(False)
+    return s
+
+
+@pytest.mark.timeout(300)
+async def test_slow_bodies_with_a_valid_key_are_answered_408_and_closed(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """API abuse: slow bodies from a valid key
+
+    Against `python -m api` with `CHURNWATCH_BODY_TIMEOUT_S=2`: 100 connections with a valid ingest
+    key each send the head of `POST /v1/events` with `Content-Length: 1000000` and then one more
+    byte of the body every half second for as long as the connection is open. Held means: the server
+    answers every one 408 and closes it (waited for up to 60 s), and a normal request still answers
+    200 while they are open.
+    """
+    api = await _api_only(kafka_bootstrap, topic_factory, tmp_path, body_timeout_s="2")
+    slow = [_slow_post(api.port, INGEST_KEY) for _ in range(100)]
+    try:
+        answers = dict.fromkeys(range(len(slow)), b"")
+        closed: dict[int, float] = {}
+        started = time.monotonic()
+        normal = await asyncio.to_thread(_status, "GET", api.url + "/v1/accounts", {"X-API-Key": API_KEY})
+        while len(closed) < len(slow) and time.monotonic() - started < 60:
+            for i, s in enumerate(slow):
+                if i in closed:
+                    continue
+                try:
+                    data = s.recv(65536)
+                    if data == b"":
+                        closed[i] = time.monotonic() - started
+                    answers[i] += data
+                except BlockingIOError:
+                    try:
+                        s.send(b" ")
+                    except OSError:
+                        closed[i] = time.monotonic() - started
+                except OSError:
+                    closed[i] = time.monotonic() - started
+            await asyncio.sleep(0.5)
+        statuses = sorted({a.split(b"\r\n", 1)[0].decode(errors="replace") for a in answers.values()})
+        figures["normal request while 100 slow bodies were open"] = normal
+        figures["slow connections closed by the server"] = f"{len(closed)} of {len(slow)}"
+        figures["their status lines"] = statuses
+        figures["seconds until the last was closed (body timeout 2 s)"] = (
+            round(max(closed.values()), 1) if closed else None
+        )
+        assert normal == 200
+        assert len(closed) == len(slow)
+        assert statuses == ["HTTP/1.1 408 Request Timeout"]
+    finally:
+        for s in slow:
+            s.close()
         await api.stop()
 
 

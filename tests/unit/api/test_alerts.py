@@ -151,3 +151,25 @@ async def test_stream_requires_alerts_scope(make_app: AppFactory) -> None:
         resp = await c.get("/v1/alerts/stream", headers={"X-API-Key": "writer-key"})
 
     assert resp.status_code == 403
+
+
+async def test_the_body_timeout_does_not_end_a_stream_that_outlives_it(
+    make_app: AppFactory, model: InMemoryReadModel
+) -> None:
+    # After the (empty) body, a stream only listens for the disconnect: that wait has no deadline.
+    sse = SseClient(make_app(body_timeout_s=0.01, sse_keepalive_s=0.02))
+    task = asyncio.create_task(sse.run())
+    try:
+        await _wait_subscribed(model)
+        async with asyncio.timeout(5):
+            while sse.body.count(b": keep-alive") < 3:  # three keep-alives: well past the body timeout
+                sse.arrived.clear()
+                await sse.arrived.wait()
+        assert not task.done()
+        model.apply_alert(alert("late", "acme"))
+        await sse.wait_for(b"late")
+    finally:
+        sse.disconnect.set()
+        await asyncio.wait_for(task, 5)
+
+    assert sse.status == 200

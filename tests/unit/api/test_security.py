@@ -2,16 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
+import orjson
 import pytest
 
 from api.auth import hash_key, lookup
 from api.ratelimit import FailureThrottle
 from api.readmodel import InMemoryReadModel
 from api.settings import ApiKeySpec
-from tests.unit.api.conftest import ADMIN, READER, WRITER, AppFactory, FakeTime, client_for, snapshot
+from tests.unit.api.conftest import (
+    ADMIN,
+    READER,
+    WRITER,
+    AppFactory,
+    FakeProducer,
+    FakeTime,
+    client_for,
+    snapshot,
+)
 
 
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"X-API-Key": "wrong"}])
@@ -126,6 +137,45 @@ async def test_body_over_limit_without_content_length_is_413(make_app: AppFactor
         resp = await c.send(request)
 
     assert resp.status_code == 413
+
+
+async def test_a_body_that_does_not_arrive_whole_in_time_is_408_and_closes(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    never = asyncio.Event()
+
+    async def stalled() -> AsyncIterator[bytes]:
+        yield b'[{"event_id": "e1", '
+        await never.wait()  # a client that stops sending (or sends a byte a second)
+        yield b"]"
+
+    async with client_for(make_app(body_timeout_s=0.05), WRITER) as c:
+        resp = await c.post("/v1/events", content=stalled(), headers={"Content-Length": "1000000"})
+
+    assert resp.status_code == 408
+    assert resp.headers["Connection"] == "close"
+    assert resp.json()["error"] == {
+        "code": "request_timeout",
+        "message": "the request body did not arrive whole within 0.05 s",
+    }
+    assert producer.sent == []
+
+
+async def test_a_body_in_chunks_within_the_timeout_is_read(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    async def chunks() -> AsyncIterator[bytes]:
+        body = orjson.dumps(
+            [{"event_id": "e1", "account_id": "a", "event": "login", "timestamp": 1741600000000}]
+        )
+        for i in range(0, len(body), 7):
+            yield body[i : i + 7]
+
+    async with client_for(make_app(body_timeout_s=5), WRITER) as c:
+        resp = await c.post("/v1/events", content=chunks())
+
+    assert resp.status_code == 202
+    assert len(producer.sent) == 1
 
 
 async def test_rate_limit_answers_429_with_retry_after_then_recovers(
