@@ -61,6 +61,7 @@ class ApiSettings(BaseSettings):
         description="A request body not received whole this many seconds after its head is answered "
         "408 and its connection closed.",
     )
+    log_level: str = Field("INFO", description="Log level of the API process (and uvicorn).")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
 
     @field_validator("trusted_hosts", mode="before")

@@ -200,6 +200,44 @@ async def test_slow_bodies_with_a_valid_key_are_answered_408_and_closed(
         await api.stop()
 
 
+@pytest.mark.timeout(300)
+async def test_clients_gone_mid_body_are_one_log_line_each_and_counted_as_499(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """API abuse: clients that disconnect in the middle of a body
+
+    Against `python -m api`: 10 connections with a valid ingest key send the head of
+    `POST /v1/events` with `Content-Length: 1000000` and the body's first byte, then close. Held
+    means: the API counts each as status 499 (none as 500) and logs each in one line, without a
+    traceback.
+    """
+    api = await _api_only(kafka_bootstrap, topic_factory, tmp_path)
+    try:
+        for _ in range(10):
+            _slow_post(api.port, INGEST_KEY).close()
+        metrics = ""
+        deadline = time.monotonic() + 30
+        while _ingest_requests(metrics, "499") < 10 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            metrics = (await asyncio.to_thread(httpx.get, api.url + "/metrics", timeout=5)).text
+    finally:
+        await api.stop()
+    log = api.log_path.read_text()
+    lines = [line for line in log.splitlines() if "client disconnected before sending the whole body" in line]
+    figures["counted as 499 / as 500"] = [_ingest_requests(metrics, "499"), _ingest_requests(metrics, "500")]
+    figures["log lines about them"] = len(lines)
+    figures["tracebacks in the API log"] = log.count("Traceback")
+    assert figures["counted as 499 / as 500"] == [10, 0]
+    assert len(lines) == 10
+    assert "Traceback" not in log and "Exception in ASGI application" not in log
+
+
+def _ingest_requests(metrics: str, status: str) -> float:
+    """``churnwatch_api_requests_total`` of ``POST /v1/events`` with ``status`` in a metrics page."""
+    series = f'churnwatch_api_requests_total{{method="POST",route="/v1/events",status="{status}"}} '
+    return sum(float(line.removeprefix(series)) for line in metrics.splitlines() if line.startswith(series))
+
+
 def _status(method: str, url: str, headers: dict[str, str]) -> int:
     body: dict[str, Any] = {"json": []} if method == "POST" else {}
     return httpx.request(method, url, headers=headers, timeout=5, **body).status_code

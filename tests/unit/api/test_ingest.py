@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import orjson
+import pytest
+from starlette.types import Message
 
 from streamer.core.events import parse_event
-from tests.unit.api.conftest import AppFactory, FakeProducer, client_for
+from tests.unit.api.conftest import WRITER, AppFactory, FakeProducer, client_for
 
 
 def native(event_id: str, account: str = "acme", **extra: object) -> dict[str, object]:
@@ -122,3 +126,52 @@ async def test_broker_failure_is_503_without_internals(make_app: AppFactory, pro
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "ingest_unavailable"
     assert "broker down" not in resp.text
+
+
+async def test_a_client_gone_mid_body_is_one_info_line_and_counted_as_499(
+    make_app: AppFactory, producer: FakeProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'[{"event_id": "e1", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/events",
+        "raw_path": b"/v1/events",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"x-api-key", WRITER.encode()), (b"content-length", b"5000")],
+        "client": ("10.0.0.9", 5000),
+        "server": ("localhost", 80),
+    }
+    with caplog.at_level(logging.DEBUG):
+        await app(scope, receive, send)
+    async with client_for(app, None) as c:
+        metrics = (await c.get("/metrics")).text
+
+    assert sent[0]["status"] == 499
+    assert producer.sent == []
+    records = [(r.levelno, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert records == [
+        (
+            logging.INFO,
+            "client disconnected before sending the whole body: POST /v1/events from 10.0.0.9",
+            None,
+        )
+    ]
+    assert 'churnwatch_api_requests_total{method="POST",route="/v1/events",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics
