@@ -55,6 +55,12 @@ class ApiSettings(BaseSettings):
         description="Comma-separated Host header names the API answers to: names, *.example.com for "
         "subdomains, * for any. Others get 400, except /healthz, /readyz and /metrics.",
     )
+    ingest_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for Kafka to acknowledge ingested events before answering 503 "
+        "(with Retry-After); also the timeout of the producer's reachability probe.",
+    )
     body_timeout_s: float = Field(
         10.0,
         gt=0,

@@ -11,14 +11,18 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.faults.procs import API_KEY, INGEST_KEY, KEYS, READ_KEY
+from tests.faults.procs import API_KEY, INGEST_KEY, KEYS, READ_KEY, KafkaNode
 from tests.faults.traffic import produce_fast
+from tests.integration.kafkautil import read_all, wait_until
 from tests.integration.pipeline import make_topics, now_ms
 from tests.integration.workers import REPO, ApiProcess, WorkerFactory
 
@@ -236,6 +240,108 @@ def _ingest_requests(metrics: str, status: str) -> float:
     """``churnwatch_api_requests_total`` of ``POST /v1/events`` with ``status`` in a metrics page."""
     series = f'churnwatch_api_requests_total{{method="POST",route="/v1/events",status="{status}"}} '
     return sum(float(line.removeprefix(series)) for line in metrics.splitlines() if line.startswith(series))
+
+
+@dataclass
+class _Posted:
+    phase: str
+    status: int
+    seconds: float
+    retry_after: str | None
+    event_ids: list[str]
+
+
+async def _post_events(client: httpx.AsyncClient, phase: str, n: int) -> _Posted:
+    """One ingest request of 10 events; how it was answered and how long that took."""
+    ids = [f"{phase}-{n}-{i}" for i in range(10)]
+    events = [
+        {"event_id": e, "account_id": f"acct-{i % 5}", "event": "login", "timestamp": now_ms()}
+        for i, e in enumerate(ids)
+    ]
+    started = time.monotonic()
+    resp = await client.post("/v1/events", json=events)
+    return _Posted(phase, resp.status_code, time.monotonic() - started, resp.headers.get("retry-after"), ids)
+
+
+@pytest.mark.timeout(600)
+async def test_ingest_while_the_broker_is_stopped_answers_503_in_bounded_time_and_loses_nothing(
+    tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """API ingest while the broker is stopped
+
+    A single-node broker of the test's own and `python -m api` on it with
+    `CHURNWATCH_INGEST_TIMEOUT_S=2`. Requests of 10 events are posted before the broker is stopped
+    (SIGTERM), for 15 s while it is down, and after it is started again on the same data directory.
+    Held means: every request is answered (the client would wait 60 s); each one while the broker
+    is down with 503 and Retry-After; `/readyz` turns 503 with a reason while the broker is down and
+    200 again once it is back, when ingest is accepted again; every event answered 202 is on the
+    topic afterwards.
+    """
+    node = KafkaNode(tmp_path / "kafka")
+    topics = {role: f"outage-{role}" for role in ("events", "alerts", "health")}
+    api = ApiProcess(node.address, topics, KEYS, tmp_path / "api.log", settings={"ingest_timeout_s": "2"})
+    posted: list[_Posted] = []
+    await node.start()
+    try:
+        admin = AIOKafkaAdminClient(bootstrap_servers=node.address)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, 2, 1) for name in topics.values()])
+        finally:
+            await admin.close()
+        await api.start()
+        await api.wait_ready()
+        async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": API_KEY}, timeout=60) as client:
+            posted += [await _post_events(client, "before", n) for n in range(5)]
+            await node.stop()
+            stopped = time.monotonic()
+            readyz_down: httpx.Response | None = None
+            n = 0
+            while time.monotonic() - stopped < 15 or readyz_down is None:
+                assert time.monotonic() - stopped < 60, "/readyz never reported the broker away"
+                posted.append(await _post_events(client, "down", n))
+                n += 1
+                ready = await client.get("/readyz")
+                if ready.status_code == 503 and readyz_down is None:
+                    readyz_down = ready
+                    figures["seconds from the stop to /readyz 503"] = round(time.monotonic() - stopped, 1)
+                await asyncio.sleep(0.5)
+            await node.start()
+            up = time.monotonic()
+
+            async def ingest_and_ready_again() -> bool:
+                nonlocal n
+                n += 1
+                attempt = await _post_events(client, "after", n)
+                posted.append(attempt)
+                return attempt.status == 202 and (await client.get("/readyz")).status_code == 200
+
+            await wait_until(ingest_and_ready_again, 60, "ingest and /readyz to recover after the restart")
+            figures["seconds from the broker answering to 202 and /readyz 200"] = round(
+                time.monotonic() - up, 1
+            )
+            posted += [await _post_events(client, "after", n + 1 + k) for k in range(5)]
+        on_topic = {orjson.loads(r.value)["event_id"] for r in await read_all(node.address, topics["events"])}
+    finally:
+        await api.stop()
+        await node.stop()
+    down = [p for p in posted if p.phase == "down"]
+    accepted = [e for p in posted if p.status == 202 for e in p.event_ids]
+    refused = [e for p in posted if p.status != 202 for e in p.event_ids]
+    figures["requests while the broker was down"] = len(down)
+    figures["their statuses"] = sorted({p.status for p in down})
+    figures["slowest answer while down (s)"] = round(max(p.seconds for p in down), 2)
+    figures["Retry-After while down"] = sorted({str(p.retry_after) for p in down})
+    assert readyz_down is not None
+    figures["/readyz while down"] = readyz_down.json()
+    figures["events answered 202 / found on the topic"] = [len(accepted), len(set(accepted) & on_topic)]
+    figures["events answered 503 that reached the topic anyway"] = len(set(refused) & on_topic)
+    assert [p.status for p in posted if p.phase == "before"] == [202] * 5
+    assert {p.status for p in down} == {503}
+    assert all(p.retry_after == "2" for p in down)
+    assert readyz_down.json()["status"] == "unavailable" and "Kafka" in readyz_down.json()["reason"]
+    assert [p.status for p in posted[-5:]] == [202] * 5
+    assert set(accepted) <= on_topic
 
 
 def _status(method: str, url: str, headers: dict[str, str]) -> int:

@@ -125,7 +125,39 @@ async def test_broker_failure_is_503_without_internals(make_app: AppFactory, pro
 
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "ingest_unavailable"
+    assert resp.headers["Retry-After"] == "5"
     assert "broker down" not in resp.text
+
+
+async def test_a_broker_that_does_not_acknowledge_in_time_is_503_with_retry_after(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    producer.hang = True
+    async with client_for(make_app(ingest_timeout_s=0.05), WRITER) as writer:
+        resp = await writer.post("/v1/events", json=[native("e1"), native("e2")])
+
+    assert resp.status_code == 503
+    assert resp.json()["error"] == {
+        "code": "ingest_unavailable",
+        "message": "events could not be stored; retry later",
+    }
+    assert resp.headers["Retry-After"] == "1"  # the timeout, rounded up to whole seconds
+    assert producer.calls == 1 and producer.sent == []
+
+
+async def test_while_kafka_is_unreachable_ingest_is_503_at_once_and_nothing_is_sent(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    producer.unreachable = "Kafka at 127.0.0.1:9092 does not answer metadata requests"
+    async with client_for(make_app(ingest_timeout_s=3), WRITER) as writer:
+        resp = await writer.post("/v1/events", json=native("e1"))
+        invalid_only = await writer.post("/v1/events", json=[native("bad", timestamp="yesterday")])
+
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "3"
+    assert producer.calls == 0
+    # Nothing to store, nothing to refuse: every item is reported as rejected as usual.
+    assert invalid_only.status_code == 202 and invalid_only.json()["rejected"] == 1
 
 
 async def test_a_client_gone_mid_body_is_one_info_line_and_counted_as_499(

@@ -6,7 +6,7 @@ import pytest
 
 from api.metrics import method_label, status_label
 from api.readmodel import InMemoryReadModel, ReadModel
-from tests.unit.api.conftest import AppFactory, client_for
+from tests.unit.api.conftest import AppFactory, FakeProducer, client_for
 
 
 async def test_readyz_follows_the_read_model(make_app: AppFactory) -> None:
@@ -20,8 +20,31 @@ async def test_readyz_follows_the_read_model(make_app: AppFactory) -> None:
         ready = await c.get("/readyz")
 
     assert loading.status_code == 503
-    assert loading.json() == {"status": "loading", "lag": 42}
+    assert loading.json() == {
+        "status": "loading",
+        "lag": 42,
+        "reason": "the read model is still loading the health and alert topics",
+    }
     assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "lag": 0}
+
+
+async def test_readyz_is_503_with_the_reason_while_kafka_is_unreachable(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    async with client_for(make_app(), None) as c:
+        producer.unreachable = "Kafka at 127.0.0.1:9092 does not answer metadata requests"
+        away = await c.get("/readyz")
+        producer.unreachable = None
+        back = await c.get("/readyz")
+
+    assert away.status_code == 503
+    assert away.json() == {
+        "status": "unavailable",
+        "lag": 0,
+        "reason": "Kafka at 127.0.0.1:9092 does not answer metadata requests",
+    }
+    assert back.status_code == 200
 
 
 async def test_metrics_count_by_route_template_and_status(
