@@ -10,6 +10,7 @@ import uvicorn
 from api.app import create_app
 from api.server import http_protocol
 from api.settings import ApiSettings
+from streamer.logfilter import rate_limit_logging
 
 
 def main() -> None:
@@ -20,6 +21,8 @@ def main() -> None:
     args = parser.parse_args()
     settings = ApiSettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    # A broker outage made aiokafka log the same errors thousands of times a second.
+    rate_limit_logging()
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.api_host,
