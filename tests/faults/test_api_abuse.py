@@ -243,6 +243,44 @@ def _ingest_requests(metrics: str, status: str) -> float:
     return sum(float(line.removeprefix(series)) for line in metrics.splitlines() if line.startswith(series))
 
 
+@pytest.mark.timeout(300)
+async def test_guessing_keys_is_throttled_per_address(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Path, figures: dict[str, Any]
+) -> None:
+    """API abuse: guessing keys
+
+    Against `python -m api` (defaults: 20 failed authentications per address at once, then one
+    every 3 s): 2,000 requests with unknown keys from 127.0.0.1, then one with a valid key from the
+    same address and one from 127.0.0.2. Held means: at most 20 + one per 3 s elapsed of the
+    guesses are answered 401, all others 429 with Retry-After; the valid key from the guessing
+    address is 429 too (a right guess looks like a wrong one), and the other address is served.
+    """
+    api = await _api_only(kafka_bootstrap, topic_factory, tmp_path)
+    try:
+        started = time.monotonic()
+        async with httpx.AsyncClient(base_url=api.url, timeout=10) as guesser:
+            guesses = [
+                await guesser.get("/v1/accounts", headers={"X-API-Key": f"guess-{i}"}) for i in range(2000)
+            ]
+            elapsed = time.monotonic() - started
+            right_key = await guesser.get("/v1/accounts", headers={"X-API-Key": READ_KEY})
+        other_address = httpx.AsyncHTTPTransport(local_address="127.0.0.2")
+        async with httpx.AsyncClient(base_url=api.url, transport=other_address, timeout=10) as other:
+            elsewhere = await other.get("/v1/accounts", headers={"X-API-Key": READ_KEY})
+    finally:
+        await api.stop()
+    unauthorized = sum(r.status_code == 401 for r in guesses)
+    throttled = [r for r in guesses if r.status_code == 429]
+    figures["2,000 unknown keys from one address: 401 / 429"] = [unauthorized, len(throttled)]
+    figures["seconds they took"] = round(elapsed, 1)
+    figures["valid key from that address / from another"] = [right_key.status_code, elsewhere.status_code]
+    assert unauthorized + len(throttled) == 2000
+    assert 20 <= unauthorized <= 20 + elapsed / 3 + 1
+    assert all(r.headers.get("retry-after") for r in throttled)
+    assert right_key.status_code == 429
+    assert elsewhere.status_code == 200
+
+
 @dataclass
 class _Posted:
     phase: str
