@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import logging
 
 import uvicorn
 
 from api.app import create_app
 from api.server import http_protocol
 from api.settings import ApiSettings
+from streamer.logfilter import rate_limit_logging
 
 
 def main() -> None:
@@ -18,11 +20,17 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=None, help="overrides CHURNWATCH_API_PORT")
     args = parser.parse_args()
     settings = ApiSettings()
+    logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    # A broker outage made aiokafka log the same errors thousands of times a second.
+    rate_limit_logging()
     uvicorn.run(
         create_app(settings),
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
-        log_level="info",
+        # uvicorn's loggers keep no handlers of their own: they go through the root logger set up
+        # above, like the API's and aiokafka's, in one format.
+        log_config=None,
+        log_level=settings.log_level.lower(),
         access_log=False,
         http=http_protocol(settings.head_timeout_s),
     )

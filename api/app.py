@@ -11,11 +11,13 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 from api.bodylimit import BodyLimitMiddleware
-from api.errors import OrjsonResponse, api_error, install_error_handlers
+from api.errors import OrjsonResponse, api_error, bounded, install_error_handlers
+from api.headers import SecurityHeadersMiddleware
+from api.hosts import RelativeSlashRedirect, TrustedHostMiddleware
 from api.kafka_readmodel import KafkaReadModel
 from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
-from api.ratelimit import RateLimiter
+from api.ratelimit import FailureThrottle, RateLimiter
 from api.readmodel import ReadModel
 from api.routes import accounts, alerts, dashboard, ingest, ops, portfolio
 from api.settings import ApiSettings
@@ -30,7 +32,8 @@ def reject_repeated_query_parameters(request: Request) -> None:
     keys = [key for key, _ in request.query_params.multi_items()]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:
-        raise api_error(422, f"query parameter given more than once: {', '.join(repeated)}")
+        names = ", ".join(bounded(key) for key in repeated[:10])
+        raise api_error(422, f"query parameter given more than once: {names}")
 
 
 def _simplify_query_schemas(app: FastAPI) -> None:
@@ -113,12 +116,20 @@ def create_app(
     app.state.clock = clock
     app.state.monotonic = monotonic
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+    app.state.auth_throttle = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.state.metrics = ApiMetrics(lambda: float(model.lag))
     install_error_handlers(app)
     for module in (accounts, alerts, ingest, portfolio, ops, dashboard):
         app.include_router(module.router)
     app.mount(f"{dashboard.BASE}/static", dashboard.static_files, name="dashboard-static")
-    # Added last so it runs first: oversized bodies are refused before any other work.
+    app.router.redirect_slashes = False
+    app.router.default = RelativeSlashRedirect(app.router.routes, app.router.default)
+    # The last added runs first: metrics count every answer, also the refusals below; a foreign Host
+    # header and oversized bodies are refused before any other work.
+    app.add_middleware(
+        BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
+    )
+    app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
+    app.add_middleware(SecurityHeadersMiddleware, cacheable_prefixes=(f"{dashboard.BASE}/static/",))
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

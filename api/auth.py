@@ -59,24 +59,91 @@ def lookup(key: str, keys: Mapping[str, ApiKeySpec]) -> Principal | None:
     return None if found is None else Principal(found.name, found.scopes)
 
 
-async def authenticate(
-    request: Request,
-    bearer: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-    header_key: Annotated[str | None, Depends(_header)],
-) -> Principal:
-    """Resolve the caller from ``Authorization: Bearer`` or ``X-API-Key`` and charge its rate limit.
+class UnsupportedScheme(Exception):
+    """An ``Authorization`` header that is not ``Bearer <key>``."""
+
+
+def presented_key(request: Request) -> str | None:
+    """The one credential of a request: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
+
+    Two ``Authorization`` headers, two ``X-API-Key`` headers, or one of each are refused rather than
+    resolved by "the first wins": a proxy or gateway in front that picks another one of them would
+    judge the request by a different credential than the API does.
+
+    Returns:
+        The key, or None when the request carries no credential.
 
     Raises:
-        HTTPException: 401 when the key is missing or unknown, 429 when the key is over its limit.
+        HTTPException: 400 for more than one credential.
+        UnsupportedScheme: For an ``Authorization`` header that is not ``Bearer <key>``.
     """
-    key = bearer.credentials if bearer is not None else header_key
-    if not key:
+    authorization = request.headers.getlist("authorization")
+    api_key = request.headers.getlist("x-api-key")
+    if len(authorization) + len(api_key) > 1:
+        if len(authorization) > 1:
+            found = f"{len(authorization)} Authorization headers"
+        elif len(api_key) > 1:
+            found = f"{len(api_key)} X-API-Key headers"
+        else:
+            found = "both Authorization and X-API-Key"
         raise api_error(
-            401, "missing API key: send Authorization: Bearer <key> or X-API-Key", headers=_CHALLENGE
+            400,
+            f"send exactly one credential (Authorization: Bearer <key> or X-API-Key), got {found}",
+            code="ambiguous_credentials",
         )
+    if api_key:
+        return api_key[0] or None
+    if authorization:
+        scheme, _, key = authorization[0].partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise UnsupportedScheme
+        return key.strip()
+    return None
+
+
+def client_address(request: Request) -> str:
+    """The address failed authentications are counted against (the proxy's, unless it forwards)."""
+    return request.client.host if request.client is not None else "unknown"
+
+
+def _unauthorized(request: Request, message: str) -> Exception:
+    """A 401, counted against the client's address in the failed-authentication throttle."""
+    request.app.state.auth_throttle.failed(client_address(request), request.app.state.monotonic())
+    return api_error(401, message, headers=_CHALLENGE)
+
+
+async def authenticate(
+    request: Request,
+    # Declared only so that OpenAPI documents both schemes; presented_key reads the headers itself.
+    _bearer_doc: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+    _header_doc: Annotated[str | None, Depends(_header)],
+) -> Principal:
+    """Resolve the caller from its one credential and charge its rate limit.
+
+    Raises:
+        HTTPException: 429 when the client's address failed to authenticate too often (checked
+            first, so a right guess is refused like a wrong one), 400 for more than one credential,
+            401 when the key is missing or unknown, 429 when the key is over its limit.
+    """
+    wait = request.app.state.auth_throttle.retry_after(client_address(request), request.app.state.monotonic())
+    if wait:
+        raise api_error(
+            429,
+            "too many failed authentications from this address; retry later",
+            code="auth_throttled",
+            headers={"Retry-After": str(wait)},
+        )
+    try:
+        key = presented_key(request)
+    except UnsupportedScheme:
+        raise _unauthorized(
+            request, "unsupported Authorization header: send Authorization: Bearer <key>"
+        ) from None
+    if not key:
+        raise _unauthorized(request, "missing API key: send Authorization: Bearer <key> or X-API-Key")
     principal = lookup(key, request.app.state.settings.api_keys)
     if principal is None:
-        raise api_error(401, "unknown API key", headers=_CHALLENGE)
+        raise _unauthorized(request, "unknown API key")
     retry_after = request.app.state.limiter.check(principal.name, request.app.state.monotonic())
     if retry_after:
         raise api_error(

@@ -15,7 +15,10 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
+
+from api.metrics import method_label, route_label
 
 log = logging.getLogger("churnwatch.api")
 
@@ -25,11 +28,24 @@ _CODES = {
     403: "forbidden",
     404: "not_found",
     405: "method_not_allowed",
+    408: "request_timeout",
     413: "payload_too_large",
     422: "invalid_request",
     429: "rate_limited",
     503: "unavailable",
 }
+
+
+ECHO_LIMIT = 128
+
+
+def bounded(text: str, limit: int = ECHO_LIMIT) -> str:
+    """``text`` cut to ``limit`` characters with "…" when longer, for echoing client input in messages.
+
+    Ids are at most 128 characters, so a valid one is echoed whole; a 100 KB one does not make a
+    100 KB error body.
+    """
+    return text if len(text) <= limit else text[:limit] + "\u2026"
 
 
 class OrjsonResponse(JSONResponse):
@@ -56,6 +72,7 @@ class ErrorBody(BaseModel):
 
 # OpenAPI entries shared by every route behind an API key.
 AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorBody, "description": "More than one credential (Authorization and X-API-Key)."},
     401: {"model": ErrorBody, "description": "Missing or unknown API key."},
     403: {"model": ErrorBody, "description": "The key lacks the required scope."},
     429: {"model": ErrorBody, "description": "Rate limit exceeded; see Retry-After."},
@@ -63,8 +80,8 @@ AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
 
 # The paged lists (accounts, alerts): a cursor the server did not issue, plus the auth errors.
 PAGED_ERRORS: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "Malformed cursor."},
     **AUTH_ERRORS,
+    400: {"model": ErrorBody, "description": "Malformed cursor, or more than one credential."},
 }
 
 
@@ -121,13 +138,30 @@ async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
     )
 
 
+async def _client_disconnected(request: Request, exc: Exception) -> OrjsonResponse:
+    assert isinstance(exc, ClientDisconnect)  # noqa: S101 - registered for this type only
+    # Not an error of ours: one line, no traceback, and its own status (499, as nginx counts it) in the
+    # metrics rather than 500. Nobody reads the answer; the connection is gone.
+    client = request.client.host if request.client is not None else "unknown"
+    log.info(
+        "client disconnected before sending the whole body: %s %s from %s",
+        method_label(request.method),
+        route_label(request.scope),
+        client,
+    )
+    return error_response(499, {"code": "client_closed_request", "message": "client closed the request"})
+
+
 async def _internal_error(request: Request, exc: Exception) -> OrjsonResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, {"code": "internal", "message": "internal error"})
+    # Answered outside every middleware of the app, so it brings the security headers along itself.
+    headers = {"X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"}
+    return error_response(500, {"code": "internal", "message": "internal error"}, headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Map every failure to the public error shape."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnected)
     app.add_exception_handler(Exception, _internal_error)

@@ -1,8 +1,10 @@
 """Prometheus metrics of one app instance, in its own registry.
 
 A registry per app keeps several apps in one process (tests, embedded use) from clashing over
-metric names. Requests are labelled with the route template, never the raw path, so account
-ids cannot blow up the label cardinality.
+metric names. Every request label comes from a closed set, so no client can grow ``/metrics``:
+the method is a known HTTP method or ``other``, the route is the matched route template (never the
+raw path, which carries account ids) or ``unmatched``, and the status is one the API answers with
+or its class (``5xx``).
 """
 
 from __future__ import annotations
@@ -12,6 +14,31 @@ from collections.abc import Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
+# The statuses this API answers with; 499 is a client that went away before sending its whole body.
+STATUSES = frozenset(
+    {200, 202, 204, 206, 304, 307, 400, 401, 403, 404, 405, 408, 413, 416, 422, 429, 499, 500, 503}
+)
+UNMATCHED = "unmatched"
+
+
+def method_label(method: str) -> str:
+    """The request method when it is a standard HTTP method, else ``other``."""
+    return method if method in METHODS else "other"
+
+
+def status_label(status: int) -> str:
+    """The status when the API is known to answer with it, else its class (``4xx``)."""
+    return str(status) if status in STATUSES else f"{status // 100}xx"
+
+
+def route_label(scope: Scope) -> str:
+    """The template of the route that handled the request (``/v1/accounts/{account_id}/health``)."""
+    route = scope.get("route")
+    # path_format is the template without converters ({account_id:path} -> {account_id}).
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) and template else UNMATCHED
 
 
 class ApiMetrics:
@@ -41,7 +68,7 @@ class ApiMetrics:
 
 
 class MetricsMiddleware:
-    """Counts and times every HTTP request by method, route template and status."""
+    """Counts and times every HTTP request by method, route template and status (closed label sets)."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         """Wrap ``app``."""
@@ -65,8 +92,6 @@ class MetricsMiddleware:
         try:
             await self.app(scope, receive, capture)
         finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            labels = (scope["method"], template, str(status))
+            labels = (method_label(scope["method"]), route_label(scope), status_label(status))
             self.metrics.requests.labels(*labels).inc()
             self.metrics.latency.labels(*labels).observe(time.perf_counter() - start)

@@ -86,3 +86,4 @@ class Status(BaseModel):
 
     status: str = Field(examples=["ok"])
     lag: int | None = None
+    reason: str | None = Field(None, description="Why the API is not ready (on 503 only).")

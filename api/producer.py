@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Protocol
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
@@ -12,9 +14,18 @@ from aiokafka.partitioner import murmur2
 from api.settings import ApiSettings
 from streamer.batches import send_in_batches
 
+log = logging.getLogger("churnwatch.api.producer")
+
+# How often the producer asks the broker for metadata to know whether it can still reach it.
+PROBE_INTERVAL_S = 2.0
+
 
 class EventProducer(Protocol):
     """Sends keyed records and returns only once all of them are acknowledged."""
+
+    @property
+    def unreachable(self) -> str | None:
+        """Why the broker cannot be reached now, or None while it can."""
 
     async def start(self) -> None:
         """Connect."""
@@ -26,13 +37,62 @@ class EventProducer(Protocol):
         """Produce ``(key, value)`` pairs to ``topic`` and wait for every acknowledgement."""
 
 
+async def watch_reachability(
+    probe: Callable[[], Awaitable[bool]],
+    report: Callable[[str | None], None],
+    *,
+    timeout_s: float,
+    interval_s: float,
+    what: str,
+) -> None:
+    """Probe ``what`` every ``interval_s`` for ever and report each outcome (None: reachable).
+
+    A probe that does not answer within ``timeout_s`` counts as a failure; a probe that raises too.
+    """
+    while True:
+        try:
+            async with asyncio.timeout(timeout_s):
+                ok = await probe()
+            reason = None if ok else f"{what} does not answer metadata requests"
+        except TimeoutError:
+            reason = f"{what} did not answer a metadata request within {timeout_s:g} s"
+        except Exception as err:  # any failure of the probe means "not reachable"
+            reason = f"{what} is not reachable ({type(err).__name__})"
+        report(reason)
+        await asyncio.sleep(interval_s)
+
+
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
+    # A batch whose request timed out may still fail later; nobody awaits it any more.
+    if not future.cancelled():
+        future.exception()
+
+
 class KafkaEventProducer:
-    """An idempotent producer (acks=all), so retries after a lost acknowledgement add no duplicates."""
+    """An idempotent producer (acks=all), so retries after a lost acknowledgement add no duplicates.
+
+    A background task asks the broker for metadata every :data:`PROBE_INTERVAL_S`; while that
+    fails, :attr:`unreachable` says why, ``/readyz`` reports not ready and ingest answers 503 at once.
+    """
 
     def __init__(self, settings: ApiSettings) -> None:
         """Prepare a producer for the broker named in ``settings``; it connects in :meth:`start`."""
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        self._watch: asyncio.Task[None] | None = None
+        self._unreachable: str | None = None
+
+    @property
+    def unreachable(self) -> str | None:  # see EventProducer
+        return self._unreachable
+
+    def _report(self, reason: str | None) -> None:
+        if reason != self._unreachable:
+            if reason is None:
+                log.info("Kafka at %s is reachable again", self._settings.kafka_bootstrap)
+            else:
+                log.warning("%s: ingest answers 503 and /readyz 503 until it is back", reason)
+        self._unreachable = reason
 
     async def start(self) -> None:  # see EventProducer
         # aiokafka binds to the running event loop, so the client is made here, not in __init__.
@@ -43,8 +103,24 @@ class KafkaEventProducer:
             linger_ms=5,
         )
         await self._producer.start()
+        client = self._producer.client
+        self._watch = asyncio.create_task(
+            watch_reachability(
+                client.force_metadata_update,
+                self._report,
+                timeout_s=self._settings.ingest_timeout_s,
+                interval_s=PROBE_INTERVAL_S,
+                what=f"Kafka at {self._settings.kafka_bootstrap}",
+            ),
+            name="churnwatch-producer-probe",
+        )
 
     async def stop(self) -> None:  # see EventProducer
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -61,8 +137,15 @@ class KafkaEventProducer:
         for key, value in records:
             partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
             by_partition.setdefault(partition, []).append((key, value))
-        futures = []
+        futures: list[asyncio.Future[Any]] = []
         for partition, items in by_partition.items():
             sent = await send_in_batches(producer, topic, partition, ((k, v, ()) for k, v in items))
             futures += [future for future, _ in sent]
-        await asyncio.gather(*futures)
+        for future in futures:
+            future.add_done_callback(_retrieve_exception)
+        # wait(), not gather(): when the caller's timeout cancels this wait, gather() would cancel
+        # aiokafka's own delivery futures too.
+        if futures:
+            await asyncio.wait(futures)
+        for future in futures:
+            future.result()

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class ApiKeySpec(BaseModel):
@@ -37,8 +39,44 @@ class ApiSettings(BaseSettings):
     )
     rate_limit_per_s: float = Field(100.0, gt=0, description="Sustained requests per second per key.")
     rate_limit_burst: int = Field(200, ge=1, description="Requests a key may send at once.")
+    auth_failure_limit: int = Field(
+        20,
+        ge=1,
+        description="Failed authentications (401) a client address may have at once, and per window; "
+        "past them its requests to routes with a key are 429 until the window refills.",
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0, description="Seconds over which a client address regains its failed authentications."
+    )
     alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept in memory for the feed.")
     head_timeout_s: float = Field(
         10.0, gt=0, description="A connection without a complete request head for this long is closed."
     )
+    trusted_hosts: Annotated[tuple[str, ...], NoDecode] = Field(
+        ("127.0.0.1", "localhost", "::1"),
+        min_length=1,
+        description="Comma-separated Host header names the API answers to: names, *.example.com for "
+        "subdomains, * for any. Others get 400, except /healthz, /readyz and /metrics.",
+    )
+    ingest_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="Longest wait for Kafka to acknowledge ingested events before answering 503 "
+        "(with Retry-After); also the timeout of the producer's reachability probe.",
+    )
+    body_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A request body not received whole this many seconds after its head is answered "
+        "408 and its connection closed.",
+    )
+    log_level: str = Field("INFO", description="Log level of the API process (and uvicorn).")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+
+    @field_validator("trusted_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        # From the environment a comma-separated list ("api.example.com,localhost"), not JSON.
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value

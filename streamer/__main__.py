@@ -10,23 +10,38 @@ from prometheus_client import start_http_server
 
 from streamer.app import create_app
 from streamer.core.policy import load_policy
+from streamer.logfilter import rate_limit_logging
 from streamer.settings import WorkerSettings
 from streamer.topics import ensure_topics
 
 log = logging.getLogger("churnwatch.worker")
 
 
+class RateLimitedLogsWorker(faust.Worker):
+    """A Faust worker whose log handlers pass at most 20 records per message template a minute.
+
+    Faust replaces the root logger's handlers when the worker starts, so the filter goes on the
+    handlers it sets up, not on those of ``logging.basicConfig`` in :func:`main`. In a broker outage
+    the worker otherwise wrote thousands of identical aiokafka errors a second.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        rate_limit_logging()
+
+
 def main() -> None:
     """Create the topics, serve metrics and run the Faust worker until it is told to stop."""
     settings = WorkerSettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
     policies = load_policy(settings.rules_text())
     asyncio.run(ensure_topics(settings))
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     app = create_app(settings, policies)
-    worker = faust.Worker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    worker = RateLimitedLogsWorker(app, loglevel=settings.log_level, redirect_stdouts=False)
     # The terminal spinner hooks a handler into every log call; a service writing to a log file has no
     # use for it, and it made the root logger format debug records of aiokafka on the hot path.
     worker.spinner = None

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 
 from api.deps import HealthReader, ReadModelDep
-from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error
+from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error, bounded
 from api.models import AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
 
@@ -26,8 +26,11 @@ _HEALTH_EXAMPLE = {
 }
 
 
+# {account_id:path}: an account id may contain "/". The server decodes %2F before routing, so a
+# plain {account_id} would never match "tenant%2Fp7"; the path converter takes everything between
+# the prefix and the "/health" suffix, slashes included.
 @router.get(
-    "/{account_id}/health",
+    "/{account_id:path}/health",
     summary="Latest health snapshot of one account, with its open alerts.",
     response_model=dict[str, Any],
     responses={
@@ -40,7 +43,7 @@ async def account_health(account_id: str, model: ReadModelDep, _: HealthReader) 
     """The snapshot as published on ``account-health`` plus ``open_alerts``."""
     doc = model.get_account(account_id)
     if doc is None:
-        raise api_error(404, f"no health snapshot for account {account_id!r}")
+        raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     return doc
 
 

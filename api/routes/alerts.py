@@ -99,5 +99,5 @@ async def stream_alerts(model: ReadModelDep, settings: SettingsDep, _: AlertRead
     return StreamingResponse(
         sse_events(model, settings.sse_keepalive_s),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

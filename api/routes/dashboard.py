@@ -18,7 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import render
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep
-from api.errors import api_error
+from api.errors import api_error, bounded
 from api.query import AccountFilters, AccountSort
 
 BASE = "/dashboard"
@@ -32,7 +32,15 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-cache",
 }
-_FRAGMENT_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
+# Fragments are inserted into the page, which has its own policy; opened on their own they may run,
+# load and be framed by nothing.
+_FRAGMENT_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    ),
+    "Cache-Control": "no-store",
+    "X-Content-Type-Options": "nosniff",
+}
 
 router = APIRouter(prefix=BASE, include_in_schema=False)
 static_files = StaticFiles(directory=render.STATIC)
@@ -75,13 +83,14 @@ async def alerts(
     return _fragment(render.alert_items(items))
 
 
-@router.get("/fragments/accounts/{account_id}")
+# {account_id:path}: account ids may contain "/" (sent as %2F, which the server decodes before routing).
+@router.get("/fragments/accounts/{account_id:path}")
 async def account(
     account_id: str, model: ReadModelDep, clock: ClockDep, _: HealthReader, __: AlertReader
 ) -> HTMLResponse:
     """One account: score breakdown with explanations, signals and its alert history (both scopes)."""
     doc = model.get_account(account_id)
     if doc is None:
-        raise api_error(404, f"no health snapshot for account {account_id!r}")
+        raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     history, _next = model.alerts(None, None, account_id, None, 50)
     return _fragment(render.account_detail(doc, history, clock()))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import math
 from datetime import datetime
 from typing import Any
 
@@ -9,13 +12,15 @@ import orjson
 from fastapi import APIRouter, Request
 
 from api.deps import ClockDep, EventWriter, ProducerDep, SettingsDep
-from api.errors import AUTH_ERRORS, ErrorBody, api_error
+from api.errors import AUTH_ERRORS, ErrorBody, api_error, bounded
 from api.models import IngestError, IngestResult
 from api.producer import EventProducer
 from api.settings import ApiSettings
 from streamer.core.events import InvalidEvent, check_not_future, encode_event, parse_event
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
+log = logging.getLogger("churnwatch.api.ingest")
+_NOT_STORED = "events could not be stored; retry later"
 
 _NATIVE = {
     "event_id": "evt-0001",
@@ -34,11 +39,15 @@ _SEGMENT = {
     "context": {"groupId": "acme"},
 }
 _RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorBody, "description": "The body is not JSON."},
+    **AUTH_ERRORS,
+    400: {"model": ErrorBody, "description": "The body is not JSON, or more than one credential."},
+    408: {"model": ErrorBody, "description": "The body did not arrive whole in the configured time."},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
     422: {"model": ErrorBody, "description": "Not a JSON event or array, or more events than allowed."},
-    503: {"model": ErrorBody, "description": "Kafka did not acknowledge the events."},
-    **AUTH_ERRORS,
+    503: {
+        "model": ErrorBody,
+        "description": "Kafka is unreachable or did not acknowledge the events in time; see Retry-After.",
+    },
 }
 
 
@@ -59,7 +68,7 @@ async def _json(request: Request) -> Any:
     try:
         return orjson.loads(await request.body())
     except orjson.JSONDecodeError as err:
-        raise api_error(400, f"body is not valid JSON: {err}", code="invalid_json") from None
+        raise api_error(400, f"body is not valid JSON: {bounded(str(err))}", code="invalid_json") from None
 
 
 async def ingest(
@@ -81,7 +90,7 @@ async def ingest(
 
     Raises:
         HTTPException: 422 when there are too many items (the documented maximum of the array), 503
-            when Kafka fails.
+            with Retry-After when Kafka is unreachable, does not acknowledge in time, or fails.
     """
     if len(items) > settings.max_batch_items:
         raise api_error(
@@ -102,13 +111,35 @@ async def ingest(
             continue
         records.append((event.account_id.encode(), value))
     if records:
-        try:
-            await producer.send_batch(settings.events_topic, records)
-        except Exception as err:  # any broker failure means "not stored"
-            raise api_error(
-                503, "events could not be stored; retry later", code="ingest_unavailable"
-            ) from err
+        await _store(records, settings, producer)
     return IngestResult(accepted=len(records), rejected=len(errors), errors=errors)
+
+
+async def _store(records: list[tuple[bytes, bytes]], settings: ApiSettings, producer: EventProducer) -> None:
+    """Produce ``records`` and return once Kafka acknowledged all of them, within the ingest timeout.
+
+    Raises:
+        HTTPException: 503 with Retry-After when the broker is known to be unreachable (at once), does
+            not acknowledge within ``ingest_timeout_s``, or fails. Events of a request answered 503
+            may still be written later (a batch already handed to the producer is not taken back); a
+            retry is safe, since the worker drops a repeated ``event_id``.
+    """
+    retry_after = {"Retry-After": str(max(1, math.ceil(settings.ingest_timeout_s)))}
+    unreachable = producer.unreachable
+    if unreachable is not None:
+        log.warning("ingest refused, nothing produced: %s", unreachable)
+        raise api_error(503, _NOT_STORED, code="ingest_unavailable", headers=retry_after)
+    try:
+        async with asyncio.timeout(settings.ingest_timeout_s):
+            await producer.send_batch(settings.events_topic, records)
+    except TimeoutError:
+        log.warning(
+            "Kafka did not acknowledge %d events within %g s", len(records), settings.ingest_timeout_s
+        )
+        raise api_error(503, _NOT_STORED, code="ingest_unavailable", headers=retry_after) from None
+    except Exception as err:  # any broker failure means "not stored"
+        log.warning("Kafka refused %d events: %s", len(records), type(err).__name__)
+        raise api_error(503, _NOT_STORED, code="ingest_unavailable", headers=retry_after) from err
 
 
 @router.post(

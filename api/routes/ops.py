@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from api.deps import ReadModelDep
+from api.deps import ProducerDep, ReadModelDep
 from api.errors import OrjsonResponse
 from api.models import Status
 
@@ -21,15 +21,27 @@ async def healthz() -> Status:
 
 @router.get(
     "/readyz",
-    summary="Readiness: the read model has caught up with Kafka.",
+    summary="Readiness: the read model has caught up with Kafka, and Kafka takes writes.",
     response_model=Status,
-    responses={503: {"model": Status, "description": "Still loading the read model."}},
+    responses={
+        503: {
+            "model": Status,
+            "description": "Still loading the read model (`loading`), or Kafka is unreachable "
+            "(`unavailable`); `reason` says which.",
+        }
+    },
 )
-async def readyz(model: ReadModelDep) -> Response:
-    """200 once the read model reached the end offsets seen at start, 503 before."""
+async def readyz(model: ReadModelDep, producer: ProducerDep) -> Response:
+    """200 once the read model reached the end offsets seen at start and while Kafka is reachable."""
+    unreachable = producer.unreachable
+    if unreachable is not None:
+        return OrjsonResponse(
+            {"status": "unavailable", "lag": model.lag, "reason": unreachable}, status_code=503
+        )
     if model.ready:
         return OrjsonResponse({"status": "ready", "lag": model.lag})
-    return OrjsonResponse({"status": "loading", "lag": model.lag}, status_code=503)
+    reason = "the read model is still loading the health and alert topics"
+    return OrjsonResponse({"status": "loading", "lag": model.lag, "reason": reason}, status_code=503)
 
 
 @router.get("/metrics", summary="Prometheus metrics.", response_class=PlainTextResponse)

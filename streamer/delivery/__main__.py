@@ -28,6 +28,7 @@ from prometheus_client import start_http_server
 from streamer.delivery.config import DeliveryConfig, load_delivery_config
 from streamer.delivery.service import DeliveryService
 from streamer.delivery.settings import DeliverySettings
+from streamer.logfilter import rate_limit_logging
 
 log = logging.getLogger("churnwatch.delivery")
 
@@ -46,6 +47,8 @@ def main() -> None:
     """Load the settings and the delivery file, serve metrics, deliver until SIGTERM or SIGINT."""
     settings = DeliverySettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    # A broker or destination outage repeats the same errors many times a second.
+    rate_limit_logging()
     logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
     # Request lines would log every delivery twice; our own log says what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)

@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import orjson
@@ -40,7 +41,9 @@ async def running_api(settings: ApiSettings) -> AsyncIterator[httpx.AsyncClient]
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         headers = {"X-API-Key": KEY}
-        async with httpx.AsyncClient(transport=transport, base_url="http://api", headers=headers) as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://localhost", headers=headers
+        ) as client:
             yield client
 
 
@@ -141,3 +144,41 @@ async def test_api_process_starts_serves_and_refuses_requests_without_a_key(
         assert known.status_code == 200 and known.json()["items"] == []
     finally:
         await api.stop()
+
+
+async def test_account_ids_with_slashes_and_odd_characters_round_trip_through_the_api_process(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, tmp_path: Any
+) -> None:
+    # Ingested through `python -m api`, scored by the worker, read back through the same server, which
+    # decodes %2F before routing: every id must come back under its percent-encoded path.
+    topics = await make_topics(topic_factory, partitions=2)
+    await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}")
+    scopes = ["events:write", "health:read", "alerts:read"]
+    api = ApiProcess(kafka_bootstrap, topics, {KEY: {"name": "it", "scopes": scopes}}, tmp_path / "api.log")
+    ids = ["tenant/p7", "50%", "a b", "\u00fcn\u00efc\u00f8d\u00e9/\U0001f642"]
+    await api.start()
+    try:
+        await api.wait_ready(POLL_LIMIT_S)
+        async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": KEY}) as client:
+            at = now_ms()
+            events = [
+                {"event_id": f"e{i}", "account_id": a, "event": "login", "timestamp": at, "user_id": "u"}
+                for i, a in enumerate(ids)
+            ]
+            posted = await client.post("/v1/events", json=events)
+            assert posted.status_code == 202 and posted.json()["accepted"] == len(ids)
+
+            async def all_readable() -> dict[str, Any] | None:
+                docs = {}
+                for account in ids:
+                    r = await client.get(f"/v1/accounts/{quote(account, safe='')}/health")
+                    if r.status_code != 200:
+                        return None
+                    docs[account] = r.json()
+                return docs
+
+            docs = await eventually(all_readable, "every odd id's health via its encoded path")
+    finally:
+        await api.stop()
+
+    assert {account: doc["account_id"] for account, doc in docs.items()} == {a: a for a in ids}

@@ -29,6 +29,8 @@ CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 KEY = "dashboard-browser-key"
 EVIL = '<img src=x onerror="window.__pwned=1">Evil & Co'
+# An id with a slash (sent percent-encoded; the server decodes it before routing) and a space.
+TENANT = "tenant/p7 \u00fc"
 QUIET_AFTER_S = 4.0
 WAIT_MS = 45_000
 
@@ -92,11 +94,13 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
             (b"steady", event("steady", "s1", at, "report_exported")),
             (b"evil", facts("evil", EVIL, "ben@example.com")),
             (b"evil", event("evil", "e1", at, "login")),
+            (TENANT.encode(), facts(TENANT, "Tenant P7", "dan@example.com")),
+            (TENANT.encode(), event(TENANT, "t1", at, "login")),
         ],
     )
 
     async with api_process(kafka_bootstrap, topics, tmp_path / "api.log") as base:
-        await wait_for_accounts(base, 2, tmp_path / "api.log")
+        await wait_for_accounts(base, 3, tmp_path / "api.log")
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:
@@ -114,7 +118,7 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
 
                 await expect(page.locator("#live-status")).to_have_text("live", timeout=WAIT_MS)
                 rows = page.locator("tr.account-row")
-                await expect(rows).to_have_count(2, timeout=WAIT_MS)
+                await expect(rows).to_have_count(3, timeout=WAIT_MS)
                 await expect(page.locator("tr.account-row[data-account=steady]")).to_contain_text(
                     "Steady Industries"
                 )
@@ -122,8 +126,12 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
                 evil_name = page.locator("tr.account-row[data-account=evil] .account-name")
                 await expect(evil_name).to_have_text(EVIL)
                 assert await page.evaluate("window.__pwned") is None
-                assert await page.locator("tr.account-row svg.sparkline polyline").count() == 2
+                assert await page.locator("tr.account-row svg.sparkline polyline").count() == 3
                 await expect(page.locator("#kpis")).to_contain_text("accounts")
+
+                # The detail of an account whose id holds a slash: the page encodes it into the path.
+                await page.locator("tr.account-row", has_text="Tenant P7").click()
+                await expect(page.locator("#detail .account-id")).to_contain_text(TENANT, timeout=WAIT_MS)
 
                 # An account that did not exist when the page loaded goes quiet: its alert must arrive
                 # through the live stream (the feed is not reloaded otherwise).
@@ -162,7 +170,7 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
                 other = await browser.new_page()
                 await other.goto(f"{base}/dashboard#key={KEY}")
                 await expect(other.locator("#live-status")).to_have_text("live", timeout=WAIT_MS)
-                await expect(other.locator("tr.account-row")).to_have_count(3, timeout=WAIT_MS)
+                await expect(other.locator("tr.account-row")).to_have_count(4, timeout=WAIT_MS)
                 assert KEY not in other.url
                 await other.close()
 

@@ -14,10 +14,12 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import yaml
 
+from api.hosts import host_allowed
 from api.settings import ApiSettings
 from streamer.core.policy import load_policy
 from streamer.delivery.config import load_delivery_config
@@ -137,6 +139,23 @@ def test_k8s_config_map_sets_only_real_settings() -> None:
     assert set(data) <= known, set(data) - known
     assert all(isinstance(value, str) for value in data.values())
     assert "CHURNWATCH_API_KEYS" not in data, "API key hashes belong in the Secret"
+
+
+def test_the_api_trusts_the_host_of_the_public_url_links_point_to() -> None:
+    # Delivery links to CHURNWATCH_PUBLIC_URL; a host the API does not trust would answer them 400.
+    k8s = _k8s("ConfigMap", "churnwatch-config")["data"]
+    services = _docs(COMPOSE)[0]["services"]
+    deployments = [
+        (k8s["CHURNWATCH_PUBLIC_URL"], k8s["CHURNWATCH_TRUSTED_HOSTS"]),
+        (
+            services["delivery"]["environment"]["CHURNWATCH_PUBLIC_URL"],
+            services["api"]["environment"]["CHURNWATCH_TRUSTED_HOSTS"],
+        ),
+    ]
+    for public_url, trusted in deployments:
+        hosts = ApiSettings(trusted_hosts=trusted).trusted_hosts
+        assert host_allowed(urlsplit(public_url).hostname or "", hosts), (public_url, hosts)
+        assert "*" not in hosts
 
 
 def test_k8s_embedded_rules_and_delivery_files_load() -> None:

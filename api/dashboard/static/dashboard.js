@@ -82,7 +82,9 @@
   async function loadDetail(accountId) {
     selected = accountId;
     markSelected();
-    const html = await fetchText(BASE + "/fragments/accounts/" + encodeURIComponent(accountId));
+    // Dots too: an id of "." or ".." would otherwise be a dot segment that fetch() resolves away.
+    const path = encodeURIComponent(accountId).replace(/\./g, "%2E");
+    const html = await fetchText(BASE + "/fragments/accounts/" + path);
     if (selected !== accountId) return;
     $("detail").innerHTML = html;
     $("detail").hidden = false;

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,10 +25,13 @@ NOW = datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
 
 @dataclass
 class FakeProducer:
-    """Records what would have been produced; can be told to fail."""
+    """Records what would have been produced; can be told to fail, to hang, or that Kafka is away."""
 
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
     fail: bool = False
+    hang: bool = False
+    unreachable: str | None = None
+    calls: int = 0
 
     async def start(self) -> None:
         return None
@@ -36,6 +40,9 @@ class FakeProducer:
         return None
 
     async def send_batch(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        self.calls += 1
+        if self.hang:
+            await asyncio.Event().wait()  # a broker that never acknowledges
         if self.fail:
             raise ConnectionError("broker down")
         self.sent.extend((topic, k, v) for k, v in records)
@@ -122,12 +129,20 @@ def make_app(model: InMemoryReadModel, producer: FakeProducer, fake_time: FakeTi
 
 
 def client_for(
-    app: FastAPI, key: str | None = READER, raise_app_exceptions: bool = True
+    app: FastAPI,
+    key: str | None = READER,
+    raise_app_exceptions: bool = True,
+    address: str = "127.0.0.1",
+    follow_redirects: bool = False,
 ) -> httpx.AsyncClient:
-    """A client talking to ``app`` in-process, authenticated with ``key`` when given."""
+    """A client talking to ``app`` in-process from ``address``, authenticated with ``key`` when given."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
-    return httpx.AsyncClient(transport=transport, base_url="http://test", headers=headers)
+    transport = httpx.ASGITransport(
+        app=app, raise_app_exceptions=raise_app_exceptions, client=(address, 40000)
+    )
+    return httpx.AsyncClient(
+        transport=transport, base_url="http://localhost", headers=headers, follow_redirects=follow_redirects
+    )
 
 
 @pytest.fixture

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 import httpx
+import pytest
 
 from api.readmodel import InMemoryReadModel
 from tests.unit.api.conftest import alert, snapshot
@@ -15,6 +18,29 @@ async def test_unknown_account_is_404_in_the_error_shape(client: httpx.AsyncClie
     body = resp.json()
     assert body["error"]["code"] == "not_found"
     assert "nope" in body["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/v1/accounts/{id}/health", "/dashboard/fragments/accounts/{id}"],
+)
+async def test_an_unknown_20_kb_account_id_is_echoed_cut_to_128_characters(
+    client: httpx.AsyncClient, path: str
+) -> None:
+    account_id = "a" * 128 + "b" * 20_000
+
+    resp = await client.get(path.format(id=account_id))
+
+    assert resp.status_code == 404
+    message = resp.json()["error"]["message"]
+    assert message == f"no health snapshot for account {'a' * 128 + chr(0x2026)!r}"
+    assert len(resp.content) < 300
+
+
+async def test_a_128_character_account_id_is_echoed_whole(client: httpx.AsyncClient) -> None:
+    resp = await client.get(f"/v1/accounts/{'x' * 128}/health")
+
+    assert resp.json()["error"]["message"] == f"no health snapshot for account {'x' * 128!r}"
 
 
 async def test_health_returns_latest_snapshot_with_open_alerts_only(
@@ -156,3 +182,58 @@ async def test_a_repeated_query_parameter_is_rejected_not_silently_overridden(
     resp = await client.get("/v1/accounts?owner=ann&owner=bob")
     assert resp.status_code == 422
     assert "owner" in resp.json()["error"]["message"]
+
+
+async def test_a_repeated_long_query_parameter_name_is_echoed_cut(client: httpx.AsyncClient) -> None:
+    name = "p" * 20_000
+
+    resp = await client.get(f"/v1/accounts?{name}=1&{name}=2")
+
+    assert resp.status_code == 422
+    assert resp.json()["error"]["message"] == f"query parameter given more than once: {'p' * 128}\u2026"
+
+
+# Ids a product app may well use: a tenant path, a percent sign, spaces, unicode, and ids that look
+# like the route around them.
+ODD_IDS = [
+    "tenant/p7",
+    "a/b/c",
+    "50%",
+    "50%25",
+    "a b",
+    "\u00fcn\u00efc\u00f8d\u00e9/\U0001f642",
+    "x/health",
+    "/lead",
+    "trail/",
+    "..",
+]
+
+
+@pytest.mark.parametrize("account_id", ODD_IDS)
+async def test_an_account_id_with_slashes_or_odd_characters_is_readable_percent_encoded(
+    client: httpx.AsyncClient, model: InMemoryReadModel, account_id: str
+) -> None:
+    model.apply_health(account_id, snapshot(account_id))
+    model.apply_health("x", snapshot("x"))  # a shorter id that a greedy or lazy match could pick
+    model.apply_alert(alert("al-1", account_id))
+    encoded = quote(account_id, safe="").replace(".", "%2E")
+
+    health = await client.get(f"/v1/accounts/{encoded}/health")
+    fragment = await client.get(f"/dashboard/fragments/accounts/{encoded}")
+    alerts = await client.get("/v1/alerts", params={"account": account_id})
+
+    assert health.status_code == 200
+    assert health.json()["account_id"] == account_id
+    assert fragment.status_code == 200
+    assert 'data-alert="al-1"' in fragment.text
+    assert [a["alert_id"] for a in alerts.json()["items"]] == ["al-1"]
+
+
+async def test_an_id_with_a_slash_is_listed_as_it_is(
+    client: httpx.AsyncClient, model: InMemoryReadModel
+) -> None:
+    model.apply_health("tenant/p7", snapshot("tenant/p7"))
+
+    listed = await client.get("/v1/accounts")
+
+    assert [row["account_id"] for row in listed.json()["items"]] == ["tenant/p7"]

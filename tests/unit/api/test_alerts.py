@@ -52,6 +52,7 @@ class SseClient:
         self.app = app
         self.body = b""
         self.status: int | None = None
+        self.headers: dict[str, str] = {}
         self.arrived = asyncio.Event()
         self.disconnect = asyncio.Event()
         self._requested = False
@@ -66,6 +67,7 @@ class SseClient:
     async def _send(self, message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
         elif message["type"] == "http.response.body":
             self.body += message.get("body", b"")
         self.arrived.set()
@@ -81,9 +83,9 @@ class SseClient:
             "raw_path": b"/v1/alerts/stream",
             "root_path": "",
             "query_string": b"",
-            "headers": [(b"host", b"test"), (b"authorization", f"Bearer {READER}".encode())],
+            "headers": [(b"host", b"localhost"), (b"authorization", f"Bearer {READER}".encode())],
             "client": ("127.0.0.1", 5000),
-            "server": ("test", 80),
+            "server": ("localhost", 80),
         }
         await self.app(scope, self._receive, self._send)
 
@@ -117,6 +119,8 @@ async def test_stream_delivers_a_new_alert_as_an_sse_event(
         await asyncio.wait_for(task, 5)
 
     assert sse.status == 200
+    assert sse.headers["cache-control"] == "no-store"
+    assert sse.headers["x-content-type-options"] == "nosniff"
     frames = [f for f in sse.body.split(b"\n\n") if f.startswith(b"event: alert")]
     assert len(frames) == 1
     data = orjson.loads(frames[0].split(b"data: ", 1)[1])
@@ -143,7 +147,29 @@ async def test_stream_sends_keep_alive_comments_when_idle(
 
 async def test_stream_requires_alerts_scope(make_app: AppFactory) -> None:
     transport = httpx.ASGITransport(app=make_app())
-    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
         resp = await c.get("/v1/alerts/stream", headers={"X-API-Key": "writer-key"})
 
     assert resp.status_code == 403
+
+
+async def test_the_body_timeout_does_not_end_a_stream_that_outlives_it(
+    make_app: AppFactory, model: InMemoryReadModel
+) -> None:
+    # After the (empty) body, a stream only listens for the disconnect: that wait has no deadline.
+    sse = SseClient(make_app(body_timeout_s=0.01, sse_keepalive_s=0.02))
+    task = asyncio.create_task(sse.run())
+    try:
+        await _wait_subscribed(model)
+        async with asyncio.timeout(5):
+            while sse.body.count(b": keep-alive") < 3:  # three keep-alives: well past the body timeout
+                sse.arrived.clear()
+                await sse.arrived.wait()
+        assert not task.done()
+        model.apply_alert(alert("late", "acme"))
+        await sse.wait_for(b"late")
+    finally:
+        sse.disconnect.set()
+        await asyncio.wait_for(task, 5)
+
+    assert sse.status == 200

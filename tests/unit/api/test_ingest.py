@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+
 import httpx
 import orjson
+import pytest
+from starlette.types import Message
 
 from streamer.core.events import parse_event
-from tests.unit.api.conftest import AppFactory, FakeProducer, client_for
+from tests.unit.api.conftest import WRITER, AppFactory, FakeProducer, client_for
 
 
 def native(event_id: str, account: str = "acme", **extra: object) -> dict[str, object]:
@@ -121,6 +125,7 @@ async def test_broker_failure_is_503_without_internals(make_app: AppFactory, pro
 
     assert resp.status_code == 503
     assert resp.json()["error"]["code"] == "ingest_unavailable"
+    assert resp.headers["Retry-After"] == "5"
     assert "broker down" not in resp.text
 
 
@@ -184,3 +189,83 @@ async def test_a_segment_batch_with_one_item_too_deep_keeps_the_others(
     assert resp.status_code == 202
     assert (resp.json()["accepted"], resp.json()["rejected"]) == (1, 1)
     assert [parse_event(value).event_id for _, _, value in producer.sent] == ["m1"]
+
+
+async def test_a_broker_that_does_not_acknowledge_in_time_is_503_with_retry_after(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    producer.hang = True
+    async with client_for(make_app(ingest_timeout_s=0.05), WRITER) as writer:
+        resp = await writer.post("/v1/events", json=[native("e1"), native("e2")])
+
+    assert resp.status_code == 503
+    assert resp.json()["error"] == {
+        "code": "ingest_unavailable",
+        "message": "events could not be stored; retry later",
+    }
+    assert resp.headers["Retry-After"] == "1"  # the timeout, rounded up to whole seconds
+    assert producer.calls == 1 and producer.sent == []
+
+
+async def test_while_kafka_is_unreachable_ingest_is_503_at_once_and_nothing_is_sent(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    producer.unreachable = "Kafka at 127.0.0.1:9092 does not answer metadata requests"
+    async with client_for(make_app(ingest_timeout_s=3), WRITER) as writer:
+        resp = await writer.post("/v1/events", json=native("e1"))
+        invalid_only = await writer.post("/v1/events", json=[native("bad", timestamp="yesterday")])
+
+    assert resp.status_code == 503
+    assert resp.headers["Retry-After"] == "3"
+    assert producer.calls == 0
+    # Nothing to store, nothing to refuse: every item is reported as rejected as usual.
+    assert invalid_only.status_code == 202 and invalid_only.json()["rejected"] == 1
+
+
+async def test_a_client_gone_mid_body_is_one_info_line_and_counted_as_499(
+    make_app: AppFactory, producer: FakeProducer, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = make_app()
+    messages: list[Message] = [
+        {"type": "http.request", "body": b'[{"event_id": "e1", ', "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return messages.pop(0)
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/events",
+        "raw_path": b"/v1/events",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"localhost"), (b"x-api-key", WRITER.encode()), (b"content-length", b"5000")],
+        "client": ("10.0.0.9", 5000),
+        "server": ("localhost", 80),
+    }
+    with caplog.at_level(logging.DEBUG):
+        await app(scope, receive, send)
+    async with client_for(app, None) as c:
+        metrics = (await c.get("/metrics")).text
+
+    assert sent[0]["status"] == 499
+    assert producer.sent == []
+    records = [(r.levelno, r.getMessage(), r.exc_info) for r in caplog.records]
+    assert records == [
+        (
+            logging.INFO,
+            "client disconnected before sending the whole body: POST /v1/events from 10.0.0.9",
+            None,
+        )
+    ]
+    assert 'churnwatch_api_requests_total{method="POST",route="/v1/events",status="499"} 1.0' in metrics
+    assert 'status="500"' not in metrics

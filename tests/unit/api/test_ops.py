@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
+from api.metrics import method_label, status_label
 from api.readmodel import InMemoryReadModel, ReadModel
-from tests.unit.api.conftest import AppFactory, client_for
+from tests.unit.api.conftest import AppFactory, FakeProducer, client_for
 
 
 async def test_readyz_follows_the_read_model(make_app: AppFactory) -> None:
@@ -17,8 +20,31 @@ async def test_readyz_follows_the_read_model(make_app: AppFactory) -> None:
         ready = await c.get("/readyz")
 
     assert loading.status_code == 503
-    assert loading.json() == {"status": "loading", "lag": 42}
+    assert loading.json() == {
+        "status": "loading",
+        "lag": 42,
+        "reason": "the read model is still loading the health and alert topics",
+    }
     assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "lag": 0}
+
+
+async def test_readyz_is_503_with_the_reason_while_kafka_is_unreachable(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    async with client_for(make_app(), None) as c:
+        producer.unreachable = "Kafka at 127.0.0.1:9092 does not answer metadata requests"
+        away = await c.get("/readyz")
+        producer.unreachable = None
+        back = await c.get("/readyz")
+
+    assert away.status_code == 503
+    assert away.json() == {
+        "status": "unavailable",
+        "lag": 0,
+        "reason": "Kafka at 127.0.0.1:9092 does not answer metadata requests",
+    }
+    assert back.status_code == 200
 
 
 async def test_metrics_count_by_route_template_and_status(
@@ -66,3 +92,47 @@ def test_openapi_documents_every_route_with_summary_and_auth(make_app: AppFactor
 
 def test_in_memory_model_implements_the_protocol() -> None:
     assert isinstance(InMemoryReadModel(), ReadModel)
+
+
+async def test_metric_labels_come_from_closed_sets_whatever_clients_send(make_app: AppFactory) -> None:
+    app = make_app()
+    async with client_for(app, None) as c:
+        for i in range(50):
+            assert (await c.request(f"M{i:04d}XYZ", "/healthz")).status_code == 405
+            assert (await c.get(f"/random/{i}")).status_code == 404
+        await c.request("PROPFIND", "/healthz")
+        await c.get("/healthz")
+        text = (await c.get("/metrics")).text
+
+    series = {
+        line.split(" ")[0] for line in text.splitlines() if line.startswith("churnwatch_api_requests_total{")
+    }
+    assert series == {
+        'churnwatch_api_requests_total{method="other",route="/healthz",status="405"}',
+        'churnwatch_api_requests_total{method="GET",route="unmatched",status="404"}',
+        'churnwatch_api_requests_total{method="GET",route="/healthz",status="200"}',
+    }
+    assert 'churnwatch_api_requests_total{method="other",route="/healthz",status="405"} 51.0' in text
+    assert "XYZ" not in text and "/random/" not in text
+
+
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [
+        (200, "200"),  # answered by the API: kept
+        (499, "499"),  # client went away mid-body: kept
+        (418, "4xx"),  # never answered by the API: its class
+        (599, "5xx"),
+        (102, "1xx"),
+    ],
+)
+def test_status_label_is_a_known_status_or_its_class(status: int, label: str) -> None:
+    assert status_label(status) == label
+
+
+@pytest.mark.parametrize(
+    ("method", "label"),
+    [("GET", "GET"), ("DELETE", "DELETE"), ("get", "other"), ("M5971F5AC47C7", "other"), ("", "other")],
+)
+def test_method_label_is_a_standard_method_or_other(method: str, label: str) -> None:
+    assert method_label(method) == label

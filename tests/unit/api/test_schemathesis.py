@@ -21,8 +21,15 @@ def _app() -> Any:
     model = InMemoryReadModel()
     for i, band in enumerate(["good", "average", "poor"]):
         model.apply_health(f"acct-{i}", snapshot(f"acct-{i}", score=30 * i + 10, band=band))
-    # Rate limits are tested on their own; here they would only turn generated requests into 429s.
-    return create_app(api_settings(rate_limit_per_s=1e6, rate_limit_burst=10**6), model, FakeProducer())
+    # Rate limits and the failed-authentication throttle are tested on their own; here they would only
+    # turn generated requests into 429s.
+    settings = api_settings(
+        rate_limit_per_s=1e6,
+        rate_limit_burst=10**6,
+        auth_failure_limit=10**6,
+        trusted_hosts=("testserver",),  # the Host schemathesis sends to an ASGI app
+    )
+    return create_app(settings, model, FakeProducer())
 
 
 schema = schemathesis.openapi.from_asgi("/openapi.json", _app())
