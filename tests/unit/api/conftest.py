@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -155,3 +155,62 @@ async def client(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
 async def writer(make_app: AppFactory) -> AsyncIterator[httpx.AsyncClient]:
     async with client_for(make_app(), WRITER) as c:
         yield c
+
+
+class SseClient:
+    """Drives the ASGI app directly: httpx's ASGI transport buffers whole bodies, a stream never ends."""
+
+    def __init__(self, app: FastAPI, key: str = READER) -> None:
+        self.app = app
+        self.key = key
+        self.body = b""
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        self.arrived = asyncio.Event()
+        self.disconnect = asyncio.Event()
+        self._requested = False
+
+    async def _receive(self) -> dict[str, Any]:
+        if not self._requested:
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.disconnect.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: MutableMapping[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
+        elif message["type"] == "http.response.body":
+            self.body += message.get("body", b"")
+        self.arrived.set()
+
+    async def run(self) -> None:
+        scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": "/v1/alerts/stream",
+            "raw_path": b"/v1/alerts/stream",
+            "root_path": "",
+            "query_string": b"",
+            "headers": [(b"host", b"localhost"), (b"authorization", f"Bearer {self.key}".encode())],
+            "client": ("127.0.0.1", 5000),
+            "server": ("localhost", 80),
+        }
+        await self.app(scope, self._receive, self._send)
+
+    async def wait_for(self, needle: bytes, timeout_s: float = 5.0) -> None:
+        async with asyncio.timeout(timeout_s):
+            while needle not in self.body:
+                self.arrived.clear()
+                await self.arrived.wait()
+
+
+async def wait_subscribed(model: InMemoryReadModel) -> None:
+    """Return once an alert stream is listening (alerts applied before it are not replayed)."""
+    async with asyncio.timeout(5):
+        while model.subscribers == 0:
+            await asyncio.sleep(0.01)

@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import MutableMapping
-from typing import Any
 
 import httpx
 import orjson
-from fastapi import FastAPI
 
 from api.readmodel import InMemoryReadModel
-from tests.unit.api.conftest import READER, AppFactory, alert
+from tests.unit.api.conftest import AppFactory, SseClient, alert, wait_subscribed
 
 
 async def test_feed_is_newest_first_filtered_and_paginated(
@@ -45,63 +42,6 @@ def test_feed_keeps_only_the_newest_alerts() -> None:
     assert [a["alert_id"] for a in items] == ["a4", "a3", "a2"]
 
 
-class SseClient:
-    """Drives the ASGI app directly: httpx's ASGI transport buffers whole bodies, a stream never ends."""
-
-    def __init__(self, app: FastAPI) -> None:
-        self.app = app
-        self.body = b""
-        self.status: int | None = None
-        self.headers: dict[str, str] = {}
-        self.arrived = asyncio.Event()
-        self.disconnect = asyncio.Event()
-        self._requested = False
-
-    async def _receive(self) -> dict[str, Any]:
-        if not self._requested:
-            self._requested = True
-            return {"type": "http.request", "body": b"", "more_body": False}
-        await self.disconnect.wait()
-        return {"type": "http.disconnect"}
-
-    async def _send(self, message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.start":
-            self.status = message["status"]
-            self.headers = {k.decode(): v.decode() for k, v in message["headers"]}
-        elif message["type"] == "http.response.body":
-            self.body += message.get("body", b"")
-        self.arrived.set()
-
-    async def run(self) -> None:
-        scope = {
-            "type": "http",
-            "asgi": {"version": "3.0"},
-            "http_version": "1.1",
-            "method": "GET",
-            "scheme": "http",
-            "path": "/v1/alerts/stream",
-            "raw_path": b"/v1/alerts/stream",
-            "root_path": "",
-            "query_string": b"",
-            "headers": [(b"host", b"localhost"), (b"authorization", f"Bearer {READER}".encode())],
-            "client": ("127.0.0.1", 5000),
-            "server": ("localhost", 80),
-        }
-        await self.app(scope, self._receive, self._send)
-
-    async def wait_for(self, needle: bytes, timeout_s: float = 5.0) -> None:
-        async with asyncio.timeout(timeout_s):
-            while needle not in self.body:
-                self.arrived.clear()
-                await self.arrived.wait()
-
-
-async def _wait_subscribed(model: InMemoryReadModel) -> None:
-    async with asyncio.timeout(5):
-        while model.subscribers == 0:
-            await asyncio.sleep(0.01)
-
-
 async def test_stream_delivers_a_new_alert_as_an_sse_event(
     make_app: AppFactory, model: InMemoryReadModel
 ) -> None:
@@ -109,7 +49,7 @@ async def test_stream_delivers_a_new_alert_as_an_sse_event(
     sse = SseClient(make_app())
     task = asyncio.create_task(sse.run())
     try:
-        await _wait_subscribed(model)
+        await wait_subscribed(model)
         model.apply_alert(alert("new1", "acme"))
         await sse.wait_for(b"\n\n", timeout_s=5)
         await sse.wait_for(b"event: alert\n")
@@ -135,7 +75,7 @@ async def test_stream_sends_keep_alive_comments_when_idle(
     task = asyncio.create_task(sse.run())
     try:
         await sse.wait_for(b": keep-alive\n\n")
-        await _wait_subscribed(model)
+        await wait_subscribed(model)
         model.apply_alert(alert("after-idle", "acme"))
         await sse.wait_for(b"after-idle")
     finally:
@@ -160,7 +100,7 @@ async def test_the_body_timeout_does_not_end_a_stream_that_outlives_it(
     sse = SseClient(make_app(body_timeout_s=0.01, sse_keepalive_s=0.02))
     task = asyncio.create_task(sse.run())
     try:
-        await _wait_subscribed(model)
+        await wait_subscribed(model)
         async with asyncio.timeout(5):
             while sse.body.count(b": keep-alive") < 3:  # three keep-alives: well past the body timeout
                 sse.arrived.clear()
