@@ -17,6 +17,7 @@ from fastapi import Depends, Request
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
 from api.errors import api_error
+from api.restrictions import EVERY_ACCOUNT, AccountPrefix, AccountScope
 from api.settings import ApiKeySpec
 
 SCOPES = ("events:write", "health:read", "alerts:read")
@@ -29,10 +30,12 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-K
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """The caller behind a valid API key."""
+    """The caller behind a valid API key, with the accounts its key restricts it to."""
 
     name: str
     scopes: frozenset[str]
+    reads: AccountScope = EVERY_ACCOUNT
+    writes: AccountPrefix = AccountPrefix()
 
 
 def hash_key(key: str) -> str:
@@ -56,7 +59,7 @@ def lookup(key: str, keys: Mapping[str, ApiKeySpec]) -> Principal | None:
     for configured, spec in keys.items():
         if hmac.compare_digest(digest, configured.lower().encode()):
             found = spec
-    return None if found is None else Principal(found.name, found.scopes)
+    return None if found is None else Principal(found.name, found.scopes, found.reads, found.writes)
 
 
 class UnsupportedScheme(Exception):

@@ -2,19 +2,80 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from api.restrictions import AccountPrefix, AccountScope
+from streamer.core.events import MAX_LEN
+
+_READ_SCOPES = frozenset({"health:read", "alerts:read"})
+_WRITE_SCOPE = "events:write"
+# A restriction longer than any fact or account id the worker accepts could never match.
+_Restriction = Annotated[str | None, Field(min_length=1, max_length=MAX_LEN)]
 
 
 class ApiKeySpec(BaseModel):
-    """What one API key is called and what it may do; the key itself is only stored as a hash."""
+    """What one API key is called, what it may do and to which accounts; the key is only stored as a hash."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str = Field(min_length=1)
     scopes: frozenset[str] = frozenset()
+    owner: _Restriction = None
+    segment: _Restriction = None
+    account_prefix: _Restriction = None
+
+    @model_validator(mode="after")
+    def _restrictions_apply(self) -> ApiKeySpec:
+        for field in ("owner", "segment"):
+            if getattr(self, field) is None:
+                continue
+            if not self.scopes & _READ_SCOPES:
+                raise ValueError(
+                    f"{field}: restricts reads, but the key has neither health:read nor alerts:read"
+                )
+            if _WRITE_SCOPE in self.scopes:
+                # Events set facts: the key could give any account its owner or segment and then read it.
+                raise ValueError(
+                    f"{field}: a key restricted by {field} cannot also have events:write (its events could "
+                    f"set any account's {field} and so widen what it reads); give writing a key of its own"
+                )
+        if self.account_prefix is not None and _WRITE_SCOPE not in self.scopes:
+            raise ValueError("account_prefix: restricts writes, but the key has no events:write")
+        return self
+
+    @property
+    def reads(self) -> AccountScope:
+        """The accounts the key may read."""
+        return AccountScope(owner=self.owner, segment=self.segment)
+
+    @property
+    def writes(self) -> AccountPrefix:
+        """The accounts the key may write events for."""
+        return AccountPrefix(self.account_prefix)
+
+
+def spec_problems(err: ValidationError) -> str:
+    """What is wrong with one key's entry, field by field, on one line."""
+    problems = []
+    for error in err.errors():
+        where = ".".join(str(part) for part in error["loc"])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{where}: unknown field (known: {', '.join(ApiKeySpec.model_fields)})")
+        else:
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+    return "; ".join(problems)
+
+
+def describe_key_error(digest: str, spec: object, err: ValidationError) -> str:
+    """:func:`spec_problems`, naming the key by its name and the start of its hash."""
+    name = spec.get("name") if isinstance(spec, Mapping) else None
+    who = f"key {name!r} ({digest[:12]}…)" if isinstance(name, str) and name else f"key {digest[:12]}…"
+    return f"{who}: {spec_problems(err)}"
 
 
 class ApiSettings(BaseSettings):
@@ -30,7 +91,8 @@ class ApiSettings(BaseSettings):
     api_port: int = Field(8000, ge=1, le=65535)
     api_keys: dict[str, ApiKeySpec] = Field(
         default_factory=dict,
-        description='JSON: {"<sha256 hex of the key>": {"name": "...", "scopes": ["health:read"]}}.',
+        description='JSON: {"<sha256 hex of the key>": {"name": "...", "scopes": ["health:read"]}}, '
+        "optionally restricted by owner, segment (reads) or account_prefix (writes).",
     )
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest accepted request body.")
     max_batch_items: int = Field(1000, ge=1, description="Most events accepted in one request.")
@@ -72,6 +134,21 @@ class ApiSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Log level of the API process (and uvicorn).")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _check_keys(cls, value: Any) -> Any:
+        # Pydantic would name a key only by its hash; one message per key, with its name, is found
+        # faster among many keys.
+        if isinstance(value, Mapping):
+            for digest, spec in value.items():
+                if isinstance(spec, ApiKeySpec):
+                    continue
+                try:
+                    ApiKeySpec.model_validate(spec)
+                except ValidationError as err:
+                    raise ValueError(describe_key_error(str(digest), spec, err)) from None
+        return value
 
     @field_validator("trusted_hosts", mode="before")
     @classmethod

@@ -20,6 +20,11 @@ from api.settings import ApiSettings
 READER = "reader-key"
 WRITER = "writer-key"
 ADMIN = "admin-key"
+# Keys restricted to some accounts: by owner, by segment, by both (readers), by id prefix (writer).
+ANN = "ann-key"
+ENTERPRISE = "enterprise-key"
+ANN_ENTERPRISE = "ann-enterprise-key"
+EU_WRITER = "eu-writer-key"
 NOW = datetime(2025, 3, 15, 12, 0, tzinfo=UTC)
 
 
@@ -59,11 +64,21 @@ class FakeTime:
 
 
 def settings(**overrides: Any) -> ApiSettings:
-    """Settings with three keys: read-only, write-only and everything."""
+    """Settings with three unrestricted keys (read-only, write-only, everything) and the restricted ones."""
+    reads = ["health:read", "alerts:read"]
     keys = {
-        hash_key(READER): {"name": "reader", "scopes": ["health:read", "alerts:read"]},
+        hash_key(READER): {"name": "reader", "scopes": reads},
         hash_key(WRITER): {"name": "writer", "scopes": ["events:write"]},
         hash_key(ADMIN): {"name": "admin", "scopes": ["health:read", "alerts:read", "events:write"]},
+        hash_key(ANN): {"name": "ann", "scopes": reads, "owner": "ann"},
+        hash_key(ENTERPRISE): {"name": "enterprise", "scopes": reads, "segment": "enterprise"},
+        hash_key(ANN_ENTERPRISE): {
+            "name": "ann-ent",
+            "scopes": reads,
+            "owner": "ann",
+            "segment": "enterprise",
+        },
+        hash_key(EU_WRITER): {"name": "eu-writer", "scopes": ["events:write"], "account_prefix": "eu-"},
     }
     return ApiSettings(api_keys=keys, **overrides)
 
