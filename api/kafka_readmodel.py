@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Doc, InMemoryReadModel, Page
+from api.restrictions import AccountScope
 from api.settings import ApiSettings
 
 log = logging.getLogger("churnwatch.api.readmodel")
@@ -125,21 +126,34 @@ class KafkaReadModel:
             # One bad record must not stop the API from serving everything else.
             log.warning("skipping undecodable record on %s", topic)
 
-    def get_account(self, account_id: str) -> Doc | None:  # see ReadModel
-        return self._memory.get_account(account_id)
+    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
+        return self._memory.get_account(account_id, scope=scope)
 
     def list_accounts(  # see ReadModel
-        self, filters: AccountFilters, sort: AccountSort, cursor: str | None, limit: int
+        self,
+        filters: AccountFilters,
+        sort: AccountSort,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
     ) -> Page:
-        return self._memory.list_accounts(filters, sort, cursor, limit)
+        return self._memory.list_accounts(filters, sort, cursor, limit, scope=scope)
 
-    def portfolio(self, now: datetime) -> Doc:  # see ReadModel
-        return self._memory.portfolio(now)
+    def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
+        return self._memory.portfolio(now, scope=scope)
 
     def alerts(  # see ReadModel
-        self, since: datetime | None, kind: str | None, account: str | None, cursor: str | None, limit: int
+        self,
+        since: datetime | None,
+        kind: str | None,
+        account: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
     ) -> Page:
-        return self._memory.alerts(since, kind, account, cursor, limit)
+        return self._memory.alerts(since, kind, account, cursor, limit, scope=scope)
 
-    def subscribe(self) -> AsyncGenerator[dict[str, Any], None]:  # see ReadModel
-        return self._memory.subscribe()
+    def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[dict[str, Any], None]:  # see ReadModel
+        return self._memory.subscribe(scope=scope)

@@ -2,18 +2,22 @@
 
 :class:`InMemoryReadModel` holds the data and is fed record by record; :class:`KafkaReadModel`
 (in :mod:`api.kafka_readmodel`) feeds one from the ``account-health`` and ``churn-alerts`` topics.
+
+Every query takes the :class:`~api.restrictions.AccountScope` of the key asking and answers as if
+the accounts outside it did not exist, so no route can forget to restrict a key.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Iterable
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from api.portfolio import portfolio_figures
 from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, page_accounts
+from api.restrictions import AccountScope
 
 Doc = dict[str, Any]
 Page = tuple[list[Doc], str | None]
@@ -40,24 +44,37 @@ class ReadModel(Protocol):
     async def stop(self) -> None:
         """Stop loading and release resources."""
 
-    def get_account(self, account_id: str) -> Doc | None:
-        """The latest snapshot of one account plus ``open_alerts``, or None."""
+    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:
+        """The latest snapshot of one account plus ``open_alerts``; None if unknown or outside ``scope``."""
 
     def list_accounts(
-        self, filters: AccountFilters, sort: AccountSort, cursor: str | None, limit: int
+        self,
+        filters: AccountFilters,
+        sort: AccountSort,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
     ) -> Page:
-        """One page of snapshots."""
+        """One page of the snapshots within ``scope``."""
 
-    def portfolio(self, now: datetime) -> Doc:
-        """Portfolio figures over every latest snapshot, as of ``now``."""
+    def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:
+        """Portfolio figures over the latest snapshot of every account within ``scope``, as of ``now``."""
 
     def alerts(
-        self, since: datetime | None, kind: str | None, account: str | None, cursor: str | None, limit: int
+        self,
+        since: datetime | None,
+        kind: str | None,
+        account: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
     ) -> Page:
-        """One page of recent alerts, newest first."""
+        """One page of recent alerts of accounts within ``scope``, newest first."""
 
-    def subscribe(self) -> AsyncGenerator[Doc, None]:
-        """Alerts applied from now on, as they arrive."""
+    def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:
+        """Alerts of accounts within ``scope`` applied from now on, as they arrive."""
 
 
 class InMemoryReadModel:
@@ -69,7 +86,7 @@ class InMemoryReadModel:
         self._feed: deque[tuple[int, Doc]] = deque(maxlen=alert_buffer)
         self._latest: dict[str, dict[str, Doc]] = {}
         self._seq = 0
-        self._subscribers: set[asyncio.Queue[Doc]] = set()
+        self._subscribers: dict[asyncio.Queue[Doc], AccountScope] = {}
         self._ready = ready
         self._lag = 0
 
@@ -102,14 +119,36 @@ class InMemoryReadModel:
         """Append an alert to the feed and hand it to every live subscriber."""
         self._seq += 1
         self._feed.append((self._seq, doc))
-        self._latest.setdefault(str(doc.get("account_id")), {})[str(doc.get("kind"))] = doc
-        for queue in self._subscribers:
-            if not queue.full():  # a stalled client loses alerts rather than growing memory
+        account_id = doc.get("account_id")
+        if isinstance(account_id, str):  # an operations alert (data_gap) belongs to no account
+            self._latest.setdefault(account_id, {})[str(doc.get("kind"))] = doc
+        for queue, scope in self._subscribers.items():
+            # Judged on arrival, by the facts the account has then; a stalled client loses alerts
+            # rather than growing memory.
+            if not queue.full() and self._sees_alert(scope, doc):
                 queue.put_nowait(doc)
 
-    def get_account(self, account_id: str) -> Doc | None:  # see ReadModel
+    def _snapshots(self, scope: AccountScope) -> Iterable[Doc]:
+        if scope.unrestricted:
+            return self._accounts.values()
+        return (d for d in self._accounts.values() if scope.permits(d.get("facts")))
+
+    def _sees_alert(self, scope: AccountScope, doc: Doc) -> bool:
+        """Whether ``scope`` covers the alert's account, judged by its current facts where known."""
+        if scope.unrestricted:
+            return True
+        account_id = doc.get("account_id")
+        if not isinstance(account_id, str):
+            return False  # operations alerts are about the whole service: unrestricted keys only
+        snapshot = self._accounts.get(account_id)
+        # The snapshot has the account's current facts; an alert only those it had when raised, but it
+        # may arrive before the account's first snapshot.
+        return scope.permits(snapshot.get("facts") if snapshot is not None else doc.get("account"))
+
+    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
         doc = self._accounts.get(account_id)
-        if doc is None:
+        # Outside the scope is answered like unknown, so a key cannot tell which accounts exist.
+        if doc is None or not scope.permits(doc.get("facts")):
             return None
         episodes = doc.get("episodes") or {}
         open_alerts = []
@@ -126,12 +165,18 @@ class InMemoryReadModel:
         return {**doc, "open_alerts": open_alerts}
 
     def list_accounts(  # see ReadModel
-        self, filters: AccountFilters, sort: AccountSort, cursor: str | None, limit: int
+        self,
+        filters: AccountFilters,
+        sort: AccountSort,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
     ) -> Page:
-        return page_accounts(self._accounts.values(), filters, sort, cursor, limit)
+        return page_accounts(self._snapshots(scope), filters, sort, cursor, limit)
 
-    def portfolio(self, now: datetime) -> Doc:  # see ReadModel
-        return portfolio_figures(self._accounts.values(), now)
+    def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
+        return portfolio_figures(self._snapshots(scope), now)
 
     @property
     def subscribers(self) -> int:
@@ -139,7 +184,14 @@ class InMemoryReadModel:
         return len(self._subscribers)
 
     def alerts(  # see ReadModel
-        self, since: datetime | None, kind: str | None, account: str | None, cursor: str | None, limit: int
+        self,
+        since: datetime | None,
+        kind: str | None,
+        account: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
     ) -> Page:
         before = None
         if cursor is not None:
@@ -157,6 +209,8 @@ class InMemoryReadModel:
                 continue
             if since is not None and datetime.fromisoformat(doc["detected_at"]) < since:
                 continue
+            if not self._sees_alert(scope, doc):
+                continue
             out.append((seq, doc))
             if len(out) > limit:
                 break
@@ -164,11 +218,11 @@ class InMemoryReadModel:
         nxt = encode_cursor(["alerts", page[-1][0]]) if len(out) > limit else None
         return [d for _, d in page], nxt
 
-    async def subscribe(self) -> AsyncGenerator[Doc, None]:  # see ReadModel
+    async def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
         queue: asyncio.Queue[Doc] = asyncio.Queue(_SUBSCRIBER_QUEUE)
-        self._subscribers.add(queue)
+        self._subscribers[queue] = scope
         try:
             while True:
                 yield await queue.get()
         finally:
-            self._subscribers.discard(queue)
+            self._subscribers.pop(queue, None)

@@ -35,13 +35,17 @@ _HEALTH_EXAMPLE = {
     response_model=dict[str, Any],
     responses={
         200: {"content": {"application/json": {"example": _HEALTH_EXAMPLE}}},
-        404: {"model": ErrorBody, "description": "No snapshot for this account."},
+        404: {
+            "model": ErrorBody,
+            "description": "No snapshot for this account, or the account is outside the key's restrictions "
+            "(the same answer, so a key cannot tell which accounts exist).",
+        },
         **AUTH_ERRORS,
     },
 )
-async def account_health(account_id: str, model: ReadModelDep, _: HealthReader) -> dict[str, Any]:
+async def account_health(account_id: str, model: ReadModelDep, reader: HealthReader) -> dict[str, Any]:
     """The snapshot as published on ``account-health`` plus ``open_alerts``."""
-    doc = model.get_account(account_id)
+    doc = model.get_account(account_id, scope=reader.reads)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     return doc
@@ -64,13 +68,13 @@ def _row(doc: dict[str, Any]) -> AccountRow:
 
 @router.get(
     "",
-    summary="List accounts, filtered and sorted, one page at a time.",
+    summary="List accounts, filtered and sorted, one page at a time (only those the key may read).",
     response_model=AccountPage,
     responses=PAGED_ERRORS,
 )
 async def list_accounts(
     model: ReadModelDep,
-    _: HealthReader,
+    reader: HealthReader,
     band: Annotated[str | None, Query(examples=["poor"])] = None,
     segment: Annotated[str | None, Query(examples=["mid-market"])] = None,
     plan: Annotated[str | None, Query(examples=["pro"])] = None,
@@ -95,7 +99,7 @@ async def list_accounts(
         raise api_error(422, "quiet_since needs a UTC offset (RFC 3339)")
     filters = AccountFilters(band, segment, plan, owner, min_score, max_score, quiet_since)
     try:
-        docs, nxt = model.list_accounts(filters, sort, cursor or None, limit)
+        docs, nxt = model.list_accounts(filters, sort, cursor or None, limit, scope=reader.reads)
     except InvalidCursor as err:
         raise api_error(400, str(err), code="invalid_cursor") from None
     return AccountPage(items=[_row(d) for d in docs], next_cursor=nxt)

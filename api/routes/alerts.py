@@ -16,6 +16,7 @@ from api.errors import AUTH_ERRORS, PAGED_ERRORS, api_error
 from api.models import AlertPage
 from api.query import InvalidCursor, Rfc3339
 from api.readmodel import ReadModel
+from api.restrictions import AccountScope
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -28,7 +29,7 @@ router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 )
 async def list_alerts(
     model: ReadModelDep,
-    _: AlertReader,
+    reader: AlertReader,
     since: Annotated[
         Rfc3339 | None,
         Query(description="RFC 3339; detected at or after.", examples=["2025-03-01T00:00:00Z"]),
@@ -40,27 +41,28 @@ async def list_alerts(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> AlertPage:
-    """Alerts kept in memory (the most recent ones), filtered."""
+    """Alerts kept in memory (the most recent ones) of the accounts the key may read, filtered."""
     if since is not None and since.tzinfo is None:
         raise api_error(422, "since needs a UTC offset (RFC 3339)")
     try:
-        items, nxt = model.alerts(since, kind, account, cursor or None, limit)
+        items, nxt = model.alerts(since, kind, account, cursor or None, limit, scope=reader.reads)
     except InvalidCursor as err:
         raise api_error(400, str(err), code="invalid_cursor") from None
     return AlertPage(items=items, next_cursor=nxt)
 
 
-async def sse_events(model: ReadModel, keepalive_s: float) -> AsyncIterator[bytes]:
+async def sse_events(model: ReadModel, keepalive_s: float, scope: AccountScope) -> AsyncIterator[bytes]:
     """Encode new alerts as SSE ``alert`` events, with a comment whenever ``keepalive_s`` passes idle.
 
     Args:
         model: Where alerts come from.
         keepalive_s: Longest silence before a keep-alive comment (keeps proxies from closing).
+        scope: The accounts whose alerts are sent.
 
     Yields:
         Encoded SSE frames.
     """
-    alerts = model.subscribe()
+    alerts = model.subscribe(scope=scope)
     pending: asyncio.Task[dict[str, Any]] | None = None
     try:
         yield b": connected\n\n"
@@ -89,15 +91,16 @@ async def sse_events(model: ReadModel, keepalive_s: float) -> AsyncIterator[byte
     responses={
         200: {
             "content": {"text/event-stream": {"example": 'event: alert\ndata: {"alert_id":"5f0c..."}\n\n'}},
-            "description": "One `alert` event per new alert; a `: keep-alive` comment when idle.",
+            "description": "One `alert` event per new alert of an account the key may read; "
+            "a `: keep-alive` comment when idle.",
         },
         **AUTH_ERRORS,
     },
 )
-async def stream_alerts(model: ReadModelDep, settings: SettingsDep, _: AlertReader) -> StreamingResponse:
+async def stream_alerts(model: ReadModelDep, settings: SettingsDep, reader: AlertReader) -> StreamingResponse:
     """Stream alerts as they are applied to the read model, until the client disconnects."""
     return StreamingResponse(
-        sse_events(model, settings.sse_keepalive_s),
+        sse_events(model, settings.sse_keepalive_s, reader.reads),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

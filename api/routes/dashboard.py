@@ -60,37 +60,37 @@ async def page() -> HTMLResponse:
 async def at_risk(
     model: ReadModelDep,
     clock: ClockDep,
-    _: HealthReader,
+    reader: HealthReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> HTMLResponse:
-    """Table rows of the lowest-scored accounts, lowest first."""
-    docs, _next = model.list_accounts(AccountFilters(), AccountSort.SCORE, None, limit)
+    """Table rows of the lowest-scored accounts the key may read, lowest first."""
+    docs, _next = model.list_accounts(AccountFilters(), AccountSort.SCORE, None, limit, scope=reader.reads)
     return _fragment(render.at_risk_rows(docs, clock()))
 
 
 @router.get("/fragments/portfolio")
-async def portfolio(model: ReadModelDep, clock: ClockDep, _: HealthReader) -> HTMLResponse:
-    """KPI cards: accounts per band, monthly churn, NPS, open alerts."""
-    return _fragment(render.portfolio_cards(model.portfolio(clock())))
+async def portfolio(model: ReadModelDep, clock: ClockDep, reader: HealthReader) -> HTMLResponse:
+    """KPI cards over the key's accounts: accounts per band, monthly churn, NPS, open alerts."""
+    return _fragment(render.portfolio_cards(model.portfolio(clock(), scope=reader.reads)))
 
 
 @router.get("/fragments/alerts")
 async def alerts(
-    model: ReadModelDep, _: AlertReader, limit: Annotated[int, Query(ge=1, le=500)] = 50
+    model: ReadModelDep, reader: AlertReader, limit: Annotated[int, Query(ge=1, le=500)] = 50
 ) -> HTMLResponse:
-    """The most recent alerts, newest first (the page adds live ones on top)."""
-    items, _next = model.alerts(None, None, None, None, limit)
+    """The most recent alerts of the key's accounts, newest first (the page adds live ones on top)."""
+    items, _next = model.alerts(None, None, None, None, limit, scope=reader.reads)
     return _fragment(render.alert_items(items))
 
 
 # {account_id:path}: account ids may contain "/" (sent as %2F, which the server decodes before routing).
 @router.get("/fragments/accounts/{account_id:path}")
 async def account(
-    account_id: str, model: ReadModelDep, clock: ClockDep, _: HealthReader, __: AlertReader
+    account_id: str, model: ReadModelDep, clock: ClockDep, reader: HealthReader, _: AlertReader
 ) -> HTMLResponse:
     """One account: score breakdown with explanations, signals and its alert history (both scopes)."""
-    doc = model.get_account(account_id)
+    doc = model.get_account(account_id, scope=reader.reads)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
-    history, _next = model.alerts(None, None, account_id, None, 50)
+    history, _next = model.alerts(None, None, account_id, None, 50, scope=reader.reads)
     return _fragment(render.account_detail(doc, history, clock()))

@@ -36,6 +36,6 @@ _EXAMPLE = {
     response_model=dict[str, Any],
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}, **AUTH_ERRORS},
 )
-async def portfolio(model: ReadModelDep, clock: ClockDep, _: HealthReader) -> dict[str, Any]:
-    """Figures over the latest snapshot of every account, as of now."""
-    return model.portfolio(clock())
+async def portfolio(model: ReadModelDep, clock: ClockDep, reader: HealthReader) -> dict[str, Any]:
+    """Figures over the latest snapshot of every account the key may read, as of now."""
+    return model.portfolio(clock(), scope=reader.reads)

@@ -182,3 +182,59 @@ async def test_account_ids_with_slashes_and_odd_characters_round_trip_through_th
         await api.stop()
 
     assert {account: doc["account_id"] for account, doc in docs.items()} == {a: a for a in ids}
+
+
+async def test_an_owner_scoped_key_sees_only_its_accounts_through_the_api_process(
+    kafka_bootstrap: str, topic_factory: Any, tmp_path: Any
+) -> None:
+    topics = await make_topics(topic_factory, partitions=2)
+    owners = {"ann-1": "ana@example.com", "ann-2": "ana@example.com", "bob-1": "bob@example.com"}
+    docs = {
+        a: {"account_id": a, "score": 10 * i, "band": "poor", "episodes": {}, "facts": {"owner": owner}}
+        for i, (a, owner) in enumerate(owners.items())
+    }
+    await produce(kafka_bootstrap, topics["health"], [(a.encode(), orjson.dumps(d)) for a, d in docs.items()])
+    detected = ms_to_rfc3339(now_ms())
+    alerts = [
+        (
+            a.encode(),
+            orjson.dumps(
+                {"alert_id": f"x-{a}", "kind": "account_quiet", "account_id": a, "detected_at": detected}
+            ),
+        )
+        for a in owners
+    ]
+    # One partition, so the feed's order (newest first) is the order produced.
+    await produce(kafka_bootstrap, topics["alerts"], alerts, partition=0)
+    reads = ["health:read", "alerts:read"]
+    keys = {
+        KEY: {"name": "all", "scopes": reads},
+        "ana-key": {"name": "ana", "scopes": reads, "owner": "ana@example.com"},
+    }
+    api = ApiProcess(kafka_bootstrap, topics, keys, tmp_path / "api.log")
+    await api.start()
+    try:
+        await api.wait_ready(POLL_LIMIT_S)
+        async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": "ana-key"}) as ana:
+            listed = (await ana.get("/v1/accounts", params={"sort": "account_id"})).json()
+            own = await ana.get("/v1/accounts/ann-1/health")
+            other = await ana.get("/v1/accounts/bob-1/health")
+            unknown = await ana.get("/v1/accounts/nobody/health")
+            feed = (await ana.get("/v1/alerts")).json()
+            portfolio = (await ana.get("/v1/portfolio")).json()
+        async with httpx.AsyncClient(base_url=api.url, headers={"X-API-Key": KEY}) as everyone:
+            listed_all = (await everyone.get("/v1/accounts", params={"sort": "account_id"})).json()
+    finally:
+        await api.stop()
+
+    assert [row["account_id"] for row in listed["items"]] == ["ann-1", "ann-2"]
+    assert own.status_code == 200
+    assert other.status_code == unknown.status_code == 404
+    assert other.json()["error"] == {"code": "not_found", "message": "no health snapshot for account 'bob-1'"}
+    assert unknown.json()["error"] == {
+        "code": "not_found",
+        "message": "no health snapshot for account 'nobody'",
+    }
+    assert [a["alert_id"] for a in feed["items"]] == ["x-ann-2", "x-ann-1"]
+    assert portfolio["accounts"] == 2
+    assert [row["account_id"] for row in listed_all["items"]] == ["ann-1", "ann-2", "bob-1"]

@@ -8,6 +8,7 @@ import httpx
 import orjson
 
 from api.readmodel import InMemoryReadModel
+from api.restrictions import EVERY_ACCOUNT
 from tests.unit.api.conftest import AppFactory, SseClient, alert, wait_subscribed
 
 
@@ -37,7 +38,7 @@ def test_feed_keeps_only_the_newest_alerts() -> None:
     for i in range(5):
         model.apply_alert(alert(f"a{i}", "acme"))
 
-    items, _ = model.alerts(None, None, None, None, 10)
+    items, _ = model.alerts(None, None, None, None, 10, scope=EVERY_ACCOUNT)
 
     assert [a["alert_id"] for a in items] == ["a4", "a3", "a2"]
 
