@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -15,6 +16,7 @@ from api.deps import ClockDep, EventWriter, ProducerDep, SettingsDep
 from api.errors import AUTH_ERRORS, ErrorBody, api_error, bounded
 from api.models import IngestError, IngestResult
 from api.producer import EventProducer
+from api.restrictions import AccountPrefix
 from api.settings import ApiSettings
 from streamer.core.events import InvalidEvent, check_not_future, encode_event, parse_event
 
@@ -71,8 +73,16 @@ async def _json(request: Request) -> Any:
         raise api_error(400, f"body is not valid JSON: {bounded(str(err))}", code="invalid_json") from None
 
 
+def _account_field(item: object) -> str:
+    """Where an item names its account: ``account_id``, or a Segment message's group id."""
+    if isinstance(item, Mapping) and "type" in item:  # the Segment shape, as parse_event tells them apart
+        context = item.get("context")
+        return "context.groupId" if isinstance(context, Mapping) and context.get("groupId") else "groupId"
+    return "account_id"
+
+
 async def ingest(
-    items: list[Any], settings: ApiSettings, producer: EventProducer, now_ms: int
+    items: list[Any], settings: ApiSettings, producer: EventProducer, now_ms: int, writes: AccountPrefix
 ) -> IngestResult:
     """Validate every item, produce the valid ones keyed by account id and wait for delivery.
 
@@ -84,6 +94,7 @@ async def ingest(
         settings: For the topic, the batch limit and the future bound.
         producer: Where valid events go.
         now_ms: The API's clock, epoch milliseconds.
+        writes: The accounts the key may write for; events of others are rejected item by item.
 
     Returns:
         Counts and one error per rejected item.
@@ -103,6 +114,8 @@ async def ingest(
     for index, item in enumerate(items):
         try:
             event = parse_event(item)
+            if not writes.permits(event.account_id):
+                raise InvalidEvent(_account_field(item), writes.refusal)
             check_not_future(event, now_ms, settings.max_future_ms)
             # The encoding is what the worker reads, so its size is the one the worker checks.
             value = encode_event(event)
@@ -160,14 +173,14 @@ async def _store(records: list[tuple[bytes, bytes]], settings: ApiSettings, prod
     ),
 )
 async def post_events(
-    request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, _: EventWriter
+    request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, writer: EventWriter
 ) -> IngestResult:
     """Native or Segment-shaped events; each is accepted or rejected on its own."""
     body = await _json(request)
     if not isinstance(body, dict | list):
         raise api_error(422, "the body must be a JSON object (one event) or an array of events")
     items = body if isinstance(body, list) else [body]
-    return await ingest(items, settings, producer, _epoch_ms(clock()))
+    return await ingest(items, settings, producer, _epoch_ms(clock()), writer.writes)
 
 
 @router.post(
@@ -186,10 +199,10 @@ async def post_events(
     ),
 )
 async def post_segment_batch(
-    request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, _: EventWriter
+    request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, writer: EventWriter
 ) -> IngestResult:
     """The Segment HTTP tracking API batch shape; each message is accepted or rejected on its own."""
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise api_error(422, 'body must be an object with a "batch" array', code="invalid_request")
-    return await ingest(body["batch"], settings, producer, _epoch_ms(clock()))
+    return await ingest(body["batch"], settings, producer, _epoch_ms(clock()), writer.writes)

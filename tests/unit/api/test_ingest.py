@@ -10,7 +10,7 @@ import pytest
 from starlette.types import Message
 
 from streamer.core.events import parse_event
-from tests.unit.api.conftest import WRITER, AppFactory, FakeProducer, client_for
+from tests.unit.api.conftest import EU_WRITER, WRITER, AppFactory, FakeProducer, client_for
 
 
 def native(event_id: str, account: str = "acme", **extra: object) -> dict[str, object]:
@@ -84,6 +84,84 @@ async def test_segment_batch_uses_group_id_as_account(
     assert (error["index"], error["field"]) == (1, "context.groupId")
     assert "groupId" in error["rule"]
     assert [key for _, key, _ in producer.sent] == [b"acme"]
+
+
+EU_RULE = "outside this key's accounts (prefix 'eu-')"
+
+
+def segment(message_id: str, **extra: object) -> dict[str, object]:
+    return {"type": "track", "messageId": message_id, "event": "login", "timestamp": 1741600000000, **extra}
+
+
+async def test_a_prefix_key_writes_only_events_of_its_accounts_item_by_item(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    items = [
+        native("e1", "eu-acme"),
+        native("e2", "us-globex"),
+        native("e3", "eu-initech", timestamp="yesterday"),  # invalid anyway: that error is reported
+        native("e4", "EU-hooli"),  # prefixes are case-sensitive
+        native("e5", "eu-"),
+        native("e6", "neu-x"),
+    ]
+    async with client_for(make_app(), EU_WRITER) as eu:
+        resp = await eu.post("/v1/events", json=items)
+
+    assert resp.status_code == 202
+    assert resp.json() == {
+        "accepted": 2,
+        "rejected": 4,
+        "errors": [
+            {"index": 1, "field": "account_id", "rule": EU_RULE},
+            {
+                "index": 2,
+                "field": "timestamp",
+                "rule": "must be RFC 3339 with a UTC offset or integer epoch milliseconds",
+            },
+            {"index": 3, "field": "account_id", "rule": EU_RULE},
+            {"index": 5, "field": "account_id", "rule": EU_RULE},
+        ],
+    }
+    assert [key for _, key, _ in producer.sent] == [b"eu-acme", b"eu-"]
+
+
+async def test_a_prefix_key_writes_only_segment_messages_of_its_accounts_naming_their_group_field(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    batch = [
+        segment("m1", context={"groupId": "eu-acme"}),
+        segment("m2", context={"groupId": "us-globex"}),
+        segment("m3", groupId="us-initech"),
+        segment("m4", groupId="eu-hooli"),
+    ]
+    async with client_for(make_app(), EU_WRITER) as eu:
+        resp = await eu.post("/v1/segment/batch", json={"batch": batch})
+
+    assert resp.status_code == 202
+    assert resp.json() == {
+        "accepted": 2,
+        "rejected": 2,
+        "errors": [
+            {"index": 1, "field": "context.groupId", "rule": EU_RULE},
+            {"index": 2, "field": "groupId", "rule": EU_RULE},
+        ],
+    }
+    assert [key for _, key, _ in producer.sent] == [b"eu-acme", b"eu-hooli"]
+
+
+async def test_a_request_with_only_other_accounts_events_produces_nothing(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    async with client_for(make_app(), EU_WRITER) as eu:
+        resp = await eu.post("/v1/events", json=native("e1", "us-globex"))
+
+    assert resp.status_code == 202
+    assert resp.json() == {
+        "accepted": 0,
+        "rejected": 1,
+        "errors": [{"index": 0, "field": "account_id", "rule": EU_RULE}],
+    }
+    assert producer.calls == 0
 
 
 async def test_segment_batch_needs_a_batch_array(writer: httpx.AsyncClient) -> None:
