@@ -164,7 +164,7 @@ def test_k8s_embedded_rules_and_delivery_files_load() -> None:
     assert config.routes
 
 
-def test_k8s_api_keys_secret_is_a_hash_map() -> None:
+def test_k8s_api_keys_secret_is_a_hash_map_the_api_accepts() -> None:
     raw = _k8s("Secret", "churnwatch-api-keys")["stringData"]["CHURNWATCH_API_KEYS"]
     keys = json.loads(raw)
     assert keys
@@ -172,6 +172,8 @@ def test_k8s_api_keys_secret_is_a_hash_map() -> None:
         assert re.fullmatch(r"[0-9a-f]{64}", digest)
         assert spec["name"]
         assert isinstance(spec["scopes"], list)
+    # Restrictions included: the API checks them at start-up and would refuse to run.
+    assert set(ApiSettings(api_keys=keys).api_keys) == set(keys)
 
 
 def test_k8s_workloads_reference_existing_config_and_have_resources() -> None:
