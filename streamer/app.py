@@ -207,7 +207,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         return proc
 
     async def send_batched(
-        topic: str, partition: int, records: Sequence[tuple[bytes, bytes, Sequence[tuple[str, bytes]]]]
+        topic: str, partition: int, records: Sequence[tuple[bytes | None, bytes, Sequence[tuple[str, bytes]]]]
     ) -> list[tuple[asyncio.Future[Any], int]]:
         """Produce small records to one partition in record batches: one future per batch, not per record."""
         client: Any = app.producer._ensure_producer()  # type: ignore[attr-defined]
@@ -255,8 +255,13 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
             # Alerts and snapshots are of this partition's accounts, so they go to the same partition
             # of their co-partitioned topics (where Kafka's default partitioner would put them too).
             partition = proc.partition
+            # An operations alert (data_gap) has no account: it goes unkeyed to its partition.
             alert_records = [
-                (a.account_id.encode(), value, (("churnwatch.kind", a.kind.encode()),))
+                (
+                    a.account_id.encode() if a.account_id else None,
+                    value,
+                    (("churnwatch.kind", a.kind.encode()),),
+                )
                 for a, value in out.encoded_alerts
             ]
             sends += [f for f, _ in await send_batched(alerts_topic, partition, alert_records)]

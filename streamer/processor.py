@@ -34,9 +34,10 @@ from typing import Protocol
 
 import orjson
 
-from streamer.core.alerts import Alert, alert_to_dict
+from streamer.core.alerts import DATA_GAP, Alert, alert_id, alert_to_dict, human_duration
 from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
 from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_event
+from streamer.core.partition import Context, GapChange, PartitionActivity, decode_activity, encode_activity
 from streamer.core.policy import Policy, PolicySet
 from streamer.core.scoring import changed_since_published, score
 from streamer.core.snapshot import account_snapshot
@@ -50,6 +51,16 @@ from streamer.core.state import (
 )
 
 log = logging.getLogger("churnwatch.worker")
+
+DAY_MS = 86_400_000
+# The store key of a partition's activity (streamer.core.partition). Longer than any account id
+# (at most 128 characters), so it can never be one.
+ACTIVITY_KEY_PREFIX = "#" * 129 + "partition-activity-"
+
+
+def activity_key(partition: int) -> str:
+    """The store key under which a partition keeps its activity."""
+    return f"{ACTIVITY_KEY_PREFIX}{partition}"
 
 
 class StateStore(Protocol):
@@ -131,6 +142,7 @@ class PartitionProcessor:
         cache_max: int = 10_000,
         flush_interval_ms: int = 0,
         publish: bool = True,
+        isolate: bool = True,
     ) -> None:
         """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition.
 
@@ -161,6 +173,13 @@ class PartitionProcessor:
         self.flush_failures = 0
         # Without health snapshots (a backtest scores accounts itself, at the dates it is asked for).
         self.publish = publish
+        # Without the rollback copy and the encodability check of every step: a backtest fails on a bug
+        # rather than working around it, and is faster for it.
+        self.isolate = isolate
+        self.activity = PartitionActivity()
+        self._activity_dirty = False
+        self._ctx = Context()
+        self._ctx_key: tuple[int | None, int, int] = (None, 0, 0)
 
     # -- state access ---------------------------------------------------------------------------
 
@@ -177,8 +196,16 @@ class PartitionProcessor:
         state = self._cache[account_id] = decode_state(raw)
         return state
 
+    def context(self) -> Context:
+        """The partition's excluded time (holidays are per account, in its policy)."""
+        a = self.activity
+        key = (a.gap_since_ms, len(a.gaps), len(a.gap_days))
+        if key != self._ctx_key:
+            self._ctx, self._ctx_key = a.context(), key
+        return self._ctx
+
     def _schedule(self, state: AccountState) -> None:
-        due = next_due_ms(state, self._policy(state))
+        due = next_due_ms(state, self._policy(state), self.context())
         if due is None:
             self._scheduled.pop(state.account_id, None)
             return
@@ -194,8 +221,16 @@ class PartitionProcessor:
         if self._loaded:
             return
         self._loaded = True
+        stored_activity = store.get(activity_key(self.partition))
+        if stored_activity is not None:
+            try:
+                self.activity = decode_activity(stored_activity)
+            except ValueError:
+                log.error(
+                    "the stored activity of partition %d is unreadable; it starts afresh", self.partition
+                )
         for account_id, raw in store.scan():
-            if self.partition_for(account_id) != self.partition:
+            if account_id.startswith(ACTIVITY_KEY_PREFIX) or self.partition_for(account_id) != self.partition:
                 continue
             self.tracked += 1
             peeked = peek_state(raw)
@@ -206,7 +241,8 @@ class PartitionProcessor:
                     # Its events are dead-lettered when they come (stage "load"); the rest load.
                     log.error("the stored state of account %r is unreadable", account_id)
                     continue
-                peeked = next_due_ms(state, self._policy(state)), state.published_band, state.unpublished
+                due = next_due_ms(state, self._policy(state), self.context())
+                peeked = due, state.published_band, state.unpublished
             due, band, unpublished = peeked
             if band is not None:
                 self.bands[band] += 1
@@ -252,6 +288,9 @@ class PartitionProcessor:
                 self.flush_failures += 1
                 log.error("account %r could not be encoded; kept its stored state", account_id, exc_info=exc)
         self._dirty.clear()
+        if self._activity_dirty:
+            writes[activity_key(self.partition)] = encode_activity(self.activity)
+            self._activity_dirty = False
         self._last_flush_wall_ms = now_wall_ms
         excess = len(self._cache) - self.cache_max
         if excess > 0:
@@ -264,6 +303,8 @@ class PartitionProcessor:
         """Every account state of this partition: the cached ones as they are, the others decoded."""
         yield from self._cache.values()
         for account_id, raw in store.scan():
+            if account_id.startswith(ACTIVITY_KEY_PREFIX):
+                continue
             if account_id not in self._cache and self.partition_for(account_id) == self.partition:
                 yield decode_state(raw)
 
@@ -306,7 +347,8 @@ class PartitionProcessor:
             except Exception as exc:  # a parser bug: still only this record's problem
                 self._poison_record(out, rec, "decode", exc)
                 continue
-            target = self.partition_for(event.account_id)
+            # Parsed events come routed by their account already (the backtest).
+            target = self.partition if parsed is not None else self.partition_for(event.account_id)
             if target != self.partition:
                 # Keyed by something other than the account id: its state lives elsewhere.
                 out.rekeyed.append((rec, target))
@@ -314,8 +356,13 @@ class PartitionProcessor:
                 continue
             # The clock moves record by record, not batch by batch, so what fires before which event
             # depends only on the order of the partition, never on how it was cut into batches.
-            self._advance_clock(min(event.occurred_at_ms - self.allowed_lateness_ms, now_wall_ms))
+            self._advance_clock(min(event.occurred_at_ms - self.allowed_lateness_ms, now_wall_ms), out)
             self._fire_due(touched, store, out)
+            if rec.offset > self.activity.applied_offset:
+                # The partition's own rhythm counts each record once, replays after a crash excepted.
+                self.activity.observe(event.occurred_at_ms)
+                self.activity.applied_offset = rec.offset
+                self._activity_dirty = True
             account_id = event.account_id
             try:
                 state = touched.get(account_id) or self._load(account_id, store)
@@ -330,21 +377,25 @@ class PartitionProcessor:
                 continue
             # The core mutates the state in place; this copy is what the account goes back to if the
             # record cannot be applied (Kafka Streams' processing exception handler, with rollback).
-            before = clone_state(state) if state is not None else None
+            before = clone_state(state) if state is not None and self.isolate else None
             try:
                 policy = self.policies.for_account(*self._facts_of(state, event))
-                state, outcome, alerts = record_event(state, event, policy)
+                new = state is None
+                state, outcome, alerts = record_event(state, event, policy, self.context())
                 state.applied_offset = rec.offset
-                check_encodable(state)
+                if self.isolate:
+                    check_encodable(state)
                 encoded = [(alert, encode_alert(alert)) for alert in alerts]
             except Exception as exc:
+                if not self.isolate:
+                    raise
                 self._restore(account_id, before, touched, keep=True)
                 if before is not None:
                     # Consumed, as a dead letter: a replay after a crash skips it like any applied record.
                     before.applied_offset = rec.offset
                 self._poison_record(out, rec, "apply", exc)
                 continue
-            if before is None:
+            if new:
                 self.tracked += 1
             touched[account_id] = state
             # Scheduled now, not after the batch: a later record of this batch may pass the deadline.
@@ -363,7 +414,7 @@ class PartitionProcessor:
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
-        self._advance_clock(clock_ms)
+        self._advance_clock(clock_ms, out)
         self._fire_due(touched, store, out)
         self._finish(touched, store, out, True, now_wall_ms)
         return out
@@ -413,8 +464,48 @@ class PartitionProcessor:
             return (segment if isinstance(segment, str) else None, plan if isinstance(plan, str) else None)
         return state.segment, state.plan
 
-    def _advance_clock(self, clock_ms: int) -> None:
-        self.clock_ms = max(self.clock_ms, clock_ms)
+    def _advance_clock(self, clock_ms: int, out: BatchOutput) -> None:
+        if clock_ms <= self.clock_ms:
+            return
+        self.clock_ms = clock_ms
+        for change in self.activity.advance(clock_ms):
+            self._activity_dirty = True
+            if change.started and not change.continued:
+                out.encoded_alerts.append(self._gap_alert(change))
+            log.warning(
+                "partition %d: data gap %s at %s (%.0f events expected, %d seen in the last 6 hours)",
+                self.partition,
+                "began" if change.started else "ended",
+                change.at_ms if change.started else change.ended_ms,
+                change.expected,
+                change.observed,
+            )
+
+    def _gap_alert(self, change: GapChange) -> tuple[Alert, bytes]:
+        # The id is the week the gap began, so the partitions of one outage or holiday raise one alert id.
+        day = change.episode_ms // DAY_MS
+        monday = (day - (day + 3) % 7) * DAY_MS
+        alert = Alert(
+            alert_id=alert_id(None, DATA_GAP, monday),
+            kind=DATA_GAP,
+            account_id=None,
+            detected_at_ms=change.judged_ms,
+            severity="high",
+            health=None,
+            evidence={
+                "gap_started_ms": change.at_ms,
+                "partition": self.partition,
+                "events_expected_last_6h": change.expected,
+                "events_seen_last_6h": change.observed,
+            },
+            reason=(
+                f"Events stopped or fell together on partition {self.partition} "
+                f"{human_duration(change.judged_ms - change.at_ms)} ago ({change.observed} in the last "
+                f"6 hours, {change.expected:.0f} expected): a tracking outage or a holiday. Quiet and drop "
+                "alerts are held; the gap will not count as silence."
+            ),
+        )
+        return alert, encode_alert(alert)
 
     def _fire_due(self, touched: dict[str, AccountState], store: StateStore, out: BatchOutput) -> None:
         while self._due and self._due[0][0] <= self.clock_ms:
@@ -429,13 +520,16 @@ class PartitionProcessor:
                 continue
             if state is None:
                 continue
-            before = clone_state(state)
+            before = clone_state(state) if self.isolate else state
             was_touched = account_id in touched
             try:
-                alerts = advance(state, self.clock_ms, self._policy(state))
-                check_encodable(state)
+                alerts = advance(state, self.clock_ms, self._policy(state), self.context())
+                if self.isolate:
+                    check_encodable(state)
                 encoded = [(alert, encode_alert(alert)) for alert in alerts]
             except Exception as exc:
+                if not self.isolate:
+                    raise
                 # Left unscheduled until its next event, so one account cannot fail every tick.
                 if not was_touched:
                     touched.pop(account_id, None)
@@ -489,9 +583,10 @@ class PartitionProcessor:
             policy = self._policy(state)
             now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
             # Numbers first: most changes are not material, and explanations cost more than the score.
-            if not changed_since_published(state, score(state, now_ms, policy, explain=False), policy):
+            ctx = self.context()
+            if not changed_since_published(state, score(state, now_ms, policy, ctx, explain=False), policy):
                 return
-            health = score(state, now_ms, policy)
+            health = score(state, now_ms, policy, ctx)
             previous_score = state.published_score
             snapshot = orjson.dumps(account_snapshot(state, health, policy, previous_score))
         except Exception as exc:  # its snapshot is not published; the account's state is unchanged

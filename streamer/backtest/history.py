@@ -44,8 +44,11 @@ class History:
     lines: int = 0
     valid: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
+    # The span of the history's activity: facts and subscription starts dated long before the first
+    # product event (an account's real start date, say) do not start it.
     first_ms: int | None = None
     last_ms: int | None = None
+    earliest_ms: int | None = None
     # Account id -> its subscription_cancelled times, in event-time order.
     cancellations: dict[str, list[int]] = field(default_factory=dict)
     # Account id -> its subscription_started times, in event-time order.
@@ -122,8 +125,10 @@ def read_history(
             if at < previous:
                 history.was_sorted = False
             previous = max(previous, at)
-            history.first_ms = at if history.first_ms is None else min(history.first_ms, at)
+            history.earliest_ms = at if history.earliest_ms is None else min(history.earliest_ms, at)
             history.last_ms = at if history.last_ms is None else max(history.last_ms, at)
+            if event.kind is EventKind.ACTIVITY and (history.first_ms is None or at < history.first_ms):
+                history.first_ms = at
             if event.kind is EventKind.SUBSCRIPTION_CANCELLED:
                 history.cancellations.setdefault(event.account_id, []).append(at)
             elif event.kind is EventKind.SUBSCRIPTION_STARTED:
@@ -134,6 +139,8 @@ def read_history(
                 run = []
             if progress is not None and seq % 8192 == 0:
                 progress(size_seen)
+    if history.first_ms is None:
+        history.first_ms = history.earliest_ms
     if history._runs:
         if run:
             _spill(history, run)

@@ -171,7 +171,9 @@ def busiest_weeks(
 ) -> tuple[float, list[tuple[str, int, float]]]:
     """The median weekly count of alerts (recoveries excluded) and the ``top`` weeks with their ratio to it.
 
-    Only whole weeks inside the history count, so a half week at either end is neither busy nor quiet.
+    Only whole weeks inside the history count, so a half week at either end is neither busy nor quiet;
+    the caller passes ``first_ms`` after its warm-up (until an account has a baseline, its alerts
+    reflect the history's start, not the customer).
     """
     counts: Counter[str] = Counter()
     weeks = []

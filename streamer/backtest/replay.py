@@ -117,7 +117,15 @@ def replay(
     Returns:
         The alerts (with their JSON documents, as on ``churn-alerts``) and the score rows.
     """
-    partition_for = kafka_partitioner(partitions)
+    murmur = kafka_partitioner(partitions)
+    routes: dict[str, int] = {}
+
+    def partition_for(account_id: str) -> int:
+        p = routes.get(account_id)
+        if p is None:
+            p = routes[account_id] = murmur(account_id)
+        return p
+
     procs = [
         PartitionProcessor(
             p,
@@ -128,6 +136,7 @@ def replay(
             cache_max=cache_accounts,
             flush_interval_ms=_NO_FUTURE_BOUND,
             publish=False,
+            isolate=False,
         )
         for p in range(partitions)
     ]
@@ -191,7 +200,18 @@ def replay(
     for proc, store in zip(procs, stores, strict=True):
         for state in proc.states(store):
             result.first_seen[state.account_id] = state.first_seen_ms
+    # Every partition of one outage raises its data_gap with the same id, as consumers of churn-alerts
+    # see it; one is kept, the earliest.
     result.alerts.sort(key=lambda item: (item[0].detected_at_ms, item[0].alert_id))
+    seen: set[str] = set()
+    kept = []
+    for item in result.alerts:
+        if item[0].account_id is None:
+            if item[0].alert_id in seen:
+                continue
+            seen.add(item[0].alert_id)
+        kept.append(item)
+    result.alerts = kept
     return result
 
 
@@ -210,7 +230,7 @@ def _score_all(
             if not _live(state, at_ms):
                 continue
             policy = policies.for_account(state.segment, state.plan)
-            health = score(state, at_ms, policy, explain=False)
+            health = score(state, at_ms, policy, proc.context(), explain=False)
             cancels = history.cancellations.get(state.account_id, ())
             i = bisect.bisect_right(cancels, at_ms)
             yield ScoreRow(

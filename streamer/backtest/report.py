@@ -140,7 +140,7 @@ def _lead_plot(doc: Mapping[str, Any], replay: Replay, cancellations: Mapping[st
     follow = doc["alerts"]["follow_days"] * DAY_MS
     times: dict[str, list[int]] = defaultdict(list)
     for alert, _ in replay.alerts:
-        if alert.kind != "account_recovered":
+        if alert.account_id is not None and alert.kind != "account_recovered":
             times[alert.account_id].append(alert.detected_at_ms)
     for t in times.values():
         t.sort()
@@ -180,7 +180,7 @@ def _weeks_plot(replay: Replay, first_ms: int, last_ms: int) -> str:
         weeks[week_start(week)]
         week += 7 * DAY_MS
     for alert, _ in replay.alerts:
-        if alert.kind != "account_recovered":
+        if alert.account_id is not None and alert.kind != "account_recovered":
             weeks[week_start(alert.detected_at_ms)][alert.kind] += 1
     names = sorted(weeks)
     kinds = sorted({k for c in weeks.values() for k in c})

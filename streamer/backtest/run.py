@@ -181,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         follow_days=args.follow_days,
         settings=settings,
         truth=truth,
+        warmup_days=args.warmup_days,
     )
     if args.scores_out:
         _write_scores(args.scores_out, result)

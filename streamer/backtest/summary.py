@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 
 from streamer.backtest.history import History
-from streamer.backtest.metrics import AlertFact, auc, busiest_weeks, kind_quality, lift_at
+from streamer.backtest.metrics import AlertFact, auc, busiest_weeks, kind_quality, lift_at, week_start
 from streamer.backtest.reference import fit_reference
 from streamer.backtest.replay import Replay, ScoreRow
 from streamer.core.alerts import ms_to_rfc3339
@@ -24,8 +24,12 @@ KINDS = ("account_quiet", "usage_drop", "health_degraded")
 
 
 def alert_facts(replay: Replay) -> list[AlertFact]:
-    """The alerts of a replay, reduced to what the figures need."""
-    return [AlertFact(a.account_id, a.kind, a.detected_at_ms) for a, _ in replay.alerts]
+    """The account alerts of a replay (operations alerts left out), reduced to what the figures need."""
+    return [
+        AlertFact(a.account_id, a.kind, a.detected_at_ms)
+        for a, _ in replay.alerts
+        if a.account_id is not None
+    ]
 
 
 def live_account_days(history: History, first_seen: Mapping[str, int], first_ms: int, last_ms: int) -> float:
@@ -79,6 +83,7 @@ def summarize(
     follow_days: int = 60,
     settings: Mapping[str, Any] | None = None,
     truth: Mapping[str, str] | None = None,
+    warmup_days: int = 35,
 ) -> dict[str, Any]:
     """All the figures: history, ranking (per date and pooled), reference model, bands, alert kinds, weeks.
 
@@ -105,7 +110,9 @@ def summarize(
             "cancellations": hits,
             "rate": round(hits / len(band_rows), 4) if band_rows else None,
         }
-    facts = alert_facts(replay)
+    # Alerts within the history's span of activity: facts dated long before it (a subscription started
+    # years ago) can raise alerts there, but no customer was being watched then.
+    facts = [f for f in alert_facts(replay) if first_ms <= f.at_ms <= last_ms]
     follow = follow_days * DAY_MS
     follow_dates = [d for d in replay.dates if d + follow <= last_ms]
     base_rows = [r for r in replay.rows if r.at_ms in set(follow_dates)]
@@ -126,7 +133,8 @@ def summarize(
         )
         for kind in (*KINDS, *sorted({f.kind for f in facts} - {*KINDS, "account_recovered"}), "any")
     ]
-    median_week, weeks = busiest_weeks(facts, first_ms, last_ms)
+    warmed = first_ms + warmup_days * DAY_MS
+    median_week, weeks = busiest_weeks([f for f in facts if f.at_ms >= warmed], warmed, last_ms)
     doc: dict[str, Any] = {
         "history": {
             "lines": history.lines,
@@ -151,9 +159,15 @@ def summarize(
             "base_rate": _round(base_rate, 4),
             "live_account_months": round(live_days / 30, 1),
             "counts": dict(Counter(f.kind for f in facts)),
+            "data_gaps": [
+                {"alert_id": a.alert_id, "detected_at": ms_to_rfc3339(a.detected_at_ms), "reason": a.reason}
+                for a, _ in replay.alerts
+                if a.kind == "data_gap"
+            ],
             "kinds": [
                 {k: (_round(v, 4) if isinstance(v, float) else v) for k, v in q.items()} for q in kinds
             ],
+            "weeks_from": week_start(warmed),
             "median_week": median_week,
             "busiest_weeks": [{"week": w, "alerts": n, "vs_median": _round(r, 2)} for w, n, r in weeks],
         },

@@ -18,22 +18,33 @@ from streamer.core.scoring import Health
 __all__ = [
     "ACCOUNT_QUIET",
     "ACCOUNT_RECOVERED",
+    "DATA_GAP",
     "HEALTH_DEGRADED",
+    "KEY_USER_LOST",
     "USAGE_DROP",
     "Alert",
     "alert_id",
     "alert_to_dict",
     "health_to_dict",
+    "human_duration",
     "ms_to_rfc3339",
 ]
 
 ACCOUNT_QUIET = "account_quiet"
 USAGE_DROP = "usage_drop"
 HEALTH_DEGRADED = "health_degraded"
+KEY_USER_LOST = "key_user_lost"
 ACCOUNT_RECOVERED = "account_recovered"
+# An operations alert, of a partition rather than an account: its data stopped or fell together.
+DATA_GAP = "data_gap"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Evidence keys holding instants; they are rendered as RFC 3339 under an ``_at`` name.
-_TIME_KEYS = {"last_activity_ms": "last_activity_at", "episode_started_ms": "episode_started_at"}
+_TIME_KEYS = {
+    "last_activity_ms": "last_activity_at",
+    "episode_started_ms": "episode_started_at",
+    "gap_started_ms": "gap_started_at",
+    "gap_ended_ms": "gap_ended_at",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,16 +53,18 @@ class Alert:
 
     alert_id: str
     kind: str
-    account_id: str
+    account_id: str | None  # None for an operations alert (data_gap)
     detected_at_ms: int
     severity: str
-    health: Health
+    health: Health | None
     evidence: Mapping[str, Any]
     # Who the account is (name, segment, plan, owner, seats), for routing and for people reading it.
     account: Mapping[str, Any] = field(default_factory=dict)
+    # One line a person reads first: what happened, in words and human units.
+    reason: str = ""
 
 
-def alert_id(account_id: str, kind: str, episode_start_ms: int, closes: str | None = None) -> str:
+def alert_id(account_id: str | None, kind: str, episode_start_ms: int, closes: str | None = None) -> str:
     """Derive a deterministic alert id.
 
     Args:
@@ -69,6 +82,20 @@ def alert_id(account_id: str, kind: str, episode_start_ms: int, closes: str | No
     if closes is not None:
         key += f"|{closes}"
     return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def human_duration(ms: int) -> str:
+    """A duration as people say it: "45 minutes", "5 hours", "3 days 4 hours", "17 days"."""
+    minutes = max(0, ms) // 60_000
+    if minutes < 60:
+        return f"{minutes} minute{'s' if minutes != 1 else ''}"
+    hours = minutes // 60
+    if hours < 48:
+        return f"{hours} hour{'s' if hours != 1 else ''}"
+    days, rest = divmod(hours, 24)
+    if days >= 7 or rest == 0:
+        return f"{days} days"
+    return f"{days} days {rest} hour{'s' if rest != 1 else ''}"
 
 
 def ms_to_rfc3339(ms: int) -> str:
@@ -97,6 +124,10 @@ def health_to_dict(h: Health) -> dict[str, Any]:
         "current_weekly": h.current_weekly,
         "baseline_weekly": h.baseline_weekly,
         "active_users_7d": h.active_users_7d,
+        "active_users_28d": h.active_users_28d,
+        "user_days_week": h.user_days_week,
+        "user_days_usual": h.user_days_usual,
+        "missed_active_days": h.missed_active_days,
         "features_28d": h.features_28d,
         "onboarding": h.onboarding,
     }
@@ -122,7 +153,8 @@ def alert_to_dict(a: Alert) -> dict[str, Any]:
         "account_id": a.account_id,
         "detected_at": ms_to_rfc3339(a.detected_at_ms),
         "severity": a.severity,
-        "health": health_to_dict(a.health),
+        "reason": a.reason,
+        "health": health_to_dict(a.health) if a.health is not None else None,
         "evidence": _jsonable(a.evidence),
         "account": dict(a.account),
     }

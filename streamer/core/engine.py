@@ -6,10 +6,34 @@ windows slide, and quiet deadlines) and ``record_event`` first catches up on eve
 point at or before the event's time. Together this makes alerts (ids and detection times)
 identical whether events arrive in one batch or one by one with ``advance`` calls in
 between, as long as the clock is never advanced past an event that is still to come.
+
+Every function takes the partition's :class:`~streamer.core.partition.Context`: time it
+excludes (holidays, data gaps) counts neither as silence nor in baselines, and a quiet
+deadline that falls in a gap still open is held until the gap closes.
+
+Alert rules, each once per episode:
+
+* ``account_quiet``: no activity for ``quiet_after_days`` (7) *and* for as long as the account
+  would normally have had ``quiet_missed_active_days`` (5) active days (:mod:`streamer.core.rhythm`),
+  at most ``quiet_max_days`` (28); excluded time is not silence. Closes on activity.
+* ``usage_drop``: the last complete week's user-days are at most ``drop_ratio`` (0.5) of what the
+  same weekdays of the baseline expected, that is unlikely under the account's own variability
+  (``drop_alpha``, 0.01), the baseline expected at least ``drop_min_weekly_user_days`` (5), and it
+  persists for ``drop_persist_days`` (7) against the baseline frozen when it was first seen.
+  Closes when a week is back to ``drop_recover_ratio`` (0.75) of it.
+* ``key_user_lost``: the account's most active user (at least ``key_user_share``, 30%, of its
+  active user-days, and at least ``key_user_min_active_days``) has been away for two weeks or
+  for ``key_user_missed_active_days`` of their own active days, while others stay active.
+  Closes when that user is back.
+* ``health_degraded``: the band falls to poor; closes once the score is back to
+  ``average_min + poor_recover_margin`` (50).
+
+A cancelled account raises nothing more.
 """
 
 from __future__ import annotations
 
+import functools
 from enum import StrEnum
 from typing import Any
 
@@ -17,14 +41,28 @@ from streamer.core.alerts import (
     ACCOUNT_QUIET,
     ACCOUNT_RECOVERED,
     HEALTH_DEGRADED,
+    KEY_USER_LOST,
     USAGE_DROP,
     Alert,
     alert_id,
+    human_duration,
 )
 from streamer.core.events import EventKind, UsageEvent
+from streamer.core.partition import EMPTY_CONTEXT, Context
 from streamer.core.policy import DAY_MS, Policy
-from streamer.core.scoring import Health, changed_since_published, score, window_stats
-from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, DayBucket, bit_for, event_id_hash
+from streamer.core.rhythm import DropStat, Rhythm, day_units, drop_stat, rhythm, time_of_missed, units
+from streamer.core.scoring import Health, Signals, changed_since_published, score, signals
+from streamer.core.state import (
+    FEATURE_BITS,
+    HISTORY_WEEKS,
+    TOP_USERS,
+    USER_BITS,
+    AccountState,
+    DayBucket,
+    TopUser,
+    bit_for,
+    event_id_hash,
+)
 
 __all__ = ["Outcome", "advance", "evaluate", "mark_published", "next_due_ms", "record_event"]
 
@@ -33,6 +71,11 @@ _EMPTY = DayBucket()
 _LOWERING_KINDS = frozenset(
     {EventKind.NPS_RESPONSE, EventKind.SUPPORT_TICKET_OPENED, EventKind.SUBSCRIPTION_CANCELLED}
 )
+_HALF_LIFE_DAYS = 28.0
+# A user active every day forever weighs 1 / (1 - 2^(-1/28)): the weight of "always there".
+_FULL_WEIGHT = 1 / (1 - 2 ** (-1 / _HALF_LIFE_DAYS))
+_KEY_USER_MIN_AWAY_DAYS = 14
+_ANONYMOUS = bit_for("", USER_BITS)
 
 
 class Outcome(StrEnum):
@@ -53,33 +96,102 @@ def _horizon_day(state: AccountState, policy: Policy) -> int:
     return newest - policy.window_days + 1
 
 
-def _prune(state: AccountState, policy: Policy) -> None:
-    horizon = _horizon_day(state, policy)
-    for day in [d for d in state.days if d < horizon]:
+def _prune(state: AccountState, policy: Policy, ctx: Context) -> None:
+    """Drop the days that left the window, a whole week at a time, keeping each week's total in history."""
+    last_gone = (_horizon_day(state, policy) + 3) // 7 - 1  # weeks run Monday..Sunday: day 4 was a Monday
+    through = state.history_through
+    if through is not None and last_gone <= through:
+        return
+    first = max(through + 1 if through is not None else -(2**31), last_gone - HISTORY_WEEKS + 1)
+    old = [d for d in state.days if (d + 3) // 7 <= last_gone]
+    if old:
+        state.quiet_cache = None
+    if state.days or through is not None:
+        excluded = _with_holidays(policy.holiday_days, ctx).excluded_days
+        since = state.first_seen_ms // DAY_MS
+        for week in range(first, last_gone + 1):
+            days = [d for d in range(7 * week - 3, 7 * week + 4) if d >= since and d not in excluded]
+            if days:
+                state.history.append((week, round(sum(units(state.days.get(d)) for d in days), 3), len(days)))
+        del state.history[:-HISTORY_WEEKS]
+        state.history_through = last_gone
+    for day in old:
         del state.days[day]
 
 
-def _evidence(
-    state: AccountState, health: Health, policy: Policy, started_ms: int, **extra: Any
-) -> dict[str, Any]:
-    base = health.baseline_weekly
-    return {
-        "last_activity_ms": state.last_activity_ms,
-        "current_weekly": health.current_weekly,
-        "baseline_weekly": base,
-        "ratio": round(health.current_weekly / base, 3) if base > 0 else None,
-        "quiet_after_ms": policy.quiet_after_ms,
-        "drop_ratio": policy.drop_ratio,
-        "thresholds": {
-            "good_min": policy.good_min,
-            "average_min": policy.average_min,
-            "drop_min_baseline_weekly": policy.drop_min_baseline_weekly,
-            "drop_recover_ratio": policy.drop_recover_ratio,
-            "quiet_min_baseline_events": policy.quiet_min_baseline_events,
-        },
-        "episode_started_ms": started_ms,
-        **extra,
-    }
+@functools.lru_cache(maxsize=256)
+def _with_holidays(holidays: frozenset[int], ctx: Context) -> Context:
+    """The partition's context plus an account's holidays, as excluded spans."""
+    if not holidays:
+        return ctx
+    spans = sorted([*ctx.excluded, *((d * DAY_MS, (d + 1) * DAY_MS) for d in holidays)])
+    merged: list[tuple[int, int]] = []
+    for lo, hi in spans:
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return Context(tuple(merged), ctx.gap_since_ms, ctx.excluded_days | holidays)
+
+
+def _seen_before(state: AccountState, policy: Policy, last_day: int) -> int:
+    return sum(b.events for d, b in state.days.items() if last_day - policy.window_days < d <= last_day)
+
+
+def _quiet_deadline(
+    state: AccountState, policy: Policy, ctx: Context, sig: Signals | None = None
+) -> int | None:
+    """When a quiet episode would open if nothing else happens; None if it cannot (or is held by a gap).
+
+    Asked after every event, so the answer is kept with the state until something it depends on
+    changes: the buckets (record_event and pruning clear it), the episode, the context or the rules.
+    """
+    last = state.last_activity_ms
+    if state.quiet_since_ms is not None or last is None or state.subscription == "cancelled":
+        return None
+    last_day = last // DAY_MS
+    c = state.quiet_cache
+    if c is not None and c[1] is policy and c[2] == last_day and (c[0] is ctx or c[0] == ctx):
+        rhythm_deadline: int | None = c[3]
+    else:
+        rhythm_deadline = _rhythm_deadline(state, policy, ctx, last_day, sig)
+        state.quiet_cache = (ctx, policy, last_day, rhythm_deadline)
+    if rhythm_deadline == _NEVER:
+        return None
+    hctx = _with_holidays(policy.holiday_days, ctx)
+    deadline = hctx.shift(last, policy.quiet_after_ms)
+    if rhythm_deadline is not None:
+        deadline = min(max(deadline, rhythm_deadline), hctx.shift(last, policy.quiet_max_ms))
+    if ctx.gap_since_ms is not None and deadline >= ctx.gap_since_ms:
+        return None  # held: silence during a data gap says nothing about the account
+    return deadline
+
+
+_NEVER = -1
+
+
+def _rhythm_deadline(
+    state: AccountState, policy: Policy, ctx: Context, last_day: int, sig: Signals | None
+) -> int | None:
+    """When the account will have missed ``quiet_missed_active_days`` of its usual active days after its
+    last active day: None without a rhythm yet, _NEVER when it cannot go quiet at all.
+
+    It depends only on which days were active and which are excluded, so it is kept with the state
+    until a new day becomes active (record_event), buckets are pruned, or the context changes.
+    """
+    if _seen_before(state, policy, last_day) < policy.quiet_min_baseline_events:
+        return _NEVER
+    ctx = _with_holidays(policy.holiday_days, ctx)
+    r = sig.quiet_rhythm if sig is not None else None
+    if r is None:
+        since = state.first_seen_ms // DAY_MS
+        r = rhythm(
+            day_units(state.days), last_day - policy.baseline_days + 1, last_day, ctx.excluded_days, since
+        )
+    if r.days < policy.min_rhythm_days or policy.quiet_missed_active_days <= 0:
+        return None
+    limit = (last_day + 1) * DAY_MS + 2 * policy.quiet_max_ms + 400 * DAY_MS
+    return time_of_missed(r, last_day, policy.quiet_missed_active_days, ctx.excluded_days, limit)
 
 
 def _alert(
@@ -90,9 +202,34 @@ def _alert(
     severity: str,
     health: Health,
     policy: Policy,
+    reason: str,
     closes: str | None = None,
+    **extra: Any,
 ) -> Alert:
-    extra = {"closed_episode": closes} if closes is not None else {}
+    if closes is not None:
+        extra["closed_episode"] = closes
+    last = state.last_activity_ms
+    evidence: dict[str, Any] = {
+        "last_activity_ms": last,
+        "quiet_for": human_duration(at_ms - last) if last is not None else None,
+        "quiet_for_ms": at_ms - last if last is not None else None,
+        "missed_active_days": health.missed_active_days,
+        "user_days_week": health.user_days_week,
+        "user_days_usual": health.user_days_usual,
+        "current_weekly": health.current_weekly,
+        "baseline_weekly": health.baseline_weekly,
+        "episode_started_ms": started_ms,
+        "thresholds": {
+            "quiet_after_days": round(policy.quiet_after_ms / DAY_MS, 3),
+            "quiet_missed_active_days": policy.quiet_missed_active_days,
+            "drop_ratio": policy.drop_ratio,
+            "drop_alpha": policy.drop_alpha,
+            "drop_recover_ratio": policy.drop_recover_ratio,
+            "good_min": policy.good_min,
+            "average_min": policy.average_min,
+        },
+        **extra,
+    }
     return Alert(
         alert_id=alert_id(state.account_id, kind, started_ms, closes),
         kind=kind,
@@ -100,7 +237,7 @@ def _alert(
         detected_at_ms=at_ms,
         severity=severity,
         health=health,
-        evidence=_evidence(state, health, policy, started_ms, **extra),
+        evidence=evidence,
         account={
             "name": state.name,
             "segment": state.segment,
@@ -108,104 +245,253 @@ def _alert(
             "owner": state.owner,
             "seats": state.seats,
         },
+        reason=reason,
     )
 
 
-def _quiet_deadline(state: AccountState, policy: Policy) -> int | None:
-    """When a quiet episode would open if nothing else happens, or None if it cannot."""
-    last = state.last_activity_ms
-    if state.quiet_since_ms is not None or last is None or state.subscription == "cancelled":
-        return None
-    last_day = last // DAY_MS
-    seen = sum(b.events for d, b in state.days.items() if last_day - policy.window_days < d <= last_day)
-    if seen < policy.quiet_min_baseline_events:
-        return None
-    return last + policy.quiet_after_ms
+def _frozen(state: AccountState) -> Rhythm:
+    return Rhythm(0, 0, (0.0,) * 7, state.drop_base, state.drop_dispersion)
 
 
-def evaluate(state: AccountState, now_ms: int, policy: Policy) -> tuple[Health, list[Alert]]:
+def _dropped(window: DropStat | None, last_week: DropStat | None, policy: Policy) -> bool:
+    """The drop test: the window is down to ``drop_ratio``, improbably so, and its last week still low."""
+    return (
+        window is not None
+        and last_week is not None
+        and window.expected >= policy.drop_min_weekly_user_days * policy.drop_window_days / 7
+        and window.ratio <= policy.drop_ratio
+        and window.p_value < policy.drop_alpha
+        and last_week.ratio < policy.drop_recover_ratio
+    )
+
+
+def _drop(state: AccountState, sig: Signals, policy: Policy) -> tuple[str, DropStat] | None:
+    """Advance the drop episode; ``("open" | "recover", stat)`` when it changes.
+
+    The window (the last 14 complete days) is tested against the baseline before it; once an episode
+    is open, each last week is compared with that baseline, frozen, until it is back to
+    ``drop_recover_ratio`` of it.
+    """
+    today = sig.today
+    if state.drop_since_ms is not None:
+        stat = drop_stat(sig.units, _frozen(state), today - 7, today - 1, sig.excluded)
+        if stat.ratio >= policy.drop_recover_ratio:
+            return "recover", stat
+        return None
+    if state.drop_pending_day is not None:
+        frozen = _frozen(state)
+        window = drop_stat(sig.units, frozen, today - policy.drop_window_days, today - 1, sig.excluded)
+        last_week = drop_stat(sig.units, frozen, today - 7, today - 1, sig.excluded)
+        if not _dropped(window, last_week, policy):
+            state.drop_pending_day, state.drop_base = None, ()
+            return None
+        if today - state.drop_pending_day >= policy.drop_persist_days:
+            return "open", window
+        return None
+    if sig.drop_base is None or not _dropped(sig.fortnight, sig.fortnight_last_week, policy):
+        return None
+    assert sig.fortnight is not None  # noqa: S101 - _dropped checked it
+    state.drop_pending_day = today
+    state.drop_base, state.drop_dispersion = sig.drop_base.mean, sig.drop_base.dispersion
+    return ("open", sig.fortnight) if policy.drop_persist_days == 0 else None
+
+
+def _key_user(state: AccountState, t: int, policy: Policy, ctx: Context) -> tuple[TopUser, float, int] | None:
+    """The key user found away at ``t``: ``(user, share, since_ms)``, or None."""
+    if state.key_user is not None or len(state.top_users) < 2 or state.last_activity_ms is None:
+        return None
+    top = max(state.top_users, key=lambda u: (u.weight, u.user))
+    others = sum(
+        u.weight * 0.5 ** ((top.last_day - u.last_day) / _HALF_LIFE_DAYS)
+        for u in state.top_users
+        if u is not top
+    )
+    share = top.weight / (top.weight + others) if top.weight + others > 0 else 0.0
+    if share < policy.key_user_share or top.weight < policy.key_user_min_active_days:
+        return None
+    rate = min(0.95, top.weight / _FULL_WEIGHT)
+    away_days = max(_KEY_USER_MIN_AWAY_DAYS, round(policy.key_user_missed_active_days / rate))
+    ctx = _with_holidays(policy.holiday_days, ctx)
+    since = ctx.shift((top.last_day + 1) * DAY_MS, away_days * DAY_MS)
+    # Others must still be active: the account was active after the key user left, within a week.
+    if (
+        since > t
+        or state.last_activity_ms // DAY_MS <= top.last_day
+        or t - state.last_activity_ms > 7 * DAY_MS
+    ):
+        return None
+    return top, share, since
+
+
+def evaluate(
+    state: AccountState, now_ms: int, policy: Policy, ctx: Context = EMPTY_CONTEXT
+) -> tuple[Health, list[Alert]]:
     """Score the account and open any alert episodes that are due.
 
     Args:
         state: Account state; ``clock_ms`` advances to ``max(clock_ms, now_ms)``.
         now_ms: Evaluation time.
         policy: Effective policy.
+        ctx: The partition's excluded time.
 
     Returns:
-        The health at the (advanced) clock and the alerts opened by this evaluation.
-        Each episode alerts once: evaluating again never repeats an alert. The health carries
-        explanations only when an alert was opened (the numbers are the same either way):
-        most evaluations open nothing, and explaining costs more than scoring.
+        The health at the (advanced) clock and the alerts opened by this evaluation. Each episode
+        alerts once: evaluating again never repeats an alert. The health carries explanations only
+        when an alert was opened (the numbers are the same either way).
     """
     t = max(state.clock_ms, now_ms)
+    before = state.clock_ms
     state.clock_ms = t
-    deadline = _quiet_deadline(state, policy)
-    _prune(state, policy)
-    quick = score(state, t, policy, explain=False)
-    if not _opens_episode(state, quick, deadline, t, policy):
-        _close_or_keep_poor(state, quick, policy)
+    _prune(state, policy, ctx)
+    sig = signals(state, t, policy, ctx)
+    quick = score(state, t, policy, ctx, explain=False, sig=sig)
+    if state.subscription == "cancelled":
+        # A cancelled account is not warned about: its episodes end without a word.
+        state.quiet_since_ms = state.drop_since_ms = state.key_user = state.key_since_ms = None
+        state.drop_pending_day, state.drop_base, state.poor_open, state.poor_pending_ms = (
+            None,
+            (),
+            False,
+            None,
+        )
+        state.last_band = quick.band
         return quick, []
-    health = score(state, t, policy)
-    alerts: list[Alert] = []
+    opened: list[tuple[str, int, int, str, str, dict[str, Any]]] = []
+    closed: list[tuple[str, int, str]] = []
+    deadline = _quiet_deadline(state, policy, ctx, sig)
     if deadline is not None and t >= deadline:
         # Detected at the deadline rather than now so that replay and live agree.
         state.quiet_since_ms = deadline
-        severity = "medium" if health.onboarding else "high"
-        alerts.append(_alert(state, ACCOUNT_QUIET, deadline, deadline, severity, health, policy))
-    cur, base = health.current_weekly, health.baseline_weekly
-    if (
-        state.drop_since_ms is None
-        and not health.onboarding
-        and base >= policy.drop_min_baseline_weekly
-        and cur <= policy.drop_ratio * base
-    ):
-        state.drop_since_ms = t
-        severity = "high" if cur <= policy.drop_ratio * base / 2 else "medium"
-        alerts.append(_alert(state, USAGE_DROP, t, t, severity, health, policy))
-    if health.band == "poor":
-        if not state.poor_open and state.last_band not in (None, "poor"):
-            state.poor_open = True
-            alerts.append(_alert(state, HEALTH_DEGRADED, t, t, "medium", health, policy))
-    _close_or_keep_poor(state, health, policy)
+        severity = "medium" if sig.onboarding else "high"
+        opened.append((ACCOUNT_QUIET, deadline, deadline, severity, _quiet_reason(state, deadline, sig), {}))
+    change = _drop(state, sig, policy)
+    if change is not None:
+        verdict, stat = change
+        detail = {
+            "drop": {"observed": stat.observed, "expected": stat.expected, "p_value": round(stat.p_value, 6)}
+        }
+        if verdict == "open":
+            started = (state.drop_pending_day if state.drop_pending_day is not None else sig.today) * DAY_MS
+            state.drop_since_ms = started
+            severity = "high" if stat.ratio <= policy.drop_ratio / 2 else "medium"
+            opened.append((USAGE_DROP, t, started, severity, _drop_reason(stat, policy), detail))
+        else:
+            started = state.drop_since_ms or t
+            state.drop_since_ms, state.drop_pending_day, state.drop_base = None, None, ()
+            closed.append((USAGE_DROP, started, f"Active users are back to {100 * stat.ratio:.0f}% of usual"))
+    key = _key_user(state, t, policy, ctx)
+    if key is not None:
+        user, share, since = key
+        state.key_user, state.key_since_ms = user.user, since
+        away = human_duration(t - (user.last_day + 1) * DAY_MS)
+        # Away two weeks at least, so not among the users of the last 14 days: they are the others.
+        others = round(sig.users_recent)
+        reason = (
+            f"Its most active user ({100 * share:.0f}% of its active days) has not been seen for {away} "
+            f"while {others} other user{'s' if others != 1 else ''} stay{'s' if others == 1 else ''} active"
+        )
+        opened.append(
+            (
+                KEY_USER_LOST,
+                since,
+                since,
+                "medium",
+                reason,
+                {"key_user": {"share": round(share, 3), "last_active_day": user.last_day}},
+            )
+        )
+    start = (
+        state.subscription_started_ms if state.subscription_started_ms is not None else state.first_seen_ms
+    )
+    check = start + policy.onboarding_check_days * DAY_MS
+    # A new account poor from the start never "falls" to poor: it is warned about once, when it has had
+    # onboarding.check_days to take off.
+    not_taking_off = before < check <= t < check + DAY_MS  # just crossed, not a jump over years
+    # A fall compares like with like only once the account has a full window behind it.
+    seen_long = t - state.first_seen_ms >= policy.window_days * DAY_MS
+    if state.poor_open:
+        # While open, the pending time is when the score got back above the margin: the episode
+        # closes once it stays there for poor_recover_days, so an account hovering at the edge of the
+        # band is one episode, not one a month.
+        if quick.score < policy.average_min + policy.poor_recover_margin:
+            state.poor_pending_ms = None
+        elif state.poor_pending_ms is None:
+            state.poor_pending_ms = t
+        elif t - state.poor_pending_ms >= policy.poor_recover_ms:
+            state.poor_open, state.poor_pending_ms = False, None
+    elif quick.band != "poor":
+        state.poor_pending_ms = None
+    else:
+        pending = state.poor_pending_ms
+        if pending is None and ((state.last_band not in (None, "poor") and seen_long) or not_taking_off):
+            state.poor_pending_ms = pending = t
+        # Poor for a day, not for an hour: a holiday or one quiet day does not make an episode. And an
+        # account already flagged as quiet, dropping or without its key user is not flagged again for
+        # the poor health that follows: one story, one alert (it is, if the other episode closes first).
+        flagged = (
+            state.quiet_since_ms is not None or state.drop_since_ms is not None or state.key_user is not None
+        )
+        if pending is not None and t - pending >= policy.poor_persist_ms and not flagged:
+            young = pending - start < policy.onboarding_check_days * DAY_MS + DAY_MS
+            state.poor_open, state.poor_pending_ms = True, None
+            opened.append((HEALTH_DEGRADED, t, pending, "medium", "young" if young else "", {}))
+    state.last_band = quick.band
+    if not opened and not closed:
+        return quick, []
+    health = score(state, t, policy, ctx, explain=True, sig=sig)
+    alerts = []
+    for kind, at, started, severity, reason, extra in opened:
+        if kind == HEALTH_DEGRADED:
+            reason = _degraded_reason(health, young=reason == "young", days=policy.onboarding_check_days)
+        alerts.append(_alert(state, kind, at, started, severity, health, policy, reason, **extra))
+    for kind, started, reason in closed:
+        alerts.append(
+            _alert(state, ACCOUNT_RECOVERED, t, started, "info", health, policy, reason, closes=kind)
+        )
     return health, alerts
 
 
-def _opens_episode(state: AccountState, health: Health, deadline: int | None, t: int, policy: Policy) -> bool:
-    """Whether :func:`evaluate` at ``t`` opens any alert episode (the same tests, without side effects)."""
-    if deadline is not None and t >= deadline:
-        return True
-    base = health.baseline_weekly
-    if (
-        state.drop_since_ms is None
-        and not health.onboarding
-        and base >= policy.drop_min_baseline_weekly
-        and health.current_weekly <= policy.drop_ratio * base
-    ):
-        return True
-    return health.band == "poor" and not state.poor_open and state.last_band not in (None, "poor")
+def _quiet_reason(state: AccountState, deadline: int, sig: Signals) -> str:
+    last = state.last_activity_ms or deadline
+    usual = ""
+    if sig.quiet_rhythm is not None and sig.quiet_rhythm.days >= 14:
+        per_week = sum(sig.quiet_rhythm.share)
+        users = sig.users_earlier if sig.users_earlier >= 1 else sig.users_28
+        who = f"{users:.0f} users were" if users >= 2 else "it was"
+        usual = f"; {who} active on about {per_week:.1f} days a week before"
+    return f"No activity for {human_duration(deadline - last)}{usual}"
 
 
-def _close_or_keep_poor(state: AccountState, health: Health, policy: Policy) -> None:
-    if health.band != "poor" and state.poor_open and health.score >= policy.average_min:
-        state.poor_open = False
-    state.last_band = health.band
+def _drop_reason(stat: DropStat, policy: Policy) -> str:
+    return (
+        f"Active user-days down to {stat.observed:.0f} in the last {policy.drop_window_days} days from "
+        f"{stat.expected:.1f} usually ({100 * (1 - stat.ratio):.0f}% less)"
+    )
 
 
-def next_due_ms(state: AccountState, policy: Policy) -> int | None:
+def _degraded_reason(health: Health, young: bool, days: int) -> str:
+    weakest = min(health.components, key=lambda c: c.value - 100 * c.weight, default=None)
+    why = f": {weakest.name} {weakest.value:.0f} ({weakest.explanation})" if weakest is not None else ""
+    if young:
+        return f"Not taking off: health {health.score} ({health.band}) {days} days after the start{why}"
+    return f"Health fell to {health.score} ({health.band}){why}"
+
+
+def next_due_ms(state: AccountState, policy: Policy, ctx: Context = EMPTY_CONTEXT) -> int | None:
     """Return when :func:`evaluate` must next run if no events arrive.
 
     Args:
         state: Account state.
         policy: Effective policy.
+        ctx: The partition's excluded time.
 
     Returns:
         The earliest of the pending quiet deadline (the clock itself if already overdue)
         and the next UTC midnight after the clock while any day bucket is still inside the
-        window; None when nothing can change without new events. Open episodes alone need
-        no timer: they only close on new activity, which brings a bucket back.
+        window; None when nothing can change without new events.
     """
     due: int | None = None
-    deadline = _quiet_deadline(state, policy)
+    deadline = _quiet_deadline(state, policy, ctx)
     if deadline is not None:
         due = max(deadline, state.clock_ms)
     clock_day = state.clock_ms // DAY_MS
@@ -215,7 +501,7 @@ def next_due_ms(state: AccountState, policy: Policy) -> int | None:
     return due
 
 
-def advance(state: AccountState, until_ms: int, policy: Policy) -> list[Alert]:
+def advance(state: AccountState, until_ms: int, policy: Policy, ctx: Context = EMPTY_CONTEXT) -> list[Alert]:
     """Run every due evaluation at or before ``until_ms``, in order.
 
     The clock stops at the last due point, not at ``until_ms``, so how often this is
@@ -225,16 +511,17 @@ def advance(state: AccountState, until_ms: int, policy: Policy) -> list[Alert]:
         state: Account state.
         until_ms: Watermark up to which time is known to have passed.
         policy: Effective policy.
+        ctx: The partition's excluded time.
 
     Returns:
         All alerts opened, in detection order.
     """
     alerts: list[Alert] = []
     for _ in range(_MAX_STEPS):
-        due = next_due_ms(state, policy)
+        due = next_due_ms(state, policy, ctx)
         if due is None or due > until_ms:
             return alerts
-        alerts.extend(evaluate(state, due, policy)[1])
+        alerts.extend(evaluate(state, due, policy, ctx)[1])
     raise RuntimeError(f"advance made no progress for account {state.account_id!r}")
 
 
@@ -259,27 +546,60 @@ def _apply_fact(state: AccountState, event: UsageEvent) -> None:
         state.subscription_cancelled_ms = max(t, state.subscription_cancelled_ms or t)
 
 
-def _recover(state: AccountState, event: UsageEvent, prev_last: int | None, policy: Policy) -> list[Alert]:
+def _touch_user(state: AccountState, user: int, day: int) -> None:
+    """Count an active day of ``user`` among the top users (space-saving with decayed weights)."""
+    users = state.top_users
+    for i, u in enumerate(users):
+        if u.user == user:
+            if day > u.last_day:
+                users[i] = TopUser(
+                    user, u.weight * 0.5 ** ((day - u.last_day) / _HALF_LIFE_DAYS) + 1.0, day, u.first_day
+                )
+            return
+    if len(users) < TOP_USERS:
+        users.append(TopUser(user, 1.0, day, day))
+        return
+    # The weakest (weights compared as of today) gives its place up; the newcomer inherits its weight,
+    # so a user who keeps coming back climbs, and one seen once falls back out.
+    i, weakest = min(
+        enumerate(users),
+        key=lambda p: (p[1].weight * 0.5 ** ((day - p[1].last_day) / _HALF_LIFE_DAYS), p[1].user),
+    )
+    inherited = weakest.weight * 0.5 ** ((day - weakest.last_day) / _HALF_LIFE_DAYS)
+    users[i] = TopUser(user, inherited + 1.0, day, day)
+
+
+def _recover(
+    state: AccountState,
+    event: UsageEvent,
+    prev_last: int | None,
+    policy: Policy,
+    ctx: Context,
+    user: int | None,
+) -> list[Alert]:
     t = event.occurred_at_ms
     now = max(t, state.clock_ms)
-    alerts: list[Alert] = []
-    health: Health | None = None
+    closing: list[tuple[str, int, str]] = []
     # Activity no newer than what the quiet episode was measured from says nothing new.
     if state.quiet_since_ms is not None and (prev_last is None or t > prev_last):
         started, state.quiet_since_ms = state.quiet_since_ms, None
-        health = score(state, now, policy)
-        alerts.append(_alert(state, ACCOUNT_RECOVERED, t, started, "info", health, policy, ACCOUNT_QUIET))
-    if state.drop_since_ms is not None:
-        stats = window_stats(state, now, policy)
-        if stats.current_weekly >= policy.drop_recover_ratio * stats.baseline_weekly:
-            started, state.drop_since_ms = state.drop_since_ms, None
-            health = health or score(state, now, policy)
-            alerts.append(_alert(state, ACCOUNT_RECOVERED, t, started, "info", health, policy, USAGE_DROP))
-    return alerts
+        quiet = human_duration(t - prev_last) if prev_last is not None else "a while"
+        closing.append((ACCOUNT_QUIET, started, f"Active again after {quiet} without activity"))
+    if state.key_user is not None and user == state.key_user:
+        started = state.key_since_ms or t
+        state.key_user = state.key_since_ms = None
+        closing.append((KEY_USER_LOST, started, "Its most active user is back"))
+    if not closing:
+        return []
+    health = score(state, now, policy, ctx)
+    return [
+        _alert(state, ACCOUNT_RECOVERED, t, started, "info", health, policy, reason, closes=kind)
+        for kind, started, reason in closing
+    ]
 
 
 def record_event(
-    state: AccountState | None, event: UsageEvent, policy: Policy
+    state: AccountState | None, event: UsageEvent, policy: Policy, ctx: Context = EMPTY_CONTEXT
 ) -> tuple[AccountState, Outcome, list[Alert]]:
     """Apply one event to an account's state.
 
@@ -287,6 +607,7 @@ def record_event(
         state: Current state, or None for an account not seen before.
         event: A validated event for this account.
         policy: Effective policy.
+        ctx: The partition's excluded time.
 
     Returns:
         The (possibly new, mutated in place) state, what happened to the event, and the
@@ -307,25 +628,32 @@ def record_event(
     day = t // DAY_MS
     if day < _horizon_day(state, policy):
         return state, Outcome.LATE, []
-    alerts = advance(state, t, policy)
+    alerts = advance(state, t, policy, ctx)
     state.recent_ids.append(h)
     if len(state.recent_ids) > policy.max_tracked_ids:
         del state.recent_ids[: len(state.recent_ids) - policy.max_tracked_ids]
     state.first_seen_ms = min(state.first_seen_ms, t)
     prev_last = state.last_activity_ms
     lowers = False
+    user: int | None = None
     if event.kind is EventKind.ACTIVITY:
         if not event.active:
             return state, Outcome.INACTIVE, alerts
         weight = policy.event_weights.get(event.name, 1.0)
-        user_bit = 0 if event.user_id is None else bit_for(event.user_id, USER_BITS)
+        user_bit = _ANONYMOUS if event.user_id is None else bit_for(event.user_id, USER_BITS)
         feature_bit = bit_for(event.name, FEATURE_BITS)
         b = state.days.get(day)
+        if b is None or b.events == 0:
+            # A newly active day changes the account's rhythm, so its quiet deadline.
+            state.quiet_cache = None
         if b is None:
             state.days[day] = DayBucket(1, weight, user_bit, feature_bit)
         else:
             users, features = b.users | user_bit, b.features | feature_bit
             state.days[day] = DayBucket(b.events + 1, b.weight + weight, users, features)
+        if event.user_id is not None:
+            user = event_id_hash(event.user_id)
+            _touch_user(state, user, day)
         state.last_activity_ms = t if prev_last is None else max(prev_last, t)
         outcome, lowers = Outcome.COUNTED, weight < 0
     else:
@@ -336,11 +664,11 @@ def record_event(
             state.days[day] = b._replace(weight=b.weight + reserved_weight)
             lowers = reserved_weight < 0
         outcome, lowers = Outcome.FACT, lowers or event.kind in _LOWERING_KINDS
-    _prune(state, policy)
+    _prune(state, policy, ctx)
     if outcome is Outcome.COUNTED:
-        alerts.extend(_recover(state, event, prev_last, policy))
+        alerts.extend(_recover(state, event, prev_last, policy, ctx, user))
     if lowers or day < state.clock_ms // DAY_MS - policy.current_days + 1:
-        alerts.extend(evaluate(state, max(t, state.clock_ms), policy)[1])
+        alerts.extend(evaluate(state, max(t, state.clock_ms), policy, ctx)[1])
     return state, outcome, alerts
 
 

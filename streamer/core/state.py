@@ -8,18 +8,22 @@ Distinct users and features are estimated with linear-counting sketches: each bu
 a 128-bit user bitmap and a 64-bit feature bitmap, and distinct counts over several days
 come from the OR of the bitmaps.
 
-Encoding (version 2, little endian): a fixed header, the account id and four fact strings
+Encoding (version 3, little endian): a fixed header, the account id and four fact strings
 (uint16 length + UTF-8, at most 128 characters so at most 512 bytes each), the buckets
-(uint16 count + 40 bytes each) and the ring (uint16 count + 8 bytes each). Worst case with
-the default policy (35 buckets, 64 ring entries) and 4-byte characters everywhere::
+(uint16 count + 40 bytes each), the ring (uint16 count + 8 bytes each), then the episode
+extension (key user, pending episodes, the drop test's frozen baseline: 93 bytes) and the top
+users (uint8 count + 24 bytes each), and the weekly history (int32 + uint8 count + 13 bytes a
+week). Worst case with the default policy (42 buckets: the window is pruned a whole week at a
+time, 64 ring entries, 5 top users, 8 weeks) and 4-byte characters everywhere::
 
-    header 147 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 35*40
-    + ring 2 + 64*8 = 4665 bytes
+    header 163 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 42*40
+    + ring 2 + 64*8 + extension 93 + top users 1 + 5*24 + history 5 + 8*13 = 5284 bytes
 
 Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
-from :func:`peek_state` without decoding every state; version 1 states still decode.
+from :func:`peek_state` without decoding every state; version 3 the user-based signals. Versions
+1 and 2 still decode.
 
-A typical ASCII account with a full window is about 2.1 KB; a fresh one about 250 bytes.
+A typical ASCII account with a full window is about 2.3 KB; a fresh one about 300 bytes.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "COMPONENT_NAMES",
     "AccountState",
     "DayBucket",
+    "TopUser",
     "bit_for",
     "check_encodable",
     "clone_state",
@@ -47,8 +52,11 @@ __all__ = [
 
 USER_BITS = 128
 FEATURE_BITS = 64
-STATE_VERSION = 2
-COMPONENT_NAMES = ("activity", "recency", "utilization", "breadth", "sentiment")
+STATE_VERSION = 3
+TOP_USERS = 5
+HISTORY_WEEKS = 8
+COMPONENT_NAMES = ("recency", "activity", "users", "stickiness", "utilization", "breadth", "sentiment")
+_V2_COMPONENTS = ("activity", "recency", "utilization", "breadth", "sentiment")
 FACT_STRINGS = ("plan", "segment", "name", "owner")
 _BANDS = (None, "good", "average", "poor")
 _NONE = -(2**63)  # sentinel for an absent int64 timestamp
@@ -59,12 +67,22 @@ _U32_MAX = 2**32 - 1
 # published score, published band, 5 published component values, seats, seats_at, then (version 2)
 # the next due time
 _HEADER_V1 = struct.Struct("<B4qqbi4qBBhB5dqq")
-_HEADER = struct.Struct("<B4qqbi4qBBhB5dqqq")
+_HEADER_V2 = struct.Struct("<B4qqbi4qBBhB5dqqq")
+_HEADER = struct.Struct("<B4qqbi4qBBhB7dqqq")
+# flags (1 key user set), key user, key episode start, drop pending day, poor pending since, drop
+# dispersion, 7 weekday means. Doubles, like every float of the state: a state that stays in memory
+# and one read back from the store must judge alike.
+_EXTENSION = struct.Struct("<BQqiqd7d")
+_TOP_USER = struct.Struct("<Qdii")
+_WEEK = struct.Struct("<idB")
+_NO_DAY = -(2**31)
 _PEEK = struct.Struct("<B4qqbi4qBBhB")  # up to the published band
 _STR = struct.Struct("<H")
 _STR_NONE = 0xFFFF
 _RING = struct.Struct("<Q")
 _I64 = struct.Struct("<q")
+_U8 = struct.Struct("<B")
+_I32 = struct.Struct("<i")
 _U64 = 2**64 - 1
 
 
@@ -107,12 +125,22 @@ def estimate_distinct(bitmap: int, bits: int) -> float:
     Returns:
         ``-m ln(zeros/m)``, or the saturation estimate ``m ln m`` when every bit is set.
     """
-    zeros = bits - bitmap.bit_count()
+    table = _ESTIMATES.get(bits)
+    if table is not None:
+        return table[bitmap.bit_count()]
+    return _estimate(bits - bitmap.bit_count(), bits)
+
+
+def _estimate(zeros: int, bits: int) -> float:
     if zeros == bits:
         return 0.0
     if zeros == 0:
         return bits * math.log(bits)
     return -bits * math.log(zeros / bits)
+
+
+# The estimate depends only on how many bits are set: a table per sketch size.
+_ESTIMATES = {b: tuple(_estimate(b - ones, b) for ones in range(b + 1)) for b in (64, 128)}
 
 
 class DayBucket(NamedTuple):
@@ -126,6 +154,16 @@ class DayBucket(NamedTuple):
     weight: float = 0.0
     users: int = 0
     features: int = 0
+
+
+class TopUser(NamedTuple):
+    """One of an account's most active users: a hash of the user id and its recent active days."""
+
+    user: int
+    # Active days, each worth less as it ages (half after 28 days), as of ``last_day``.
+    weight: float
+    last_day: int
+    first_day: int
 
 
 @dataclass(slots=True)
@@ -164,6 +202,24 @@ class AccountState:
     # When the engine must next look at the account with no new events (see engine.next_due_ms), as
     # last scheduled; stored so that a restart can rebuild its schedule without decoding the state.
     due_ms: int | None = None
+    # The most active users (at most TOP_USERS), for the key-user signal.
+    top_users: list[TopUser] = field(default_factory=list)
+    # The open key-user episode: which user, since when.
+    key_user: int | None = None
+    key_since_ms: int | None = None
+    # A drop seen but not yet persistent: the day it was first seen, and the baseline it is measured
+    # against (user-days per weekday, and their dispersion), frozen on that day.
+    drop_pending_day: int | None = None
+    drop_base: tuple[float, ...] = ()
+    drop_dispersion: float = 1.0
+    # Poor since then, not yet for long enough to alert (health_degraded persists a day).
+    poor_pending_ms: int | None = None
+    # Weeks that left the daily window, newest last (at most HISTORY_WEEKS): (week index, user-days,
+    # days counted), so a decline is measured against the account's level of the months before too.
+    history: list[tuple[int, float, int]] = field(default_factory=list)
+    history_through: int | None = None  # the last week added
+    # Not stored: the engine's last quiet deadline and what it was computed from (engine._quiet_deadline).
+    quiet_cache: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def subscription(self) -> str | None:
@@ -175,7 +231,15 @@ class AccountState:
 
 
 _FIELDS = tuple(f.name for f in fields(AccountState))
-_CONTAINERS = ("days", "facts_at_ms", "recent_ids", "published_components")
+_CONTAINERS = (
+    "days",
+    "facts_at_ms",
+    "recent_ids",
+    "published_components",
+    "top_users",
+    "quiet_cache",
+    "history",
+)
 
 
 def _make_clone() -> Any:
@@ -185,7 +249,8 @@ def _make_clone() -> Any:
     source = (
         "def clone_state(s):\n"
         f"    return AccountState({args}, days=dict(s.days), facts_at_ms=dict(s.facts_at_ms),"
-        " recent_ids=list(s.recent_ids), published_components=dict(s.published_components))\n"
+        " recent_ids=list(s.recent_ids), published_components=dict(s.published_components),"
+        " top_users=list(s.top_users), history=list(s.history))\n"
     )
     namespace: dict[str, Any] = {"AccountState": AccountState}
     exec(source, namespace)  # noqa: S102 - fixed source built from the dataclass's own field names
@@ -241,8 +306,19 @@ def check_encodable(s: AccountState) -> None:
     for key, at in s.facts_at_ms.items():
         if not _I64_MIN < at <= _I64_MAX:
             raise ValueError(f"state field facts_at_ms.{key} out of range")
-    if len(s.days) >= _STR_NONE or len(s.recent_ids) >= _STR_NONE:
-        raise ValueError("state has too many buckets or ids")
+    if (
+        len(s.days) >= _STR_NONE
+        or len(s.recent_ids) >= _STR_NONE
+        or len(s.top_users) > 255
+        or len(s.history) > 255
+    ):
+        raise ValueError("state has too many buckets, ids or users")
+    for name in ("key_since_ms", "poor_pending_ms"):
+        v = getattr(s, name)
+        if v is not None and not _I64_MIN < v <= _I64_MAX:
+            raise ValueError(f"state field {name} out of range")
+    if len(s.drop_base) not in (0, 7):
+        raise ValueError("state field drop_base must hold 7 weekday means")
 
 
 def _opt(v: int | None) -> int:
@@ -319,6 +395,22 @@ def encode_state(s: AccountState) -> bytes:
     out.append(_buckets_struct(len(days)).pack(*flat))
     out.append(_STR.pack(len(s.recent_ids)))
     out.append(_ring_struct(len(s.recent_ids)).pack(*s.recent_ids))
+    out.append(
+        _EXTENSION.pack(
+            1 if s.key_user is not None else 0,
+            s.key_user or 0,
+            _opt(s.key_since_ms),
+            _NO_DAY if s.drop_pending_day is None else s.drop_pending_day,
+            _opt(s.poor_pending_ms),
+            s.drop_dispersion,
+            *(s.drop_base or (math.nan,) * 7),
+        )
+    )
+    out.append(bytes((len(s.top_users),)))
+    out.extend(_TOP_USER.pack(*u) for u in s.top_users)
+    out.append(_I32.pack(_NO_DAY if s.history_through is None else s.history_through))
+    out.append(bytes((len(s.history),)))
+    out.extend(_WEEK.pack(*w) for w in s.history)
     return b"".join(out)
 
 
@@ -360,11 +452,12 @@ def decode_state(b: bytes) -> AccountState:
     Raises:
         ValueError: On an unknown version or truncated/corrupt input.
     """
-    if not b or b[0] not in (1, STATE_VERSION):
+    if not b or b[0] not in (1, 2, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
+    version = b[0]
     r = _Reader(b)
     try:
-        h = r.take(_HEADER if b[0] == STATE_VERSION else _HEADER_V1)
+        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER)[version - 1])
         account_id = r.string()
         if account_id is None:
             raise ValueError("missing account id")
@@ -377,12 +470,14 @@ def decode_state(b: bytes) -> AccountState:
         s.poor_open, s.unpublished, s.last_band = bool(h[12] & 1), bool(h[12] & 2), _BANDS[h[13]]
         s.published_score = None if h[14] == -1 else h[14]
         s.published_band = _BANDS[h[15]]
-        comps = zip(COMPONENT_NAMES, h[16:21], strict=True)
+        names = COMPONENT_NAMES if version == STATE_VERSION else _V2_COMPONENTS
+        comps = zip(names, h[16 : 16 + len(names)], strict=True)
         s.published_components = {n: v for n, v in comps if not math.isnan(v)}
-        s.seats = _unopt(h[21])
-        s.due_ms = _unopt(h[23]) if len(h) > 23 else None
-        if h[22] != _NONE:
-            s.facts_at_ms["seats"] = h[22]
+        rest = h[16 + len(names) :]
+        s.seats = _unopt(rest[0])
+        s.due_ms = _unopt(rest[2]) if len(rest) > 2 else None
+        if rest[1] != _NONE:
+            s.facts_at_ms["seats"] = rest[1]
         for key in FACT_STRINGS:
             setattr(s, key, r.string())
             at = _signed(r.take(_RING)[0])
@@ -394,6 +489,20 @@ def decode_state(b: bytes) -> AccountState:
             for day, events, weight, low, high, features in zip(it, it, it, it, it, it, strict=True)
         }
         s.recent_ids = list(r.take(_ring_struct(r.count())))
+        if version == STATE_VERSION:
+            flags, key_user, key_since, pending, poor_pending, dispersion, *base = r.take(_EXTENSION)
+            s.poor_pending_ms = _unopt(poor_pending)
+            s.key_user = key_user if flags & 1 else None
+            s.key_since_ms = _unopt(key_since)
+            s.drop_pending_day = None if pending == _NO_DAY else pending
+            s.drop_dispersion = dispersion
+            s.drop_base = () if math.isnan(base[0]) else tuple(base)
+            (n,) = r.take(_U8)
+            s.top_users = [TopUser(*r.take(_TOP_USER)) for _ in range(n)]
+            (through,) = r.take(_I32)
+            s.history_through = None if through == _NO_DAY else through
+            (n,) = r.take(_U8)
+            s.history = [(w, units, days) for w, units, days in (r.take(_WEEK) for _ in range(n))]
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
     if r.pos != len(b):
@@ -407,8 +516,9 @@ def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
     A restarted worker needs only these to rebuild its schedule and band counts; reading them costs a
     fraction of :func:`decode_state`.
     """
-    if len(b) < _HEADER.size or b[0] != STATE_VERSION:
+    header = {2: _HEADER_V2, STATE_VERSION: _HEADER}.get(b[0]) if b else None
+    if header is None or len(b) < header.size:
         return None
     h = _PEEK.unpack_from(b)
-    (due,) = _I64.unpack_from(b, _HEADER.size - 8)
+    (due,) = _I64.unpack_from(b, header.size - 8)
     return _unopt(due), _BANDS[h[15]], bool(h[12] & 2)

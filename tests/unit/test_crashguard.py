@@ -80,10 +80,10 @@ class Killed(BaseException):
 def test_a_worker_that_dies_on_a_record_dead_letters_it_after_the_restarts_and_applies_the_rest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def deadly(state: Any, ev: Any, policy: Any) -> Any:
+    def deadly(state: Any, ev: Any, policy: Any, ctx: Any) -> Any:
         if ev.event_id == "killer":
             raise Killed
-        return record_event(state, ev, policy)
+        return record_event(state, ev, policy, ctx)
 
     monkeypatch.setattr(processor_module, "record_event", deadly)
     store = Store()

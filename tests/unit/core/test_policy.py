@@ -14,10 +14,12 @@ EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "rules.example.toml"
 def test_no_rules_text_gives_documented_defaults() -> None:
     p = load_policy(None).for_account(None, None)
     assert p == Policy()
-    assert (p.window_days, p.current_days, p.baseline_days, p.onboarding_days) == (35, 7, 28, 90)
-    assert p.quiet_after_ms == 7 * DAY_MS
-    assert (p.weights.activity, p.weights.sentiment) == (0.35, 0.15)
+    assert (p.window_days, p.current_days, p.baseline_days, p.onboarding_days) == (36, 7, 28, 90)
+    assert (p.quiet_after_ms, p.quiet_missed_active_days, p.quiet_max_ms) == (7 * DAY_MS, 5.0, 28 * DAY_MS)
+    assert (p.drop_ratio, p.drop_alpha, p.drop_window_days, p.drop_baseline_days) == (0.4, 0.01, 14, 21)
+    assert (p.weights.activity, p.weights.stickiness, p.weights.sentiment) == (0.25, 0.20, 0.05)
     assert (p.good_min, p.average_min, p.max_tracked_ids) == (70, 40, 64)
+    assert p.holiday_days == frozenset()
 
 
 def test_example_rules_file_loads_and_its_base_equals_the_defaults() -> None:
@@ -29,7 +31,7 @@ def test_example_overrides_apply_by_segment_and_plan() -> None:
     rules = load_policy(EXAMPLE.read_text())
     enterprise = rules.for_account("enterprise", "pro")
     assert enterprise.quiet_after_ms == 3 * DAY_MS
-    assert enterprise.drop_min_baseline_weekly == 100.0
+    assert enterprise.drop_min_weekly_user_days == 20.0
     trial = rules.for_account("smb", "trial")
     assert trial.onboarding_days == 30
     assert trial.event_weights == {"support_ticket_opened": -2.0}
@@ -75,6 +77,24 @@ def test_fractional_quiet_days_and_weights_are_loaded() -> None:
         ("[event_weights]\nlogin = 'x'", "event_weights.login: must be a number"),  # bad weight
         ("alerts = 3", "alerts: must be a table"),  # scalar section
         ("[window]\ncurrent_days = 30", "must not exceed window.days"),  # windows overlap the kept days
+        (
+            "[alerts]\ndrop_min_baseline_weekly = 5",
+            "alerts.drop_min_baseline_weekly: no longer a key: use alerts.drop_min_weekly_user_days",
+        ),  # a key of an earlier rules file says what replaced it
+        (
+            "[[holidays]]\nname = 'x'\ndates = ['2026-13-01']",
+            "holidays[0].dates[0]: '2026-13-01' is not a date",
+        ),
+        (
+            "[[holidays]]\nname = 'x'\ndates = ['2026-02-01..2026-01-01']",
+            "must run forward",
+        ),  # reversed range
+        ("[[holidays]]\nname = 'x'\ndates = []", "holidays[0].dates: required"),  # empty
+        ("[[holidays]]\ndates = ['2026-01-01']", "holidays[0].name: required"),  # unnamed
+        (
+            "[[holidays]]\nname = 'x'\ndates = ['2026-01-01']\nregion = 'eu'",
+            "holidays[0].region: unknown key",
+        ),
         ("[bands]\naverage_min = 80", "average_min <= good_min"),  # inverted bands
         ("[alerts]\ndrop_ratio = 0.9", "drop_ratio <= drop_recover_ratio"),  # recovery below drop
         ("[[overrides]]\nalerts = { drop_ratio = 0.1 }", "overrides[0]: needs segment"),  # no selector
@@ -89,3 +109,18 @@ def test_invalid_rules_raise_policy_error_naming_the_key(text: str, message: str
     with pytest.raises(PolicyError, match=message.replace("[", r"\[").replace("]", r"\]")):
         load_policy(text)
     assert issubclass(PolicyError, ValueError)
+
+
+def test_holidays_apply_to_every_account_or_to_their_segment_and_plan() -> None:
+    rules = load_policy("""
+[[holidays]]
+name = "Christmas"
+dates = ["2026-12-24..2026-12-26", 2027-01-01]
+[[holidays]]
+name = "Golden Week"
+segment = "apac"
+dates = ["2027-05-03"]
+""")
+    christmas = {20811, 20812, 20813, 20819}  # 2026-12-24..26 and 2027-01-01 as epoch days
+    assert rules.for_account("emea", "pro").holiday_days == christmas
+    assert rules.for_account("apac", None).holiday_days == christmas | {20941}

@@ -14,9 +14,11 @@ from streamer.core.engine import record_event
 from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.state import (
+    COMPONENT_NAMES,
     USER_BITS,
     AccountState,
     DayBucket,
+    TopUser,
     bit_for,
     check_encodable,
     clone_state,
@@ -46,13 +48,20 @@ def test_activity_is_bucketed_by_utc_day() -> None:
     assert s.days[day].users.bit_count() == 2
 
 
-def test_days_older_than_the_window_of_the_newest_day_are_evicted() -> None:
+def test_days_leave_the_window_a_whole_week_at_a_time_into_the_weekly_history() -> None:
+    day0 = T0 // DAY_MS  # a Monday
     s, _, _ = record_event(None, activity(1, T0), POLICY)
-    s, _, _ = record_event(s, activity(2, T0 + 34 * DAY_MS), POLICY)
-    assert len(s.days) == 2  # day 0 is still the 35th day of the window
-    s, _, _ = record_event(s, activity(3, T0 + 35 * DAY_MS), POLICY)
-    day0 = T0 // DAY_MS
-    assert sorted(s.days) == [day0 + 34, day0 + 35]
+    s, _, _ = record_event(s, activity(2, T0 + 36 * DAY_MS), POLICY)
+    # Day 0 is older than the 36-day window now, but its week (Monday..Sunday) is not all older yet.
+    assert sorted(s.days) == [day0, day0 + 36] and s.history == []
+    s, _, _ = record_event(s, activity(3, T0 + 42 * DAY_MS + 3_600_000, user="v"), POLICY)
+    assert sorted(s.days) == [day0 + 36, day0 + 42]
+    # The week of day 0: one user-day over 7 days counted; the next week, empty, is history too.
+    week0 = (day0 + 3) // 7
+    [(week, units, days)] = s.history
+    assert (week, round(units, 2), days, s.history_through) == (week0, 1.0, 7, week0)
+    s, _, _ = record_event(s, activity(4, T0 + 49 * DAY_MS), POLICY)
+    assert s.history[1:] == [(week0 + 1, 0.0, 7)]
 
 
 def test_event_weights_apply_per_event_name() -> None:
@@ -85,11 +94,16 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     wide = "\U0001f600" * 128
     s = AccountState(account_id=wide, first_seen_ms=T0, clock_ms=T0, seats=5)
     s.plan = s.segment = s.name = s.owner = wide
-    s.days = {d: DayBucket(2**32 - 1, 1.5, 2**128 - 1, 2**64 - 1) for d in range(35)}
+    s.days = {d: DayBucket(2**32 - 1, 1.5, 2**128 - 1, 2**64 - 1) for d in range(42)}
     s.recent_ids = list(range(64))
     s.published_score, s.published_band = 50, "average"
     s.published_components = {"activity": 1.0}
-    assert len(encode_state(s)) == 4665
+    s.top_users = [TopUser(2**64 - 1 - i, 40.5, 9, 1) for i in range(5)]
+    s.history = [(w, 123.5, 7) for w in range(8)]
+    s.history_through = 7
+    s.key_user, s.key_since_ms, s.poor_pending_ms = 2**64 - 1, T0, T0
+    s.drop_pending_day, s.drop_base, s.drop_dispersion = 20_000, (1.5,) * 7, 2.5
+    assert len(encode_state(s)) == 5284
     assert decode_state(encode_state(s)) == s
 
 
@@ -103,9 +117,14 @@ buckets = st.builds(
     st.integers(0, 2**128 - 1),
     st.integers(0, 2**64 - 1),
 )
-components = st.dictionaries(
-    st.sampled_from(["activity", "recency", "utilization", "breadth", "sentiment"]), st.floats(0, 100)
+components = st.dictionaries(st.sampled_from(COMPONENT_NAMES), st.floats(0, 100))
+top_users = st.lists(
+    st.builds(
+        TopUser, st.integers(0, 2**64 - 1), st.floats(0, 50), st.integers(0, 30_000), st.integers(0, 30_000)
+    ),
+    max_size=5,
 )
+weeks = st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 1e6), st.integers(0, 7)), max_size=8)
 bands = st.sampled_from([None, "good", "average", "poor"])
 
 
@@ -133,23 +152,51 @@ def states(draw: st.DrawFn) -> AccountState:
     s.published_score, s.published_band = draw(st.none() | st.integers(0, 100)), draw(bands)
     s.published_components = draw(components)
     s.due_ms, s.unpublished = draw(opt_ms), draw(st.booleans())
+    s.top_users, s.history = draw(top_users), draw(weeks)
+    s.history_through = draw(st.none() | st.integers(0, 5000))
+    s.key_user = draw(st.none() | st.integers(0, 2**64 - 1))
+    s.key_since_ms, s.poor_pending_ms = draw(opt_ms), draw(opt_ms)
+    s.drop_pending_day = draw(st.none() | st.integers(-(2**31) + 1, 2**31 - 1))
+    s.drop_base = draw(st.just(()) | st.tuples(*(st.floats(0, 1e6),) * 7))
+    s.drop_dispersion = draw(st.floats(1, 100))
     return s
 
 
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 2
+    assert encoded[0] == 3
     assert decode_state(encoded) == s
     assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
 
 
-def test_version_1_states_still_decode_and_cannot_be_peeked() -> None:
-    s = AccountState("acme", T0, T0, last_activity_ms=T0, published_band="good", published_score=80)
-    s.days[T0 // 86_400_000] = DayBucket(3, 3.0, 0b101, 0b11)
-    v2 = encode_state(s)
+# A state as version 2 wrote it (five published components, no user signals): its header, then acme.
+V2 = bytes.fromhex(
+    "020018748b9b0100000518748b9b010000ffffffffffffffff0018748b9b0100000000000000000080ff0000000000000000"
+    "000000800000000000000080e81b748b9b0100000000000000000080000050000100000000000049400000000000005940"
+    "000000000000f87f000000000000f87f00000000008051400c000000000000000018748b9b01000000749a909b01000004"
+    "0061636d65030070726f0018748b9b010000ffff0000000000000080ffff0000000000000080ffff000000000000008001"
+    "00ea4f0000030000000000000000000840050000000000000000000000000000000300000000000000020007000000000000"
+    "000900000000000000"
+)
+
+
+def _v2_state() -> AccountState:
+    s = AccountState("acme", T0, T0 + 5, last_activity_ms=T0, published_band="good", published_score=80)
+    s.days[T0 // DAY_MS] = DayBucket(3, 3.0, 0b101, 0b11)
+    s.published_components = {"activity": 50.0, "recency": 100.0, "sentiment": 70.0}
+    s.seats, s.plan, s.facts_at_ms = 12, "pro", {"seats": T0, "plan": T0}
+    s.recent_ids, s.quiet_since_ms, s.due_ms = [7, 9], T0 + 1000, T0 + DAY_MS
+    return s
+
+
+def test_version_2_and_1_states_still_decode_and_only_version_1_cannot_be_peeked() -> None:
+    s = _v2_state()
+    assert decode_state(V2) == s
+    assert peek_state(V2) == (T0 + DAY_MS, "good", False)
     header_v2 = struct.calcsize("<B4qqbi4qBBhB5dqqq")
-    v1 = b"\x01" + v2[1 : header_v2 - 8] + v2[header_v2:]  # the same state without the due time
+    v1 = b"\x01" + V2[1 : header_v2 - 8] + V2[header_v2:]  # the same state without the due time
+    s.due_ms = None
     assert decode_state(v1) == s
     assert peek_state(v1) is None
 
