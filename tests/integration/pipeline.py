@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 
 from streamer.core.state import AccountState, decode_state
+from streamer.processor import ACTIVITY_KEY_PREFIX
 from tests.integration.kafkautil import latest_by_key, read_all
 from tests.integration.workers import Worker
 
@@ -65,7 +66,11 @@ async def alerts(bootstrap: str, topic: str) -> list[AlertSeen]:
 async def states(bootstrap: str, app_id: str) -> dict[str, AccountState]:
     """The account states a worker group stored, read from its table's changelog."""
     latest = latest_by_key(await read_all(bootstrap, f"{app_id}-accounts-changelog"))
-    return {key.decode(): decode_state(value) for key, value in latest.items()}
+    return {
+        key.decode(): decode_state(value)
+        for key, value in latest.items()
+        if not key.decode().startswith(ACTIVITY_KEY_PREFIX)  # the partition's activity record
+    }
 
 
 def counted_events(state: AccountState) -> int:
