@@ -16,17 +16,20 @@ Alert rules, each once per episode:
 * ``account_quiet``: no activity for ``quiet_after_days`` (7) *and* for as long as the account
   would normally have had ``quiet_missed_active_days`` (5) active days (:mod:`streamer.core.rhythm`),
   at most ``quiet_max_days`` (28); excluded time is not silence. Closes on activity.
-* ``usage_drop``: the last complete week's user-days are at most ``drop_ratio`` (0.5) of what the
-  same weekdays of the baseline expected, that is unlikely under the account's own variability
-  (``drop_alpha``, 0.01), the baseline expected at least ``drop_min_weekly_user_days`` (5), and it
-  persists for ``drop_persist_days`` (7) against the baseline frozen when it was first seen.
-  Closes when a week is back to ``drop_recover_ratio`` (0.75) of it.
+* ``usage_drop``: the user-days of the last ``drop_window_days`` (14) are at most ``drop_ratio``
+  (0.4) of what the same weekdays of the ``drop_baseline_days`` (21) before them expected (or the
+  account's weekly history, if higher), that few is unlikely under the account's own variability
+  (``drop_alpha``, 0.01), the baseline expected at least ``drop_min_weekly_user_days`` (3) a week,
+  and it held for ``drop_persist_days`` (0) more days. Closes when a week is back to
+  ``drop_recover_ratio`` (0.75) of the baseline.
 * ``key_user_lost``: the account's most active user (at least ``key_user_share``, 30%, of its
   active user-days, and at least ``key_user_min_active_days``) has been away for two weeks or
   for ``key_user_missed_active_days`` of their own active days, while others stay active.
   Closes when that user is back.
-* ``health_degraded``: the band falls to poor; closes once the score is back to
-  ``average_min + poor_recover_margin`` (50).
+* ``health_degraded``: the band falls to poor and stays there ``poor_persist_days`` (1), or a new
+  account is still poor ``onboarding.check_days`` (21) after its start ("not taking off"); closes
+  once the score stays at ``average_min + poor_recover_margin`` (50) or more for
+  ``poor_recover_days`` (14).
 
 A cancelled account raises nothing more.
 """

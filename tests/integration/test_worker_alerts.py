@@ -39,7 +39,8 @@ async def test_agent_consumes_produced_event_and_publishes_health(
     assert snapshot["account_id"] == "acme"
     # One login and nothing else known: active today (recency 100), no tickets or NPS (sentiment
     # neutral, 70); components that need history or seats are left out rather than guessed.
-    assert [(c["name"], c["value"]) for c in snapshot["components"]] == [("recency", 100.0), ("sentiment", 70.0)]
+    components = [(c["name"], c["value"]) for c in snapshot["components"]]
+    assert components == [("recency", 100.0), ("sentiment", 70.0)]
     assert (snapshot["score"], snapshot["band"]) == (91, "good")
     assert snapshot["onboarding"] is True
     assert snapshot["last_activity_at"] == ms_to_rfc3339(at)
