@@ -176,7 +176,7 @@ class PartitionProcessor:
         # Without the rollback copy and the encodability check of every step: a backtest fails on a bug
         # rather than working around it, and is faster for it.
         self.isolate = isolate
-        self.activity = PartitionActivity()
+        self.activity = self._with_gap_rules(PartitionActivity())
         self._activity_dirty = False
         self._ctx = Context()
         self._ctx_key: tuple[int | None, int, int] = (None, 0, 0)
@@ -195,6 +195,13 @@ class PartitionProcessor:
             return None
         state = self._cache[account_id] = decode_state(raw)
         return state
+
+    def _with_gap_rules(self, activity: PartitionActivity) -> PartitionActivity:
+        # The thresholds are rules, not state: a changed rules file applies to stored activity too.
+        g = self.policies.gaps
+        activity.silence_min, activity.lull_min = g.silence_min, g.lull_min
+        activity.day_min, activity.max_gap_days = g.day_min, g.max_gap_days
+        return activity
 
     def context(self) -> Context:
         """The partition's excluded time (holidays are per account, in its policy)."""
@@ -224,7 +231,7 @@ class PartitionProcessor:
         stored_activity = store.get(activity_key(self.partition))
         if stored_activity is not None:
             try:
-                self.activity = decode_activity(stored_activity)
+                self.activity = self._with_gap_rules(decode_activity(stored_activity))
             except ValueError:
                 log.error(
                     "the stored activity of partition %d is unreadable; it starts afresh", self.partition
@@ -358,7 +365,7 @@ class PartitionProcessor:
             # depends only on the order of the partition, never on how it was cut into batches.
             self._advance_clock(min(event.occurred_at_ms - self.allowed_lateness_ms, now_wall_ms), out)
             self._fire_due(touched, store, out)
-            if rec.offset > self.activity.applied_offset:
+            if self.policies.gaps.enabled and rec.offset > self.activity.applied_offset:
                 # The partition's own rhythm counts each record once, replays after a crash excepted.
                 self.activity.observe(event.occurred_at_ms)
                 self.activity.applied_offset = rec.offset
@@ -468,6 +475,8 @@ class PartitionProcessor:
         if clock_ms <= self.clock_ms:
             return
         self.clock_ms = clock_ms
+        if not self.policies.gaps.enabled:
+            return
         for change in self.activity.advance(clock_ms):
             self._activity_dirty = True
             if change.started and not change.continued:

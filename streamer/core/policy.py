@@ -16,7 +16,16 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-__all__ = ["DAY_MS", "Holiday", "Policy", "PolicyError", "PolicySet", "ScoreWeights", "load_policy"]
+__all__ = [
+    "DAY_MS",
+    "GapRules",
+    "Holiday",
+    "Policy",
+    "PolicyError",
+    "PolicySet",
+    "ScoreWeights",
+    "load_policy",
+]
 
 DAY_MS = 86_400_000
 
@@ -260,6 +269,40 @@ class _Override:
 
 
 @dataclass(frozen=True, slots=True)
+class GapRules:
+    """How partitions find data gaps (:mod:`streamer.core.partition`): one set for every partition.
+
+    Thresholds are in *independent* events expected (counts divided by the learnt dispersion);
+    larger values make gaps rarer. ``enabled = false`` judges every account's silence on its own,
+    as when a portfolio's traffic is too sparse or too irregular for a partition to have a rhythm.
+    """
+
+    enabled: bool = True
+    silence_min: float = 12.0
+    lull_min: float = 20.0
+    day_min: float = 20.0
+    max_gap_days: float = 10.0
+
+
+_GAP_KEYS = {"silence_min", "lull_min", "day_min", "max_gap_days"}
+
+
+def _gap_rules(raw: object) -> GapRules:
+    body = dict(_table(raw, "data_gaps"))
+    enabled = body.pop("enabled", True)
+    if not isinstance(enabled, bool):
+        raise PolicyError("data_gaps.enabled: must be true or false")
+    values: dict[str, float] = {}
+    for key, value in body.items():
+        if key not in _GAP_KEYS:
+            raise PolicyError(f"data_gaps.{key}: unknown key")
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
+            raise PolicyError(f"data_gaps.{key}: must be a number > 0")
+        values[key] = float(value)
+    return GapRules(enabled, **values)
+
+
+@dataclass(frozen=True, slots=True)
 class Holiday:
     """Days on which accounts (of a segment and/or plan, or all) are not expected to work."""
 
@@ -280,6 +323,7 @@ class PolicySet:
     default: Policy = Policy()
     overrides: tuple[_Override, ...] = ()
     holidays: tuple[Holiday, ...] = ()
+    gaps: GapRules = GapRules()
     _cache: dict[tuple[str | None, str | None], Policy] = field(
         default_factory=dict, compare=False, repr=False
     )
@@ -374,7 +418,7 @@ def load_policy(text: str | None) -> PolicySet:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise PolicyError(f"$: invalid TOML: {err}") from None
-    default = _apply(Policy(), _parse_delta(doc, "", frozenset({"overrides", "holidays"})), "")
+    default = _apply(Policy(), _parse_delta(doc, "", frozenset({"overrides", "holidays", "data_gaps"})), "")
     raw_overrides = doc.get("overrides", [])
     if not isinstance(raw_overrides, list):
         raise PolicyError("overrides: must be an array of tables ([[overrides]])")
@@ -395,4 +439,5 @@ def load_policy(text: str | None) -> PolicySet:
     if not isinstance(raw_holidays, list):
         raise PolicyError("holidays: must be an array of tables ([[holidays]])")
     holidays = tuple(_holiday(raw, f"holidays[{i}]") for i, raw in enumerate(raw_holidays))
-    return PolicySet(default, tuple(overrides), holidays)
+    gaps = _gap_rules(doc.get("data_gaps", {}))
+    return PolicySet(default, tuple(overrides), holidays, gaps)

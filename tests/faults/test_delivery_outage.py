@@ -36,7 +36,7 @@ async def test_receiver_away_for_a_while_then_every_alert_delivered_once(
     history = simulated_history(
         seed=12, accounts=300, events=20_000, start_ms=now_ms() - 24 * DAY_MS, span_days=20
     )
-    run = await replay(kafka_bootstrap, topic_factory, tmp_path, history, quiet_days=3)
+    run = await replay(kafka_bootstrap, topic_factory, tmp_path, history, quiet_days=3, data_gaps=False)
     topics = run.topics
     worker = worker_factory.create(topics, 4, f"deliver-{unique_id}", rules_file=run.rules)
     await worker.start()

@@ -228,11 +228,18 @@ async def replay(
     *,
     partitions: int = 4,
     quiet_days: float = 3,
+    data_gaps: bool = True,
     figures: dict[str, Any] | None = None,
 ) -> Replay:
-    """Make the topics, write the rules (quiet after ``quiet_days``) and produce the history."""
+    """Make the topics, write the rules (quiet after ``quiet_days``) and produce the history.
+
+    The history ends days before now, and all of it together: a partition that has learnt its rhythm
+    takes that for a tracking outage and holds the accounts' quiet alerts (``data_gaps=False`` judges
+    each account's silence on its own, as a test of what happens to the alerts needs).
+    """
     topics = await make_topics(topic_factory, partitions)
-    rules = str(rules_file(tmp_path, quiet_days * 86400.0))
+    extra = "" if data_gaps else "[data_gaps]\nenabled = false\n"
+    rules = str(rules_file(tmp_path, quiet_days * 86400.0, "quiet_missed_active_days = 0\n" + extra))
     started = time.monotonic()
     await produce_fast(bootstrap, topics["events"], list(history.records))
     if figures is not None:

@@ -168,3 +168,33 @@ def test_dead_letters_over_512_kib_are_cut_and_marked_with_their_sizes() -> None
     small = Record(0, 8, None, b"{")
     assert dead_letter(small, "r", "t")[:2] == (None, b"{")
     assert "churnwatch.truncated" not in dict(dead_letter(small, "r", "t")[2])
+
+
+HOUR_MS = 3_600_000
+
+
+def _partition_that_goes_silent(rules: str) -> tuple[BatchOutput, int]:
+    """Ten accounts active every hour for three weeks, then all silent together for two days."""
+    proc, store = processor(rules), Store()
+    records, last = [], T0
+    for hour in range(21 * 24):
+        for a in range(10):
+            last = T0 + hour * HOUR_MS + a * 1000
+            records.append(Record(0, len(records), f"a{a}".encode(), event(f"a{a}", f"{a}-{hour}", last)))
+    out = apply(proc, store, records, last, backlog=True)
+    out.extend(proc.tick(last + 2 * DAY_MS, store, last + 2 * DAY_MS))
+    return out, last
+
+
+def test_a_whole_partition_falling_silent_is_a_data_gap_that_holds_quiet_alerts() -> None:
+    out, last = _partition_that_goes_silent("[alerts]\nquiet_after_days = 1\nquiet_missed_active_days = 0\n")
+    assert [a.kind for a in out.alerts] == ["data_gap"]
+    assert out.alerts[0].evidence["gap_started_ms"] == last
+
+
+def test_with_data_gaps_disabled_every_account_of_a_silent_partition_goes_quiet() -> None:
+    rules = "[alerts]\nquiet_after_days = 1\nquiet_missed_active_days = 0\n[data_gaps]\nenabled = false\n"
+    out, last = _partition_that_goes_silent(rules)
+    quiet = sorted((a.account_id, a.detected_at_ms) for a in out.alerts)
+    assert quiet == [(f"a{a}", last - (9 - a) * 1000 + DAY_MS) for a in range(10)]
+    assert {a.kind for a in out.alerts} == {"account_quiet"}

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from streamer.core.policy import DAY_MS, Policy, PolicyError, load_policy
+from streamer.core.policy import DAY_MS, GapRules, Policy, PolicyError, load_policy
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "deploy" / "rules.example.toml"
 
@@ -25,6 +25,13 @@ def test_no_rules_text_gives_documented_defaults() -> None:
 def test_example_rules_file_loads_and_its_base_equals_the_defaults() -> None:
     rules = load_policy(EXAMPLE.read_text())
     assert rules.for_account(None, None) == Policy()
+
+
+def test_data_gap_rules_default_to_the_partition_defaults_and_are_read_from_their_section() -> None:
+    assert load_policy(None).gaps == GapRules(True, 12.0, 20.0, 20.0, 10.0)
+    assert load_policy(EXAMPLE.read_text()).gaps == GapRules()
+    rules = load_policy("[data_gaps]\nenabled = false\nsilence_min = 30\nmax_gap_days = 3.5\n")
+    assert rules.gaps == GapRules(False, 30.0, 20.0, 20.0, 3.5)
 
 
 def test_example_overrides_apply_by_segment_and_plan() -> None:
@@ -103,6 +110,10 @@ def test_fractional_quiet_days_and_weights_are_loaded() -> None:
         ("[[overrides]]\nplan = 3", "overrides[0].plan: must be a string"),  # numeric selector
         ("overrides = 1", "overrides: must be an array"),  # not an array of tables
         ("[window", "invalid TOML"),  # syntax error
+        ("[data_gaps]\nenabled = 'no'", "data_gaps.enabled: must be true or false"),  # not a boolean
+        ("[data_gaps]\nsilence_min = 0", "data_gaps.silence_min: must be a number > 0"),  # never a gap
+        ("[data_gaps]\nsilence = 5", "data_gaps.silence: unknown key"),  # misspelt
+        ("[[overrides]]\nplan = 'pro'\n[overrides.data_gaps]\nenabled = false", "overrides[0].data_gaps"),
     ],
 )
 def test_invalid_rules_raise_policy_error_naming_the_key(text: str, message: str) -> None:
