@@ -176,7 +176,8 @@ HOUR_MS = 3_600_000
 def _partition_that_goes_silent(rules: str) -> tuple[BatchOutput, int]:
     """Ten accounts active every hour for three weeks, then all silent together for two days."""
     proc, store = processor(rules), Store()
-    records, last = [], T0
+    records: list[Record] = []
+    last = T0
     for hour in range(21 * 24):
         for a in range(10):
             last = T0 + hour * HOUR_MS + a * 1000
