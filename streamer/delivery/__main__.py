@@ -13,20 +13,24 @@ in it is skipped, and an alert's offset is committed only after every destinatio
 was acknowledged. A crash between a receiver's 2xx and the ledger write can still deliver that
 alert once more; it then carries the same ``webhook-id`` (the alert id), so receivers drop it by
 that id. A planned stop (SIGTERM) lets requests in flight finish first, so it does not re-deliver.
-A destination that answers 410 Gone is disabled until the process restarts; its alerts go to the
-DLQ with the reason ``destination disabled (410)``.
+A destination that answers 410 Gone is disabled until its configuration (name, type, URL or
+secret) changes, across restarts; its alerts go to the DLQ with the reason
+``destination disabled (410)``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from prometheus_client import start_http_server
 
 from streamer.delivery.config import DeliveryConfig, load_delivery_config
-from streamer.delivery.service import DeliveryService
+from streamer.delivery.service import DeliveryService, ensure_delivery_topics
 from streamer.delivery.settings import DeliverySettings
 from streamer.logfilter import rate_limit_logging
 
@@ -35,12 +39,39 @@ log = logging.getLogger("churnwatch.delivery")
 
 async def _serve(settings: DeliverySettings, config: DeliveryConfig) -> None:
     # The Kafka clients bind to the running loop, so the service is built inside it.
-    service = DeliveryService(settings, config)
+    service = build_service(settings, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await service.run(stop)
+
+
+def build_service(settings: DeliverySettings, config: DeliveryConfig) -> DeliveryService:
+    """The service with its production clients: httpx, an idempotent producer and two consumers."""
+    http = httpx.AsyncClient(
+        timeout=httpx.Timeout(settings.delivery_timeout_s, connect=settings.delivery_connect_timeout_s),
+        headers={"user-agent": "churnwatch-delivery"},
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
+    )
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap,
+        group_id=f"{settings.app_id}-delivery",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    return DeliveryService(
+        settings,
+        config,
+        http=http,
+        producer=producer,
+        consumer=consumer,
+        reader=reader,
+        ensure_topics=functools.partial(ensure_delivery_topics, settings),
+    )
 
 
 def main() -> None:

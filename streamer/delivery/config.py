@@ -33,12 +33,15 @@ Unknown keys are rejected with their key path, so that a typo never silently rou
 
 from __future__ import annotations
 
+import hashlib
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+from pydantic import SecretStr
 
 from streamer.core.alerts import ACCOUNT_QUIET, ACCOUNT_RECOVERED, HEALTH_DEGRADED, USAGE_DROP
 from streamer.delivery.signing import decode_secret
@@ -71,12 +74,27 @@ class DeliveryConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """Where alerts are sent."""
+    """Where alerts are sent.
+
+    The URL and the signing secret are ``SecretStr``: a Slack incoming-webhook URL is itself the
+    credential, and a webhook URL often carries a token, so neither may show in a repr or a log line.
+    """
 
     name: str
     type: str
-    url: str
-    secret: str | None = None
+    url: SecretStr
+    secret: SecretStr | None = None
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 over everything that configures the destination; changes when any of it changes."""
+        digest = hashlib.sha256()
+        secret = self.secret.get_secret_value() if self.secret is not None else ""
+        for part in (self.name, self.type, self.url.get_secret_value(), secret):
+            data = part.encode()
+            digest.update(len(data).to_bytes(8, "big"))  # length-prefixed: no two configs collide
+            digest.update(data)
+        return digest.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,7 +280,7 @@ def _destination(body: dict[str, Any], path: str) -> Destination:
             raise DeliveryConfigError(f"{path}.secret: {err}") from None
     elif secret is not None:
         raise DeliveryConfigError(f"{path}.secret: only webhook destinations are signed")
-    return Destination(name, kind, url, secret)
+    return Destination(name, kind, SecretStr(url), SecretStr(secret) if secret is not None else None)
 
 
 def _route(body: dict[str, Any], path: str, names: Mapping[str, Destination]) -> Route:

@@ -6,16 +6,29 @@ Pure bookkeeping; the Kafka reads and writes live in :mod:`streamer.delivery.ser
 from __future__ import annotations
 
 import heapq
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import orjson
 
 from streamer.core.alerts import ms_to_rfc3339
 
-__all__ = ["DEAD", "DELIVERED", "Ledger", "OffsetTracker", "ledger_key", "ledger_value"]
+__all__ = [
+    "DEAD",
+    "DELIVERED",
+    "DISABLED",
+    "Ledger",
+    "OffsetTracker",
+    "disabled_key",
+    "disabled_value",
+    "ledger_key",
+    "ledger_value",
+]
 
 DELIVERED = "delivered"
 DEAD = "dead"
+DISABLED = "disabled"
+_DISABLED_PREFIX = "disabled:"
 
 
 def ledger_key(destination: str, alert_id: str) -> str:
@@ -28,29 +41,107 @@ def ledger_value(status: str, at_ms: int) -> bytes:
     return orjson.dumps({"status": status, "at": ms_to_rfc3339(at_ms)})
 
 
+def disabled_key(fingerprint: str) -> str:
+    """The ledger record key saying that the destination with this configuration answered 410.
+
+    It has no ``|``, so it never collides with a delivery key, whatever the destination is called.
+    """
+    return _DISABLED_PREFIX + fingerprint
+
+
+def disabled_value(destination: str, at_ms: int) -> bytes:
+    """The value of a disabled-destination record (the name is for people reading the topic)."""
+    return orjson.dumps({"status": DISABLED, "destination": destination, "at": ms_to_rfc3339(at_ms)})
+
+
 @dataclass
 class Ledger:
-    """Keys of (destination, alert) pairs that are finished: delivered, or dead-lettered."""
+    """Keys of (destination, alert) pairs that are finished: delivered, or dead-lettered.
 
-    done: set[str] = field(default_factory=set)
+    Bounded, so that memory stays flat for the life of the process: a pair is forgotten once it is
+    older than ``max_age_ms`` or when ``max_entries`` newer pairs followed it. The ledger only has to
+    outlive the window in which an alert can be consumed again (records after the last commit at a
+    crash or a rebalance, an alert the worker emits twice), which is minutes, not months. A pair
+    forgotten too early costs at most one repeated delivery with the same ``webhook-id``.
+
+    The fingerprints of destinations disabled by 410 Gone are kept apart and never evicted: they
+    are few, and forgetting one would call a receiver that asked not to be called again.
+    """
+
+    max_entries: int = 100_000
+    max_age_ms: int = 30 * 86_400_000
+    # key -> when the pair finished (epoch ms); insertion order is (nearly) time order.
+    _done: OrderedDict[str, int] = field(default_factory=OrderedDict, repr=False)
+    disabled: set[str] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if self.max_entries < 1 or self.max_age_ms < 1:
+            raise ValueError("max_entries and max_age_ms must be positive")
+
+    def __len__(self) -> int:
+        """Finished pairs currently remembered (disabled destinations not counted)."""
+        return len(self._done)
 
     def finished(self, destination: str, alert_id: str) -> bool:
         """Whether the alert needs nothing more at this destination."""
-        return ledger_key(destination, alert_id) in self.done
+        return ledger_key(destination, alert_id) in self._done
 
-    def record(self, destination: str, alert_id: str) -> None:
-        """Note a finished pair (after its ledger record was acknowledged)."""
-        self.done.add(ledger_key(destination, alert_id))
+    def record(self, destination: str, alert_id: str, at_ms: int) -> None:
+        """Note a finished pair at ``at_ms`` (when it was delivered or dead-lettered)."""
+        self._add(ledger_key(destination, alert_id), at_ms, at_ms)
 
-    def apply(self, key: bytes | None, value: bytes | None) -> None:
-        """Apply one record read from the ledger topic; a tombstone forgets the key."""
+    def apply(self, key: bytes | None, value: bytes | None, at_ms: int, now_ms: int) -> None:
+        """Apply one record read from the ledger topic; a tombstone forgets the key.
+
+        Args:
+            key: The record key.
+            value: The record value, None for a tombstone.
+            at_ms: The record's timestamp (when it was written).
+            now_ms: The current time, for the age bound: older records are not remembered.
+        """
         if key is None:
             return
         text = key.decode()
-        if value is None:
-            self.done.discard(text)
+        if text.startswith(_DISABLED_PREFIX):
+            fingerprint = text[len(_DISABLED_PREFIX) :]
+            if value is not None and _status(value) == DISABLED:
+                self.disabled.add(fingerprint)
+            else:
+                self.disabled.discard(fingerprint)
+        elif value is None:
+            self._done.pop(text, None)
         else:
-            self.done.add(text)
+            self._add(text, at_ms, now_ms)
+
+    def disable(self, fingerprint: str) -> None:
+        """Note that the destination with this fingerprint is disabled (after its record was written)."""
+        self.disabled.add(fingerprint)
+
+    def _add(self, key: str, at_ms: int, now_ms: int) -> None:
+        horizon = now_ms - self.max_age_ms
+        if at_ms < horizon:
+            return
+        done = self._done
+        done[key] = at_ms
+        done.move_to_end(key)
+        while len(done) > self.max_entries:
+            done.popitem(last=False)
+        # Records arrive in nearly time order (several ledger partitions interleave), so the oldest
+        # are at the front; an older one stuck behind a newer one goes with the count bound.
+        while done:
+            oldest_key = next(iter(done))
+            if done[oldest_key] >= horizon:
+                break
+            del done[oldest_key]
+
+
+def _status(value: bytes) -> str | None:
+    try:
+        doc = orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return None
+    status = doc.get("status") if isinstance(doc, dict) else None
+    return status if isinstance(status, str) else None
 
 
 @dataclass

@@ -19,6 +19,6 @@ RETRIES = Counter("churnwatch_delivery_retries_total", "Attempts that will be re
 DLQ = Counter("churnwatch_delivery_dlq_total", "Alerts written to the delivery DLQ.", ["destination"])
 DISABLED = Gauge(
     "churnwatch_delivery_destinations_disabled",
-    "1 for a destination disabled by 410 Gone (until restart), else 0.",
+    "1 for a destination disabled by 410 Gone (until its configuration changes), else 0.",
     ["destination"],
 )

@@ -13,21 +13,31 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
 
 from streamer.delivery import metrics
 from streamer.delivery.backoff import Action, decide, parse_retry_after
 from streamer.delivery.config import DeliveryConfig, Destination, targets
-from streamer.delivery.ledger import DEAD, DELIVERED, Ledger, OffsetTracker, ledger_key, ledger_value
+from streamer.delivery.ledger import (
+    DEAD,
+    DELIVERED,
+    Ledger,
+    OffsetTracker,
+    disabled_key,
+    disabled_value,
+    ledger_key,
+    ledger_value,
+)
+from streamer.delivery.ports import AlertConsumer, EnsureTopics, LedgerReader, Producer, Record
 from streamer.delivery.settings import DeliverySettings
 from streamer.delivery.signing import sign
 from streamer.delivery.slack import slack_message
@@ -36,6 +46,20 @@ log = logging.getLogger("churnwatch.delivery")
 
 DAY_MS = 86_400_000
 DISABLED_REASON = "destination disabled (410)"
+
+RetryWait = Callable[[float, asyncio.Event], Awaitable[bool]]
+"""Waits ``delay_s`` before a retry, or less when ``stopping`` is set; returns whether it was."""
+
+
+async def wait_or_stop(delay_s: float, stopping: asyncio.Event) -> bool:
+    """The production :data:`RetryWait`: SIGTERM does not sit out a long backoff."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stopping.wait(), delay_s)
+    return stopping.is_set()
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,8 +120,13 @@ class Sender:
         self.dest = dest
         self.service = service
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
-        self.disabled = False
+        self.fingerprint = dest.fingerprint
         metrics.DISABLED.labels(dest.name).set(0)
+
+    @property
+    def disabled(self) -> bool:
+        """Whether this destination, as configured now, answered 410 Gone (here, before, or elsewhere)."""
+        return self.fingerprint in self.service.ledger.disabled
 
     async def run(self) -> None:
         """Deliver queued jobs one at a time until the service stops."""
@@ -140,9 +169,12 @@ class Sender:
                 await svc.record_delivered(job, name)
                 return
             if step.action is Action.DISABLE:
-                self.disabled = True
-                metrics.DISABLED.labels(name).set(1)
-                log.error("destination %s disabled: it answered 410 Gone; its alerts go to the DLQ", name)
+                await svc.disable(self)
+                log.error(
+                    "destination %s disabled: it answered 410 Gone; its alerts go to the DLQ until its "
+                    "configuration changes",
+                    name,
+                )
                 break
             if step.action is Action.DEAD:
                 await svc.dead_letter(job, name, step.reason)
@@ -151,9 +183,9 @@ class Sender:
             log.warning("%s: alert %s attempt %d failed (%s)", name, job.alert_id, attempt, step.reason)
             # Waiting on the stop event: SIGTERM does not sit out a long backoff. The job then stays
             # unfinished, its offset uncommitted, and the next run resumes it.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(svc.stopping.wait(), step.delay_s)
+            if await svc.retry_wait(step.delay_s, svc.stopping):
                 return
+        metrics.DISABLED.labels(name).set(1)
         await svc.dead_letter(job, name, DISABLED_REASON)
 
     async def _attempt(self, job: Job) -> tuple[int | None, float | None, str]:
@@ -166,12 +198,18 @@ class Sender:
             assert dest.secret is not None  # noqa: S101 - the config loader requires it for webhooks
             headers = {
                 "content-type": "application/json",
-                **sign(dest.secret, job.alert_id, int(time.time()), body),
+                **sign(dest.secret.get_secret_value(), job.alert_id, int(time.time()), body),
             }
+        url = dest.url.get_secret_value()
         try:
-            resp = await self.service.http.post(dest.url, content=body, headers=headers)
+            resp = await self.service.http.post(url, content=body, headers=headers)
         except httpx.HTTPError as err:
-            return None, None, f"{type(err).__name__}: {err}"[:300]
+            # The error goes to the log and the DLQ headers; some httpx errors quote the URL, as
+            # given or as httpx normalised it.
+            text = f"{type(err).__name__}: {err}"
+            for form in (str(httpx.URL(url)), url):
+                text = text.replace(form, "<url>")
+            return None, None, text[:300]
         retry_after = parse_retry_after(resp.headers.get("retry-after"), datetime.now(UTC))
         return resp.status_code, retry_after, f"HTTP {resp.status_code}"
 
@@ -194,26 +232,45 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
 class DeliveryService:
     """Consumes ``churn-alerts`` as group ``<app_id>-delivery`` and delivers each alert."""
 
-    def __init__(self, settings: DeliverySettings, config: DeliveryConfig) -> None:
+    def __init__(
+        self,
+        settings: DeliverySettings,
+        config: DeliveryConfig,
+        *,
+        http: httpx.AsyncClient,
+        producer: Producer,
+        consumer: AlertConsumer,
+        reader: LedgerReader,
+        ensure_topics: EnsureTopics,
+        retry_wait: RetryWait = wait_or_stop,
+    ) -> None:
+        """Wire the service to its clients; :meth:`run` starts them and closes them all at the end.
+
+        Args:
+            settings: The delivery settings.
+            config: Destinations, routes and snoozes.
+            http: Sends every request (timeouts and headers are the caller's).
+            producer: Writes the ledger and the DLQ; must acknowledge only durable writes.
+            consumer: Consumes the alerts topic in the delivery group, auto-commit off.
+            reader: A group-less consumer for the ledger topic.
+            ensure_topics: Makes sure the DLQ and ledger exist; returns the ledger's partitions.
+            retry_wait: Waits between attempts (tests record the delays instead of sleeping).
+        """
         self.settings = settings
         self.config = config
         self.rng = random.Random(settings.delivery_seed)  # noqa: S311 - retry jitter, not cryptography
         self.stopping = asyncio.Event()
-        self.ledger = Ledger()
+        self.ledger = Ledger(
+            max_entries=settings.delivery_ledger_max_entries,
+            max_age_ms=round(settings.delivery_ledger_max_age_s * 1000),
+        )
         self.tracker = OffsetTracker()
-        self.http = httpx.AsyncClient(
-            timeout=httpx.Timeout(settings.delivery_timeout_s, connect=settings.delivery_connect_timeout_s),
-            headers={"user-agent": "churnwatch-delivery"},
-        )
-        self.producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka_bootstrap, acks="all", enable_idempotence=True, linger_ms=2
-        )
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=settings.kafka_bootstrap,
-            group_id=f"{settings.app_id}-delivery",
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
+        self.http = http
+        self.producer = producer
+        self.consumer = consumer
+        self.reader = reader
+        self.ensure_topics = ensure_topics
+        self.retry_wait = retry_wait
         self.senders = {name: Sender(dest, self) for name, dest in config.destinations.items()}
         self.acks: set[asyncio.Task[None]] = set()
         self.failed: BaseException | None = None
@@ -222,10 +279,28 @@ class DeliveryService:
     async def write_ledger(self, destination: str, alert_id: str, status: str) -> None:
         """Produce the ledger record and wait for its acknowledgement, then remember it locally."""
         key = ledger_key(destination, alert_id).encode()
+        at_ms = _now_ms()
         await self.producer.send_and_wait(
-            self.settings.delivery_ledger_topic, key=key, value=ledger_value(status, int(time.time() * 1000))
+            self.settings.delivery_ledger_topic, key=key, value=ledger_value(status, at_ms)
         )
-        self.ledger.record(destination, alert_id)
+        self.ledger.record(destination, alert_id, at_ms)
+
+    async def disable(self, sender: Sender) -> None:
+        """Persist that a destination answered 410 Gone, so that no restart calls it again.
+
+        The record goes to the ledger topic, keyed by the fingerprint of the destination's
+        configuration, rather than to a local file: the topic is already read fully at start and
+        followed while running, delivery runs as a stateless Deployment (a file would vanish with
+        the pod and would not reach the other replicas), and a changed URL or secret gives a new
+        fingerprint, which is not disabled. Deleting the record (a tombstone for its key) enables
+        the unchanged destination again.
+        """
+        key, name = disabled_key(sender.fingerprint).encode(), sender.dest.name
+        await self.producer.send_and_wait(
+            self.settings.delivery_ledger_topic, key=key, value=disabled_value(name, _now_ms())
+        )
+        self.ledger.disable(sender.fingerprint)
+        metrics.DISABLED.labels(name).set(1)
 
     async def record_delivered(self, job: Job, destination: str) -> None:
         """Queue the ledger record of a 2xx; the offset is released once Kafka acknowledged it.
@@ -234,9 +309,10 @@ class DeliveryService:
         throughput is bounded by its receiver, not by a Kafka round trip per alert.
         """
         # Remembered at once: a duplicate of this alert later in the stream is not sent again.
-        self.ledger.record(destination, job.alert_id)
+        at_ms = _now_ms()
+        self.ledger.record(destination, job.alert_id, at_ms)
         key = ledger_key(destination, job.alert_id).encode()
-        value = ledger_value(DELIVERED, int(time.time() * 1000))
+        value = ledger_value(DELIVERED, at_ms)
         ack = await self.producer.send(self.settings.delivery_ledger_topic, key=key, value=value)
         task = asyncio.create_task(self._released_on_ack(ack, job))
         self.acks.add(task)
@@ -267,8 +343,12 @@ class DeliveryService:
         metrics.DELIVERIES.labels(destination, "dead").inc()
         self.tracker.finish(job.partition, job.offset, job.epoch)
 
-    async def load_ledger(self, reader: AIOKafkaConsumer, partitions: int) -> None:
-        """Read the ledger topic to its end with ``reader``, which then keeps following it."""
+    def _apply(self, rec: Record) -> None:
+        self.ledger.apply(rec.key, rec.value, rec.timestamp, _now_ms())
+
+    async def load_ledger(self, partitions: int) -> None:
+        """Read the ledger topic to its end with the reader, which then keeps following it."""
+        reader = self.reader
         tps = [TopicPartition(self.settings.delivery_ledger_topic, p) for p in range(partitions)]
         reader.assign(tps)
         await reader.seek_to_beginning(*tps)
@@ -276,15 +356,24 @@ class DeliveryService:
         while any([await reader.position(tp) < end[tp] for tp in tps]):
             for records in (await reader.getmany(*tps, timeout_ms=500)).values():
                 for rec in records:
-                    self.ledger.apply(rec.key, rec.value)
-        log.info("ledger loaded: %d finished deliveries", len(self.ledger.done))
+                    self._apply(rec)
+        log.info("ledger loaded: %d finished deliveries", len(self.ledger))
+        for name, sender in self.senders.items():
+            if sender.disabled:
+                # Written again so that the record stays younger than the topic's delete retention.
+                await self.disable(sender)
+                log.error(
+                    "destination %s stays disabled: it answered 410 Gone before; its alerts go to the "
+                    "DLQ until its configuration changes",
+                    name,
+                )
 
-    async def follow_ledger(self, reader: AIOKafkaConsumer) -> None:
+    async def follow_ledger(self) -> None:
         """Keep applying ledger records that other instances write (after a rebalance moved partitions)."""
         while not self.stopping.is_set():
-            for records in (await reader.getmany(timeout_ms=500)).values():
+            for records in (await self.reader.getmany(timeout_ms=500)).values():
                 for rec in records:
-                    self.ledger.apply(rec.key, rec.value)
+                    self._apply(rec)
 
     async def commit(self) -> None:
         """Commit, per partition, up to the lowest alert not yet finished at all of its destinations."""
@@ -301,11 +390,11 @@ class DeliveryService:
             return
         self.tracker.committed(offsets)
 
-    async def _dispatch(self, rec: Any) -> None:
+    async def _dispatch(self, rec: Record) -> None:
         partition = rec.partition
         epoch = self.tracker.epoch(partition)
         try:
-            alert = orjson.loads(rec.value)
+            alert = orjson.loads(rec.value or b"")
             if not isinstance(alert, dict) or not isinstance(alert.get("alert_id"), str):
                 raise ValueError("not an alert object")
         except (orjson.JSONDecodeError, ValueError, TypeError) as err:
@@ -323,7 +412,7 @@ class DeliveryService:
             else:
                 todo.append(target.destination)
         self.tracker.add(partition, rec.offset, len(todo))
-        job_fields = (rec.key, rec.value, alert, alert["alert_id"], rec.timestamp)
+        job_fields = (rec.key, rec.value or b"", alert, alert["alert_id"], rec.timestamp)
         for name in todo:
             self.senders[name].queue.put_nowait(Job(partition, rec.offset, epoch, *job_fields))
 
@@ -341,17 +430,17 @@ class DeliveryService:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set, then finish requests in flight (within the grace) and commit."""
         s = self.settings
-        ledger_partitions = await ensure_delivery_topics(s)
-        reader = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap, enable_auto_commit=False)
+        reader = self.reader
+        ledger_partitions = await self.ensure_topics()
         tasks: list[asyncio.Task[None]] = []
         try:
             await self.producer.start()
             await reader.start()
-            await self.load_ledger(reader, ledger_partitions)
+            await self.load_ledger(ledger_partitions)
             self.consumer.subscribe([s.alerts_topic], listener=_Rebalance(self))
             await self.consumer.start()
             tasks = [asyncio.create_task(snd.run(), name=f"send-{n}") for n, snd in self.senders.items()]
-            tasks.append(asyncio.create_task(self.follow_ledger(reader), name="ledger"))
+            tasks.append(asyncio.create_task(self.follow_ledger(), name="ledger"))
             log.info(
                 "churnwatch delivery ready: %d destinations, %d routes",
                 len(self.senders),

@@ -20,6 +20,12 @@ class DeliverySettings(BaseSettings):
     delivery_ledger_topic: str = Field(
         "churn-alerts-deliveries", description="Compacted: the final status per destination and alert."
     )
+    delivery_ledger_max_entries: int = Field(
+        100_000, ge=1, description="Finished (destination, alert) pairs remembered; the oldest go first."
+    )
+    delivery_ledger_max_age_s: float = Field(
+        30 * 86_400.0, gt=0, description="A finished pair older than this is forgotten (default 30 days)."
+    )
     partitions: int = Field(8, ge=1, description="Partitions of the DLQ and ledger topics when created.")
     replication_factor: int = Field(1, ge=1)
     delivery_file: Path | None = Field(None, description="TOML file of destinations, routes and snoozes.")

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamer.core.alerts import Alert, alert_id, alert_to_dict
 from streamer.core.scoring import Health
+from streamer.delivery.config import load_delivery_config
 from streamer.delivery.signing import WebhookVerificationError, verify
 from tests.integration.conftest import TopicFactory
 from tests.integration.kafkautil import produce, read_all
@@ -359,7 +360,8 @@ async def test_gone_disables_destination_and_dead_letters_its_alerts(
     receiver.start()
     docs = [make_alert(i) for i in range(10)]
     await setup.produce_alerts(docs)
-    proc = setup.process(webhook_toml(receiver.port, name="legacy"))
+    toml = webhook_toml(receiver.port, name="legacy")
+    proc = setup.process(toml)
     await proc.start()
     await wait_for(
         lambda: proc.metric("churnwatch_delivery_dlq_total", destination="legacy") == 10, 25, "DLQ"
@@ -379,7 +381,25 @@ async def test_gone_disables_destination_and_dead_letters_its_alerts(
     ledger = {
         r.key.decode(): orjson.loads(r.value)["status"] for r in await read_all(setup.bootstrap, setup.ledger)
     }
-    assert ledger == {f"legacy|{d['alert_id']}": "dead" for d in docs}
+    fingerprint = load_delivery_config(toml).destinations["legacy"].fingerprint
+    assert ledger == {
+        **{f"legacy|{d['alert_id']}": "dead" for d in docs},
+        f"disabled:{fingerprint}": "disabled",
+    }
+
+    # A restart with the same delivery file: still disabled, the receiver is not called again.
+    assert await proc.stop() == 0
+    await proc.start()
+    await proc.wait_log("destination legacy stays disabled")
+    await setup.produce_alerts([make_alert(i) for i in range(10, 15)])
+    await wait_for(
+        lambda: proc.metric("churnwatch_delivery_dlq_total", destination="legacy") == 5,
+        25,
+        "the DLQ after the restart",
+        proc=proc,
+    )
+    assert proc.metric("churnwatch_delivery_destinations_disabled", destination="legacy") == 1
+    assert len(receiver.hits) == 1
 
 
 async def test_slack_destination_receives_block_kit(setup: Setup, receiver: Receiver) -> None:

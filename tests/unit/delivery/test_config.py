@@ -191,3 +191,22 @@ def test_the_documented_example_delivery_file_loads() -> None:
     config = load_delivery_config(text)
     assert set(config.destinations) == {"cs-slack", "crm"}
     assert len(config.routes) == 2 and len(config.snoozes) == 1
+
+
+def test_the_fingerprint_changes_with_every_part_of_a_destination() -> None:
+    from pydantic import SecretStr
+
+    from streamer.delivery.config import Destination
+
+    base = Destination("crm", "webhook", SecretStr("https://crm.example.com/hook"), SecretStr(SECRET))
+    assert base.fingerprint == CONFIG.destinations["crm"].fingerprint
+    assert len(base.fingerprint) == 64
+    variants = [
+        Destination("crm2", "webhook", base.url, base.secret),
+        Destination("crm", "slack", base.url, None),
+        Destination("crm", "webhook", SecretStr("https://crm.example.com/hook2"), base.secret),
+        Destination("crm", "webhook", base.url, SecretStr("whsec_YWJj")),
+        # Length-prefixed parts: moving a character from one part to the next changes it too.
+        Destination("cr", "mwebhook", base.url, base.secret),
+    ]
+    assert len({base.fingerprint, *(v.fingerprint for v in variants)}) == 6

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import time
 
 import pytest
 
@@ -85,3 +86,21 @@ def test_verify_table(body: bytes, headers: dict[str, str], secret: str, now: in
 def test_bad_secrets_are_rejected(bad: str) -> None:
     with pytest.raises(ValueError, match="secret"):
         decode_secret(bad)
+
+
+def test_the_official_standard_webhooks_package_agrees() -> None:
+    # The receiver side as the Standard Webhooks project ships it (standardwebhooks on PyPI).
+    from datetime import UTC, datetime
+
+    from standardwebhooks.webhooks import Webhook
+    from standardwebhooks.webhooks import WebhookVerificationError as StandardWebhooksError
+
+    hook = Webhook(SECRET)
+    assert hook.sign("a1", datetime.fromtimestamp(TS, UTC), BODY.decode()) == SIG
+    now = int(time.time())  # the package checks the timestamp against the real clock
+    headers = sign(SECRET, "a1", now, BODY)
+    assert hook.verify(BODY, headers) == {"alert_id": "a1", "kind": "account_quiet"}
+    with pytest.raises(StandardWebhooksError, match="No matching signature"):
+        hook.verify(BODY + b" ", headers)
+    with pytest.raises(StandardWebhooksError, match="too old"):
+        hook.verify(BODY, sign(SECRET, "a1", now - 301, BODY))
