@@ -17,6 +17,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.settings import WorkerSettings
 from streamer.topics import ensure_topics
@@ -136,15 +137,12 @@ async def produce(
 
 
 def parse_metrics(text: str) -> dict[str, float]:
-    """Prometheus text → {'name{labels}': value}."""
+    """Prometheus text → {'name{label="value",...}': value}, parsed by prometheus_client."""
     out: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            try:
-                out[name] = float(value)
-            except ValueError:
-                continue
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sample.labels.items())
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
 
 

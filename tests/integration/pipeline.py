@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import re
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -11,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.core.state import AccountState, decode_state
 from streamer.processor import ACTIVITY_KEY_PREFIX
@@ -85,14 +85,12 @@ def scrape(port: str | int, name: str, **labels: str) -> float:
             text = resp.read().decode()
     except OSError:
         return 0.0
-    want = [f'{k}="{v}"' for k, v in labels.items()]
-    pattern = re.compile(rf"^{re.escape(name)}(?:\{{([^}}]*)\}})? (\S+)$", re.MULTILINE)
-    total = 0.0
-    for match in pattern.finditer(text):
-        have = (match.group(1) or "").split(",")
-        if all(label in have for label in want):
-            total += float(match.group(2))
-    return total
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def metric(worker: Worker, name: str, **labels: str) -> float:
