@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 import logging
+from collections.abc import Sequence
 
 import uvicorn
 
 from api.app import create_app
 from api.server import http_protocol
 from api.settings import ApiSettings
+from streamer.cliutil import parser_for
 from streamer.logfilter import rate_limit_logging
 
+DESCRIPTION = """\
+Serve churnwatch's API: account health, alerts, portfolio figures, HTTP ingest (native and
+Segment/RudderStack), the dashboard on /dashboard and the OpenAPI reference on /docs. Reads the
+health and alert topics into memory; /readyz answers 200 once caught up and while Kafka answers."""
 
-def main() -> None:
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Parse the command line, build the app and serve it."""
-    parser = argparse.ArgumentParser(description="churnwatch API")
+    parser = parser_for(prog or "python -m api", DESCRIPTION, ApiSettings)
     parser.add_argument("--host", default=None, help="overrides CHURNWATCH_API_HOST")
     parser.add_argument("--port", type=int, default=None, help="overrides CHURNWATCH_API_PORT")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     settings = ApiSettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     # A broker outage made aiokafka log the same errors thousands of times a second.

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import secrets
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -84,9 +85,9 @@ def new_key_entry(
     return key, {hash_key(key): config}
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(prog: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m api.keys",
+        prog=prog or "python -m api.keys",
         description="Create a churnwatch API key and print its CHURNWATCH_API_KEYS entry.",
         epilog="Restrictions limit a key to some accounts: reading accounts outside them answers as if "
         "they did not exist (404, left out of lists, figures and alerts); writing events for them "
@@ -111,9 +112,9 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Parse arguments, create a key and write it with its configuration entry to stdout."""
-    parser = _parser()
+    parser = _parser(prog)
     args = parser.parse_args(argv)
     default_scopes = _READ_SCOPES if args.owner is not None or args.segment is not None else list(SCOPES)
     scopes = args.scope or default_scopes

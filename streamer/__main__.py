@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
+from collections.abc import Sequence
 
 import faust
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
 from streamer.app import create_app
-from streamer.core.policy import load_policy
+from streamer.cliutil import parser_for, quiet_logger
+from streamer.core.policy import PolicyError, load_policy
 from streamer.logfilter import rate_limit_logging
 from streamer.settings import WorkerSettings
 from streamer.topics import ensure_topics
@@ -30,13 +34,27 @@ class RateLimitedLogsWorker(faust.Worker):
         rate_limit_logging()
 
 
-def main() -> None:
+DESCRIPTION = """\
+Run a churnwatch worker: consume usage events, keep each account's state, publish health snapshots
+and alerts. Creates its topics when missing. Scale out with partitions and more workers (same
+CHURNWATCH_APP_ID). Stops on SIGTERM or SIGINT after committing what it processed."""
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Create the topics, serve metrics and run the Faust worker until it is told to stop."""
+    parser_for(prog or "python -m streamer", DESCRIPTION, WorkerSettings).parse_args(argv)
     settings = WorkerSettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
-    policies = load_policy(settings.rules_text())
-    asyncio.run(ensure_topics(settings))
+    try:
+        policies = load_policy(settings.rules_text())
+    except (OSError, PolicyError) as err:
+        sys.exit(f"churnwatch worker: rules file {settings.rules_file}: {err}")
+    try:
+        with quiet_logger("aiokafka"):  # its connection errors would precede ours, with less to say
+            asyncio.run(ensure_topics(settings))
+    except KafkaError as err:
+        sys.exit(f"churnwatch worker: cannot reach Kafka at {settings.kafka_bootstrap} ({err})")
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)

@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from streamer.backtest.history import read_history
 from streamer.backtest.replay import kafka_partitioner
 from streamer.batches import send_in_batches
+from streamer.cliutil import quiet_logger
 from streamer.core.events import parse_event
 
 __all__ = ["add_parser", "backfill"]
@@ -35,7 +36,6 @@ async def backfill(path: Path, bootstrap: str, topic: str) -> tuple[int, dict[st
     Raises:
         LookupError: When the topic does not exist (the worker creates it, or ``python -m streamer.topics``).
     """
-    history = read_history(path)
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
@@ -43,14 +43,19 @@ async def backfill(path: Path, bootstrap: str, topic: str) -> tuple[int, dict[st
         linger_ms=5,
         request_timeout_ms=30_000,
     )
-    await producer.start()
+    # Connect before reading: an unreachable broker is reported at once, not after sorting the history.
+    try:
+        await producer.start()
+    except BaseException:
+        await producer.stop()
+        raise
     produced = 0
+    history = None
     try:
         partitions = await producer.partitions_for(topic)
         if not partitions:
-            raise LookupError(
-                f"topic {topic!r} does not exist: start a worker first, or run python -m streamer.topics"
-            )
+            raise LookupError(f"topic {topic!r} does not exist: start a worker first, it creates its topics")
+        history = read_history(path)
         partition_for = kafka_partitioner(len(partitions))
         pending: dict[int, list[tuple[bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]] = {}
         futures: list[asyncio.Future[Any]] = []
@@ -71,7 +76,8 @@ async def backfill(path: Path, bootstrap: str, topic: str) -> tuple[int, dict[st
         await flush()
     finally:
         await producer.stop()
-        history.close()
+        if history is not None:
+            history.close()
     return produced, dict(history.invalid)
 
 
@@ -80,7 +86,14 @@ def add_parser(sub: Any) -> None:
     p = sub.add_parser(
         "backfill",
         help="produce a history into usage-events in event-time order, keyed by account",
-        description=__doc__,
+        description=(
+            "Produce a history into the events topic in event-time order, keyed by account, for a fresh\n"
+            "deployment whose workers run with CHURNWATCH_CLOCK=event: sorted exactly as `churnwatch\n"
+            "backtest` sorts it (invalid lines skipped and counted), each partition in event-time order, so\n"
+            "the alerts are the ones the backtest reports. Then wait for consumer lag 0 and switch the\n"
+            "workers to CHURNWATCH_CLOCK=wall."
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("history", type=Path, help="JSON lines (.jsonl or .jsonl.gz), any order")
     p.add_argument(
@@ -101,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
     bootstrap = args.bootstrap or settings.kafka_bootstrap
     topic = args.topic or settings.events_topic
     try:
-        produced, invalid = asyncio.run(backfill(args.history, bootstrap, topic))
+        with quiet_logger("aiokafka"):  # its connection errors would precede ours, with less to say
+            produced, invalid = asyncio.run(backfill(args.history, bootstrap, topic))
     except LookupError as err:
         _error(f"backfill: {err}")
         return 2

@@ -22,7 +22,7 @@ import logging
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from typing import IO, Any, Protocol
 
@@ -164,9 +164,9 @@ async def pump(
     return written
 
 
-def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+def _parse_args(argv: Sequence[str] | None, prog: str | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="python -m streamer.simulate",
+        prog=prog or "python -m streamer.simulate",
         description="Simulate SaaS product usage of seeded accounts into Kafka (or a JSONL file).",
     )
     parser.add_argument("--accounts", type=int, default=40, help="number of accounts (default 40)")
@@ -301,9 +301,9 @@ async def _run(args: argparse.Namespace, console: Console) -> int:
     return written
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Parse arguments and run the simulator."""
-    args = _parse_args(argv)
+    args = _parse_args(argv, prog)
     console = Console(stderr=True)
     logging.basicConfig(
         level=logging.INFO, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s", stream=sys.stderr

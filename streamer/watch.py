@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import contextlib
 import sys
+from collections.abc import Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer
@@ -38,11 +39,14 @@ async def follow(bootstrap: str, topic: str, from_beginning: bool) -> None:
         await consumer.stop()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Parse arguments and follow the alert topic."""
-    parser = argparse.ArgumentParser(description="Follow churnwatch alerts.")
-    parser.add_argument("--from-beginning", action="store_true")
-    args = parser.parse_args()
+    parser = argparse.ArgumentParser(
+        prog=prog or "python -m streamer.watch",
+        description="Follow churnwatch alerts on the alert topic, one line each, until Ctrl-C.",
+    )
+    parser.add_argument("--from-beginning", action="store_true", help="every alert kept, then new ones")
+    args = parser.parse_args(argv)
     settings = WorkerSettings()
     sys.stdout.write(
         f"following alerts on {settings.alerts_topic} (Ctrl-C stops watching; `make down` stops all)\n"
