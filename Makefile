@@ -85,7 +85,7 @@ bench: install kafka-install ## Measure throughput, latency, memory, restart and
 	@$(call with_kafka,PATH=$(BIN):$$PATH $(BIN)/python -m bench.run $(BENCH_ARGS))
 
 demo: install kafka-up ## Start Kafka, a simulator with 35 days of history, the worker and the API; follow the alerts
-	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.topics
+	@CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(BIN)/python -m streamer.worker.topics
 	@# History first, as fast as possible, then real time: the worker starts once the history is in
 	@# Kafka, so it reads it as a backlog on event time (see "Simulator" in the README).
 	@$(PROC) status simulator || rm -f .local/run/simulator.log

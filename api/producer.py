@@ -9,10 +9,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import murmur2
 
 from api.settings import ApiSettings
-from streamer.batches import send_in_batches
+from streamer.kafka.batches import send_in_batches
+from streamer.kafka.partitioner import partition_of
 
 log = logging.getLogger("churnwatch.api.producer")
 
@@ -135,7 +135,7 @@ class KafkaEventProducer:
         partitions = sorted(await producer.partitions_for(topic))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for key, value in records:
-            partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
+            partition = partitions[partition_of(key, len(partitions))]
             by_partition.setdefault(partition, []).append((key, value))
         futures: list[asyncio.Future[Any]] = []
         for partition, items in by_partition.items():

@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from streamer.settings import WorkerSettings
-from streamer.topics import ensure_topics
+from streamer.worker.settings import WorkerSettings
+from streamer.worker.topics import ensure_topics
 
 REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = (

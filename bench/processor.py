@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from bench import workload
 from streamer.core.policy import load_policy
-from streamer.processor import PartitionProcessor, Record
+from streamer.worker.processor import PartitionProcessor, Record
 
 
 class Store:

@@ -38,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import workload
 from bench.harness import BOOTSTRAP, REPO, Stack, WorkerProcess, free_port, produce, quantile
-from streamer.app import partitioner
+from streamer.kafka.partitioner import kafka_partitioner
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
 TARGETS = {
@@ -436,7 +436,7 @@ def section_latency(args: argparse.Namespace) -> dict[str, Any]:
 
 def probe_round(stack: Stack, worker: WorkerProcess, timeout_s: float) -> float:
     """Seconds until one new event on every partition has come back as health (the worker processes)."""
-    partition_for = partitioner(stack.partitions)
+    partition_for = kafka_partitioner(stack.partitions)
     keys: dict[int, bytes] = {}
     i = 0
     while len(keys) < stack.partitions:
@@ -487,7 +487,7 @@ def measure_state(accounts: int) -> dict[str, Any]:
         worker.stop()
         # Seed the changelog with full 35-day states, partitioned as the worker partitions accounts.
         say(f"state: encoding and producing {accounts:,} full account states to the changelog")
-        partition_for = partitioner(stack.partitions)
+        partition_for = kafka_partitioner(stack.partitions)
         started = time.monotonic()
         states = ((a.encode(), v) for a, v in workload.encoded_states(accounts, now_ms()))
         asyncio.run(produce(stack.changelog, states, partition_for=partition_for))
@@ -608,7 +608,9 @@ def section_api(args: argparse.Namespace) -> dict[str, Any]:
             yield state.account_id.encode(), orjson.dumps(doc)
 
     say(f"api: {accounts:,} health snapshots")
-    asyncio.run(produce(stack.topics["health"], snapshots(), partition_for=partitioner(stack.partitions)))
+    asyncio.run(
+        produce(stack.topics["health"], snapshots(), partition_for=kafka_partitioner(stack.partitions))
+    )
     key = uuid.uuid4().hex
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}

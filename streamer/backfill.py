@@ -20,10 +20,10 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from streamer.backtest.history import read_history
-from streamer.backtest.replay import kafka_partitioner
-from streamer.batches import send_in_batches
 from streamer.cliutil import quiet_logger
 from streamer.core.events import parse_event
+from streamer.kafka.batches import send_in_batches
+from streamer.kafka.partitioner import kafka_partitioner
 
 __all__ = ["add_parser", "backfill"]
 
@@ -34,7 +34,7 @@ async def backfill(path: Path, bootstrap: str, topic: str) -> tuple[int, dict[st
     """Produce every valid event of ``path`` to ``topic``; ``(events produced, invalid lines by field)``.
 
     Raises:
-        LookupError: When the topic does not exist (the worker creates it, or ``python -m streamer.topics``).
+        LookupError: When the topic does not exist (a worker creates its topics when it starts).
     """
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -105,7 +105,7 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run a backfill; 0 on success, 1 when Kafka refuses, 2 on bad input."""
-    from streamer.settings import WorkerSettings
+    from streamer.worker.settings import WorkerSettings
 
     settings = WorkerSettings()
     if not args.history.exists():

@@ -19,10 +19,10 @@ __all__ = ["main"]
 
 # Subcommands whose module parses its own arguments: name -> (module, one-line help).
 _FORWARDED = {
-    "worker": ("streamer.__main__", "run a worker: usage events in, health and alerts out"),
+    "worker": ("streamer.worker.__main__", "run a worker: usage events in, health and alerts out"),
     "api": ("api.__main__", "serve the API, HTTP ingest and the dashboard"),
     "delivery": ("streamer.delivery.__main__", "deliver alerts to Slack and signed webhooks"),
-    "simulate": ("streamer.simulate", "simulate product usage of seeded accounts into Kafka or a file"),
+    "simulate": ("streamer.sim.live", "simulate product usage of seeded accounts into Kafka or a file"),
     "keys": ("api.keys", "create an API key and print its CHURNWATCH_API_KEYS entry"),
     "watch": ("streamer.watch", "follow the alert topic in the terminal"),
 }

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import orjson
 from aiokafka import AIOKafkaConsumer
 
-from streamer.settings import WorkerSettings
+from streamer.worker.settings import WorkerSettings
 
 
 def describe(doc: dict[str, object]) -> str:

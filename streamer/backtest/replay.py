@@ -18,31 +18,21 @@ import bisect
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from aiokafka.partitioner import murmur2
-
 from streamer.backtest.history import History
 from streamer.core.alerts import Alert
 from streamer.core.events import UsageEvent, parse_event
 from streamer.core.policy import DAY_MS, PolicySet
 from streamer.core.scoring import score
 from streamer.core.state import AccountState
-from streamer.processor import PartitionProcessor, Record
+from streamer.kafka.partitioner import kafka_partitioner
+from streamer.worker.processor import PartitionProcessor, Record
 
-__all__ = ["FEATURE_DAYS", "Replay", "ScoreRow", "kafka_partitioner", "replay"]
+__all__ = ["FEATURE_DAYS", "Replay", "ScoreRow", "replay"]
 
 FEATURE_DAYS = 28
 _BATCH = 2048
 # Nothing in a history is "in the future": the bound on timestamps is for live input.
 _NO_FUTURE_BOUND = 2**62
-
-
-def kafka_partitioner(partitions: int) -> Callable[[str], int]:
-    """Kafka's default partitioner (murmur2 of the UTF-8 key), as the worker and every producer use."""
-
-    def partition_for(account_id: str) -> int:
-        return int(murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions
-
-    return partition_for
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import accumulate
 
 from streamer.sim.calendar import DAY_MS, HOUR_MS, MINUTE_MS, REGIONS, weekday
-from streamer.simulation import FEATURES
+from streamer.sim.seeded import FEATURES
 
 __all__ = [
     "ADMIN_FEATURES",

@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from streamer.core.events import InvalidEvent, check_not_future, parse_event
-from streamer.processor import DEAD_LETTER_MAX_BYTES
+from streamer.worker.processor import DEAD_LETTER_MAX_BYTES
 from tests.faults.accounts import make_accounts, usage_event
 from tests.faults.extreme import extreme_event, issue_poison
 from tests.faults.traffic import produce_fast

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from streamer.app import partitioner
+from streamer.kafka.partitioner import kafka_partitioner
 from tests.faults.traffic import DAY_MS, History, PacedProducer, replay, simulated_history, wait_streamed
 from tests.integration.kafkautil import committed, wait_until
 from tests.integration.pipeline import (
@@ -244,7 +244,7 @@ async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
     figures["events in the stream"] = total
     figures["accounts"] = len(history.counted)
     figures["re-sent events (same id)"] = history.resent
-    partition_for = partitioner(PARTITIONS)
+    partition_for = kafka_partitioner(PARTITIONS)
     per_partition = {p: sum(partition_for(a) == p for a in history.counted) for p in range(PARTITIONS)}
     figures["accounts per partition"] = per_partition
     assert all(per_partition.values())

@@ -13,7 +13,7 @@ import orjson
 from prometheus_client.parser import text_string_to_metric_families
 
 from streamer.core.state import AccountState, decode_state
-from streamer.processor import ACTIVITY_KEY_PREFIX
+from streamer.worker.processor import ACTIVITY_KEY_PREFIX
 from tests.integration.kafkautil import latest_by_key, read_all
 from tests.integration.workers import Worker
 

@@ -14,7 +14,7 @@ import orjson
 from streamer.backtest.history import read_history
 from streamer.backtest.replay import replay
 from streamer.core.policy import DAY_MS, load_policy
-from streamer.simulation import Simulation, make_accounts
+from streamer.sim.seeded import Simulation, make_accounts
 from tests.integration.kafkautil import read_all, wait_committed
 from tests.integration.pipeline import make_topics, now_ms
 from tests.integration.workers import REPO, WorkerFactory

@@ -1,4 +1,4 @@
-"""Record batches sent with ``streamer.batches.send_in_batches`` arrive whole and in order."""
+"""Record batches sent with ``streamer.kafka.batches.send_in_batches`` arrive whole and in order."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streamer.batches import send_in_batches
+from streamer.kafka.batches import send_in_batches
 from tests.integration.kafkautil import read_all
 
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
-from streamer.app import partitioner
+from streamer.kafka.partitioner import kafka_partitioner
 from tests.integration.kafkautil import produce, wait_until
 from tests.integration.pipeline import alerts, event, make_topics, metric, now_ms, rules_file
 from tests.integration.workers import Worker, WorkerFactory
@@ -97,7 +97,7 @@ async def test_two_workers_sharing_partitions_each_raise_quiet_alerts_for_their_
         return bool(a) and bool(b) and sorted(a + b) == list(range(partitions))
 
     await wait_until(shared, 60, "both workers to own partitions")
-    partition_for = partitioner(partitions)
+    partition_for = kafka_partitioner(partitions)
     accounts: dict[int, list[str]] = {p: [] for p in range(partitions)}
     n = 0
     while any(len(v) < 2 for v in accounts.values()):

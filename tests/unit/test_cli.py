@@ -13,7 +13,7 @@ import pytest
 
 from streamer.cli import main
 from streamer.cliutil import settings_epilog
-from streamer.settings import WorkerSettings
+from streamer.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ["worker", "api", "delivery", "simulate", "keys", "watch", "backtest", "backfill"]

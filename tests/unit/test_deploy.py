@@ -24,7 +24,7 @@ from api.settings import ApiSettings
 from streamer.core.policy import load_policy
 from streamer.delivery.config import load_delivery_config
 from streamer.delivery.settings import DeliverySettings
-from streamer.settings import WorkerSettings
+from streamer.worker.settings import WorkerSettings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

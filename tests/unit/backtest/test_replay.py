@@ -14,13 +14,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from streamer.backtest.history import read_history
-from streamer.backtest.replay import kafka_partitioner, replay
+from streamer.backtest.replay import replay
 from streamer.backtest.run import evaluation_dates
 from streamer.cli import main
 from streamer.core.events import parse_event_time
 from streamer.core.policy import DAY_MS, load_policy
-from streamer.processor import PartitionProcessor, Record
-from tests.unit.test_processor import Store
+from streamer.kafka.partitioner import kafka_partitioner
+from streamer.worker.processor import PartitionProcessor, Record
+from tests.unit.worker.test_processor import Store
 
 T0 = 1_767_571_200_000  # 2026-01-05T00:00Z, a Monday
 RULES = "[alerts]\nquiet_after_days = 2\n[onboarding]\ndays = 3\n"

@@ -9,7 +9,13 @@ import orjson
 
 from streamer.core.policy import DAY_MS, load_policy
 from streamer.core.state import decode_state
-from streamer.processor import DEAD_LETTER_MAX_BYTES, BatchOutput, PartitionProcessor, Record, dead_letter
+from streamer.worker.processor import (
+    DEAD_LETTER_MAX_BYTES,
+    BatchOutput,
+    PartitionProcessor,
+    Record,
+    dead_letter,
+)
 
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
 QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"

@@ -1,7 +1,7 @@
 """One partition's share of the work: batches of raw records in, state writes and outputs out.
 
 This is the glue between the pure core and Kafka, kept free of Faust and aiokafka so it can be
-tested on its own. The worker in ``streamer.app`` feeds it records and performs the writes it
+tested on its own. The worker in ``streamer.worker.app`` feeds it records and performs the writes it
 returns, in the order that keeps counts exact under at-least-once delivery:
 
 1. after every batch, alerts, health snapshots and dead letters are produced and acknowledged;
@@ -332,7 +332,7 @@ class PartitionProcessor:
         account touched a hundred times while catching up is scored and published once, when the
         partition has caught up or every ``backlog_publish_interval_ms``, instead of a hundred times.
         Records whose offsets are in ``skip`` are dead-lettered with its reason, unread (see
-        ``streamer.crashguard``). ``parsed``, when given, holds each record's event already parsed
+        ``streamer.worker.crashguard``). ``parsed``, when given, holds each record's event already parsed
         and checked (the backtest parses once for its own figures too).
         """
         self.ensure_loaded(store)

@@ -1,24 +1,24 @@
-"""Create churnwatch's topics explicitly, with the partition count we mean.
+"""Create topics explicitly, with the partition count and configuration we mean.
 
-Faust would auto-create topics with whatever defaults the broker has; a changelog-backed table then
-fails with ``PartitionsMismatch`` when its source topic disagrees. So every topic is created here
-first, co-partitioned, and an existing topic with the wrong partition count is reported, not ignored.
+Faust (and brokers with auto-creation on) would create topics with whatever defaults the broker has;
+a changelog-backed table then fails with ``PartitionsMismatch`` when its source topic disagrees, and
+a compacted topic created as a deleting one silently loses data. So every process creates its topics
+here first, and an existing topic with the wrong partition count is reported, not ignored.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
-from streamer.settings import WorkerSettings
+__all__ = ["TopicMismatchError", "TopicSpec", "ensure_topics"]
 
 log = logging.getLogger(__name__)
-
-DAY_MS = 86_400_000
 
 
 @dataclass(frozen=True)
@@ -30,28 +30,20 @@ class TopicSpec:
     config: dict[str, str] = field(default_factory=dict)
 
 
-def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
-    """All topics the worker reads or writes, co-partitioned with the input."""
-    n = settings.partitions
-    return [
-        TopicSpec(settings.events_topic, n),
-        TopicSpec(settings.dlq_topic, n, {"retention.ms": str(30 * DAY_MS)}),
-        TopicSpec(settings.alerts_topic, n, {"retention.ms": str(90 * DAY_MS)}),
-        # The latest snapshot per account is all a reader needs: compaction keeps exactly that.
-        TopicSpec(settings.health_topic, n, {"cleanup.policy": "compact", "segment.ms": str(3_600_000)}),
-        # Ticks only matter for a few seconds; an hour of them is plenty for a restart to catch up.
-        TopicSpec(settings.clock_topic, n, {"retention.ms": str(3_600_000)}),
-    ]
-
-
 class TopicMismatchError(RuntimeError):
     """An existing topic has a different partition count than the one configured."""
 
 
-async def ensure_topics(settings: WorkerSettings, specs: list[TopicSpec] | None = None) -> None:
-    """Create missing topics; verify the partition count of existing ones."""
-    specs = specs if specs is not None else topic_specs(settings)
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+async def ensure_topics(
+    bootstrap: str, specs: Sequence[TopicSpec], replication_factor: int, setting: str = "the configuration"
+) -> None:
+    """Create missing topics; verify the partition count of existing ones.
+
+    Raises:
+        TopicMismatchError: An existing topic has another partition count than its spec; the message
+            names ``setting``, where the count comes from.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=30_000)
     await admin.start()
     try:
         # Describing a missing topic is a metadata request, which a broker with auto-creation on
@@ -72,7 +64,7 @@ async def ensure_topics(settings: WorkerSettings, specs: list[TopicSpec] | None 
                         NewTopic(
                             s.name,
                             num_partitions=s.partitions,
-                            replication_factor=settings.replication_factor,
+                            replication_factor=replication_factor,
                             topic_configs=s.config,
                         )
                         for s in missing
@@ -89,8 +81,9 @@ async def ensure_topics(settings: WorkerSettings, specs: list[TopicSpec] | None 
             if partitions.get(s.name, s.partitions) != s.partitions
         ]
         if wrong:
+            expected = ", ".join(f"{s.name} {s.partitions}" for s in specs)
             raise TopicMismatchError(
-                f"topics must have {settings.partitions} partitions (CHURNWATCH_PARTITIONS): "
+                f"existing topics disagree with the partition counts of {setting} ({expected}): "
                 + ", ".join(wrong)
             )
     finally:
@@ -116,13 +109,3 @@ async def _wait_for_leaders(
         if len(ready) == len(names) or loop.time() > deadline:
             return ready
         await asyncio.sleep(0.2)
-
-
-def main() -> None:
-    """Create the topics named by the environment's settings."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    asyncio.run(ensure_topics(WorkerSettings()))
-
-
-if __name__ == "__main__":
-    main()

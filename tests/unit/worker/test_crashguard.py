@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
-from streamer import processor as processor_module
 from streamer.core.engine import record_event
-from streamer.crashguard import CrashGuard, Suspects, split
-from streamer.processor import BatchOutput, Record
-from tests.unit.test_processor import T0, Store, event, processor
+from streamer.worker import processor as processor_module
+from streamer.worker.crashguard import CrashGuard, Suspects, split
+from streamer.worker.processor import BatchOutput, Record
+from tests.unit.worker.test_processor import T0, Store, event, processor
 
 
 def test_a_range_left_in_flight_is_a_crash_and_two_overlapping_crashes_isolate_their_common_offsets(

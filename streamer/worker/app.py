@@ -9,7 +9,7 @@ Faust traps this module works around, each verified against faust-streaming 0.15
   on the first rebalance (faust-streaming #529); one agent groups each batch by partition instead.
 * Faust's per-message delivery (a ``Message``, a conductor callback, a channel queue and a
   ``wait_first`` with two tasks per record) capped the worker near 2,000 events/s. The input topics
-  are read by ``streamer.consumer.BatchConsumer`` instead, which hands each fetch over whole; offsets
+  are read by ``streamer.worker.consumer.BatchConsumer`` instead, which hands each fetch over whole; offsets
   are acknowledged only after what a batch caused is written, and an unexpected failure exits the
   process without acknowledging, so the restarted worker replays the batch.
 * ``app.topic(value_type=bytes)`` still decodes JSON; topics name the raw serializer explicitly.
@@ -29,28 +29,19 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import faust
-from aiokafka.partitioner import murmur2
 from faust.types import TP
 
-from streamer import metrics
-from streamer.batches import send_in_batches
-from streamer.consumer import BatchConsumer
 from streamer.core.policy import PolicySet
-from streamer.crashguard import CrashGuard, split
-from streamer.processor import BatchOutput, PartitionProcessor, Record, dead_letter
-from streamer.settings import WorkerSettings
+from streamer.kafka.batches import send_in_batches
+from streamer.kafka.partitioner import kafka_partitioner
+from streamer.worker import metrics
+from streamer.worker.consumer import BatchConsumer
+from streamer.worker.crashguard import CrashGuard, split
+from streamer.worker.processor import BatchOutput, PartitionProcessor, Record, dead_letter
+from streamer.worker.settings import WorkerSettings
 
 log = logging.getLogger("churnwatch.worker")
 RAW: dict[str, Any] = {"key_serializer": "raw", "value_serializer": "raw"}
-
-
-def partitioner(partitions: int) -> Any:
-    """Kafka's default partitioner (murmur2 of the key), the one every keyed producer uses."""
-
-    def partition_for(account_id: str) -> int:
-        return int(murmur2(account_id.encode()) & 0x7FFFFFFF) % partitions
-
-    return partition_for
 
 
 class TableStore:
@@ -186,7 +177,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         help="Account state.",
         options=rocksdb if settings.store.startswith("rocksdb") else None,
     )
-    partition_for = partitioner(n)
+    partition_for = kafka_partitioner(n)
     processors: dict[int, PartitionProcessor] = {}
     guard = CrashGuard(settings.data_dir / f"{settings.app_id}-crashes")
 
@@ -288,7 +279,7 @@ def create_app(settings: WorkerSettings, policies: PolicySet) -> faust.App:
         highwater = app.consumer.highwater(tp)
         backlog = highwater is not None and highwater - fetched[-1].offset > settings.batch_max
         # Offsets the process died on before are applied one at a time, and a record that killed it
-        # alone is dead-lettered unread: a record can never crash-loop the worker (streamer.crashguard).
+        # alone is dead-lettered unread: a record can never crash-loop the worker (worker.crashguard).
         suspects = guard.suspects(tp.partition, fetched[0].offset, fetched[-1].offset)
         out = BatchOutput()
         for part in split(fetched, suspects.isolate):

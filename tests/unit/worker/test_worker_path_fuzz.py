@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 from streamer.core.events import MAX_EVENT_MS, MAX_PROPERTY_DEPTH, MAX_SEATS, MIN_EVENT_MS
 from streamer.core.policy import load_policy
 from streamer.core.state import decode_state, encode_state
-from streamer.processor import ACTIVITY_KEY_PREFIX, PartitionProcessor, Record
-from tests.unit.test_processor import Store
+from streamer.worker.processor import ACTIVITY_KEY_PREFIX, PartitionProcessor, Record
+from tests.unit.worker.test_processor import Store
 
 FUZZ = settings(max_examples=300, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
 DAY_MS = 86_400_000

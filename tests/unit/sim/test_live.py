@@ -15,10 +15,10 @@ import orjson
 import pytest
 
 from streamer.core.events import EventKind, parse_event, parse_event_time
-from streamer.simulate import JsonlSink, pump, simulated_now
-from streamer.simulation import DAY_MS, HOUR_MS, Simulation, activity_factor, make_accounts
+from streamer.sim.live import JsonlSink, pump, simulated_now
+from streamer.sim.seeded import DAY_MS, HOUR_MS, Simulation, activity_factor, make_accounts
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 # A Monday at midnight UTC.
 START = parse_event_time("2026-10-05T00:00:00Z")
 HORIZON = 28 * DAY_MS

@@ -12,15 +12,15 @@ from typing import Any
 import orjson
 import pytest
 
-from streamer import processor as processor_module
 from streamer.core import engine
 from streamer.core import snapshot as snapshot_module
 from streamer.core import state as state_module
 from streamer.core.engine import record_event
 from streamer.core.policy import DAY_MS
 from streamer.core.state import AccountState, decode_state
-from streamer.processor import ACTIVITY_KEY_PREFIX, Record
-from tests.unit.test_processor import QUIET_RULES, T0, Store, apply, event, processor
+from streamer.worker import processor as processor_module
+from streamer.worker.processor import ACTIVITY_KEY_PREFIX, Record
+from tests.unit.worker.test_processor import QUIET_RULES, T0, Store, apply, event, processor
 
 
 def accounts(store: Store) -> dict[str, bytes]:

@@ -1,0 +1,1 @@
+"""The worker (``churnwatch worker``): usage events in; account state, health and alerts out."""

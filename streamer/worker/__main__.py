@@ -1,0 +1,75 @@
+"""``churnwatch worker`` (or ``python -m streamer``): run a churnwatch worker."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+
+import faust
+from aiokafka.errors import KafkaError
+from prometheus_client import start_http_server
+
+from streamer.cliutil import parser_for, quiet_logger
+from streamer.core.policy import PolicyError, load_policy
+from streamer.kafka.topics import TopicMismatchError
+from streamer.logfilter import rate_limit_logging
+from streamer.worker.app import create_app
+from streamer.worker.settings import WorkerSettings
+from streamer.worker.topics import ensure_topics
+
+log = logging.getLogger("churnwatch.worker")
+
+
+class RateLimitedLogsWorker(faust.Worker):
+    """A Faust worker whose log handlers pass at most 20 records per message template a minute.
+
+    Faust replaces the root logger's handlers when the worker starts, so the filter goes on the
+    handlers it sets up, not on those of ``logging.basicConfig`` in :func:`main`. In a broker outage
+    the worker otherwise wrote thousands of identical aiokafka errors a second.
+    """
+
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        rate_limit_logging()
+
+
+DESCRIPTION = """\
+Run a churnwatch worker: consume usage events, keep each account's state, publish health snapshots
+and alerts. Creates its topics when missing. Scale out with partitions and more workers (same
+CHURNWATCH_APP_ID). Stops on SIGTERM or SIGINT after committing what it processed."""
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
+    """Create the topics, serve metrics and run the Faust worker until it is told to stop."""
+    parser_for(prog or "python -m streamer", DESCRIPTION, WorkerSettings).parse_args(argv)
+    settings = WorkerSettings()
+    logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
+    rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
+    try:
+        policies = load_policy(settings.rules_text())
+    except (OSError, PolicyError) as err:
+        sys.exit(f"churnwatch worker: rules file {settings.rules_file}: {err}")
+    try:
+        with quiet_logger("aiokafka"):  # its connection errors would precede ours, with less to say
+            asyncio.run(ensure_topics(settings))
+    except KafkaError as err:
+        sys.exit(f"churnwatch worker: cannot reach Kafka at {settings.kafka_bootstrap} ({err})")
+    except TopicMismatchError as err:
+        sys.exit(f"churnwatch worker: {err}")
+    if settings.metrics_port:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    app = create_app(settings, policies)
+    worker = RateLimitedLogsWorker(app, loglevel=settings.log_level, redirect_stdouts=False)
+    # The terminal spinner hooks a handler into every log call; a service writing to a log file has no
+    # use for it, and it made the root logger format debug records of aiokafka on the hot path.
+    worker.spinner = None
+    for noisy in ("aiokafka", "faust", "mode"):
+        logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()
