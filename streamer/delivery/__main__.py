@@ -24,11 +24,15 @@ import asyncio
 import functools
 import logging
 import signal
+import sys
+from collections.abc import Sequence
 
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
+from streamer.cliutil import parser_for
 from streamer.delivery.config import DeliveryConfig, load_delivery_config
 from streamer.delivery.service import DeliveryService, ensure_delivery_topics
 from streamer.delivery.settings import DeliverySettings
@@ -74,8 +78,16 @@ def build_service(settings: DeliverySettings, config: DeliveryConfig) -> Deliver
     )
 
 
-def main() -> None:
+DESCRIPTION = """\
+Deliver alerts from the alert topic to Slack and signed webhooks (Standard Webhooks), as routed by
+the delivery file (CHURNWATCH_DELIVERY_FILE). At least once, deduplicated through a compacted ledger
+topic; retries with backoff and Retry-After; a destination answering 410 stays disabled until its
+configuration changes. Stops on SIGTERM or SIGINT after requests in flight finish."""
+
+
+def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Load the settings and the delivery file, serve metrics, deliver until SIGTERM or SIGINT."""
+    parser_for(prog or "python -m streamer.delivery", DESCRIPTION, DeliverySettings).parse_args(argv)
     settings = DeliverySettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     # A broker or destination outage repeats the same errors many times a second.
@@ -89,7 +101,10 @@ def main() -> None:
     if settings.delivery_metrics_port:
         start_http_server(settings.delivery_metrics_port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.delivery_metrics_port)
-    asyncio.run(_serve(settings, config))
+    try:
+        asyncio.run(_serve(settings, config))
+    except KafkaError as err:
+        sys.exit(f"churnwatch delivery: cannot reach Kafka at {settings.kafka_bootstrap} ({err})")
 
 
 if __name__ == "__main__":

@@ -431,9 +431,9 @@ class DeliveryService:
         """Run until ``stop`` is set, then finish requests in flight (within the grace) and commit."""
         s = self.settings
         reader = self.reader
-        ledger_partitions = await self.ensure_topics()
         tasks: list[asyncio.Task[None]] = []
         try:
+            ledger_partitions = await self.ensure_topics()
             await self.producer.start()
             await reader.start()
             await self.load_ledger(ledger_partitions)

@@ -102,3 +102,20 @@ def test_a_backfill_without_a_broker_says_so_before_reading_the_history(tmp_path
     assert lines[0].startswith(
         f"backfill: Kafka at {bootstrap} did not take the events: KafkaConnectionError"
     )
+
+
+def test_delivery_without_a_broker_ends_with_one_line_and_no_traceback() -> None:
+    bootstrap = f"127.0.0.1:{_free_port()}"
+    done = _run(
+        "-m",
+        "streamer.cli",
+        "delivery",
+        CHURNWATCH_KAFKA_BOOTSTRAP=bootstrap,
+        CHURNWATCH_DELIVERY_FILE=str(ROOT / "deploy" / "delivery.example.toml"),
+        CHURNWATCH_DELIVERY_METRICS_PORT="0",
+    )
+    assert done.returncode == 1
+    assert "Traceback" not in done.stderr
+    assert "Unclosed" not in done.stderr  # every client it built is closed
+    last = done.stderr.splitlines()[-1]
+    assert last.startswith(f"churnwatch delivery: cannot reach Kafka at {bootstrap} (KafkaConnectionError")
