@@ -7,7 +7,6 @@ import logging
 import sys
 from collections.abc import Sequence
 
-import faust
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
 
@@ -16,23 +15,11 @@ from streamer.core.policy import PolicyError, load_policy
 from streamer.kafka.topics import TopicMismatchError
 from streamer.logfilter import rate_limit_logging
 from streamer.worker.app import create_app
+from streamer.worker.faust_compat import run_worker
 from streamer.worker.settings import WorkerSettings
 from streamer.worker.topics import ensure_topics
 
 log = logging.getLogger("churnwatch.worker")
-
-
-class RateLimitedLogsWorker(faust.Worker):
-    """A Faust worker whose log handlers pass at most 20 records per message template a minute.
-
-    Faust replaces the root logger's handlers when the worker starts, so the filter goes on the
-    handlers it sets up, not on those of ``logging.basicConfig`` in :func:`main`. In a broker outage
-    the worker otherwise wrote thousands of identical aiokafka errors a second.
-    """
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        rate_limit_logging()
 
 
 DESCRIPTION = """\
@@ -62,13 +49,9 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
     app = create_app(settings, policies)
-    worker = RateLimitedLogsWorker(app, loglevel=settings.log_level, redirect_stdouts=False)
-    # The terminal spinner hooks a handler into every log call; a service writing to a log file has no
-    # use for it, and it made the root logger format debug records of aiokafka on the hot path.
-    worker.spinner = None
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
-    worker.execute_from_commandline()
+    run_worker(app, settings.log_level)
 
 
 if __name__ == "__main__":

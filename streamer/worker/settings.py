@@ -6,23 +6,22 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.kafka.settings import KafkaSettings
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(KafkaSettings):
     """Everything the worker can be told. Every field is documented in the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_", frozen=True, extra="ignore")
-
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
     app_id: str = Field("churnwatch", description="Consumer group and prefix of the changelog topics.")
-    events_topic: str = "usage-events"
-    alerts_topic: str = "churn-alerts"
-    health_topic: str = "account-health"
-    dlq_topic: str = "usage-events-dlq"
+    events_topic: str = Field("usage-events", description="Input: usage events, keyed by account id.")
+    health_topic: str = Field("account-health", description="Latest health snapshot per account (compacted).")
+    dlq_topic: str = Field("usage-events-dlq", description="Rejected input, with the reason in a header.")
     clock_topic: str = Field("churnwatch-clock", description="Internal: per-partition clock ticks.")
     partitions: int = Field(8, ge=1, description="Partitions of the input and all co-partitioned topics.")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(
+        1, ge=1, description="Replication factor of the topics the worker creates."
+    )
     store: str = Field("rocksdb://", description="Faust table store: rocksdb:// (rocksdict) or memory://.")
     data_dir: Path = Field(Path(".local/worker"), description="Worker state directory (RocksDB).")
     metrics_host: str = Field(
@@ -64,7 +63,6 @@ class WorkerSettings(BaseSettings):
     session_timeout_ms: int = Field(
         10_000, ge=6_000, description="A worker silent this long loses its partitions to the others."
     )
-    log_level: str = "INFO"
 
     def rules_text(self) -> str | None:
         """The rules file's text, or None for the built-in defaults."""
