@@ -6,10 +6,11 @@ from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode
 
 from api.restrictions import AccountPrefix, AccountScope
 from streamer.core.events import MAX_LEN
+from streamer.kafka.settings import KafkaSettings
 
 _READ_SCOPES = frozenset({"health:read", "alerts:read"})
 _WRITE_SCOPE = "events:write"
@@ -78,17 +79,13 @@ def describe_key_error(digest: str, spec: object, err: ValidationError) -> str:
     return f"{who}: {spec_problems(err)}"
 
 
-class ApiSettings(BaseSettings):
+class ApiSettings(KafkaSettings):
     """Everything the API can be told; documented in the README's configuration table."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_", frozen=True, extra="ignore")
-
-    kafka_bootstrap: str = "127.0.0.1:9092"
-    events_topic: str = "usage-events"
-    alerts_topic: str = "churn-alerts"
-    health_topic: str = "account-health"
+    events_topic: str = Field("usage-events", description="Where HTTP ingest produces events.")
+    health_topic: str = Field("account-health", description="The health snapshots the API serves.")
     api_host: str = Field("127.0.0.1", description="Interface the API binds to.")
-    api_port: int = Field(8000, ge=1, le=65535)
+    api_port: int = Field(8000, ge=1, le=65535, description="Port the API listens on.")
     api_keys: dict[str, ApiKeySpec] = Field(
         default_factory=dict,
         description='JSON: {"<sha256 hex of the key>": {"name": "...", "scopes": ["health:read"]}}, '
@@ -132,7 +129,6 @@ class ApiSettings(BaseSettings):
         description="A request body not received whole this many seconds after its head is answered "
         "408 and its connection closed.",
     )
-    log_level: str = Field("INFO", description="Log level of the API process (and uvicorn).")
     sse_keepalive_s: float = Field(15.0, gt=0, description="Seconds between SSE keep-alive comments.")
 
     @field_validator("api_keys", mode="before")

@@ -5,17 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streamer.kafka.settings import KafkaSettings
 
 
-class DeliverySettings(BaseSettings):
+class DeliverySettings(KafkaSettings):
     """Everything the delivery process can be told."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURNWATCH_", frozen=True, extra="ignore")
-
-    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma separated.")
     app_id: str = Field("churnwatch", description="The consumer group is '<app_id>-delivery'.")
-    alerts_topic: str = "churn-alerts"
     delivery_dlq_topic: str = Field("churn-alerts-dlq", description="Alerts that could not be delivered.")
     delivery_ledger_topic: str = Field(
         "churn-alerts-deliveries", description="Compacted: the final status per destination and alert."
@@ -27,7 +24,7 @@ class DeliverySettings(BaseSettings):
         30 * 86_400.0, gt=0, description="A finished pair older than this is forgotten (default 30 days)."
     )
     partitions: int = Field(8, ge=1, description="Partitions of the DLQ and ledger topics when created.")
-    replication_factor: int = Field(1, ge=1)
+    replication_factor: int = Field(1, ge=1, description="Replication factor of the topics delivery creates.")
     delivery_file: Path | None = Field(None, description="TOML file of destinations, routes and snoozes.")
     public_url: str = Field(
         "http://127.0.0.1:8000", description="Externally reachable base URL of the API, for links."
@@ -35,16 +32,17 @@ class DeliverySettings(BaseSettings):
     delivery_max_attempts: int = Field(8, ge=1, description="Attempts per alert and destination.")
     delivery_base_delay_s: float = Field(1.0, gt=0, description="Backoff ceiling after the first failure.")
     delivery_max_delay_s: float = Field(60.0, gt=0, description="Largest wait between attempts.")
-    delivery_connect_timeout_s: float = Field(5.0, gt=0)
+    delivery_connect_timeout_s: float = Field(5.0, gt=0, description="Connect timeout of one request.")
     delivery_timeout_s: float = Field(10.0, gt=0, description="Read/write timeout of one request.")
     delivery_max_in_flight: int = Field(
         10_000, ge=1, description="Consumed but unfinished alerts before consumption pauses."
     )
-    delivery_commit_interval_ms: int = Field(500, ge=10)
+    delivery_commit_interval_ms: int = Field(
+        500, ge=10, description="How often delivered offsets are committed."
+    )
     delivery_shutdown_grace_s: float = Field(
         10.0, ge=0, description="On SIGTERM, how long requests in flight may finish."
     )
     delivery_seed: int | None = Field(None, description="Seed of the backoff jitter (tests).")
     metrics_host: str = Field("127.0.0.1", description="Interface of the metrics endpoint.")
     delivery_metrics_port: int = Field(9103, ge=0, description="Prometheus metrics port; 0 disables it.")
-    log_level: str = "INFO"
