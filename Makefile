@@ -74,10 +74,11 @@ soak: install kafka-install ## Full stack at a steady rate for DURATION seconds;
 test-unit: install ## Run the unit tests only (no broker)
 	$(BIN)/python -m pytest -m "not integration" tests/unit
 
-lint: install ## ruff and mypy --strict
+lint: install ## ruff, mypy --strict and the import contracts (lint-imports)
 	$(BIN)/ruff check streamer api tests bench
 	$(BIN)/ruff format --check streamer api tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: install kafka-install ## Measure throughput, latency, memory, restart and API speed (not part of test)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \
