@@ -98,6 +98,23 @@ def metric(worker: Worker, name: str, **labels: str) -> float:
     return scrape(worker.env["CHURNWATCH_METRICS_PORT"], name, **labels)
 
 
+async def wait_clocks(worker: Worker, partitions: int, at_least_ms: int, timeout_s: float) -> None:
+    """Wait until every partition's event-time clock on ``worker`` has reached ``at_least_ms``.
+
+    What the worker would raise up to that instant it has raised by then: a condition to wait on
+    before asserting that nothing more comes, instead of a fixed sleep.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        clocks = [
+            metric(worker, "churnwatch_partition_clock_seconds", partition=str(p)) for p in range(partitions)
+        ]
+        if min(clocks) * 1000 >= at_least_ms:
+            return
+        await asyncio.sleep(0.25)
+    raise AssertionError(f"partition clocks stayed below {at_least_ms}")
+
+
 async def wait_metric(worker: Worker, name: str, at_least: float, timeout_s: float, **labels: str) -> None:
     """Wait until a worker metric reaches ``at_least``."""
     deadline = time.monotonic() + timeout_s

@@ -29,7 +29,7 @@ from streamer.core.scoring import Health
 from streamer.delivery.config import load_delivery_config
 from streamer.delivery.signing import WebhookVerificationError, verify
 from tests.integration.conftest import TopicFactory
-from tests.integration.kafkautil import produce, read_all
+from tests.integration.kafkautil import produce, read_all, wait_committed
 from tests.integration.pipeline import scrape
 from tests.integration.workers import REPO, free_port
 
@@ -184,6 +184,10 @@ class Setup:
     tmp_path: Path
     procs: list[DeliveryProc] = field(default_factory=list)
 
+    async def wait_all_committed(self, alerts: int, timeout_s: float = 25) -> None:
+        """Wait until delivery has committed ``alerts`` alert offsets: each is delivered, dead or skipped."""
+        await wait_committed(self.bootstrap, f"cw-{self.alerts}-delivery", self.alerts, alerts, timeout_s)
+
     def process(self, delivery_toml: str, **settings: str) -> DeliveryProc:
         """A delivery process (not yet started) for this test's topics."""
         path = self.tmp_path / "delivery.toml"
@@ -322,7 +326,7 @@ async def test_receiver_down_then_up_delivers_every_alert_exactly_once(
         lambda: distinct_ok_ids(receiver) == ids, 25, "all alerts delivered after recovery", proc=proc
     )
     assert any(h.status == 503 for h in receiver.hits)
-    await asyncio.sleep(1.0)  # nothing more may arrive once all are delivered
+    await setup.wait_all_committed(len(docs))  # every alert is done with: nothing more may arrive
     assert_each_once(receiver, ids)
     for hit in receiver.ok():
         verify(hit.body, hit.headers, SECRET, time.time())
@@ -348,7 +352,7 @@ async def test_sigterm_and_restart_mid_stream_never_delivers_twice(setup: Setup,
     assert stopped_at < len(ids), "the stop came too late to test a restart"
     await proc.start()
     await wait_for(lambda: distinct_ok_ids(receiver) == ids, 25, "the rest after the restart", proc=proc)
-    await asyncio.sleep(1.0)
+    await setup.wait_all_committed(len(docs))
     assert_each_once(receiver, ids)
     assert "churnwatch delivery stopped" in proc.log_text()
 
@@ -419,7 +423,7 @@ destinations = ["cs-slack"]
     proc = setup.process(toml)
     await proc.start()
     await wait_for(lambda: len(receiver.ok()) >= 1, 25, "the Slack message", proc=proc)
-    await asyncio.sleep(1.0)  # the unrouted alert must not follow
+    await setup.wait_all_committed(len(docs))  # the unrouted alert is done with, and did not follow
     (hit,) = receiver.ok()
     assert "webhook-signature" not in hit.headers
     message = orjson.loads(hit.body)

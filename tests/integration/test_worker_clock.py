@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 
 from streamer.kafka.partitioner import kafka_partitioner
 from tests.integration.kafkautil import produce, wait_until
-from tests.integration.pipeline import alerts, event, make_topics, metric, now_ms, rules_file
+from tests.integration.pipeline import alerts, event, make_topics, metric, now_ms, rules_file, wait_clocks
 from tests.integration.workers import Worker, WorkerFactory
 
 QUIET_S = 2.5
@@ -53,8 +53,9 @@ async def test_replay_at_full_speed_raises_the_same_alerts_as_live_traffic(
     await live.start()
     await live.wait_ready()
     end = await _play_live(kafka_bootstrap, live_topics["events"])
-    # Every account's last deadline has passed by then.
-    await asyncio.sleep(max(0.0, (end - now_ms()) / 1000) + QUIET_S + 3)
+    # Every account's last deadline is behind the live worker's clocks.
+    settled_ms = end + int(QUIET_S * 1000) + 1000
+    await wait_clocks(live, 2, settled_ms, QUIET_S + 30)
     live_alerts = await alerts(kafka_bootstrap, live_topics["alerts"])
     await live.stop()
 
@@ -66,7 +67,7 @@ async def test_replay_at_full_speed_raises_the_same_alerts_as_live_traffic(
         return len(await alerts(kafka_bootstrap, replay_topics["alerts"])) >= len(live_alerts)
 
     await wait_until(replay_done, 90, "the replay to raise as many alerts as live traffic did")
-    await asyncio.sleep(1)  # and no more than that
+    await wait_clocks(replay, 2, settled_ms, 60)  # and no more than that, once its clocks are as far
     replay_alerts = await alerts(kafka_bootstrap, replay_topics["alerts"])
 
     kinds = sorted(a.kind for a in live_alerts)
