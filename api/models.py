@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from pydantic import BaseModel, ConfigDict, Field
+
+from streamer.core.policy import Band
+from streamer.wire.documents import AlertDocument
 
 
 class AccountRow(BaseModel):
@@ -29,7 +30,7 @@ class AccountRow(BaseModel):
     account_id: str
     name: str | None = None
     score: int
-    band: str
+    band: Band
     trend: str | None = None
     last_activity_at: str | None = None
     segment: str | None = None
@@ -47,7 +48,7 @@ class AccountPage(BaseModel):
 class AlertPage(BaseModel):
     """A page of alerts, newest first (documents as published on ``churn-alerts``)."""
 
-    items: list[dict[str, Any]] = Field(
+    items: list[AlertDocument] = Field(
         examples=[
             [
                 {

@@ -10,8 +10,10 @@ from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from streamer.core.policy import Band
+
 MONTHS = 12
-BANDS = ("good", "average", "poor")
+BANDS = tuple(Band)
 
 
 def _parse(value: object) -> datetime | None:

@@ -18,11 +18,16 @@ from typing import Any, Protocol, runtime_checkable
 from api.portfolio import portfolio_figures
 from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, page_accounts
 from api.restrictions import AccountScope
+from streamer.core.alerts import AlertKind
 
 Doc = dict[str, Any]
 Page = tuple[list[Doc], str | None]
 # Alert kinds tied to an episode in the snapshot, and the episode field that says it is open.
-EPISODE_OF_KIND = {"account_quiet": "quiet_since", "usage_drop": "drop_since", "health_degraded": "poor"}
+EPISODE_OF_KIND: dict[str, str] = {
+    AlertKind.ACCOUNT_QUIET: "quiet_since",
+    AlertKind.USAGE_DROP: "drop_since",
+    AlertKind.HEALTH_DEGRADED: "poor",
+}
 _SUBSCRIBER_QUEUE = 1000
 
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import orjson
 
-from streamer.core.policy import DAY_MS
+from streamer.core.policy import DAY_MS, Band
 from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, DayBucket, encode_state
 
 FEATURES = [
@@ -124,7 +124,7 @@ def full_state(i: int, now_ms: int, days: int = 35, seed: int = 1) -> AccountSta
     state.last_activity_ms = now_ms - bits(21)
     state.recent_ids = [bits(64) for _ in range(64)]
     state.applied_offset = -1
-    state.last_band = state.published_band = "good"
+    state.last_band = state.published_band = Band.GOOD
     state.published_score = 80
     state.published_components = {"activity": 80.0, "recency": 100.0, "breadth": 50.0, "sentiment": 70.0}
     return state

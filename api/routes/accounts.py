@@ -10,6 +10,7 @@ from api.deps import HealthReader, ReadModelDep
 from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error, bounded
 from api.models import AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
+from streamer.wire.documents import AccountHealth
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
 
@@ -32,7 +33,7 @@ _HEALTH_EXAMPLE = {
 @router.get(
     "/{account_id:path}/health",
     summary="Latest health snapshot of one account, with its open alerts.",
-    response_model=dict[str, Any],
+    response_model=AccountHealth,
     responses={
         200: {"content": {"application/json": {"example": _HEALTH_EXAMPLE}}},
         404: {

@@ -16,6 +16,7 @@ from streamer.backtest.metrics import AlertFact, auc, busiest_weeks, kind_qualit
 from streamer.backtest.reference import fit_reference
 from streamer.backtest.replay import Replay, ScoreRow
 from streamer.core.alerts import ms_to_rfc3339
+from streamer.core.policy import Band
 
 __all__ = ["KINDS", "alert_facts", "live_account_days", "summarize"]
 
@@ -102,7 +103,7 @@ def summarize(
             {"at": ms_to_rfc3339(d), "complete_horizon": d in complete, **_ranking(date_rows, horizon)}
         )
     bands: dict[str, Any] = {}
-    for band in ("good", "average", "poor"):
+    for band in Band:
         band_rows = [r for r in rows if r.band == band]
         hits = sum(_label(r, horizon) for r in band_rows)
         bands[band] = {

@@ -11,6 +11,7 @@ import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from streamer.core.scoring import Health
@@ -23,6 +24,8 @@ __all__ = [
     "KEY_USER_LOST",
     "USAGE_DROP",
     "Alert",
+    "AlertKind",
+    "Severity",
     "alert_id",
     "alert_to_dict",
     "health_to_dict",
@@ -30,13 +33,33 @@ __all__ = [
     "ms_to_rfc3339",
 ]
 
-ACCOUNT_QUIET = "account_quiet"
-USAGE_DROP = "usage_drop"
-HEALTH_DEGRADED = "health_degraded"
-KEY_USER_LOST = "key_user_lost"
-ACCOUNT_RECOVERED = "account_recovered"
-# An operations alert, of a partition rather than an account: its data stopped or fell together.
-DATA_GAP = "data_gap"
+
+class AlertKind(StrEnum):
+    """What an alert says; the value is the ``kind`` of the alert document."""
+
+    ACCOUNT_QUIET = "account_quiet"
+    USAGE_DROP = "usage_drop"
+    HEALTH_DEGRADED = "health_degraded"
+    KEY_USER_LOST = "key_user_lost"
+    ACCOUNT_RECOVERED = "account_recovered"
+    # An operations alert, of a partition rather than an account: its data stopped or fell together.
+    DATA_GAP = "data_gap"
+
+
+class Severity(StrEnum):
+    """How urgent an alert is: ``info`` for an all-clear."""
+
+    INFO = "info"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+ACCOUNT_QUIET = AlertKind.ACCOUNT_QUIET
+USAGE_DROP = AlertKind.USAGE_DROP
+HEALTH_DEGRADED = AlertKind.HEALTH_DEGRADED
+KEY_USER_LOST = AlertKind.KEY_USER_LOST
+ACCOUNT_RECOVERED = AlertKind.ACCOUNT_RECOVERED
+DATA_GAP = AlertKind.DATA_GAP
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Evidence keys holding instants; they are rendered as RFC 3339 under an ``_at`` name.
 _TIME_KEYS = {
@@ -52,10 +75,10 @@ class Alert:
     """An early-warning (or all-clear) signal for one account."""
 
     alert_id: str
-    kind: str
+    kind: AlertKind
     account_id: str | None  # None for an operations alert (data_gap)
     detected_at_ms: int
-    severity: str
+    severity: Severity
     health: Health | None
     evidence: Mapping[str, Any]
     # Who the account is (name, segment, plan, owner, seats), for routing and for people reading it.

@@ -47,6 +47,8 @@ from streamer.core.alerts import (
     KEY_USER_LOST,
     USAGE_DROP,
     Alert,
+    AlertKind,
+    Severity,
     alert_id,
     human_duration,
 )
@@ -54,7 +56,7 @@ from streamer.core.events import EventKind, UsageEvent
 from streamer.core.partition import EMPTY_CONTEXT, Context
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.rhythm import DropStat, Rhythm, day_units, drop_stat, rhythm, time_of_missed, units
-from streamer.core.scoring import Health, Signals, changed_since_published, score, signals
+from streamer.core.scoring import Band, Health, Signals, changed_since_published, score, signals
 from streamer.core.state import (
     FEATURE_BITS,
     HISTORY_WEEKS,
@@ -199,10 +201,10 @@ def _rhythm_deadline(
 
 def _alert(
     state: AccountState,
-    kind: str,
+    kind: AlertKind,
     at_ms: int,
     started_ms: int,
-    severity: str,
+    severity: Severity,
     health: Health,
     policy: Policy,
     reason: str,
@@ -359,13 +361,13 @@ def evaluate(
         )
         state.last_band = quick.band
         return quick, []
-    opened: list[tuple[str, int, int, str, str, dict[str, Any]]] = []
-    closed: list[tuple[str, int, str]] = []
+    opened: list[tuple[AlertKind, int, int, Severity, str, dict[str, Any]]] = []
+    closed: list[tuple[AlertKind, int, str]] = []
     deadline = _quiet_deadline(state, policy, ctx, sig)
     if deadline is not None and t >= deadline:
         # Detected at the deadline rather than now so that replay and live agree.
         state.quiet_since_ms = deadline
-        severity = "medium" if sig.onboarding else "high"
+        severity = Severity.MEDIUM if sig.onboarding else Severity.HIGH
         opened.append((ACCOUNT_QUIET, deadline, deadline, severity, _quiet_reason(state, deadline, sig), {}))
     change = _drop(state, sig, policy)
     if change is not None:
@@ -376,7 +378,7 @@ def evaluate(
         if verdict == "open":
             started = (state.drop_pending_day if state.drop_pending_day is not None else sig.today) * DAY_MS
             state.drop_since_ms = started
-            severity = "high" if stat.ratio <= policy.drop_ratio / 2 else "medium"
+            severity = Severity.HIGH if stat.ratio <= policy.drop_ratio / 2 else Severity.MEDIUM
             opened.append((USAGE_DROP, t, started, severity, _drop_reason(stat, policy), detail))
         else:
             started = state.drop_since_ms or t
@@ -398,7 +400,7 @@ def evaluate(
                 KEY_USER_LOST,
                 since,
                 since,
-                "medium",
+                Severity.MEDIUM,
                 reason,
                 {"key_user": {"share": round(share, 3), "last_active_day": user.last_day}},
             )
@@ -422,11 +424,11 @@ def evaluate(
             state.poor_pending_ms = t
         elif t - state.poor_pending_ms >= policy.poor_recover_ms:
             state.poor_open, state.poor_pending_ms = False, None
-    elif quick.band != "poor":
+    elif quick.band != Band.POOR:
         state.poor_pending_ms = None
     else:
         pending = state.poor_pending_ms
-        if pending is None and ((state.last_band not in (None, "poor") and seen_long) or not_taking_off):
+        if pending is None and ((state.last_band not in (None, Band.POOR) and seen_long) or not_taking_off):
             state.poor_pending_ms = pending = t
         # Poor for a day, not for an hour: a holiday or one quiet day does not make an episode. And an
         # account already flagged as quiet, dropping or without its key user is not flagged again for
@@ -437,7 +439,7 @@ def evaluate(
         if pending is not None and t - pending >= policy.poor_persist_ms and not flagged:
             young = pending - start < policy.onboarding_check_days * DAY_MS + DAY_MS
             state.poor_open, state.poor_pending_ms = True, None
-            opened.append((HEALTH_DEGRADED, t, pending, "medium", "young" if young else "", {}))
+            opened.append((HEALTH_DEGRADED, t, pending, Severity.MEDIUM, "young" if young else "", {}))
     state.last_band = quick.band
     if not opened and not closed:
         return quick, []
@@ -449,7 +451,7 @@ def evaluate(
         alerts.append(_alert(state, kind, at, started, severity, health, policy, reason, **extra))
     for kind, started, reason in closed:
         alerts.append(
-            _alert(state, ACCOUNT_RECOVERED, t, started, "info", health, policy, reason, closes=kind)
+            _alert(state, ACCOUNT_RECOVERED, t, started, Severity.INFO, health, policy, reason, closes=kind)
         )
     return health, alerts
 
@@ -596,7 +598,7 @@ def _recover(
         return []
     health = score(state, now, policy, ctx)
     return [
-        _alert(state, ACCOUNT_RECOVERED, t, started, "info", health, policy, reason, closes=kind)
+        _alert(state, ACCOUNT_RECOVERED, t, started, Severity.INFO, health, policy, reason, closes=kind)
         for kind, started, reason in closing
     ]
 

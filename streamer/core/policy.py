@@ -13,11 +13,13 @@ import datetime as dt
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
 __all__ = [
     "DAY_MS",
+    "Band",
     "GapRules",
     "Holiday",
     "Policy",
@@ -28,6 +30,14 @@ __all__ = [
 ]
 
 DAY_MS = 86_400_000
+
+
+class Band(StrEnum):
+    """Where a score falls (``bands.good_min``, ``bands.average_min``): the ``band`` of health documents."""
+
+    GOOD = "good"
+    AVERAGE = "average"
+    POOR = "poor"
 
 
 class PolicyError(ValueError):

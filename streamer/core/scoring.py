@@ -34,11 +34,12 @@ import math
 from dataclasses import dataclass
 
 from streamer.core.partition import EMPTY_CONTEXT, Context
-from streamer.core.policy import DAY_MS, Policy
+from streamer.core.policy import DAY_MS, Band, Policy
 from streamer.core.rhythm import DropStat, Rhythm, at_level, day_units, drop_stat, missed_active_days, rhythm
 from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, estimate_distinct
 
 __all__ = [
+    "Band",
     "Component",
     "Health",
     "Signals",
@@ -72,7 +73,7 @@ class Health:
     account_id: str
     at_ms: int
     score: int
-    band: str
+    band: Band
     components: tuple[Component, ...]
     current_weekly: float  # weighted events of the last 7 days, today included
     baseline_weekly: float  # weighted events per week of the 28 days before
@@ -225,11 +226,11 @@ def signals(state: AccountState, now_ms: int, policy: Policy, ctx: Context = EMP
     )
 
 
-def band_for(value: int, policy: Policy) -> str:
+def band_for(value: int, policy: Policy) -> Band:
     """Map a score to ``good``, ``average`` or ``poor``."""
     if value >= policy.good_min:
-        return "good"
-    return "average" if value >= policy.average_min else "poor"
+        return Band.GOOD
+    return Band.AVERAGE if value >= policy.average_min else Band.POOR
 
 
 def _clamp(v: float) -> float:

@@ -35,6 +35,8 @@ import struct
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
+from streamer.core.policy import Band
+
 __all__ = [
     "COMPONENT_NAMES",
     "AccountState",
@@ -58,7 +60,7 @@ HISTORY_WEEKS = 8
 COMPONENT_NAMES = ("recency", "activity", "users", "stickiness", "utilization", "breadth", "sentiment")
 _V2_COMPONENTS = ("activity", "recency", "utilization", "breadth", "sentiment")
 FACT_STRINGS = ("plan", "segment", "name", "owner")
-_BANDS = (None, "good", "average", "poor")
+_BANDS = (None, Band.GOOD, Band.AVERAGE, Band.POOR)
 _NONE = -(2**63)  # sentinel for an absent int64 timestamp
 _U32_MAX = 2**32 - 1
 
@@ -195,9 +197,9 @@ class AccountState:
     poor_open: bool = False
     # Changed since the last published health snapshot (publication was deferred during a backlog).
     unpublished: bool = False
-    last_band: str | None = None
+    last_band: Band | None = None
     published_score: int | None = None
-    published_band: str | None = None
+    published_band: Band | None = None
     published_components: dict[str, float] = field(default_factory=dict)
     # When the engine must next look at the account with no new events (see engine.next_due_ms), as
     # last scheduled; stored so that a restart can rebuild its schedule without decoding the state.

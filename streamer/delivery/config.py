@@ -44,6 +44,7 @@ from urllib.parse import urlsplit
 from pydantic import SecretStr
 
 from streamer.core.alerts import ACCOUNT_QUIET, ACCOUNT_RECOVERED, HEALTH_DEGRADED, USAGE_DROP
+from streamer.core.policy import Band
 from streamer.delivery.signing import decode_secret
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 KINDS = frozenset({ACCOUNT_QUIET, USAGE_DROP, HEALTH_DEGRADED, ACCOUNT_RECOVERED})
-BANDS = frozenset({"good", "average", "poor"})
+BANDS = frozenset(Band)
 DESTINATION_TYPES = frozenset({"slack", "webhook"})
 _SELECTORS = {"kinds": "kind", "bands": "band", "segments": "segment", "plans": "plan", "owners": "owner"}
 

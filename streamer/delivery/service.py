@@ -23,6 +23,7 @@ import orjson
 from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import CommitFailedError, KafkaError, TopicAlreadyExistsError
+from pydantic import ValidationError
 
 from streamer.delivery import metrics
 from streamer.delivery.backoff import Action, decide, parse_retry_after
@@ -41,6 +42,7 @@ from streamer.delivery.ports import AlertConsumer, EnsureTopics, LedgerReader, P
 from streamer.delivery.settings import DeliverySettings
 from streamer.delivery.signing import sign
 from streamer.delivery.slack import slack_message
+from streamer.wire.documents import AlertDocument
 
 log = logging.getLogger("churnwatch.delivery")
 
@@ -395,8 +397,15 @@ class DeliveryService:
         epoch = self.tracker.epoch(partition)
         try:
             alert = orjson.loads(rec.value or b"")
-            if not isinstance(alert, dict) or not isinstance(alert.get("alert_id"), str):
+            if not isinstance(alert, dict):
                 raise ValueError("not an alert object")
+            AlertDocument.model_validate(alert)  # the contract; routing reads the document as it is
+        except ValidationError as err:
+            self.tracker.add(partition, rec.offset, 1)
+            job = Job(partition, rec.offset, epoch, rec.key, rec.value or b"", {}, "", rec.timestamp)
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()[:3])
+            await self.dead_letter(job, "-", f"invalid alert: {problems}")
+            return
         except (orjson.JSONDecodeError, ValueError, TypeError) as err:
             self.tracker.add(partition, rec.offset, 1)
             job = Job(partition, rec.offset, epoch, rec.key, rec.value or b"", {}, "", rec.timestamp)

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
-from streamer.core.policy import PolicySet
+from streamer.core.policy import Band, PolicySet
 from streamer.kafka.batches import BatchProducer, send_in_batches
 from streamer.worker import metrics
 from streamer.worker.checkpoint import Checkpoint, WritableStore
@@ -217,7 +217,7 @@ class BatchHandler:
         bands: Counter[str] = Counter()
         for proc in self.processors.values():
             bands.update(proc.bands)
-        for band in ("good", "average", "poor"):
+        for band in Band:
             metrics.ACCOUNTS_BY_BAND.labels(band).set(bands[band])
         metrics.TRACKED_ACCOUNTS.set(sum(proc.tracked for proc in self.processors.values()))
 

@@ -34,7 +34,7 @@ from typing import Protocol
 
 import orjson
 
-from streamer.core.alerts import DATA_GAP, Alert, alert_id, alert_to_dict, human_duration
+from streamer.core.alerts import DATA_GAP, Alert, Severity, alert_id, alert_to_dict, human_duration
 from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
 from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_event
 from streamer.core.partition import Context, GapChange, PartitionActivity, decode_activity, encode_activity
@@ -499,7 +499,7 @@ class PartitionProcessor:
             kind=DATA_GAP,
             account_id=None,
             detected_at_ms=change.judged_ms,
-            severity="high",
+            severity=Severity.HIGH,
             health=None,
             evidence={
                 "gap_started_ms": change.at_ms,

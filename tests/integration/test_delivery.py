@@ -24,8 +24,8 @@ import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from streamer.core.alerts import Alert, alert_id, alert_to_dict
-from streamer.core.scoring import Health
+from streamer.core.alerts import Alert, AlertKind, Severity, alert_id, alert_to_dict
+from streamer.core.scoring import Band, Health
 from streamer.delivery.config import load_delivery_config
 from streamer.delivery.signing import WebhookVerificationError, verify
 from tests.integration.conftest import TopicFactory
@@ -40,13 +40,13 @@ log = logging.getLogger(__name__)
 def make_alert(i: int, kind: str = "account_quiet", band: str = "poor") -> dict[str, Any]:
     """A realistic alert document, built with the worker's own serialiser."""
     account = f"acct-{i:04d}"
-    health = Health(account, 1_750_000_000_000 + i, 25, band, (), 1.0, 20.0, 1, 2, False)
+    health = Health(account, 1_750_000_000_000 + i, 25, Band(band), (), 1.0, 20.0, 1, 2, False)
     alert = Alert(
         alert_id=alert_id(account, kind, 1_750_000_000_000 + i),
-        kind=kind,
+        kind=AlertKind(kind),
         account_id=account,
         detected_at_ms=1_750_000_000_000 + i,
-        severity="high",
+        severity=Severity.HIGH,
         health=health,
         evidence={"last_activity_ms": 1_749_000_000_000, "current_weekly": 1.0, "baseline_weekly": 20.0},
     )

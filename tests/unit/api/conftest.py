@@ -83,20 +83,63 @@ def settings(**overrides: Any) -> ApiSettings:
     return ApiSettings(api_keys=keys, **overrides)
 
 
-def snapshot(account_id: str, score: int = 50, band: str = "average", **extra: Any) -> dict[str, Any]:
-    """A health snapshot shaped like the worker's, with only the fields the API reads."""
-    doc: dict[str, Any] = {
-        "version": 1,
+def health(account_id: str, score: int = 50, band: str = "average") -> dict[str, Any]:
+    """The health part of a snapshot or alert, every field of the contract (streamer.wire.documents)."""
+    return {
         "account_id": account_id,
         "at": "2025-03-15T00:00:00.000Z",
         "score": score,
         "band": band,
+        "components": [
+            {
+                "name": "recency",
+                "value": 100.0,
+                "weight": 0.75,
+                "contribution": 37.5,
+                "explanation": "active today",
+            },
+            {
+                "name": "sentiment",
+                "value": 70.0,
+                "weight": 0.25,
+                "contribution": 5.0,
+                "explanation": "no NPS",
+            },
+        ],
+        "current_weekly": 12.0,
+        "baseline_weekly": 12.0,
+        "active_users_7d": 2,
+        "active_users_28d": 2,
+        "user_days_week": 6.0,
+        "user_days_usual": 6.0,
+        "missed_active_days": 0.0,
+        "features_28d": 3,
+        "onboarding": False,
+    }
+
+
+def snapshot(account_id: str, score: int = 50, band: str = "average", **extra: Any) -> dict[str, Any]:
+    """A health snapshot with every field of the worker's (the API serves it through the contract)."""
+    doc: dict[str, Any] = {
+        "version": 1,
+        **health(account_id, score, band),
         "trend": "flat",
+        "score_change": None,
+        "first_seen_at": "2025-01-10T00:00:00.000Z",
         "last_activity_at": "2025-03-10T00:00:00.000Z",
         "facts": {"name": account_id.title(), "seats": 5, "plan": "pro", "segment": "smb", "owner": "ann"},
         "nps": {"score": None, "at": None},
         "subscription": {"status": None, "started_at": None, "cancelled_at": None},
+        "open_tickets": 0,
         "episodes": {"quiet_since": None, "drop_since": None, "poor": False},
+        "daily": {
+            "from": "2025-03-14",
+            "to": "2025-03-15",
+            "events": [3, 4],
+            "weighted": [3.0, 4.0],
+            "users": [1, 2],
+            "features": [1, 2],
+        },
     }
     doc.update(extra)
     return doc
@@ -110,8 +153,10 @@ def alert(alert_id: str, account_id: str, kind: str = "account_quiet", **extra: 
         "account_id": account_id,
         "detected_at": "2025-03-14T00:00:00.000Z",
         "severity": "high",
-        "health": {"account_id": account_id, "score": 30, "band": "poor"},
+        "reason": "No activity for 7 days",
+        "health": health(account_id, 30, "poor"),
         "evidence": {"episode_started_at": "2025-03-07T00:00:00.000Z"},
+        "account": {"name": account_id.title()},
     }
     doc.update(extra)
     return doc

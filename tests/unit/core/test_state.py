@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from streamer.core.engine import record_event
 from streamer.core.events import EventKind, UsageEvent
-from streamer.core.policy import DAY_MS, Policy
+from streamer.core.policy import DAY_MS, Band, Policy
 from streamer.core.state import (
     COMPONENT_NAMES,
     USER_BITS,
@@ -96,7 +96,7 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.plan = s.segment = s.name = s.owner = wide
     s.days = {d: DayBucket(2**32 - 1, 1.5, 2**128 - 1, 2**64 - 1) for d in range(42)}
     s.recent_ids = list(range(64))
-    s.published_score, s.published_band = 50, "average"
+    s.published_score, s.published_band = 50, Band.AVERAGE
     s.published_components = {"activity": 1.0}
     s.top_users = [TopUser(2**64 - 1 - i, 40.5, 9, 1) for i in range(5)]
     s.history = [(w, 123.5, 7) for w in range(8)]
@@ -125,7 +125,7 @@ top_users = st.lists(
     max_size=5,
 )
 weeks = st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 1e6), st.integers(0, 7)), max_size=8)
-bands = st.sampled_from([None, "good", "average", "poor"])
+bands = st.sampled_from([None, *Band])
 
 
 @st.composite
@@ -182,7 +182,7 @@ V2 = bytes.fromhex(
 
 
 def _v2_state() -> AccountState:
-    s = AccountState("acme", T0, T0 + 5, last_activity_ms=T0, published_band="good", published_score=80)
+    s = AccountState("acme", T0, T0 + 5, last_activity_ms=T0, published_band=Band.GOOD, published_score=80)
     s.days[T0 // DAY_MS] = DayBucket(3, 3.0, 0b101, 0b11)
     s.published_components = {"activity": 50.0, "recency": 100.0, "sentiment": 70.0}
     s.seats, s.plan, s.facts_at_ms = 12, "pro", {"seats": T0, "plan": T0}

@@ -6,21 +6,21 @@ from typing import Any
 
 import pytest
 
-from streamer.core.alerts import Alert, alert_to_dict
-from streamer.core.scoring import Health
+from streamer.core.alerts import Alert, AlertKind, Severity, alert_to_dict
+from streamer.core.scoring import Band, Health
 from streamer.delivery.slack import slack_message
 
 BLOCK_TYPES = {"header", "section", "context", "actions"}
 
 
 def doc(account_id: str = "acme", kind: str = "usage_drop", **extra: Any) -> dict[str, Any]:
-    health = Health(account_id, 1_750_000_000_000, 31, "poor", (), 4.0, 40.0, 2, 3, False)
+    health = Health(account_id, 1_750_000_000_000, 31, Band.POOR, (), 4.0, 40.0, 2, 3, False)
     alert = Alert(
         "a" * 32,
-        kind,
+        AlertKind(kind),
         account_id,
         1_750_000_000_000,
-        "high",
+        Severity.HIGH,
         health,
         {"last_activity_ms": 1_749_000_000_000, "current_weekly": 4.0, "baseline_weekly": 40.0, "ratio": 0.1},
     )

@@ -1,0 +1,1 @@
+"""The contracts between churnwatch's processes: the documents on its topics, typed."""
