@@ -15,6 +15,9 @@ import pytest
 from aiokafka import TopicPartition
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from streamer.core.alerts import Alert, AlertKind, Severity, alert_to_dict
+from streamer.core.policy import Band
+from streamer.core.scoring import Health
 from streamer.delivery.backoff import backoff_delay
 from streamer.delivery.config import DeliveryConfig, load_delivery_config
 from streamer.delivery.ledger import disabled_key
@@ -34,14 +37,19 @@ def webhook_config(url: str = URL, secret: str = SECRET) -> DeliveryConfig:
 
 
 def alert(i: int) -> dict[str, Any]:
-    return {
-        "alert_id": f"a{i:03d}",
-        "kind": "account_quiet",
-        "account_id": f"acct-{i}",
-        "severity": "high",
-        "health": {"score": 25, "band": "poor"},
-        "evidence": {"current_weekly": 1.0, "baseline_weekly": 20.0},
-    }
+    """An alert document built with the worker's own serialiser (it must hold to the contract)."""
+    health = Health(f"acct-{i}", 1_750_000_000_000, 25, Band.POOR, (), 1.0, 20.0, 1, 2, False)
+    return alert_to_dict(
+        Alert(
+            alert_id=f"a{i:03d}",
+            kind=AlertKind.ACCOUNT_QUIET,
+            account_id=f"acct-{i}",
+            detected_at_ms=1_750_000_000_000 + i,
+            severity=Severity.HIGH,
+            health=health,
+            evidence={"current_weekly": 1.0, "baseline_weekly": 20.0},
+        )
+    )
 
 
 def committed(broker: FakeBroker, partition: int = 0) -> int | None:
@@ -327,3 +335,17 @@ async def test_secrets_never_show_in_log_lines_or_dlq_headers(caplog: pytest.Log
     for text in (logged, *errors):
         assert "xyzTokenPart123" not in text and SECRET.removeprefix("whsec_") not in text
         assert "crm.example.com" not in text
+
+
+async def test_a_record_that_is_not_an_alert_document_is_dead_lettered_with_what_is_wrong() -> None:
+    broker, seen = FakeBroker(), list[httpx.Request]()
+    h = harness(broker, webhook_config(), scripted([200], seen))
+    broken = {k: v for k, v in alert(0).items() if k != "kind"}
+    broker.produce_alerts([broken, alert(1)])
+    h.start()
+    await until(lambda: committed(broker) == 2, "both offsets to be committed")
+    await h.finish()
+    assert [r.headers["webhook-id"] for r in seen] == ["a001"]  # the valid one is still delivered
+    assert dlq(broker) == [
+        ("a000", {"churnwatch.destination": "-", "churnwatch.error": "invalid alert: kind: Field required"})
+    ]
