@@ -74,6 +74,10 @@ soak: install kafka-install ## Full stack at a steady rate for DURATION seconds;
 test-unit: install ## Run the unit tests only (no broker)
 	$(BIN)/python -m pytest -m "not integration" tests/unit
 
+coverage: install ## Unit tests under coverage: statements of streamer/ and api/ they reach (no broker)
+	$(BIN)/python -m coverage run --source=streamer,api -m pytest -q -m "not integration" tests/unit
+	$(BIN)/python -m coverage report --skip-empty
+
 lint: install ## ruff, mypy --strict and the import contracts (lint-imports)
 	$(BIN)/ruff check streamer api tests bench
 	$(BIN)/ruff format --check streamer api tests bench
