@@ -17,11 +17,13 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from pydantic import ValidationError
 
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Doc, InMemoryReadModel, Page
 from api.restrictions import AccountScope
 from api.settings import ApiSettings
+from streamer.wire.documents import AlertDocument, SnapshotDocument
 
 log = logging.getLogger("churnwatch.api.readmodel")
 
@@ -117,14 +119,29 @@ class KafkaReadModel:
 
     def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         try:
+            # Documents are held to the contract the API answers with (streamer.wire.documents) as they
+            # arrive: one that is not cannot make a route fail later, for this account or for the feed.
             if topic == self._settings.health_topic:
                 if key is not None:
-                    self._memory.apply_health(key.decode(), None if value is None else orjson.loads(value))
+                    snapshot = None if value is None else orjson.loads(value)
+                    if snapshot is not None:
+                        SnapshotDocument.model_validate(snapshot)
+                    self._memory.apply_health(key.decode(), snapshot)
             elif value is not None:
-                self._memory.apply_alert(orjson.loads(value))
+                doc = orjson.loads(value)
+                AlertDocument.model_validate(doc)
+                self._memory.apply_alert(doc)
         except (orjson.JSONDecodeError, UnicodeDecodeError):
             # One bad record must not stop the API from serving everything else.
             log.warning("skipping undecodable record on %s", topic)
+        except ValidationError as err:
+            first = err.errors()[0]
+            log.warning(
+                "skipping a record on %s that is not a churnwatch document (%s: %s)",
+                topic,
+                ".".join(map(str, first["loc"])),
+                first["msg"],
+            )
 
     def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
         return self._memory.get_account(account_id, scope=scope)

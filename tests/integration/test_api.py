@@ -19,6 +19,7 @@ from streamer.core.alerts import ms_to_rfc3339
 from tests.integration.kafkautil import produce
 from tests.integration.pipeline import make_topics, now_ms
 from tests.integration.workers import ApiProcess, WorkerFactory
+from tests.unit.api.conftest import alert, snapshot
 
 KEY = "integration-key"
 POLL_LIMIT_S = 30.0
@@ -97,19 +98,18 @@ async def test_read_model_loads_existing_records_before_turning_ready(
     kafka_bootstrap: str, topic_factory: Any
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
-    docs: list[dict[str, Any]] = [
-        {"account_id": f"acc{i}", "score": 10 * i, "band": "poor", "episodes": {}} for i in range(5)
-    ]
+    docs = [snapshot(f"acc{i}", score=10 * i, band="poor") for i in range(5)]
+    # Not a snapshot document (no daily activity): skipped, the account stays unknown.
+    docs.append({k: v for k, v in snapshot("acc9", score=90).items() if k != "daily"})
     await produce(
         kafka_bootstrap, topics["health"], [(d["account_id"].encode(), orjson.dumps(d)) for d in docs]
     )
-    alert = {
-        "alert_id": "x1",
-        "kind": "account_quiet",
-        "account_id": "acc1",
-        "detected_at": ms_to_rfc3339(now_ms()),
-    }
-    await produce(kafka_bootstrap, topics["alerts"], [(b"acc1", orjson.dumps(alert))])
+    good = alert("x1", "acc1", detected_at=ms_to_rfc3339(now_ms()))
+    # Not an alert document (no severity): skipped, so it cannot break the feed for everyone.
+    broken = {k: v for k, v in alert("x2", "acc2").items() if k != "severity"}
+    await produce(
+        kafka_bootstrap, topics["alerts"], [(b"acc1", orjson.dumps(good)), (b"acc2", orjson.dumps(broken))]
+    )
 
     async with running_api(api_settings(kafka_bootstrap, topics)) as client:
 
@@ -190,20 +190,12 @@ async def test_an_owner_scoped_key_sees_only_its_accounts_through_the_api_proces
     topics = await make_topics(topic_factory, partitions=2)
     owners = {"ann-1": "ana@example.com", "ann-2": "ana@example.com", "bob-1": "bob@example.com"}
     docs = {
-        a: {"account_id": a, "score": 10 * i, "band": "poor", "episodes": {}, "facts": {"owner": owner}}
+        a: snapshot(a, score=10 * i, band="poor", facts={"owner": owner})
         for i, (a, owner) in enumerate(owners.items())
     }
     await produce(kafka_bootstrap, topics["health"], [(a.encode(), orjson.dumps(d)) for a, d in docs.items()])
     detected = ms_to_rfc3339(now_ms())
-    alerts = [
-        (
-            a.encode(),
-            orjson.dumps(
-                {"alert_id": f"x-{a}", "kind": "account_quiet", "account_id": a, "detected_at": detected}
-            ),
-        )
-        for a in owners
-    ]
+    alerts = [(a.encode(), orjson.dumps(alert(f"x-{a}", a, detected_at=detected))) for a in owners]
     # One partition, so the feed's order (newest first) is the order produced.
     await produce(kafka_bootstrap, topics["alerts"], alerts, partition=0)
     reads = ["health:read", "alerts:read"]
