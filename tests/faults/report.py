@@ -41,10 +41,10 @@ Also part of the claim, run by `make test` (and so by CI) rather than here:
 * `tests/unit/core/test_decoder_fuzz.py`: a bounded Hypothesis fuzz target for the decoder:
   arbitrary bytes and near-valid JSON documents either parse into a valid event or raise
   `InvalidEvent`, never anything else.
-* `tests/unit/test_worker_path_fuzz.py`: a Hypothesis fuzz target of the worker's whole path
+* `tests/unit/worker/test_worker_path_fuzz.py`: a Hypothesis fuzz target of the worker's whole path
   (parse, apply, encode, decode, snapshot, JSON) with extreme schema-valid values: nothing fails
   but the documented rejection, and nothing is isolated as poison.
-* `tests/unit/test_poison.py`: a failure injected at each stage (decode, load, apply, advance,
+* `tests/unit/worker/test_poison.py`: a failure injected at each stage (decode, load, apply, advance,
   publish, flush) is isolated to its record or account, which is rolled back.
 * `tests/unit/api/test_schemathesis.py`: every operation of the API fuzzed from its OpenAPI document
   with all schemathesis checks.
