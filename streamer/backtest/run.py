@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import logging
 import sys
 import time
 from collections.abc import Sequence
@@ -114,6 +115,8 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run a backtest; 0 on success, 2 on bad input (the message says why)."""
     console = Console(stderr=True)
+    # The processor logs each data gap for an operator; a backtest reports them in its figures.
+    logging.getLogger("churnwatch.worker").setLevel(logging.ERROR)
     try:
         policies = load_policy(args.rules.read_text(encoding="utf-8") if args.rules else None)
     except (OSError, PolicyError) as err:

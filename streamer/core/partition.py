@@ -132,6 +132,8 @@ class PartitionActivity:
     lull_min: float = 20.0
     day_min: float = 20.0
     max_gap_days: float = 10.0
+    # Whether new gaps may open: the partition's owner says so (enough accounts behind its traffic).
+    judging: bool = True
     rate: list[float] = field(default_factory=lambda: [0.0] * WEEK_HOURS)
     learnt: list[int] = field(
         default_factory=lambda: [0] * WEEK_HOURS
@@ -217,7 +219,7 @@ class PartitionActivity:
 
     def _close_day(self, day: int) -> None:
         expected = sum(self.expected(h) for h in range(day * 24, day * 24 + 24))
-        if self._improbably_low(self.day_count, expected, 0.5, self.day_min):
+        if self.judging and self._improbably_low(self.day_count, expected, 0.5, self.day_min):
             self.gap_days.append(day)
         self.day_count = 0
         horizon = day - _KEEP_MS // DAY_MS
@@ -256,6 +258,8 @@ class PartitionActivity:
     def _update_gap(self, at_ms: int) -> list[GapChange]:
         observed, expected = self._trailing(at_ms)
         if self.gap_since_ms is None:
+            if not self.judging:
+                return []
             silent = self._silence_expected(at_ms) / self.phi >= self.silence_min
             lull = self._improbably_low(observed, expected, 0.25, self.lull_min)
             if not (silent or lull):

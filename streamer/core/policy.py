@@ -292,9 +292,12 @@ class GapRules:
     lull_min: float = 20.0
     day_min: float = 20.0
     max_gap_days: float = 10.0
+    # A partition with fewer accounts judges no gap: its traffic is a handful of customers' own
+    # rhythm, and several of them going quiet together is their news, not the tracking's.
+    min_accounts: int = 20
 
 
-_GAP_KEYS = {"silence_min", "lull_min", "day_min", "max_gap_days"}
+_GAP_KEYS = {"silence_min", "lull_min", "day_min", "max_gap_days", "min_accounts"}
 
 
 def _gap_rules(raw: object) -> GapRules:
@@ -302,10 +305,15 @@ def _gap_rules(raw: object) -> GapRules:
     enabled = body.pop("enabled", True)
     if not isinstance(enabled, bool):
         raise PolicyError("data_gaps.enabled: must be true or false")
-    values: dict[str, float] = {}
+    values: dict[str, Any] = {}
     for key, value in body.items():
         if key not in _GAP_KEYS:
             raise PolicyError(f"data_gaps.{key}: unknown key")
+        if key == "min_accounts":
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise PolicyError("data_gaps.min_accounts: must be an integer >= 0")
+            values[key] = value
+            continue
         if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
             raise PolicyError(f"data_gaps.{key}: must be a number > 0")
         values[key] = float(value)

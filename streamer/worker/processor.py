@@ -477,6 +477,7 @@ class PartitionProcessor:
         self.clock_ms = clock_ms
         if not self.policies.gaps.enabled:
             return
+        self.activity.judging = self.tracked >= self.policies.gaps.min_accounts
         for change in self.activity.advance(clock_ms):
             self._activity_dirty = True
             if change.started and not change.continued:

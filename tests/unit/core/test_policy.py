@@ -28,10 +28,12 @@ def test_example_rules_file_loads_and_its_base_equals_the_defaults() -> None:
 
 
 def test_data_gap_rules_default_to_the_partition_defaults_and_are_read_from_their_section() -> None:
-    assert load_policy(None).gaps == GapRules(True, 12.0, 20.0, 20.0, 10.0)
+    assert load_policy(None).gaps == GapRules(True, 12.0, 20.0, 20.0, 10.0, 20)
     assert load_policy(EXAMPLE.read_text()).gaps == GapRules()
-    rules = load_policy("[data_gaps]\nenabled = false\nsilence_min = 30\nmax_gap_days = 3.5\n")
-    assert rules.gaps == GapRules(False, 30.0, 20.0, 20.0, 3.5)
+    rules = load_policy(
+        "[data_gaps]\nenabled = false\nsilence_min = 30\nmax_gap_days = 3.5\nmin_accounts = 0\n"
+    )
+    assert rules.gaps == GapRules(False, 30.0, 20.0, 20.0, 3.5, 0)
 
 
 def test_example_overrides_apply_by_segment_and_plan() -> None:
@@ -113,6 +115,7 @@ def test_fractional_quiet_days_and_weights_are_loaded() -> None:
         ("[data_gaps]\nenabled = 'no'", "data_gaps.enabled: must be true or false"),  # not a boolean
         ("[data_gaps]\nsilence_min = 0", "data_gaps.silence_min: must be a number > 0"),  # never a gap
         ("[data_gaps]\nsilence = 5", "data_gaps.silence: unknown key"),  # misspelt
+        ("[data_gaps]\nmin_accounts = 2.5", "data_gaps.min_accounts: must be an integer >= 0"),  # fractional
         ("[[overrides]]\nplan = 'pro'\n[overrides.data_gaps]\nenabled = false", "overrides[0].data_gaps"),
     ],
 )

@@ -194,9 +194,18 @@ def _partition_that_goes_silent(rules: str) -> tuple[BatchOutput, int]:
 
 
 def test_a_whole_partition_falling_silent_is_a_data_gap_that_holds_quiet_alerts() -> None:
-    out, last = _partition_that_goes_silent("[alerts]\nquiet_after_days = 1\nquiet_missed_active_days = 0\n")
+    rules = "[alerts]\nquiet_after_days = 1\nquiet_missed_active_days = 0\n[data_gaps]\nmin_accounts = 10\n"
+    out, last = _partition_that_goes_silent(rules)
     assert [a.kind for a in out.alerts] == ["data_gap"]
     assert out.alerts[0].evidence["gap_started_ms"] == last
+
+
+def test_a_partition_of_fewer_accounts_than_min_accounts_judges_no_gap() -> None:
+    # Ten accounts (the default asks for 20): their silence is theirs, each goes quiet.
+    out, _ = _partition_that_goes_silent("[alerts]\nquiet_after_days = 1\nquiet_missed_active_days = 0\n")
+    assert sorted((a.kind, a.account_id) for a in out.alerts) == [
+        ("account_quiet", f"a{a}") for a in range(10)
+    ]
 
 
 def test_with_data_gaps_disabled_every_account_of_a_silent_partition_goes_quiet() -> None:
