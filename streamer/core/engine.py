@@ -53,7 +53,7 @@ from streamer.core.alerts import (
     human_duration,
 )
 from streamer.core.events import EventKind, UsageEvent
-from streamer.core.partition import EMPTY_CONTEXT, Context
+from streamer.core.partition import EMPTY_CONTEXT, Context, merge_spans
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.rhythm import DropStat, Rhythm, day_units, drop_stat, rhythm, time_of_missed, units
 from streamer.core.scoring import Band, Health, Signals, changed_since_published, score, signals
@@ -129,14 +129,8 @@ def _with_holidays(holidays: frozenset[int], ctx: Context) -> Context:
     """The partition's context plus an account's holidays, as excluded spans."""
     if not holidays:
         return ctx
-    spans = sorted([*ctx.excluded, *((d * DAY_MS, (d + 1) * DAY_MS) for d in holidays)])
-    merged: list[tuple[int, int]] = []
-    for lo, hi in spans:
-        if merged and lo <= merged[-1][1]:
-            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-        else:
-            merged.append((lo, hi))
-    return Context(tuple(merged), ctx.gap_since_ms, ctx.excluded_days | holidays)
+    spans = merge_spans([*ctx.excluded, *((d * DAY_MS, (d + 1) * DAY_MS) for d in holidays)])
+    return Context(spans, ctx.gap_since_ms, ctx.excluded_days | holidays)
 
 
 def _seen_before(state: AccountState, policy: Policy, last_day: int) -> int:

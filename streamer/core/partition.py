@@ -34,11 +34,20 @@ the partition's records, so a replay and a live worker see the same gaps.
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from streamer.core.rhythm import poisson_cdf
 
-__all__ = ["EMPTY_CONTEXT", "Context", "GapChange", "PartitionActivity", "decode_activity", "encode_activity"]
+__all__ = [
+    "EMPTY_CONTEXT",
+    "Context",
+    "GapChange",
+    "PartitionActivity",
+    "decode_activity",
+    "encode_activity",
+    "merge_spans",
+]
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -67,6 +76,17 @@ def _mostly_excluded_days(spans: tuple[tuple[int, int], ...], until_ms: int) -> 
             days[day] = days.get(day, 0) + hi - lo
             day += 1
     return frozenset(d for d, ms in days.items() if ms > DAY_MS // 2)
+
+
+def merge_spans(spans: Iterable[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """``[start, end)`` spans, sorted, with overlapping and touching ones merged into one."""
+    merged: list[tuple[int, int]] = []
+    for lo, hi in sorted(spans):
+        if merged and lo <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
+        else:
+            merged.append((lo, hi))
+    return tuple(merged)
 
 
 @dataclass(frozen=True, slots=True)
@@ -309,14 +329,7 @@ class PartitionActivity:
         spans += [(d * DAY_MS, (d + 1) * DAY_MS) for d in self.gap_days]
         if self.gap_since_ms is not None:
             spans.append((self.gap_since_ms, 2**62))
-        spans.sort()
-        merged: list[tuple[int, int]] = []
-        for lo, hi in spans:
-            if merged and lo <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], hi))
-            else:
-                merged.append((lo, hi))
-        excluded = tuple(merged)
+        excluded = merge_spans(spans)
         return Context(excluded, self.gap_since_ms, _mostly_excluded_days(excluded, self.clock_ms))
 
 
