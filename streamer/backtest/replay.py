@@ -15,7 +15,7 @@ the features of the reference model (see :mod:`streamer.backtest.reference`).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from streamer.backtest.history import History
@@ -25,7 +25,7 @@ from streamer.core.policy import DAY_MS, PolicySet
 from streamer.core.scoring import score
 from streamer.core.state import AccountState
 from streamer.kafka.partitioner import kafka_partitioner
-from streamer.worker.processor import PartitionProcessor, Record
+from streamer.worker.processor import MemoryStore, PartitionProcessor, Record
 
 __all__ = ["FEATURE_DAYS", "Replay", "ScoreRow", "replay"]
 
@@ -64,17 +64,6 @@ class Replay:
     outcomes: dict[str, int] = field(default_factory=dict)
     # Account id -> its first event time, for every account the history holds.
     first_seen: dict[str, int] = field(default_factory=dict)
-
-
-class _Store:
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, account_id: str) -> bytes | None:
-        return self.data.get(account_id)
-
-    def scan(self) -> Iterable[tuple[str, bytes]]:
-        return list(self.data.items())
 
 
 def _live(state: AccountState, at_ms: int) -> bool:
@@ -130,7 +119,7 @@ def replay(
         )
         for p in range(partitions)
     ]
-    stores = [_Store() for _ in range(partitions)]
+    stores = [MemoryStore() for _ in range(partitions)]
     pending: list[list[tuple[Record, UsageEvent]]] = [[] for _ in range(partitions)]
     offsets = [0] * partitions
     result = Replay(dates=list(dates), feature_names=(*feature_names, "other"))
@@ -207,7 +196,7 @@ def replay(
 
 def _score_all(
     procs: Sequence[PartitionProcessor],
-    stores: Sequence[_Store],
+    stores: Sequence[MemoryStore],
     policies: PolicySet,
     at_ms: int,
     counts: dict[str, list[int]],

@@ -73,6 +73,22 @@ class StateStore(Protocol):
         """Every (account id, encoded state) this partition holds."""
 
 
+class MemoryStore:
+    """A :class:`StateStore` in a dict: a backtest's table, and the tests'."""
+
+    def __init__(self) -> None:
+        """An empty store; ``data`` maps account ids to encoded states."""
+        self.data: dict[str, bytes] = {}
+
+    def get(self, account_id: str) -> bytes | None:
+        """The encoded state of an account, or None."""
+        return self.data.get(account_id)
+
+    def scan(self) -> Iterable[tuple[str, bytes]]:
+        """Every (account id, encoded state) held."""
+        return list(self.data.items())
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """A consumed Kafka record, reduced to what the processor needs."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import orjson
@@ -12,6 +11,7 @@ from streamer.core.state import decode_state
 from streamer.worker.processor import (
     DEAD_LETTER_MAX_BYTES,
     BatchOutput,
+    MemoryStore,
     PartitionProcessor,
     Record,
     dead_letter,
@@ -21,17 +21,7 @@ T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
 QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"
 
 
-class Store:
-    """The same two reads a Faust table gives the processor."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, bytes] = {}
-
-    def get(self, account_id: str) -> bytes | None:
-        return self.data.get(account_id)
-
-    def scan(self) -> Iterable[tuple[str, bytes]]:
-        return list(self.data.items())
+Store = MemoryStore  # the same two reads a Faust table gives the processor
 
 
 def event(account: str, event_id: str, at_ms: int) -> bytes:
