@@ -11,14 +11,10 @@ import asyncio
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
+from streamer.worker.checkpoint import TopicPartition as TP
 from streamer.worker.handler import ConsumerView
-
-
-class TP(NamedTuple):
-    topic: str
-    partition: int
 
 
 @dataclass

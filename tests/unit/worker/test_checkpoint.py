@@ -10,8 +10,9 @@ import orjson
 from streamer.core.partition import GapChange
 from streamer.core.policy import DAY_MS
 from streamer.worker.checkpoint import Checkpoint, OutputTopics
+from streamer.worker.checkpoint import TopicPartition as TP
 from streamer.worker.processor import BatchOutput, Record, activity_key
-from tests.unit.worker.fakes import TP, FakeAcker, FakeProducer, FakeStore
+from tests.unit.worker.fakes import FakeAcker, FakeProducer, FakeStore
 from tests.unit.worker.test_processor import QUIET_RULES, T0, event, processor
 
 TOPICS = OutputTopics("events", "dlq", "alerts", "health", "changelog")

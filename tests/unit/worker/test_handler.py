@@ -10,11 +10,12 @@ import pytest
 
 from streamer.core.policy import DAY_MS, load_policy
 from streamer.worker.checkpoint import Checkpoint, OutputTopics
+from streamer.worker.checkpoint import TopicPartition as TP
 from streamer.worker.clock import Tick
 from streamer.worker.crashguard import CrashGuard
 from streamer.worker.handler import BatchHandler
 from streamer.worker.settings import WorkerSettings
-from tests.unit.worker.fakes import TP, ConsumerRecord, FakeAcker, FakeConsumer, FakeProducer, FakeStore
+from tests.unit.worker.fakes import ConsumerRecord, FakeAcker, FakeConsumer, FakeProducer, FakeStore
 from tests.unit.worker.test_processor import QUIET_RULES, T0, event
 
 EVENTS, CLOCK = "usage-events", "churnwatch-clock"
