@@ -118,9 +118,7 @@ class BatchHandler:
         out = BatchOutput()
         for part in split(list(fetched), suspects.isolate):
             self.guard.enter(tp.partition, part[0].offset, part[-1].offset)
-            out.extend(
-                self.processors[tp.partition].process(_records(part), store, now_ms, backlog, suspects.skip)
-            )
+            out.extend(proc.process(_records(part), store, now_ms, backlog, suspects.skip))
             self.guard.leave(tp.partition)
         return out
 
