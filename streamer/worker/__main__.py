@@ -14,6 +14,7 @@ from streamer.cliutil import parser_for, quiet_logger
 from streamer.core.policy import PolicyError, load_policy
 from streamer.kafka.topics import TopicMismatchError
 from streamer.logfilter import rate_limit_logging
+from streamer.worker import metrics
 from streamer.worker.app import create_app
 from streamer.worker.faust_compat import run_worker
 from streamer.worker.settings import WorkerSettings
@@ -48,6 +49,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    metrics.watch_gc()
     app = create_app(settings, policies)
     for noisy in ("aiokafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))

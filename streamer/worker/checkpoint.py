@@ -21,6 +21,7 @@ before they were written in 3). Revocation is :meth:`Checkpoint.commit` of each 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
@@ -137,6 +138,7 @@ class Checkpoint:
 
     async def commit(self, proc: PartitionProcessor, now_ms: int) -> None:
         """Steps 3 and 4: write the partition's changed states, then acknowledge the offsets they cover."""
+        started = time.perf_counter()
         failed = proc.flush_failures
         writes = proc.flush(now_ms)
         if proc.flush_failures > failed:
@@ -153,6 +155,7 @@ class Checkpoint:
             last.add_done_callback(_on_persisted(self._persisted, proc.partition, count))
         for tp, offsets in self._unacked.pop(proc.partition, {}).items():
             self._consumer.ack_offsets(tp, offsets)
+        metrics.COMMIT_SECONDS.observe(time.perf_counter() - started)
 
     def pending(self, partition: int) -> int:
         """Offsets of ``partition`` processed and not yet committable."""

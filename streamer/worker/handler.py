@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
@@ -139,12 +140,14 @@ class BatchHandler:
             # would have pushed back.
             order = sorted(mine, key=lambda tp: tp.topic == s.clock_topic)
             now_ms = self.now_ms()
+            started = time.perf_counter()
             try:
                 outputs = [(tp.partition, self.apply(tp, mine[tp], now_ms)) for tp in order]
                 await self.checkpoint.produce(outputs)
             except Exception:
                 log.exception("unexpected failure processing a batch; exiting so that it is replayed")
                 self.fatal()
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             for partition, out in outputs:
                 _observe(out, self.processors[partition])
             for tp in order:

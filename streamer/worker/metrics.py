@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import gc
+import time
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
@@ -30,6 +34,17 @@ BATCH_SECONDS = Histogram(
     "Time to process one batch, from decode to acknowledged writes.",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+COMMIT_SECONDS = Histogram(
+    "churnwatch_commit_seconds",
+    "Time to encode a partition's changed account states and write them to the store and changelog.",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+GC_PAUSE_SECONDS = Histogram(
+    "churnwatch_gc_pause_seconds",
+    "Pauses of Python's cyclic garbage collector, by generation (the whole process stops meanwhile).",
+    ["generation"],
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+)
 POISON = Counter(
     "churnwatch_poison_total",
     "Failures isolated to one record or account instead of stopping the worker, by stage: decode, load,"
@@ -37,3 +52,17 @@ POISON = Counter(
     " was).",
     ["stage"],
 )
+
+
+def watch_gc() -> None:
+    """Observe every garbage collection's pause in :data:`GC_PAUSE_SECONDS` (once per process)."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            GC_PAUSE_SECONDS.labels(str(info["generation"])).observe(time.perf_counter() - started[0])
+
+    if not any(getattr(cb, "__qualname__", "").startswith("watch_gc.") for cb in gc.callbacks):
+        gc.callbacks.append(callback)
