@@ -16,10 +16,12 @@ from typing import Any
 
 from streamer.core.policy import PolicySet
 from streamer.kafka.partitioner import kafka_partitioner
+from streamer.kafka.restore import restore_changelog
 from streamer.worker.checkpoint import Checkpoint, OutputTopics
 from streamer.worker.crashguard import CrashGuard
 from streamer.worker.faust_compat import (
     FaustConsumerView,
+    RocksChangelogSink,
     TableStore,
     WorkerApp,
     accounts_table,
@@ -72,6 +74,18 @@ def create_app(
         now_ms,
     )
     app.handler = handler
+    if settings.bulk_restore and RocksChangelogSink.supports(table):
+        sink = RocksChangelogSink(table)
+
+        async def restore(assigned: set[Any]) -> None:
+            """Bring the assigned partitions' stores up to their changelogs in bulk."""
+            owned = [tp.partition for tp in assigned if tp.topic == settings.events_topic]
+            try:
+                await restore_changelog(settings.kafka_bootstrap, table.changelog_topic_name, owned, sink)
+            except Exception:  # Faust's own recovery still restores everything, only slower
+                log.warning("bulk restore of the account table failed; Faust recovers it", exc_info=True)
+
+        app.before_recovery = restore
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:

@@ -36,6 +36,11 @@ class WorkerSettings(KafkaSettings):
     state_flush_interval_ms: int = Field(
         5_000, ge=0, description="How often changed account states are written to the store and changelog."
     )
+    bulk_restore: bool = Field(
+        True,
+        description="Restore the RocksDB account store from its changelog in bulk before Faust's"
+        " record-by-record recovery (which then reads only what is left).",
+    )
     rocksdb_cache_mb: int = Field(16, ge=1, description="RocksDB block cache per owned partition, in MiB.")
     rocksdb_write_buffer_mb: int = Field(
         8, ge=1, description="RocksDB write buffer per owned partition (two at most), in MiB."
