@@ -32,6 +32,10 @@ __all__ = ["BatchHandler", "ConsumerView"]
 
 log = logging.getLogger("churnwatch.worker")
 
+# Stored accounts read per batch while a partition's schedule is rebuilt after an assignment: about
+# 0.1 s of work, so a restarted worker serves at once and has read a million accounts within seconds.
+LOAD_BUDGET = 20_000
+
 
 class ConsumerView:
     """What the handler asks the consumer; the adapter gives it the real one's answers."""
@@ -101,6 +105,7 @@ class BatchHandler:
                 backlog_publish_interval_ms=s.backlog_publish_interval_ms,
                 cache_max=max(100, s.state_cache_accounts // owned),
                 flush_interval_ms=s.state_flush_interval_ms,
+                load_budget=LOAD_BUDGET,
             )
         return proc
 
@@ -171,6 +176,7 @@ class BatchHandler:
                 continue
             proc = self.processors.pop(tp.partition, None)
             if proc is not None:
+                proc.close()
                 await self.checkpoint.commit(proc, now_ms)
             self.checkpoint.forget(tp.partition)
             for gauge in (metrics.CONSUMER_LAG, metrics.PARTITION_CLOCK):

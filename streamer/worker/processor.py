@@ -39,7 +39,7 @@ from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, 
 from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_event
 from streamer.core.partition import Context, GapChange, PartitionActivity, decode_activity, encode_activity
 from streamer.core.policy import Policy, PolicySet
-from streamer.core.scoring import changed_since_published, score
+from streamer.core.scoring import changed_since_published, score, signals
 from streamer.core.snapshot import account_snapshot
 from streamer.core.state import (
     AccountState,
@@ -159,12 +159,15 @@ class PartitionProcessor:
         flush_interval_ms: int = 0,
         publish: bool = True,
         isolate: bool = True,
+        load_budget: int | None = None,
     ) -> None:
         """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition.
 
         ``cache_max`` decoded states stay in memory between batches (more while they wait to be
         flushed); changed states are encoded for the store by :meth:`flush`, which is due every
         ``flush_interval_ms`` or when half the cache is waiting (0 flushes after every batch).
+        ``load_budget`` bounds the stored accounts read per batch while the schedule is rebuilt after an
+        assignment (:meth:`ensure_loaded`; None reads them all before the first batch).
         """
         self.partition = partition
         self.policies = policies
@@ -186,6 +189,8 @@ class PartitionProcessor:
         self._due: list[tuple[int, str]] = []
         self._scheduled: dict[str, int] = {}
         self._loaded = False
+        self._loader: Iterator[tuple[str, bytes]] | None = None
+        self.load_budget = load_budget
         self.flush_failures = 0
         # Without health snapshots (a backtest scores accounts itself, at the dates it is asked for).
         self.publish = publish
@@ -239,42 +244,70 @@ class PartitionProcessor:
             self._scheduled[state.account_id] = due
             heapq.heappush(self._due, (due, state.account_id))
 
-    def ensure_loaded(self, store: StateStore) -> None:
-        """Rebuild the due-point heap and band counts from stored state, once per assignment."""
+    def ensure_loaded(self, store: StateStore) -> bool:
+        """Rebuild the due-point heap and band counts from stored state, once per assignment.
+
+        With ``load_budget`` (see the constructor) at most that many stored accounts are read per
+        call, the rest on the next calls: a restarted worker applies its first batch at once instead
+        of after reading a million states. Nothing is lost meanwhile. A due point of an account not
+        read yet fires when it is read, at the time it was due (alerts carry the due time, never the
+        time they fire), and an account's own events catch up on its due points first
+        (``record_event``). Returns whether the rebuild is complete.
+        """
         if self._loaded:
-            return
-        self._loaded = True
-        stored_activity = store.get(activity_key(self.partition))
-        if stored_activity is not None:
-            try:
-                self.activity = self._with_gap_rules(decode_activity(stored_activity))
-            except ValueError:
-                log.error(
-                    "the stored activity of partition %d is unreadable; it starts afresh", self.partition
-                )
-        for account_id, raw in store.scan():
-            if account_id.startswith(ACTIVITY_KEY_PREFIX) or self.partition_for(account_id) != self.partition:
-                continue
-            self.tracked += 1
-            peeked = peek_state(raw)
-            if peeked is None:  # written before the due time was stored, or unreadable: decode it
+            return True
+        if self._loader is None:
+            stored_activity = store.get(activity_key(self.partition))
+            if stored_activity is not None:
                 try:
-                    state = decode_state(raw)
+                    self.activity = self._with_gap_rules(decode_activity(stored_activity))
                 except ValueError:
-                    # Its events are dead-lettered when they come (stage "load"); the rest load.
-                    log.error("the stored state of account %r is unreadable", account_id)
-                    continue
-                due = next_due_ms(state, self._policy(state), self.context())
-                peeked = due, state.published_band, state.unpublished
-            due, band, unpublished = peeked
-            if band is not None:
-                self.bands[band] += 1
-            if unpublished:
-                self._unpublished.add(account_id)
-            if due is not None:
-                self._scheduled[account_id] = due
-                self._due.append((due, account_id))
-        heapq.heapify(self._due)
+                    log.error(
+                        "the stored activity of partition %d is unreadable; it starts afresh", self.partition
+                    )
+            self._loader = iter(store.scan())
+        budget = self.load_budget
+        for n, (account_id, raw) in enumerate(self._loader, 1):
+            self._load_stored(account_id, raw)
+            if budget is not None and n >= budget:
+                return False
+        self._loader = None
+        self._loaded = True
+        return True
+
+    def _load_stored(self, account_id: str, raw: bytes) -> None:
+        if account_id.startswith(ACTIVITY_KEY_PREFIX) or self.partition_for(account_id) != self.partition:
+            return
+        self.tracked += 1
+        peeked = peek_state(raw)
+        if peeked is None:  # written before the due time was stored, or unreadable: decode it
+            try:
+                state = decode_state(raw)
+            except ValueError:
+                # Its events are dead-lettered when they come (stage "load"); the rest load.
+                log.error("the stored state of account %r is unreadable", account_id)
+                return
+            due = next_due_ms(state, self._policy(state), self.context())
+            peeked = due, state.published_band, state.unpublished
+        due, band, unpublished = peeked
+        if band is not None:
+            self.bands[band] += 1
+        if unpublished:
+            self._unpublished.add(account_id)
+        # An account applied since the rebuild began is scheduled from its current state already. (If it
+        # left the cache and its due point fired meanwhile, this older one pops, finds nothing due and
+        # reschedules: harmless.)
+        if due is not None and account_id not in self._scheduled and account_id not in self._cache:
+            self._scheduled[account_id] = due
+            heapq.heappush(self._due, (due, account_id))
+
+    def close(self) -> None:
+        """Stop reading the store (a revoked partition's store is closed after this)."""
+        if self._loader is not None:
+            close = getattr(self._loader, "close", None)
+            if close is not None:
+                close()
+            self._loader = None
 
     @property
     def dirty(self) -> int:
@@ -610,9 +643,10 @@ class PartitionProcessor:
             now_ms = max(self.clock_ms, state.clock_ms, state.last_activity_ms or 0)
             # Numbers first: most changes are not material, and explanations cost more than the score.
             ctx = self.context()
-            if not changed_since_published(state, score(state, now_ms, policy, ctx, explain=False), policy):
+            sig = signals(state, now_ms, policy, ctx)
+            if not changed_since_published(state, score(state, now_ms, policy, ctx, False, sig), policy):
                 return
-            health = score(state, now_ms, policy, ctx)
+            health = score(state, now_ms, policy, ctx, sig=sig)
             previous_score = state.published_score
             snapshot = orjson.dumps(account_snapshot(state, health, policy, previous_score))
         except Exception as exc:  # its snapshot is not published; the account's state is unchanged

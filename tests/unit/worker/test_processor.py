@@ -153,6 +153,38 @@ def test_a_restarted_processor_rebuilds_its_deadlines_from_the_stored_due_times(
     assert [(a.kind, a.detected_at_ms) for a in due.alerts] == [("account_quiet", T0 + DAY_MS)]
 
 
+def test_a_schedule_rebuilt_a_few_accounts_per_batch_raises_the_same_alerts_as_one_read_at_once() -> None:
+    proc, store = processor(QUIET_RULES), Store()
+    accounts = [f"acct-{i}" for i in range(10)]
+    records = [Record(0, i, a.encode(), event(a, f"e{i}", T0 + i)) for i, a in enumerate(accounts)]
+    apply(proc, store, records, T0 + 10)
+
+    def restart(budget: int | None) -> tuple[list[tuple[str, str, int]], list[int]]:
+        restarted = processor(QUIET_RULES)
+        restarted.load_budget = budget
+        alerts, tracked = [], []
+        # One more event (offset 10) of acct-7, then ticks past everyone's deadline.
+        more = [Record(0, 10, b"acct-7", event("acct-7", "late", T0 + DAY_MS // 2))]
+        outs = [restarted.process(more, store, T0 + DAY_MS // 2)]
+        tracked.append(restarted.tracked)
+        for step in range(1, 6):
+            at = T0 + DAY_MS + step * 1000
+            outs.append(restarted.tick(at, store, at))
+            tracked.append(restarted.tracked)
+        for out in outs:
+            alerts += [(a.account_id or "", a.kind, a.detected_at_ms) for a in out.alerts]
+        return sorted(alerts), tracked
+
+    at_once, tracked_at_once = restart(None)
+    in_steps, tracked_in_steps = restart(3)
+
+    assert in_steps == at_once
+    assert [a for a, _, _ in at_once] == [a for a in sorted(accounts) if a != "acct-7"]
+    assert {t for _, _, t in at_once} == {T0 + DAY_MS + i for i in range(10) if i != 7}
+    assert tracked_at_once == [10] * 6
+    assert tracked_in_steps == [3, 6, 9, 10, 10, 10]
+
+
 def test_dead_letters_over_512_kib_are_cut_and_marked_with_their_sizes() -> None:
     big = Record(0, 7, b"k", b"x" * (DEAD_LETTER_MAX_BYTES + 10))
     key, value, headers = dead_letter(big, "$: not valid JSON", "usage-events")
