@@ -149,6 +149,8 @@ def parse_metrics(text: str) -> dict[str, float]:
 class WorkerProcess:
     """A real ``python -m streamer`` process on a stack's topics, watched through its metrics endpoint."""
 
+    profiled = 0  # workers started under py-spy so far (BENCH_PROFILE)
+
     def __init__(self, stack: Stack, env: dict[str, str] | None = None, data_dir: Path | None = None) -> None:
         self.stack = stack
         self.port = free_port()
@@ -173,10 +175,13 @@ class WorkerProcess:
                 [sys.executable, "-m", "streamer"], cwd=REPO, env=env, stdout=out, stderr=out
             )
         if os.environ.get("BENCH_PROFILE"):
-            # py-spy samples the worker for BENCH_PROFILE_SECONDS into BENCH_PROFILE (collapsed stacks).
+            # py-spy samples the worker for BENCH_PROFILE_SECONDS into BENCH_PROFILE (collapsed stacks),
+            # one file per start of a worker: BENCH_PROFILE.1, .2, ...
+            WorkerProcess.profiled += 1
             seconds = os.environ.get("BENCH_PROFILE_SECONDS", "30")
             spy = ["py-spy", "record", "--pid", str(self.proc.pid), "--duration", seconds, "--format", "raw"]
-            subprocess.Popen([*spy, "-o", os.environ["BENCH_PROFILE"]], stdout=subprocess.DEVNULL)  # noqa: S603
+            dest = f"{os.environ['BENCH_PROFILE']}.{WorkerProcess.profiled}"
+            subprocess.Popen([*spy, "-o", dest], stdout=subprocess.DEVNULL)  # noqa: S603
 
     def metrics(self) -> dict[str, float]:
         """The worker's current metrics, or {} while its endpoint does not answer."""
