@@ -19,7 +19,7 @@ from api.metrics import ApiMetrics, MetricsMiddleware
 from api.producer import EventProducer, KafkaEventProducer
 from api.ratelimit import FailureThrottle, RateLimiter
 from api.readmodel import ReadModel
-from api.routes import accounts, alerts, dashboard, ingest, ops, portfolio
+from api.routes import accounts, alerts, dashboard, ingest, ops, portfolio, segment
 from api.settings import ApiSettings
 
 
@@ -119,7 +119,7 @@ def create_app(
     app.state.auth_throttle = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
     app.state.metrics = ApiMetrics(lambda: float(model.lag))
     install_error_handlers(app)
-    for module in (accounts, alerts, ingest, portfolio, ops, dashboard):
+    for module in (accounts, alerts, ingest, segment, portfolio, ops, dashboard):
         app.include_router(module.router)
     app.mount(f"{dashboard.BASE}/static", dashboard.static_files, name="dashboard-static")
     app.router.redirect_slashes = False

@@ -7,6 +7,8 @@ hold a usable secret. A presented key is hashed and compared with every configur
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Mapping
@@ -66,19 +68,23 @@ class UnsupportedScheme(Exception):
     """An ``Authorization`` header that is not ``Bearer <key>``."""
 
 
-def presented_key(request: Request) -> str | None:
+def presented_key(request: Request, basic: bool = False) -> str | None:
     """The one credential of a request: ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``.
 
     Two ``Authorization`` headers, two ``X-API-Key`` headers, or one of each are refused rather than
     resolved by "the first wins": a proxy or gateway in front that picks another one of them would
     judge the request by a different credential than the API does.
 
+    With ``basic`` (the Segment routes), ``Authorization: Basic <base64 of key:>`` is read too, the
+    key as the user name, as Segment's and RudderStack's SDKs send their write key.
+
     Returns:
         The key, or None when the request carries no credential.
 
     Raises:
         HTTPException: 400 for more than one credential.
-        UnsupportedScheme: For an ``Authorization`` header that is not ``Bearer <key>``.
+        UnsupportedScheme: For an ``Authorization`` header that is not ``Bearer <key>`` (nor Basic
+            with a user name, when allowed).
     """
     authorization = request.headers.getlist("authorization")
     api_key = request.headers.getlist("x-api-key")
@@ -98,10 +104,22 @@ def presented_key(request: Request) -> str | None:
         return api_key[0] or None
     if authorization:
         scheme, _, key = authorization[0].partition(" ")
+        if basic and scheme.lower() == "basic":
+            return _basic_user(key.strip())
         if scheme.lower() != "bearer" or not key.strip():
             raise UnsupportedScheme
         return key.strip()
     return None
+
+
+def _basic_user(token: str) -> str:
+    try:
+        user, _, _password = base64.b64decode(token, validate=True).decode().partition(":")
+    except (binascii.Error, UnicodeDecodeError):
+        raise UnsupportedScheme from None
+    if not user:
+        raise UnsupportedScheme
+    return user
 
 
 def client_address(request: Request) -> str:
@@ -109,7 +127,7 @@ def client_address(request: Request) -> str:
     return request.client.host if request.client is not None else "unknown"
 
 
-def _unauthorized(request: Request, message: str) -> Exception:
+def unauthorized(request: Request, message: str) -> Exception:
     """A 401, counted against the client's address in the failed-authentication throttle."""
     request.app.state.auth_throttle.failed(client_address(request), request.app.state.monotonic())
     return api_error(401, message, headers=_CHALLENGE)
@@ -128,6 +146,20 @@ async def authenticate(
             first, so a right guess is refused like a wrong one), 400 for more than one credential,
             401 when the key is missing or unknown, 429 when the key is over its limit.
     """
+    check_throttle(request)
+    try:
+        key = presented_key(request)
+    except UnsupportedScheme:
+        raise unauthorized(
+            request, "unsupported Authorization header: send Authorization: Bearer <key>"
+        ) from None
+    if not key:
+        raise unauthorized(request, "missing API key: send Authorization: Bearer <key> or X-API-Key")
+    return principal_for(request, key)
+
+
+def check_throttle(request: Request) -> None:
+    """Refuse a client address that failed to authenticate too often (429 with Retry-After)."""
     wait = request.app.state.auth_throttle.retry_after(client_address(request), request.app.state.monotonic())
     if wait:
         raise api_error(
@@ -136,17 +168,13 @@ async def authenticate(
             code="auth_throttled",
             headers={"Retry-After": str(wait)},
         )
-    try:
-        key = presented_key(request)
-    except UnsupportedScheme:
-        raise _unauthorized(
-            request, "unsupported Authorization header: send Authorization: Bearer <key>"
-        ) from None
-    if not key:
-        raise _unauthorized(request, "missing API key: send Authorization: Bearer <key> or X-API-Key")
+
+
+def principal_for(request: Request, key: str) -> Principal:
+    """The principal of a presented key, its rate limit charged (401 when unknown, 429 when over)."""
     principal = lookup(key, request.app.state.settings.api_keys)
     if principal is None:
-        raise _unauthorized(request, "unknown API key")
+        raise unauthorized(request, "unknown API key")
     retry_after = request.app.state.limiter.check(principal.name, request.app.state.monotonic())
     if retry_after:
         raise api_error(
