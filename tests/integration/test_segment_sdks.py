@@ -1,0 +1,85 @@
+"""Segment's and RudderStack's own Python SDKs pointed at the API, on the real broker, read back as health."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import rudderstack.analytics.client as rudder
+import segment.analytics.client as segment
+
+from tests.integration.conftest import TopicFactory
+from tests.integration.pipeline import make_topics
+from tests.integration.workers import ApiProcess, WorkerFactory
+
+KEY = "sdk-write-key"
+POLL_LIMIT_S = 60.0
+
+
+def calls(client: Any, account: str) -> None:
+    """What a product app sends: a group call, tracks, a page, an identify, and one track of no account."""
+    context = {"groupId": account}
+    client.group(user_id="u1", group_id=account, traits={"name": f"{account} Inc", "plan": "pro"})
+    for i in range(3):
+        client.track(user_id=f"u{i % 2}", event="Report Exported", properties={"n": i}, context=context)
+    client.page(user_id="u1", name="Pricing", context=context)
+    client.identify(user_id="u2", traits={"email": "u2@example.com"}, context=context)
+    # No group id anywhere: churnwatch cannot attribute it, and says so without failing the batch.
+    client.track(user_id="u9", event="Orphan")
+
+
+async def health(url: str, account: str, events: int) -> dict[str, Any]:
+    deadline = time.monotonic() + POLL_LIMIT_S
+    async with httpx.AsyncClient(base_url=url, headers={"X-API-Key": KEY}) as http:
+        while time.monotonic() < deadline:
+            resp = await http.get(f"/v1/accounts/{account}/health")
+            if resp.status_code == 200 and sum(resp.json()["daily"]["events"]) >= events:
+                return dict(resp.json())
+            await asyncio.sleep(0.25)
+    raise AssertionError(f"health of {account} with {events} events not within {POLL_LIMIT_S}s")
+
+
+async def test_segment_and_rudderstack_sdks_send_gzip_batches_that_come_back_as_exact_health(
+    kafka_bootstrap: str,
+    topic_factory: TopicFactory,
+    worker_factory: WorkerFactory,
+    unique_id: str,
+    tmp_path: Path,
+) -> None:
+    topics = await make_topics(topic_factory, partitions=2)
+    await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}")
+    scopes = ["events:write", "health:read"]
+    api = ApiProcess(kafka_bootstrap, topics, {KEY: {"name": "sdk", "scopes": scopes}}, tmp_path / "api.log")
+    await api.start()
+    errors: list[Any] = []
+    try:
+        await api.wait_ready(POLL_LIMIT_S)
+        seg = segment.Client(KEY, host=api.url, gzip=True, on_error=lambda e, _batch: errors.append(e))
+        rud = rudder.Client(KEY, host=api.url, gzip=True, on_error=lambda e, _batch: errors.append(e))
+        for client, account in ((seg, f"seg-{unique_id}"), (rud, f"rud-{unique_id}")):
+            calls(client, account)
+            await asyncio.to_thread(client.flush)
+            client.join()
+        seg_health = await health(api.url, f"seg-{unique_id}", 5)
+        rud_health = await health(api.url, f"rud-{unique_id}", 5)
+        async with httpx.AsyncClient(base_url=api.url) as http:
+            metrics = (await http.get("/metrics")).text
+    finally:
+        await api.stop()
+
+    assert errors == []  # every batch answered 2xx: nothing for the SDKs to drop or retry
+    # Both SDKs used the batch route (gzip-encoded, by default for both), and nothing else.
+    batches = [
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("churnwatch_api_requests_total{") and 'route="/v1/batch"' in line
+    ]
+    assert sum(batches) == 2 and 'route="/v1/batch",status="200"' in metrics
+    for doc, account in ((seg_health, f"seg-{unique_id}"), (rud_health, f"rud-{unique_id}")):
+        # Three tracks, a page and an identify are activity; the group call is the account's facts.
+        assert sum(doc["daily"]["events"]) == 5, account
+        assert doc["facts"]["plan"] == "pro" and doc["facts"]["name"] == f"{account} Inc"
+        assert doc["active_users_7d"] == 3
