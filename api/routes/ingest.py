@@ -74,8 +74,10 @@ async def _json(request: Request) -> Any:
 
 
 def _account_field(item: object) -> str:
-    """Where an item names its account: ``account_id``, or a Segment message's group id."""
-    if isinstance(item, Mapping) and "type" in item:  # the Segment shape, as parse_event tells them apart
+    """Where an item names its account: ``account_id``, a CloudEvent's attribute or a Segment group id."""
+    if isinstance(item, Mapping) and "specversion" in item:  # a CloudEvent, as parse_event tells them apart
+        return next((k for k in ("accountid", "subject") if item.get(k) is not None), "data.account_id")
+    if isinstance(item, Mapping) and "type" in item:  # the Segment shape
         context = item.get("context")
         return "context.groupId" if isinstance(context, Mapping) and context.get("groupId") else "groupId"
     return "account_id"

@@ -1,10 +1,13 @@
 """Usage event schema v1: parsing, validation and canonical encoding.
 
-Two input shapes are accepted:
+Three input shapes are accepted:
 
 * the native shape (``event_id``, ``account_id``, ``event``, ``timestamp``, optional
-  ``user_id``, ``properties``, ``active`` and ``kind``), and
-* Segment spec messages, recognised by a ``type`` field.
+  ``user_id``, ``properties``, ``active`` and ``kind``),
+* Segment spec messages, recognised by a ``type`` field, and
+* CloudEvents 1.0, recognised by ``specversion``: structured (the whole event one JSON object, as
+  ``application/cloudevents+json``) or, on Kafka, binary (attributes in ``ce_`` headers, the data as
+  the record's value; :func:`parse_record`). See :func:`_parse_cloudevent` for the mapping.
 
 Every validation failure is reported as :class:`InvalidEvent` naming the offending field
 path and the rule it broke, so producers can fix their payloads without reading code.
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -37,6 +40,7 @@ __all__ = [
     "encode_event",
     "parse_event",
     "parse_event_time",
+    "parse_record",
 ]
 
 MAX_LEN = 128
@@ -377,9 +381,105 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:
         doc = raw
     if type(doc) is not dict and not isinstance(doc, Mapping):
         raise InvalidEvent("$", "must be a JSON object")
+    if "specversion" in doc:
+        return _parse_cloudevent(doc)
     if "type" in doc:
         return _parse_segment(doc)
     return _parse_native(doc)
+
+
+CE_HEADER_PREFIX = "ce_"
+
+
+def parse_record(value: bytes | None, headers: Sequence[tuple[str, bytes]] = ()) -> UsageEvent:
+    """Parse a Kafka record: a CloudEvent in binary mode when it has a ``ce_specversion`` header,
+    otherwise its value as :func:`parse_event` reads it.
+
+    Raises:
+        InvalidEvent: As :func:`parse_event`; a header attribute that is not UTF-8 names its header.
+    """
+    if not any(k == "ce_specversion" for k, _ in headers):
+        if value is None:
+            raise InvalidEvent("$", "empty message (a null value is not an event)")
+        return parse_event(value)
+    attributes: dict[str, Any] = {}
+    for key, raw in headers:
+        if key.startswith(CE_HEADER_PREFIX):
+            try:
+                attributes[key[len(CE_HEADER_PREFIX) :]] = raw.decode()
+            except UnicodeDecodeError:
+                raise InvalidEvent(key, "must be UTF-8") from None
+    if value is not None:
+        if len(value) > MAX_EVENT_BYTES:
+            raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
+        try:
+            attributes["data"] = orjson.loads(value)
+        except orjson.JSONDecodeError as err:
+            raise InvalidEvent("data", f"not valid JSON: {err}") from None
+    return _parse_cloudevent(attributes)
+
+
+_CE_ACCOUNT_KEYS = ("accountid", "subject")
+
+
+def _parse_cloudevent(d: Mapping[str, Any]) -> UsageEvent:
+    """A CloudEvent as a native event.
+
+    ``id`` is the event id, ``type`` the event name (a reserved name such as
+    ``subscription_cancelled`` keeps its meaning), ``time`` the timestamp (required here, though
+    optional in CloudEvents). The account is the ``accountid`` extension attribute, else ``subject``,
+    else ``data.account_id``; the user is the ``userid`` extension, else ``data.user_id``. ``data``
+    (a JSON object, ``datacontenttype`` JSON or absent) becomes the properties, without the two keys
+    taken from it.
+    """
+    version = d.get("specversion")
+    if version != "1.0":
+        raise InvalidEvent("specversion", 'must be "1.0"')
+    content_type = d.get("datacontenttype")
+    if content_type is not None and (
+        type(content_type) is not str or not content_type.split(";")[0].strip().endswith("json")
+    ):
+        raise InvalidEvent("datacontenttype", "must be a JSON media type (data is read as JSON)")
+    if "data_base64" in d:
+        raise InvalidEvent("data_base64", "not supported: send data as JSON")
+    data = d.get("data")
+    if data is None:
+        data = {}
+    elif type(data) is not dict:
+        raise InvalidEvent("data", "must be a JSON object")
+    props = dict(data)
+    account = next((d[k] for k in _CE_ACCOUNT_KEYS if d.get(k) is not None), None)
+    account_path = next((k for k in _CE_ACCOUNT_KEYS if d.get(k) is not None), "data.account_id")
+    if account is None:
+        account = props.pop("account_id", None)
+        if account is None:
+            raise InvalidEvent("accountid", "required: the accountid extension, subject or data.account_id")
+    else:
+        props.pop("account_id", None)
+    user = d.get("userid")
+    user_path = "userid"
+    if user is None:
+        user, user_path = props.pop("user_id", None), "data.user_id"
+    else:
+        props.pop("user_id", None)
+    if d.get("time") is None:
+        raise InvalidEvent("time", "required: churnwatch needs the time the event happened")
+    native = {
+        "event_id": _req_str(d, "id", "id"),
+        "account_id": _checked_str(account, account_path),
+        "event": _req_str(d, "type", "type"),
+        "timestamp": d["time"],
+        "user_id": _opt_str(user, user_path),
+        "properties": props,
+    }
+    try:
+        return _parse_native(native)
+    except InvalidEvent as err:
+        if err.field == "timestamp":
+            raise InvalidEvent("time", err.rule) from None
+        if err.field.startswith("properties"):
+            raise InvalidEvent("data" + err.field[len("properties") :], err.rule) from None
+        raise
 
 
 def check_not_future(event: UsageEvent, now_ms: int, max_future_ms: int) -> None:

@@ -36,7 +36,7 @@ import orjson
 
 from streamer.core.alerts import DATA_GAP, Alert, Severity, alert_id, alert_to_dict, human_duration
 from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
-from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_event
+from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_record
 from streamer.core.partition import Context, GapChange, PartitionActivity, decode_activity, encode_activity
 from streamer.core.policy import Policy, PolicySet
 from streamer.core.scoring import changed_since_published, score, signals
@@ -476,9 +476,7 @@ class PartitionProcessor:
         return out
 
     def _decode(self, rec: Record, now_wall_ms: int) -> UsageEvent:
-        if rec.value is None:
-            raise InvalidEvent("$", "empty message (a null value is not an event)")
-        event = parse_event(rec.value)
+        event = parse_record(rec.value, rec.headers)
         check_not_future(event, now_wall_ms, self.max_future_ms)
         return event
 

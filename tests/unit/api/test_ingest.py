@@ -347,3 +347,24 @@ async def test_a_client_gone_mid_body_is_one_info_line_and_counted_as_499(
     ]
     assert 'churnwatch_api_requests_total{method="POST",route="/v1/events",status="499"} 1.0' in metrics
     assert 'status="500"' not in metrics
+
+
+async def test_structured_cloudevents_are_ingested_and_refused_by_prefix_naming_their_attribute(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    def cloudevent(event_id: str, **attrs: object) -> dict[str, object]:
+        doc = {"specversion": "1.0", "id": event_id, "source": "/app", "type": "login", "time": 1741600000000}
+        return {**doc, **attrs}
+
+    items = [
+        cloudevent("c1", subject="eu-acme"),
+        cloudevent("c2", accountid="us-acme"),
+        cloudevent("c3", subject="us-x"),
+    ]
+    async with client_for(make_app(), EU_WRITER) as client:
+        resp = await client.post("/v1/events", json=items)
+    doc = resp.json()
+    assert (resp.status_code, doc["accepted"], doc["rejected"]) == (202, 1, 2)
+    assert [(e["index"], e["field"]) for e in doc["errors"]] == [(1, "accountid"), (2, "subject")]
+    [(_, key, value)] = producer.sent
+    assert key == b"eu-acme" and parse_event(value).event_id == "c1"
