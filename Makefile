@@ -21,7 +21,7 @@ BENCH_ARGS ?=
 # Where the fault suite and the soak write their report: untracked unless asked (reliability-report).
 RELIABILITY_DIR ?= .local/reliability
 
-.PHONY: help install browser kafka-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
+.PHONY: help install browser node-sdk kafka-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -36,6 +36,12 @@ install: $(BIN)/.installed ## Create .venv and install churnwatch with its dev t
 
 browser: ## Install Debian's chromium for the dashboard's browser test, unless /usr/bin/chromium exists
 	@deploy/browser.sh
+
+node-sdk: tests/node/node_modules/.installed ## Install Segment's Node SDK for the SDK integration test (npm ci)
+
+tests/node/node_modules/.installed: tests/node/package-lock.json
+	npm ci --prefix tests/node --no-audit --no-fund --loglevel=error
+	@touch $@
 
 kafka-install: ## Resolve the Apache Kafka broker jars from Maven Central (once)
 	@$(KAFKA) install
@@ -57,7 +63,7 @@ with_kafka = started=0; \
 	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(1); rc=$$?; \
 	stop_started; exit $$rc
 
-test: install kafka-install browser ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
+test: install kafka-install browser node-sdk ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
 	@$(call with_kafka,$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS) tests)
 
 test-faults: install kafka-install ## Fault and abuse suite (crashes, broker restarts, a 3-node cluster, hostile input); report in $(RELIABILITY_DIR)

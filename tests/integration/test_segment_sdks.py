@@ -1,8 +1,10 @@
-"""Segment's and RudderStack's own Python SDKs pointed at the API, on the real broker, read back as health."""
+"""Segment's and RudderStack's own SDKs (Python, and Segment's for Node) pointed at the API, on the real
+broker, read back as health."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from tests.integration.workers import ApiProcess, WorkerFactory
 
 KEY = "sdk-write-key"
 POLL_LIMIT_S = 60.0
+NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
 
 def calls(client: Any, account: str) -> None:
@@ -42,7 +45,7 @@ async def health(url: str, account: str, events: int) -> dict[str, Any]:
     raise AssertionError(f"health of {account} with {events} events not within {POLL_LIMIT_S}s")
 
 
-async def test_segment_and_rudderstack_sdks_send_gzip_batches_that_come_back_as_exact_health(
+async def test_segment_and_rudderstack_sdks_send_batches_that_come_back_as_exact_health(
     kafka_bootstrap: str,
     topic_factory: TopicFactory,
     worker_factory: WorkerFactory,
@@ -63,22 +66,37 @@ async def test_segment_and_rudderstack_sdks_send_gzip_batches_that_come_back_as_
             calls(client, account)
             await asyncio.to_thread(client.flush)
             client.join()
+        # The same calls through @segment/analytics-node (tests/node/send.mjs; `make node-sdk` installs it).
+        assert (NODE_DIR / "node_modules" / "@segment" / "analytics-node").is_dir(), "run make node-sdk"
+        node = await asyncio.create_subprocess_exec(
+            shutil.which("node") or "node",
+            str(NODE_DIR / "send.mjs"),
+            api.url,
+            KEY,
+            f"node-{unique_id}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+        node_out, _ = await asyncio.wait_for(node.communicate(), 60)
+        assert node.returncode == 0, node_out.decode()
         seg_health = await health(api.url, f"seg-{unique_id}", 5)
         rud_health = await health(api.url, f"rud-{unique_id}", 5)
+        node_health = await health(api.url, f"node-{unique_id}", 5)
         async with httpx.AsyncClient(base_url=api.url) as http:
             metrics = (await http.get("/metrics")).text
     finally:
         await api.stop()
 
     assert errors == []  # every batch answered 2xx: nothing for the SDKs to drop or retry
-    # Both SDKs used the batch route (gzip-encoded, by default for both), and nothing else.
+    # The three SDKs used the batch route (the Python ones gzip-encoded), one batch each.
     batches = [
         float(line.rsplit(" ", 1)[1])
         for line in metrics.splitlines()
         if line.startswith("churnwatch_api_requests_total{") and 'route="/v1/batch"' in line
     ]
-    assert sum(batches) == 2 and 'route="/v1/batch",status="200"' in metrics
-    for doc, account in ((seg_health, f"seg-{unique_id}"), (rud_health, f"rud-{unique_id}")):
+    assert sum(batches) == 3 and 'route="/v1/batch",status="200"' in metrics
+    healths = ((seg_health, "seg"), (rud_health, "rud"), (node_health, "node"))
+    for doc, account in ((doc, f"{sdk}-{unique_id}") for doc, sdk in healths):
         # Three tracks, a page and an identify are activity; the group call is the account's facts.
         assert sum(doc["daily"]["events"]) == 5, account
         assert doc["facts"]["plan"] == "pro" and doc["facts"]["name"] == f"{account} Inc"
