@@ -79,6 +79,13 @@ class IngestResult(BaseModel):
 
     accepted: int = Field(examples=[99])
     rejected: int = Field(examples=[1])
+    pending: int = Field(
+        0,
+        examples=[0],
+        description="Segment messages naming only their user, stored keyed by it: the worker attributes"
+        " each to its user's account (from the user's group call), or dead-letters it if none comes in"
+        " time (CHURNWATCH_ATTRIBUTION_WAIT_MS).",
+    )
     errors: list[IngestError]
 
 

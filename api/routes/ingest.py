@@ -18,7 +18,14 @@ from api.models import IngestError, IngestResult
 from api.producer import EventProducer
 from api.restrictions import AccountPrefix
 from api.settings import ApiSettings
-from streamer.core.events import InvalidEvent, check_not_future, encode_event, parse_event
+from streamer.core.events import (
+    MAX_EVENT_BYTES,
+    InvalidEvent,
+    Unattributed,
+    check_not_future,
+    encode_event,
+    parse_event,
+)
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
 log = logging.getLogger("churnwatch.api.ingest")
@@ -113,9 +120,15 @@ async def ingest(
         )
     records: list[tuple[bytes, bytes]] = []
     errors: list[IngestError] = []
+    pending = 0
     for index, item in enumerate(items):
         try:
-            event = parse_event(item)
+            try:
+                event = parse_event(item)
+            except Unattributed as unattributed:
+                records.append(_by_user(unattributed, settings, now_ms, writes))
+                pending += 1
+                continue
             if not writes.permits(event.account_id):
                 raise InvalidEvent(_account_field(item), writes.refusal)
             check_not_future(event, now_ms, settings.max_future_ms)
@@ -127,7 +140,30 @@ async def ingest(
         records.append((event.account_id.encode(), value))
     if records:
         await _store(records, settings, producer)
-    return IngestResult(accepted=len(records), rejected=len(errors), errors=errors)
+    return IngestResult(accepted=len(records) - pending, rejected=len(errors), pending=pending, errors=errors)
+
+
+def _by_user(
+    message: Unattributed, settings: ApiSettings, now_ms: int, writes: AccountPrefix
+) -> tuple[bytes, bytes]:
+    """A message naming only its user, as stored for the worker to attribute: keyed by the user.
+
+    Raises:
+        InvalidEvent: When the key may write only some accounts (the account is not known here), the
+            timestamp is too far ahead, or the message is too large.
+    """
+    if writes.prefix is not None:
+        raise InvalidEvent(
+            "context.groupId", f"required with a key restricted to accounts (prefix {writes.prefix!r})"
+        )
+    if message.occurred_at_ms > now_ms + settings.max_future_ms:
+        raise InvalidEvent(
+            "timestamp", f"more than {settings.max_future_ms // 1000}s in the future of the receiver's clock"
+        )
+    value = orjson.dumps(message.message)
+    if len(value) > MAX_EVENT_BYTES:
+        raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
+    return message.users[0].encode(), value
 
 
 async def _store(records: list[tuple[bytes, bytes]], settings: ApiSettings, producer: EventProducer) -> None:

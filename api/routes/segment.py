@@ -149,7 +149,9 @@ async def _accept(
     result = await ingest([messages[i] for i in kept], settings, producer, now_ms, principal.writes)
     errors += [e.model_copy(update={"index": kept[e.index]}) for e in result.errors]
     errors.sort(key=lambda e: e.index)
-    return SegmentResult(accepted=result.accepted, rejected=len(errors), ignored=ignored, errors=errors)
+    return SegmentResult(
+        accepted=result.accepted, rejected=len(errors), pending=result.pending, ignored=ignored, errors=errors
+    )
 
 
 def _now_ms(clock: Any) -> int:

@@ -41,6 +41,9 @@ __all__ = [
     "parse_event",
     "parse_event_time",
     "parse_record",
+    "Unattributed",
+    "links_user",
+    "with_account",
 ]
 
 MAX_LEN = 128
@@ -320,11 +323,11 @@ def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
         raise _from_pydantic(err) from None
     ctx = msg.context
     account_id = (ctx.groupId if ctx is not None else None) or msg.groupId
-    if account_id is None:
-        raise InvalidEvent(
-            "context.groupId",
-            "required: Segment messages need context.groupId or groupId to name the account",
-        )
+    traits = msg.traits
+    if traits is None and ctx is not None and isinstance((ctx.model_extra or {}).get("traits"), dict):
+        traits = (ctx.model_extra or {})["traits"]  # where RudderStack's SDKs put an identify's traits
+    if account_id is None and msg.type == "identify":
+        account_id = _traits_account(traits)
     if msg.timestamp is not None:
         occurred = parse_event_time(msg.timestamp, "timestamp")
     elif msg.originalTimestamp is not None:
@@ -343,7 +346,7 @@ def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
         name = msg.type
         # A group call describes the account itself, so it is the Segment form of account_updated.
         kind = EventKind.ACCOUNT_UPDATED if name == "group" else EventKind.ACTIVITY
-        props, prefix = msg.traits or {}, "traits"
+        props, prefix = traits or {}, "traits"
     else:
         name, kind = msg.type, EventKind.ACTIVITY
         props = msg.properties or {}
@@ -353,7 +356,72 @@ def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
         _validate_reserved(kind, props, prefix)
     active = not (ctx is not None and ctx.active is False)
     user_id = msg.userId or msg.anonymousId
+    if account_id is None:
+        users = tuple(u for u in (msg.userId, msg.anonymousId) if u is not None)
+        if not users or msg.type == "group":
+            raise InvalidEvent(
+                "context.groupId",
+                "required: Segment messages need context.groupId or groupId to name the account",
+            )
+        raise Unattributed(users, d, occurred)
     return UsageEvent(msg.messageId, account_id, name, occurred, user_id, props, active, kind)
+
+
+def _traits_account(traits: Mapping[str, Any] | None) -> str | None:
+    """The account an identify call's traits name: ``groupId``, else ``company.id`` (Segment's spec)."""
+    if not traits:
+        return None
+    company = traits.get("company")
+    for value, path in (
+        (traits.get("groupId"), "traits.groupId"),
+        (
+            company.get("id") if isinstance(company, Mapping) else None,
+            "traits.company.id",
+        ),
+    ):
+        if value is not None:
+            return _checked_str(value, path)
+    return None
+
+
+class Unattributed(InvalidEvent):
+    """A valid Segment message that names no account, only its user (``userId``, ``anonymousId``).
+
+    The worker attributes it through the users' ``group`` calls (:mod:`streamer.core.users`); the API
+    stores it keyed by its user for the worker to do so.
+
+    Attributes:
+        users: The message's ``userId`` and ``anonymousId``, those it has, in that order.
+        message: The message as received, to be parsed again once its account is known.
+        occurred_at_ms: Its timestamp (everything but the account was checked).
+    """
+
+    def __init__(self, users: tuple[str, ...], message: Mapping[str, Any], occurred_at_ms: int) -> None:
+        super().__init__(
+            "context.groupId",
+            f"no account for user {users[0]!r}: send a group call (userId → groupId) for the user, or "
+            "context.groupId on the message",
+        )
+        self.users = users
+        self.message = message
+        self.occurred_at_ms = occurred_at_ms
+
+
+def with_account(message: Mapping[str, Any], account_id: str) -> dict[str, Any]:
+    """A Segment message with ``context.groupId`` set to ``account_id`` (its other fields unchanged)."""
+    context = message.get("context")
+    return {
+        **message,
+        "context": {**(context if isinstance(context, Mapping) else {}), "groupId": account_id},
+    }
+
+
+def links_user(event: UsageEvent) -> bool:
+    """Whether an event says its user belongs to its account: a ``group`` call, or an ``identify``
+    call naming the account (after the API re-encodes them, native events of those names)."""
+    return event.user_id is not None and (
+        (event.name == "group" and event.kind is EventKind.ACCOUNT_UPDATED) or event.name == "identify"
+    )
 
 
 def parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from streamer.core.policy import PolicySet
+from streamer.core.users import UserDirectory
 from streamer.kafka.partitioner import kafka_partitioner
 from streamer.kafka.restore import restore_changelog
 from streamer.worker.checkpoint import Checkpoint, OutputTopics
@@ -32,6 +33,7 @@ from streamer.worker.faust_compat import (
 )
 from streamer.worker.handler import BatchHandler
 from streamer.worker.settings import WorkerSettings
+from streamer.worker.users import UsersFeed
 
 __all__ = ["create_app", "wall_ms"]
 
@@ -60,8 +62,18 @@ def create_app(
         alerts=settings.alerts_topic,
         health=settings.health_topic,
         changelog=table.changelog_topic_name,
+        users=settings.users_topic_name,
     )
-    checkpoint = Checkpoint(producer, acker(app), topics, store_for, persisted_offset_setter(table))
+    checkpoint = Checkpoint(
+        producer,
+        acker(app),
+        topics,
+        store_for,
+        persisted_offset_setter(table),
+        users_partitions=settings.partitions,
+    )
+    users = UserDirectory(settings.max_users)
+    feed = UsersFeed(settings.kafka_bootstrap, settings.users_topic_name, settings.partitions, users)
     handler = BatchHandler(
         settings,
         policies,
@@ -72,20 +84,23 @@ def create_app(
         kafka_partitioner(settings.partitions),
         CrashGuard(settings.data_dir / f"{settings.app_id}-crashes"),
         now_ms,
+        users=users,
     )
     app.handler = handler
-    if settings.bulk_restore and RocksChangelogSink.supports(table):
-        sink = RocksChangelogSink(table)
+    sink = RocksChangelogSink(table) if settings.bulk_restore and RocksChangelogSink.supports(table) else None
 
-        async def restore(assigned: set[Any]) -> None:
-            """Bring the assigned partitions' stores up to their changelogs in bulk."""
-            owned = [tp.partition for tp in assigned if tp.topic == settings.events_topic]
-            try:
-                await restore_changelog(settings.kafka_bootstrap, table.changelog_topic_name, owned, sink)
-            except Exception:  # Faust's own recovery still restores everything, only slower
-                log.warning("bulk restore of the account table failed; Faust recovers it", exc_info=True)
+    async def before_recovery(assigned: set[Any]) -> None:
+        """Load the user directory (once); bring the assigned partitions' stores up to their changelogs."""
+        await feed.ready()
+        if sink is None:
+            return
+        owned = [tp.partition for tp in assigned if tp.topic == settings.events_topic]
+        try:
+            await restore_changelog(settings.kafka_bootstrap, table.changelog_topic_name, owned, sink)
+        except Exception:  # Faust's own recovery still restores everything, only slower
+            log.warning("bulk restore of the account table failed; Faust recovers it", exc_info=True)
 
-        app.before_recovery = restore
+    app.before_recovery = before_recovery
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 from streamer.kafka.batches import BatchProducer, Record, send_in_batches
+from streamer.kafka.partitioner import partition_of
 from streamer.worker import metrics
 from streamer.worker.processor import BatchOutput, PartitionProcessor, dead_letter
 
@@ -69,6 +70,7 @@ class OutputTopics:
     alerts: str
     health: str
     changelog: str
+    users: str = ""  # user → account links (none written when empty)
 
 
 class Checkpoint:
@@ -81,6 +83,7 @@ class Checkpoint:
         topics: OutputTopics,
         store_for: Callable[[int], WritableStore],
         persisted: Callable[[int, int], None] | None = None,
+        users_partitions: int = 1,
     ) -> None:
         """Write through ``producer``, acknowledge to ``consumer``, keep states in ``store_for(partition)``.
 
@@ -92,6 +95,7 @@ class Checkpoint:
         self.topics = topics
         self._store_for = store_for
         self._persisted = persisted
+        self._users_partitions = users_partitions
         # Offsets processed but not yet covered by a commit of their partition's states.
         self._unacked: dict[int, dict[Any, list[int]]] = {}
 
@@ -112,8 +116,19 @@ class Checkpoint:
             by_target: dict[int, list[Record]] = {}
             for rec, target in out.rekeyed:
                 by_target.setdefault(target, []).append((None, rec.value, rec.headers))
+            for rec, target, account, value in out.attributed:
+                by_target.setdefault(target, []).append((account.encode(), value, rec.headers))
             for target, records in sorted(by_target.items()):
                 await send(t.events, target, records)
+            if out.user_links and t.users:
+                by_user: dict[int, list[Record]] = {}
+                for user, account in out.user_links:
+                    key = user.encode()
+                    by_user.setdefault(partition_of(key, self._users_partitions), []).append(
+                        (key, account.encode(), ())
+                    )
+                for target, records in sorted(by_user.items()):
+                    await send(t.users, target, records)
             # Alerts and snapshots are of this partition's accounts, so they go to the same partition of
             # their co-partitioned topics (where Kafka's default partitioner would put them too). An
             # operations alert (data_gap) has no account: it goes unkeyed to its partition.

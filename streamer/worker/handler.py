@@ -20,9 +20,10 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NoReturn
 
 from streamer.core.policy import Band, PolicySet
+from streamer.core.users import UserDirectory
 from streamer.kafka.batches import BatchProducer, send_in_batches
 from streamer.worker import metrics
-from streamer.worker.checkpoint import Checkpoint, WritableStore
+from streamer.worker.checkpoint import Checkpoint, TopicPartition, WritableStore
 from streamer.worker.clock import Tick, idle_tick, newest_usable
 from streamer.worker.crashguard import CrashGuard, split
 from streamer.worker.processor import BatchOutput, PartitionProcessor, Record
@@ -73,6 +74,7 @@ class BatchHandler:
         guard: CrashGuard,
         now_ms: Callable[[], int],
         fatal: Callable[[], NoReturn] = _exit_for_replay,
+        users: UserDirectory | None = None,
     ) -> None:
         """Build the handler; ``fatal`` ends the process on an unexpected failure (tests replace it)."""
         self.settings = settings
@@ -85,6 +87,7 @@ class BatchHandler:
         self.guard = guard
         self.now_ms = now_ms
         self.fatal = fatal
+        self.users = users
         self.processors: dict[int, PartitionProcessor] = {}
         # Held while a fetch is processed and written: a revocation waits for it, so no batch writes to
         # the store or changelog of a partition this worker has already handed over.
@@ -106,6 +109,10 @@ class BatchHandler:
                 cache_max=max(100, s.state_cache_accounts // owned),
                 flush_interval_ms=s.state_flush_interval_ms,
                 load_budget=LOAD_BUDGET,
+                users=self.users,
+                attribution_wait_ms=s.attribution_wait_ms,
+                max_waiting=s.max_waiting,
+                settle_ms=s.health_settle_ms,
             )
         return proc
 
@@ -155,8 +162,15 @@ class BatchHandler:
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
             for partition, out in outputs:
                 _observe(out, self.processors[partition])
-            for tp in order:
-                self.checkpoint.processed(tp, (rec.offset for rec in mine[tp]))
+            for tp, (partition, out) in zip(order, outputs, strict=True):
+                # Messages waiting for their user's account are committable only once released.
+                if tp.topic == s.clock_topic:
+                    self.checkpoint.processed(tp, (rec.offset for rec in mine[tp]))
+                    if out.released:
+                        self.checkpoint.processed(TopicPartition(s.events_topic, partition), out.released)
+                else:
+                    done = ({rec.offset for rec in mine[tp]} - out.held) | set(out.released)
+                    self.checkpoint.processed(tp, sorted(done))
             for tp in order:
                 proc = self.processors[tp.partition]
                 # A tick means the partition has caught up: commit, so the store is current while idle.
@@ -227,6 +241,9 @@ class BatchHandler:
         for band in Band:
             metrics.ACCOUNTS_BY_BAND.labels(band).set(bands[band])
         metrics.TRACKED_ACCOUNTS.set(sum(proc.tracked for proc in self.processors.values()))
+        metrics.WAITING.set(sum(proc.waiting for proc in self.processors.values()))
+        if self.users is not None:
+            metrics.KNOWN_USERS.set(len(self.users))
 
 
 def _records(fetched: Iterable[Any]) -> Iterator[Record]:

@@ -10,7 +10,8 @@ from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS = Counter(
     "churnwatch_events_total",
-    "Input records by outcome: counted, duplicate, fact, inactive, late, invalid, poison, rekeyed, replayed.",
+    "Input records by outcome: counted, duplicate, fact, inactive, late, invalid, poison, rekeyed, replayed,"
+    " attributed (a message naming only its user, re-sent to its account).",
     ["outcome"],
 )
 EVENT_LAG = Histogram(
@@ -45,6 +46,11 @@ GC_PAUSE_SECONDS = Histogram(
     ["generation"],
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
 )
+WAITING = Gauge(
+    "churnwatch_waiting_messages",
+    "Segment messages naming only their user, waiting for the user's group call (then dead-lettered).",
+)
+KNOWN_USERS = Gauge("churnwatch_known_users", "Users in the worker's user → account directory.")
 POISON = Counter(
     "churnwatch_poison_total",
     "Failures isolated to one record or account instead of stopping the worker, by stage: decode, load,"

@@ -36,7 +36,15 @@ import orjson
 
 from streamer.core.alerts import DATA_GAP, Alert, Severity, alert_id, alert_to_dict, human_duration
 from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
-from streamer.core.events import InvalidEvent, UsageEvent, check_not_future, parse_record
+from streamer.core.events import (
+    InvalidEvent,
+    Unattributed,
+    UsageEvent,
+    check_not_future,
+    links_user,
+    parse_record,
+    with_account,
+)
 from streamer.core.partition import Context, GapChange, PartitionActivity, decode_activity, encode_activity
 from streamer.core.policy import Policy, PolicySet
 from streamer.core.scoring import changed_since_published, score, signals
@@ -49,6 +57,7 @@ from streamer.core.state import (
     encode_state,
     peek_state,
 )
+from streamer.core.users import UserDirectory
 
 log = logging.getLogger("churnwatch.worker")
 
@@ -110,6 +119,15 @@ class BatchOutput:
 
     dead_letters: list[tuple[Record, str]] = field(default_factory=list)
     rekeyed: list[tuple[Record, int]] = field(default_factory=list)
+    # Messages that named only their user, re-sent to their account's partition with its id:
+    # (record, target partition, account id, new value).
+    attributed: list[tuple[Record, int, str, bytes]] = field(default_factory=list)
+    # New user → account links, for the users topic.
+    user_links: list[tuple[str, str]] = field(default_factory=list)
+    # Offsets held back (waiting for their user's account) and offsets released (attributed or
+    # dead-lettered at last): held ones are not committable until released.
+    held: set[int] = field(default_factory=set)
+    released: list[int] = field(default_factory=list)
     encoded_alerts: list[tuple[Alert, bytes]] = field(default_factory=list)
     health: list[tuple[str, bytes]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -127,6 +145,10 @@ class BatchOutput:
         """Append what ``other`` (a later part of the same fetch) asks to write."""
         self.dead_letters += other.dead_letters
         self.rekeyed += other.rekeyed
+        self.attributed += other.attributed
+        self.user_links += other.user_links
+        self.held |= other.held
+        self.released += other.released
         self.encoded_alerts += other.encoded_alerts
         self.health += other.health
         self.outcomes.update(other.outcomes)
@@ -160,6 +182,10 @@ class PartitionProcessor:
         publish: bool = True,
         isolate: bool = True,
         load_budget: int | None = None,
+        users: UserDirectory | None = None,
+        attribution_wait_ms: int = 10_000,
+        max_waiting: int = 10_000,
+        settle_ms: int = 5_000,
     ) -> None:
         """Create the processor for ``partition``; ``partition_for`` maps an account id to its partition.
 
@@ -168,6 +194,11 @@ class PartitionProcessor:
         ``flush_interval_ms`` or when half the cache is waiting (0 flushes after every batch).
         ``load_budget`` bounds the stored accounts read per batch while the schedule is rebuilt after an
         assignment (:meth:`ensure_loaded`; None reads them all before the first batch).
+
+        With ``users`` (the worker's directory, shared by its processors), a Segment message naming
+        only its user is re-sent to its account's partition with the account's id; one whose user has
+        no account yet waits, at most ``attribution_wait_ms`` (wall time) and ``max_waiting`` at a
+        time, then goes to the DLQ. Without it, such messages are dead-lettered at once.
         """
         self.partition = partition
         self.policies = policies
@@ -191,6 +222,14 @@ class PartitionProcessor:
         self._loaded = False
         self._loader: Iterator[tuple[str, bytes]] | None = None
         self.load_budget = load_budget
+        self.users = users
+        self.settle_ms = settle_ms
+        # Accounts whose published snapshot is behind their state, with when it fell behind (wall ms).
+        self._stale: dict[str, int] = {}
+        self.attribution_wait_ms = attribution_wait_ms
+        self.max_waiting = max_waiting
+        # offset → (record, its message, deadline in wall ms), in offset order.
+        self._waiting: dict[int, tuple[Record, Unattributed, int]] = {}
         self.flush_failures = 0
         # Without health snapshots (a backtest scores accounts itself, at the dates it is asked for).
         self.publish = publish
@@ -396,6 +435,13 @@ class PartitionProcessor:
                 continue
             try:
                 event = parsed[i] if parsed is not None else self._decode(rec, now_wall_ms)
+            except Unattributed as exc:
+                if self.users is not None:
+                    self._attribute_or_wait(rec, exc, now_wall_ms, out)
+                    continue
+                out.dead_letters.append((rec, str(exc)))
+                out.outcomes["invalid"] += 1
+                continue
             except InvalidEvent as exc:
                 out.dead_letters.append((rec, str(exc)))
                 out.outcomes["invalid"] += 1
@@ -410,6 +456,9 @@ class PartitionProcessor:
                 out.rekeyed.append((rec, target))
                 out.outcomes["rekeyed"] += 1
                 continue
+            if self.users is not None and links_user(event) and event.user_id is not None:
+                if self.users.link(event.user_id, event.account_id):
+                    out.user_links.append((event.user_id, event.account_id))
             # The clock moves record by record, not batch by batch, so what fires before which event
             # depends only on the order of the partition, never on how it was cut into batches.
             self._advance_clock(min(event.occurred_at_ms - self.allowed_lateness_ms, now_wall_ms), out)
@@ -463,6 +512,7 @@ class PartitionProcessor:
         self._fire_due(touched, store, out)
         publish = not backlog or now_wall_ms - self._last_publish_wall_ms >= self.backlog_publish_interval_ms
         self._finish(touched, store, out, publish, now_wall_ms)
+        self._retry_waiting(now_wall_ms, out)
         return out
 
     def tick(self, clock_ms: int, store: StateStore, now_wall_ms: int) -> BatchOutput:
@@ -473,7 +523,71 @@ class PartitionProcessor:
         self._advance_clock(clock_ms, out)
         self._fire_due(touched, store, out)
         self._finish(touched, store, out, True, now_wall_ms)
+        self._publish_settled(store, out, now_wall_ms)
+        self._retry_waiting(now_wall_ms, out)
         return out
+
+    def _publish_settled(self, store: StateStore, out: BatchOutput, now_wall_ms: int) -> None:
+        """Publish the snapshots left behind by changes too small to publish, ``settle_ms`` after the
+        first of them: what the API and the dashboard show is never more than that behind the state."""
+        if not self.publish:
+            return
+        for account_id, since in list(self._stale.items()):
+            if now_wall_ms - since < self.settle_ms:
+                break  # in the order they fell behind: the rest are more recent
+            del self._stale[account_id]
+            state = self._load(account_id, store)
+            if state is not None:
+                self._publish(state, out, now_wall_ms, force=True)
+                self._cache[account_id] = state
+                self._dirty.add(account_id)
+
+    # -- messages naming only their user --------------------------------------------------------
+
+    @property
+    def waiting(self) -> int:
+        """Messages waiting for their user's account."""
+        return len(self._waiting)
+
+    def _attribute(self, rec: Record, message: Unattributed, out: BatchOutput) -> bool:
+        account = self.users.account_of(message.users) if self.users is not None else None
+        if account is None:
+            return False
+        # Re-sent, even to this partition: applied as a record of its own, in the input's order, it
+        # counts once like any other (a copy re-sent after a crash is a repeated event id).
+        value = orjson.dumps(with_account(message.message, account))
+        out.attributed.append((rec, self.partition_for(account), account, value))
+        out.outcomes["attributed"] += 1
+        return True
+
+    def _attribute_or_wait(
+        self, rec: Record, message: Unattributed, now_wall_ms: int, out: BatchOutput
+    ) -> None:
+        if self._attribute(rec, message, out):
+            return
+        if rec.offset in self._waiting:  # read again (a replay): it keeps its place and deadline
+            out.held.add(rec.offset)
+            return
+        if len(self._waiting) >= self.max_waiting:
+            out.dead_letters.append((rec, f"{message} ({self.max_waiting} messages wait already)"))
+            out.outcomes["invalid"] += 1
+            return
+        self._waiting[rec.offset] = (rec, message, now_wall_ms + self.attribution_wait_ms)
+        out.held.add(rec.offset)
+
+    def _retry_waiting(self, now_wall_ms: int, out: BatchOutput) -> None:
+        for offset, (rec, message, deadline) in list(self._waiting.items()):
+            if self._attribute(rec, message, out):
+                pass
+            elif now_wall_ms >= deadline:
+                waited = f"{self.attribution_wait_ms / 1000:g} s"
+                out.dead_letters.append((rec, f"{message} (none came within {waited})"))
+                out.outcomes["invalid"] += 1
+            else:
+                continue
+            del self._waiting[offset]
+            out.held.discard(offset)
+            out.released.append(offset)
 
     def _decode(self, rec: Record, now_wall_ms: int) -> UsageEvent:
         event = parse_record(rec.value, rec.headers)
@@ -620,7 +734,7 @@ class PartitionProcessor:
             self._last_publish_wall_ms = now_wall_ms
         for account_id, state in touched.items():
             if publish:
-                self._publish(state, out)
+                self._publish(state, out, now_wall_ms)
             else:
                 # Recorded in the state too, so that a restart still publishes it.
                 state.unpublished = True
@@ -634,7 +748,9 @@ class PartitionProcessor:
         log.error("account %r failed at %s; left as it was", account_id, stage, exc_info=exc)
         out.poison[stage] += 1
 
-    def _publish(self, state: AccountState, out: BatchOutput) -> None:
+    def _publish(
+        self, state: AccountState, out: BatchOutput, now_wall_ms: int = 0, force: bool = False
+    ) -> None:
         state.unpublished = False
         try:
             policy = self._policy(state)
@@ -642,8 +758,14 @@ class PartitionProcessor:
             # Numbers first: most changes are not material, and explanations cost more than the score.
             ctx = self.context()
             sig = signals(state, now_ms, policy, ctx)
-            if not changed_since_published(state, score(state, now_ms, policy, ctx, False, sig), policy):
+            if not force and not changed_since_published(
+                state, score(state, now_ms, policy, ctx, False, sig), policy
+            ):
+                # Not worth a snapshot now, but the published one is behind (its counts, its last
+                # activity): it is brought up to date once the account has settled (_publish_settled).
+                self._stale.setdefault(state.account_id, now_wall_ms)
                 return
+            self._stale.pop(state.account_id, None)
             health = score(state, now_ms, policy, ctx, sig=sig)
             previous_score = state.published_score
             snapshot = orjson.dumps(account_snapshot(state, health, policy, previous_score))

@@ -18,6 +18,27 @@ class WorkerSettings(KafkaSettings):
     health_topic: str = Field("account-health", description="Latest health snapshot per account (compacted).")
     dlq_topic: str = Field("usage-events-dlq", description="Rejected input, with the reason in a header.")
     clock_topic: str = Field("churnwatch-clock", description="Internal: per-partition clock ticks.")
+    users_topic: str = Field(
+        "",
+        description="Which account each user belongs to, from group calls (compacted);"
+        " <app id>-users when empty.",
+    )
+    attribution_wait_ms: int = Field(
+        10_000,
+        ge=0,
+        description="How long a message naming only its user waits for the user's group call before"
+        " it is dead-lettered.",
+    )
+    health_settle_ms: int = Field(
+        5_000,
+        ge=0,
+        description="A change too small to publish a snapshot for is published this long after it anyway,"
+        " so that published health never lags the state by more.",
+    )
+    max_users: int = Field(1_000_000, ge=1, description="Users kept in the user → account directory.")
+    max_waiting: int = Field(
+        10_000, ge=0, description="Messages waiting for their user's account, per partition, at most."
+    )
     partitions: int = Field(8, ge=1, description="Partitions of the input and all co-partitioned topics.")
     replication_factor: int = Field(
         1, ge=1, description="Replication factor of the topics the worker creates."
@@ -74,3 +95,8 @@ class WorkerSettings(KafkaSettings):
         if self.rules_file is None:
             return None
         return self.rules_file.read_text(encoding="utf-8")
+
+    @property
+    def users_topic_name(self) -> str:
+        """The users topic: ``users_topic``, or ``<app id>-users`` (each worker group its own)."""
+        return self.users_topic or f"{self.app_id}-users"

@@ -25,6 +25,8 @@ def topic_specs(settings: WorkerSettings) -> list[TopicSpec]:
         TopicSpec(settings.health_topic, n, {"cleanup.policy": "compact", "segment.ms": str(3_600_000)}),
         # Ticks only matter for a few seconds; an hour of them is plenty for a restart to catch up.
         TopicSpec(settings.clock_topic, n, {"retention.ms": str(3_600_000)}),
+        # user → account: the latest link of each user is all a worker loads.
+        TopicSpec(settings.users_topic_name, n, {"cleanup.policy": "compact"}),
     ]
 
 

@@ -14,6 +14,7 @@ import rudderstack.analytics.client as rudder
 import segment.analytics.client as segment
 
 from tests.integration.conftest import TopicFactory
+from tests.integration.kafkautil import consume_until
 from tests.integration.pipeline import make_topics
 from tests.integration.workers import ApiProcess, WorkerFactory
 
@@ -23,15 +24,18 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 
 
 def calls(client: Any, account: str) -> None:
-    """What a product app sends: a group call, tracks, a page, an identify, and one track of no account."""
-    context = {"groupId": account}
-    client.group(user_id="u1", group_id=account, traits={"name": f"{account} Inc", "plan": "pro"})
-    for i in range(3):
-        client.track(user_id=f"u{i % 2}", event="Report Exported", properties={"n": i}, context=context)
-    client.page(user_id="u1", name="Pricing", context=context)
-    client.identify(user_id="u2", traits={"email": "u2@example.com"}, context=context)
-    # No group id anywhere: churnwatch cannot attribute it, and says so without failing the batch.
-    client.track(user_id="u9", event="Orphan")
+    """What a product app sends: group calls, then tracks and a page naming only their user (as most
+    apps send them), one with context.groupId, an identify naming the account in its traits, and a
+    track of a user no group call ever names. Users belong to one account: ids are prefixed by it."""
+    u = [f"{account}-u{i}" for i in range(3)]
+    for user in u[:2]:
+        client.group(user_id=user, group_id=account, traits={"name": f"{account} Inc", "plan": "pro"})
+    client.track(user_id=u[0], event="Report Exported", properties={"n": 0})
+    client.track(user_id=u[1], event="Report Exported", properties={"n": 1})
+    client.track(user_id=u[1], event="Report Exported", properties={"n": 2}, context={"groupId": account})
+    client.page(user_id=u[1], name="Pricing")
+    client.identify(user_id=u[2], traits={"email": "u2@example.com", "groupId": account})
+    client.track(user_id=f"orphan-{account}", event="Orphan")
 
 
 async def health(url: str, account: str, events: int) -> dict[str, Any]:
@@ -53,7 +57,7 @@ async def test_segment_and_rudderstack_sdks_send_batches_that_come_back_as_exact
     tmp_path: Path,
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
-    await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}")
+    await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}", attribution_wait_ms="3000")
     scopes = ["events:write", "health:read"]
     api = ApiProcess(kafka_bootstrap, topics, {KEY: {"name": "sdk", "scopes": scopes}}, tmp_path / "api.log")
     await api.start()
@@ -87,6 +91,14 @@ async def test_segment_and_rudderstack_sdks_send_batches_that_come_back_as_exact
     finally:
         await api.stop()
 
+    # The orphans: each dead-lettered once its wait was over, saying what to send.
+    orphans = await consume_until(kafka_bootstrap, topics["dlq"], lambda recs: len(recs) >= 3, 30)
+    reasons = sorted(dict(r.headers)["churnwatch.error"].decode() for r in orphans)
+    assert reasons == [
+        f"context.groupId: no account for user 'orphan-{sdk}-{unique_id}': send a group call"
+        " (userId → groupId) for the user, or context.groupId on the message (none came within 3 s)"
+        for sdk in ("node", "rud", "seg")
+    ]
     assert errors == []  # every batch answered 2xx: nothing for the SDKs to drop or retry
     # The three SDKs used the batch route (the Python ones gzip-encoded), one batch each.
     batches = [
@@ -97,7 +109,8 @@ async def test_segment_and_rudderstack_sdks_send_batches_that_come_back_as_exact
     assert sum(batches) == 3 and 'route="/v1/batch",status="200"' in metrics
     healths = ((seg_health, "seg"), (rud_health, "rud"), (node_health, "node"))
     for doc, account in ((doc, f"{sdk}-{unique_id}") for doc, sdk in healths):
-        # Three tracks, a page and an identify are activity; the group call is the account's facts.
+        # Three tracks, a page and an identify are activity (four of them attributed through the users'
+        # group calls); the group calls are the account's facts.
         assert sum(doc["daily"]["events"]) == 5, account
         assert doc["facts"]["plan"] == "pro" and doc["facts"]["name"] == f"{account} Inc"
         assert doc["active_users_7d"] == 3

@@ -6,15 +6,18 @@ const [host, writeKey, account] = process.argv.slice(2)
 const analytics = new Analytics({ writeKey, host, flushAt: 20, flushInterval: 200, maxRetries: 3 })
 const errors = []
 analytics.on('error', (err) => errors.push(String(err?.reason ?? err?.code ?? err)))
-const context = { groupId: account }
-analytics.group({ userId: 'u1', groupId: account, traits: { name: `${account} Inc`, plan: 'pro' } })
-for (let i = 0; i < 3; i++) {
-  analytics.track({ userId: `u${i % 2}`, event: 'Report Exported', properties: { n: i }, context })
+// Group calls, then tracks and a page naming only their user (as most apps send them), one with
+// context.groupId, an identify naming the account in its traits, and a user no group call names.
+const [u0, u1, u2] = [0, 1, 2].map((i) => `${account}-u${i}`)
+for (const userId of [u0, u1]) {
+  analytics.group({ userId, groupId: account, traits: { name: `${account} Inc`, plan: 'pro' } })
 }
-analytics.page({ userId: 'u1', name: 'Pricing', context })
-analytics.identify({ userId: 'u2', traits: { email: 'u2@example.com' }, context })
-// No group id anywhere: churnwatch cannot attribute it, and says so without failing the batch.
-analytics.track({ userId: 'u9', event: 'Orphan' })
+analytics.track({ userId: u0, event: 'Report Exported', properties: { n: 0 } })
+analytics.track({ userId: u1, event: 'Report Exported', properties: { n: 1 } })
+analytics.track({ userId: u1, event: 'Report Exported', properties: { n: 2 }, context: { groupId: account } })
+analytics.page({ userId: u1, name: 'Pricing' })
+analytics.identify({ userId: u2, traits: { email: 'u2@example.com', groupId: account } })
+analytics.track({ userId: `orphan-${account}`, event: 'Orphan' })
 await analytics.closeAndFlush({ timeout: 15000 })
 if (errors.length) {
   console.error(JSON.stringify(errors))

@@ -29,7 +29,7 @@ async def test_single_event_is_produced_keyed_by_account(
     resp = await writer.post("/v1/events", json=native("e1", "globex"))
 
     assert resp.status_code == 202
-    assert resp.json() == {"accepted": 1, "rejected": 0, "errors": []}
+    assert resp.json() == {"accepted": 1, "rejected": 0, "pending": 0, "errors": []}
     [(topic, key, value)] = producer.sent
     assert topic == "usage-events"
     assert key == b"globex"
@@ -111,6 +111,7 @@ async def test_a_prefix_key_writes_only_events_of_its_accounts_item_by_item(
     assert resp.json() == {
         "accepted": 2,
         "rejected": 4,
+        "pending": 0,
         "errors": [
             {"index": 1, "field": "account_id", "rule": EU_RULE},
             {
@@ -141,6 +142,7 @@ async def test_a_prefix_key_writes_only_segment_messages_of_its_accounts_naming_
     assert resp.json() == {
         "accepted": 2,
         "rejected": 2,
+        "pending": 0,
         "errors": [
             {"index": 1, "field": "context.groupId", "rule": EU_RULE},
             {"index": 2, "field": "groupId", "rule": EU_RULE},
@@ -159,6 +161,7 @@ async def test_a_request_with_only_other_accounts_events_produces_nothing(
     assert resp.json() == {
         "accepted": 0,
         "rejected": 1,
+        "pending": 0,
         "errors": [{"index": 0, "field": "account_id", "rule": EU_RULE}],
     }
     assert producer.calls == 0

@@ -9,7 +9,7 @@ import httpx
 import orjson
 
 from streamer.core.events import parse_event
-from tests.unit.api.conftest import NOW, READER, WRITER, AppFactory, FakeProducer, client_for
+from tests.unit.api.conftest import EU_WRITER, NOW, READER, WRITER, AppFactory, FakeProducer, client_for
 
 AT = "2025-03-15T11:59:00Z"
 
@@ -39,7 +39,14 @@ async def test_a_gzip_batch_with_the_write_key_as_basic_user_is_stored_and_answe
         resp = await client.post("/v1/batch", content=body, headers=headers)
 
     assert resp.status_code == 200
-    assert resp.json() == {"success": True, "accepted": 2, "rejected": 0, "ignored": 0, "errors": []}
+    assert resp.json() == {
+        "success": True,
+        "accepted": 2,
+        "rejected": 0,
+        "pending": 0,
+        "ignored": 0,
+        "errors": [],
+    }
     assert [(k, parse_event(v).event_id) for _, k, v in producer.sent] == [(b"acme", "m1"), (b"globex", "m2")]
 
 
@@ -84,9 +91,37 @@ async def test_one_bad_message_is_reported_and_the_rest_of_its_batch_is_stored(
 
     assert resp.status_code == 200
     doc = resp.json()
-    assert (doc["accepted"], doc["rejected"]) == (2, 2)
-    assert [(e["index"], e["field"]) for e in doc["errors"]] == [(1, "timestamp"), (2, "context.groupId")]
-    assert [parse_event(v).event_id for _, _, v in producer.sent] == ["m1", "m4"]
+    # m3 names only its user: stored keyed by the user, for the worker to attribute.
+    assert (doc["accepted"], doc["rejected"], doc["pending"]) == (2, 1, 1)
+    assert [(e["index"], e["field"]) for e in doc["errors"]] == [(1, "timestamp")]
+    assert [
+        (k, orjson.loads(v).get("messageId") or orjson.loads(v)["event_id"]) for _, k, v in producer.sent
+    ] == [
+        (b"acme", "m1"),
+        (b"u1", "m3"),
+        (b"acme", "m4"),
+    ]
+
+
+async def test_messages_naming_only_their_user_are_stored_by_user_unless_they_cannot_be_attributed(
+    make_app: AppFactory, producer: FakeProducer
+) -> None:
+    anonymous = track("a1", group=None) | {"userId": None, "anonymousId": "anon-7"}
+    nobody = track("n1", group=None) | {"userId": None}
+    future = track("f1", group=None, timestamp=NOW.replace(year=2030).isoformat())
+    async with sdk_client(make_app) as client:
+        resp = await client.post(
+            "/v1/batch", json={"batch": [anonymous, nobody, future]}, headers=basic(WRITER)
+        )
+        prefixed = await client.post(
+            "/v1/batch", json={"batch": [track("p1", group=None)]}, headers=basic(EU_WRITER)
+        )
+    doc = resp.json()
+    assert (doc["accepted"], doc["pending"]) == (0, 1)
+    assert [(e["index"], e["field"]) for e in doc["errors"]] == [(1, "context.groupId"), (2, "timestamp")]
+    assert [(k, orjson.loads(v)["messageId"]) for _, k, v in producer.sent] == [(b"anon-7", "a1")]
+    # A key that may write only some accounts cannot write what names no account.
+    assert prefixed.json()["errors"][0]["rule"] == "required with a key restricted to accounts (prefix 'eu-')"
 
 
 async def test_the_batch_context_applies_to_messages_without_their_own(

@@ -15,7 +15,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streamer.core.events import EventKind, InvalidEvent, encode_event, parse_event, parse_event_time
+from streamer.core.events import (
+    EventKind,
+    InvalidEvent,
+    Unattributed,
+    encode_event,
+    parse_event,
+    parse_event_time,
+    with_account,
+)
 
 
 def ms(dt: datetime) -> int:
@@ -235,7 +243,7 @@ def test_segment_inactive_context_is_parsed_but_marked_inactive() -> None:
     [
         ({**SEGMENT_BASE, "type": "alias"}, "type", "unsupported Segment type"),  # alias: no account
         (
-            {**SEGMENT_BASE, "type": "track", "context": {}, "event": "x"},
+            {**SEGMENT_BASE, "type": "track", "context": {}, "event": "x", "userId": None},
             "context.groupId",
             "required: Segment messages need",
         ),  # no account anywhere
@@ -445,3 +453,30 @@ def test_an_event_further_ahead_than_the_bound_of_the_receiving_clock_is_rejecte
     with pytest.raises(InvalidEvent) as err:
         check_not_future(e, 1_700_000_000_000 - 1, 300_000)
     assert str(err.value) == "timestamp: more than 300s in the future of the receiver's clock"
+
+
+def test_a_segment_message_naming_only_its_user_is_unattributed_with_its_users_and_time() -> None:
+    message = {**SEGMENT_BASE, "type": "track", "event": "x", "userId": "u-1", "anonymousId": "anon-1"}
+    message.pop("context", None)
+    with pytest.raises(Unattributed) as info:
+        parse_event(message)
+    assert info.value.users == ("u-1", "anon-1") and info.value.field == "context.groupId"
+    assert info.value.rule.startswith("no account for user 'u-1': send a group call")
+    event = parse_event(with_account(info.value.message, "acme"))
+    assert (event.account_id, event.user_id, event.occurred_at_ms) == (
+        "acme",
+        "u-1",
+        info.value.occurred_at_ms,
+    )
+
+
+def test_identify_traits_name_the_account_and_a_group_call_needs_its_group_id() -> None:
+    base = {**SEGMENT_BASE, "type": "identify", "userId": "u-1"}
+    base.pop("context", None)
+    assert parse_event({**base, "traits": {"groupId": "acme"}}).account_id == "acme"
+    assert parse_event({**base, "traits": {"company": {"id": "globex"}}}).account_id == "globex"
+    group = {**SEGMENT_BASE, "type": "group", "userId": "u-1"}
+    group.pop("context", None)
+    with pytest.raises(InvalidEvent) as info:
+        parse_event(group)
+    assert (info.value.field, type(info.value)) == ("context.groupId", InvalidEvent)

@@ -8,6 +8,7 @@ import orjson
 
 from streamer.core.policy import DAY_MS, load_policy
 from streamer.core.state import decode_state
+from streamer.core.users import UserDirectory
 from streamer.worker.processor import (
     DEAD_LETTER_MAX_BYTES,
     BatchOutput,
@@ -236,3 +237,81 @@ def test_with_data_gaps_disabled_every_account_of_a_silent_partition_goes_quiet(
     quiet = sorted((a.account_id, a.detected_at_ms) for a in out.alerts)
     assert quiet == [(f"a{a}", last - (9 - a) * 1000 + DAY_MS) for a in range(10)]
     assert {a.kind for a in out.alerts} == {"account_quiet"}
+
+
+def segment(message_id: str, user: str, at_ms: int, group: str | None = None, kind: str = "track") -> bytes:
+    doc: dict[str, object] = {"type": kind, "messageId": message_id, "userId": user, "timestamp": at_ms}
+    if kind == "track":
+        doc["event"] = "Report Exported"
+    if group is not None:
+        doc["groupId" if kind == "group" else "context"] = group if kind == "group" else {"groupId": group}
+    return orjson.dumps(doc)
+
+
+def attributing(wait_ms: int = 10_000) -> tuple[PartitionProcessor, UserDirectory]:
+    users = UserDirectory()
+    proc = processor()
+    proc.users, proc.attribution_wait_ms = users, wait_ms
+    return proc, users
+
+
+def test_a_message_naming_only_its_user_is_resent_with_the_account_of_the_users_group_call() -> None:
+    proc, users = attributing()
+    records = [
+        Record(0, 0, b"acme", segment("g1", "u1", T0, "acme", kind="group")),
+        Record(0, 1, b"u1", segment("t1", "u1", T0 + 1)),
+    ]
+    out = proc.process(records, Store(), T0 + 10)
+
+    assert out.user_links == [("u1", "acme")] and users.account_of(["u1"]) == "acme"
+    [(rec, target, account, value)] = out.attributed
+    assert (rec.offset, target, account) == (1, 0, "acme")
+    assert orjson.loads(value)["context"] == {"groupId": "acme"}
+    assert out.held == set() and out.outcomes["attributed"] == 1
+
+
+def test_a_message_waits_for_its_users_link_and_is_released_when_it_comes() -> None:
+    proc, users = attributing()
+    store = Store()
+    out = proc.process([Record(0, 5, b"u2", segment("t2", "u2", T0))], store, T0)
+    assert (out.held, out.attributed, proc.waiting) == ({5}, [], 1)
+
+    assert proc.tick(T0 + 1000, store, T0 + 1000).released == []
+    users.link("u2", "elsewhere-globex")  # learnt from another worker's group call
+    later = proc.tick(T0 + 2000, store, T0 + 2000)
+    assert later.released == [5] and proc.waiting == 0
+    [(rec, target, account, _)] = later.attributed
+    assert (rec.offset, target, account) == (5, 1, "elsewhere-globex")
+
+
+def test_a_message_whose_user_never_gets_an_account_is_dead_lettered_saying_what_to_send() -> None:
+    proc, _ = attributing(wait_ms=5000)
+    store = Store()
+    proc.process([Record(0, 7, b"u3", segment("t3", "u3", T0))], store, T0)
+    assert proc.tick(T0 + 4999, store, T0 + 4999).dead_letters == []
+    out = proc.tick(T0 + 5000, store, T0 + 5000)
+    [(rec, reason)] = out.dead_letters
+    assert rec.offset == 7 and out.released == [7]
+    assert reason == (
+        "context.groupId: no account for user 'u3': send a group call (userId → groupId) for the user, or "
+        "context.groupId on the message (none came within 5 s)"
+    )
+
+
+def test_without_a_user_directory_such_messages_are_dead_lettered_at_once() -> None:
+    out = processor().process([Record(0, 0, b"u1", segment("t1", "u1", T0))], Store(), T0)
+    assert [r.offset for r, _ in out.dead_letters] == [0] and out.held == set()
+
+
+def test_a_change_too_small_to_publish_is_published_once_the_account_has_settled() -> None:
+    proc, store = processor(), Store()
+    first = apply(proc, store, [Record(0, 0, b"acme", event("acme", "e0", T0))], T0)
+    assert [a for a, _ in first.health] == ["acme"]
+    second = apply(proc, store, [Record(0, 1, b"acme", event("acme", "e1", T0 + 1000))], T0 + 1000)
+    assert second.health == []  # one more login the same day: not a material change
+
+    assert proc.tick(T0 + 5999, store, T0 + 5999).health == []
+    settled = proc.tick(T0 + 6000, store, T0 + 6000)
+    [(account, snapshot)] = settled.health
+    assert account == "acme" and sum(orjson.loads(snapshot)["daily"]["events"]) == 2
+    assert proc.tick(T0 + 20_000, store, T0 + 20_000).health == []  # once
