@@ -28,6 +28,7 @@ from streamer.worker.faust_compat import (
     accounts_table,
     acker,
     batch_producer,
+    before_recovery,
     make_app,
     persisted_offset_setter,
 )
@@ -89,18 +90,17 @@ def create_app(
     app.handler = handler
     sink = RocksChangelogSink(table) if settings.bulk_restore and RocksChangelogSink.supports(table) else None
 
-    async def before_recovery(assigned: set[Any]) -> None:
-        """Load the user directory (once); bring the assigned partitions' stores up to their changelogs."""
+    async def prepare(partitions: list[int]) -> None:
+        """Load the user directory (once); bring the owned partitions' stores up to their changelogs."""
         await feed.ready()
-        if sink is None:
+        if sink is None or not partitions:
             return
-        owned = [tp.partition for tp in assigned if tp.topic == settings.events_topic]
         try:
-            await restore_changelog(settings.kafka_bootstrap, table.changelog_topic_name, owned, sink)
+            await restore_changelog(settings.kafka_bootstrap, table.changelog_topic_name, partitions, sink)
         except Exception:  # Faust's own recovery still restores everything, only slower
             log.warning("bulk restore of the account table failed; Faust recovers it", exc_info=True)
 
-    app.before_recovery = before_recovery
+    before_recovery(app, table, prepare)
 
     @app.timer(settings.tick_interval_ms / 1000)  # type: ignore[untyped-decorator]
     async def advance_idle_clocks() -> None:

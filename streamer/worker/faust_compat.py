@@ -55,6 +55,7 @@ __all__ = [
     "TableStore",
     "WorkerApp",
     "accounts_table",
+    "before_recovery",
     "make_app",
     "persisted_offset_setter",
     "raw_producer",
@@ -246,8 +247,6 @@ class WorkerApp(faust.App):
 
     input_topics: frozenset[str] = frozenset()
     handler: BatchHandler | None = None
-    # Called with the assigned partitions before Faust recovers its tables from their changelogs.
-    before_recovery: Callable[[set[TP]], Awaitable[None]] | None = None
 
     def _new_consumer(self) -> Any:
         consumer = BatchConsumer(
@@ -279,9 +278,35 @@ class WorkerApp(faust.App):
         for tp in assigned:
             if tp.topic in self.input_topics:
                 consumer._read_offset[tp] = None
-        if self.before_recovery is not None:
-            await self.before_recovery(assigned)
         await super()._on_partitions_assigned(assigned, generation_id)
+
+
+def before_recovery(app: faust.App, table: Any, hook: Callable[[list[int]], Awaitable[None]]) -> None:
+    """Run ``hook(changelog partitions)`` in Faust's recovery, before it reads the table's changelog.
+
+    Not in the rebalance callback: aiokafka sends no heartbeats while that runs, and a bulk restore of
+    a million accounts outlasted the session timeout, so the coordinator expelled the worker mid-way
+    and it never recovered. Faust's recovery runs after the callback, with the input paused until it
+    is over (``Recovery._resume_streams``), so nothing is applied to a store before it is restored.
+    Hooks ``Recovery._build_offsets`` (faust-streaming 0.15), called for the active partitions with
+    the offsets recovery starts from; they are raised to what the hook persisted.
+    """
+    tables: Any = app.tables
+    recovery: Any = tables.recovery
+    changelog = table.changelog_topic_name
+    build_offsets = recovery._build_offsets
+
+    async def _build_offsets(consumer: Any, tps: set[TP], destination: Any, title: str) -> None:
+        if title == "active":
+            await hook(sorted(tp.partition for tp in tps if tp.topic == changelog))
+            for tp in tps:
+                if tp.topic == changelog:
+                    persisted = table.data.persisted_offset(tp)
+                    if persisted is not None:
+                        destination[tp] = persisted
+        await build_offsets(consumer, tps, destination, title)
+
+    recovery._build_offsets = _build_offsets
 
 
 class FaustConsumerView(ConsumerView):
