@@ -62,6 +62,9 @@ from streamer.core.users import UserDirectory
 log = logging.getLogger("churnwatch.worker")
 
 DAY_MS = 86_400_000
+# Snapshots left behind published per clock tick of a partition at most (_publish_settled): a burst
+# of them after a catch-up must not hold the partition's due alerts back.
+SETTLE_BUDGET = 500
 # The store key of a partition's activity (streamer.core.partition). Longer than any account id
 # (at most 128 characters), so it can never be one.
 ACTIVITY_KEY_PREFIX = "#" * 129 + "partition-activity-"
@@ -426,6 +429,7 @@ class PartitionProcessor:
         self.ensure_loaded(store)
         out = BatchOutput()
         touched: dict[str, AccountState] = {}
+        changed: set[str] = set()  # accounts whose events were counted (or facts applied)
         for i, rec in enumerate(records):
             self.last_offset = max(self.last_offset, rec.offset)
             if skip and rec.offset in skip:
@@ -507,11 +511,13 @@ class PartitionProcessor:
             self._schedule(state)
             out.encoded_alerts.extend(encoded)
             out.outcomes[outcome.value] += 1
+            if outcome is Outcome.COUNTED or outcome is Outcome.FACT:
+                changed.add(account_id)
             if outcome is Outcome.COUNTED:
                 out.event_lag_ms.append(now_wall_ms - event.occurred_at_ms)
         self._fire_due(touched, store, out)
         publish = not backlog or now_wall_ms - self._last_publish_wall_ms >= self.backlog_publish_interval_ms
-        self._finish(touched, store, out, publish, now_wall_ms)
+        self._finish(touched, store, out, publish, now_wall_ms, changed)
         self._retry_waiting(now_wall_ms, out)
         return out
 
@@ -532,7 +538,7 @@ class PartitionProcessor:
         first of them: what the API and the dashboard show is never more than that behind the state."""
         if not self.publish:
             return
-        for account_id, since in list(self._stale.items()):
+        for account_id, since in list(itertools.islice(self._stale.items(), SETTLE_BUDGET)):
             if now_wall_ms - since < self.settle_ms:
                 break  # in the order they fell behind: the rest are more recent
             del self._stale[account_id]
@@ -718,6 +724,7 @@ class PartitionProcessor:
         out: BatchOutput,
         publish: bool,
         now_wall_ms: int,
+        changed: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         if not self.publish:
             self._cache.update(touched)
@@ -725,16 +732,19 @@ class PartitionProcessor:
             for alert in out.alerts:
                 out.outcomes[f"alert:{alert.kind}"] += 1
             return
+        deferred: set[str] = set()
         if publish:
             for account_id in self._unpublished - touched.keys():
                 state = self._load(account_id, store)
                 if state is not None:
                     touched[account_id] = state
-            self._unpublished.clear()
+            deferred, self._unpublished = self._unpublished, set()
             self._last_publish_wall_ms = now_wall_ms
         for account_id, state in touched.items():
             if publish:
-                self._publish(state, out, now_wall_ms)
+                # Events (or facts) changed what its snapshot shows: if not enough to publish now, soon.
+                settle = account_id in changed or account_id in deferred
+                self._publish(state, out, now_wall_ms, settle=settle)
             else:
                 # Recorded in the state too, so that a restart still publishes it.
                 state.unpublished = True
@@ -749,7 +759,12 @@ class PartitionProcessor:
         out.poison[stage] += 1
 
     def _publish(
-        self, state: AccountState, out: BatchOutput, now_wall_ms: int = 0, force: bool = False
+        self,
+        state: AccountState,
+        out: BatchOutput,
+        now_wall_ms: int = 0,
+        force: bool = False,
+        settle: bool = False,
     ) -> None:
         state.unpublished = False
         try:
@@ -761,9 +776,11 @@ class PartitionProcessor:
             if not force and not changed_since_published(
                 state, score(state, now_ms, policy, ctx, False, sig), policy
             ):
-                # Not worth a snapshot now, but the published one is behind (its counts, its last
-                # activity): it is brought up to date once the account has settled (_publish_settled).
-                self._stale.setdefault(state.account_id, now_wall_ms)
+                # Not worth a snapshot now; if events changed what the published one shows (its counts,
+                # its last activity), it is brought up to date once the account has settled
+                # (_publish_settled). A re-evaluation as time passes alone waits for a material change.
+                if settle:
+                    self._stale.setdefault(state.account_id, now_wall_ms)
                 return
             self._stale.pop(state.account_id, None)
             health = score(state, now_ms, policy, ctx, sig=sig)
