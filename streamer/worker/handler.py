@@ -173,8 +173,13 @@ class BatchHandler:
                     self.checkpoint.processed(tp, sorted(done))
             for tp in order:
                 proc = self.processors[tp.partition]
-                # A tick means the partition has caught up: commit, so the store is current while idle.
-                if proc.flush_due(now_ms) or (tp.topic == s.clock_topic and proc.dirty):
+                # A tick means the partition has caught up: commit, so the store is current while idle,
+                # and so are the offsets of records that changed no state (dead letters, among them
+                # messages released long after their batch once their wait for an account was over).
+                caught_up = tp.topic == s.clock_topic
+                if proc.flush_due(now_ms) or (
+                    caught_up and (proc.dirty or self.checkpoint.pending(tp.partition))
+                ):
                     await self.checkpoint.commit(proc, now_ms)
 
     async def revoke(self, revoked: Iterable[Any]) -> None:
