@@ -176,10 +176,7 @@ class BatchHandler:
                 # A tick means the partition has caught up: commit, so the store is current while idle,
                 # and so are the offsets of records that changed no state (dead letters, among them
                 # messages released long after their batch once their wait for an account was over).
-                caught_up = tp.topic == s.clock_topic
-                if proc.flush_due(now_ms) or (
-                    caught_up and (proc.dirty or self.checkpoint.pending(tp.partition))
-                ):
+                if proc.flush_due(now_ms) or tp.topic == s.clock_topic:
                     await self.checkpoint.commit(proc, now_ms)
 
     async def revoke(self, revoked: Iterable[Any]) -> None:

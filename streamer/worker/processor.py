@@ -439,16 +439,11 @@ class PartitionProcessor:
                 continue
             try:
                 event = parsed[i] if parsed is not None else self._decode(rec, now_wall_ms)
-            except Unattributed as exc:
-                if self.users is not None:
-                    self._attribute_or_wait(rec, exc, now_wall_ms, out)
-                    continue
-                out.dead_letters.append((rec, str(exc)))
-                out.outcomes["invalid"] += 1
-                continue
             except InvalidEvent as exc:
-                out.dead_letters.append((rec, str(exc)))
-                out.outcomes["invalid"] += 1
+                if isinstance(exc, Unattributed) and self.users is not None:
+                    self._attribute_or_wait(rec, exc, now_wall_ms, out)
+                else:
+                    self._reject(out, rec, str(exc))
                 continue
             except Exception as exc:  # a parser bug: still only this record's problem
                 self._poison_record(out, rec, "decode", exc)
@@ -542,11 +537,10 @@ class PartitionProcessor:
             if now_wall_ms - since < self.settle_ms:
                 break  # in the order they fell behind: the rest are more recent
             del self._stale[account_id]
-            state = self._load(account_id, store)
+            state = self._load(account_id, store)  # in the cache from here on
             if state is not None:
                 self._publish(state, out, now_wall_ms, force=True)
-                self._cache[account_id] = state
-                self._dirty.add(account_id)
+                self._dirty.add(account_id)  # what it published is state (a restart compares with it)
 
     # -- messages naming only their user --------------------------------------------------------
 
@@ -575,8 +569,7 @@ class PartitionProcessor:
             out.held.add(rec.offset)
             return
         if len(self._waiting) >= self.max_waiting:
-            out.dead_letters.append((rec, f"{message} ({self.max_waiting} messages wait already)"))
-            out.outcomes["invalid"] += 1
+            self._reject(out, rec, f"{message} ({self.max_waiting} messages wait already)")
             return
         self._waiting[rec.offset] = (rec, message, now_wall_ms + self.attribution_wait_ms)
         out.held.add(rec.offset)
@@ -586,14 +579,18 @@ class PartitionProcessor:
             if self._attribute(rec, message, out):
                 pass
             elif now_wall_ms >= deadline:
-                waited = f"{self.attribution_wait_ms / 1000:g} s"
-                out.dead_letters.append((rec, f"{message} (none came within {waited})"))
-                out.outcomes["invalid"] += 1
+                self._reject(out, rec, f"{message} (none came within {self.attribution_wait_ms / 1000:g} s)")
             else:
                 continue
             del self._waiting[offset]
             out.held.discard(offset)
             out.released.append(offset)
+
+    @staticmethod
+    def _reject(out: BatchOutput, rec: Record, reason: str) -> None:
+        """Dead-letter an invalid record with its reason."""
+        out.dead_letters.append((rec, reason))
+        out.outcomes["invalid"] += 1
 
     def _decode(self, rec: Record, now_wall_ms: int) -> UsageEvent:
         event = parse_record(rec.value, rec.headers)
@@ -762,7 +759,7 @@ class PartitionProcessor:
         self,
         state: AccountState,
         out: BatchOutput,
-        now_wall_ms: int = 0,
+        now_wall_ms: int,
         force: bool = False,
         settle: bool = False,
     ) -> None:
