@@ -19,10 +19,11 @@ from api.producer import EventProducer
 from api.restrictions import AccountPrefix
 from api.settings import ApiSettings
 from streamer.core.events import (
-    MAX_EVENT_BYTES,
     InvalidEvent,
     Unattributed,
+    check_encoded_size,
     check_not_future,
+    check_time_not_future,
     encode_event,
     parse_event,
 )
@@ -69,15 +70,25 @@ def _body_schema(schema: dict[str, Any], example: Any) -> dict[str, Any]:
     }
 
 
-def _epoch_ms(at: datetime) -> int:
+def epoch_ms(at: datetime) -> int:
+    """``at`` in epoch milliseconds (the ingest routes' clock reading)."""
     return int(at.timestamp() * 1000)
 
 
-async def _json(request: Request) -> Any:
+def json_body(raw: bytes) -> Any:
+    """A request body decoded as JSON.
+
+    Raises:
+        HTTPException: 400 ``invalid_json`` with the parser's reason.
+    """
     try:
-        return orjson.loads(await request.body())
+        return orjson.loads(raw)
     except orjson.JSONDecodeError as err:
         raise api_error(400, f"body is not valid JSON: {bounded(str(err))}", code="invalid_json") from None
+
+
+async def _json(request: Request) -> Any:
+    return json_body(await request.body())
 
 
 def _account_field(item: object) -> str:
@@ -156,14 +167,8 @@ def _by_user(
         raise InvalidEvent(
             "context.groupId", f"required with a key restricted to accounts (prefix {writes.prefix!r})"
         )
-    if message.occurred_at_ms > now_ms + settings.max_future_ms:
-        raise InvalidEvent(
-            "timestamp", f"more than {settings.max_future_ms // 1000}s in the future of the receiver's clock"
-        )
-    value = orjson.dumps(message.message)
-    if len(value) > MAX_EVENT_BYTES:
-        raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
-    return message.users[0].encode(), value
+    check_time_not_future(message.occurred_at_ms, now_ms, settings.max_future_ms)
+    return message.users[0].encode(), check_encoded_size(orjson.dumps(message.message))
 
 
 async def _store(records: list[tuple[bytes, bytes]], settings: ApiSettings, producer: EventProducer) -> None:
@@ -218,7 +223,7 @@ async def post_events(
     if not isinstance(body, dict | list):
         raise api_error(422, "the body must be a JSON object (one event) or an array of events")
     items = body if isinstance(body, list) else [body]
-    return await ingest(items, settings, producer, _epoch_ms(clock()), writer.writes)
+    return await ingest(items, settings, producer, epoch_ms(clock()), writer.writes)
 
 
 @router.post(
@@ -243,4 +248,4 @@ async def post_segment_batch(
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise api_error(422, 'body must be an object with a "batch" array', code="invalid_request")
-    return await ingest(body["batch"], settings, producer, _epoch_ms(clock()), writer.writes)
+    return await ingest(body["batch"], settings, producer, epoch_ms(clock()), writer.writes)

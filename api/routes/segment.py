@@ -31,7 +31,7 @@ from api.auth import (
 from api.deps import ClockDep, ProducerDep, SettingsDep
 from api.errors import AUTH_ERRORS, ErrorBody, api_error, bounded
 from api.models import IngestError, IngestResult
-from api.routes.ingest import ingest
+from api.routes.ingest import epoch_ms, ingest, json_body
 from api.settings import ApiSettings
 
 router = APIRouter(prefix="/v1", tags=["segment"])
@@ -80,10 +80,7 @@ def _body(request: Request, settings: ApiSettings, raw: bytes) -> Any:
             raise api_error(413, f"decompressed body larger than {limit} bytes", code="body_too_large")
     elif encoding not in ("identity", ""):
         raise api_error(415, f"unsupported Content-Encoding {bounded(encoding)!r}; send gzip or none")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as err:
-        raise api_error(400, f"body is not valid JSON: {bounded(str(err))}", code="invalid_json") from None
+    return json_body(raw)
 
 
 async def segment_request(request: Request, settings: SettingsDep) -> tuple[Principal, Any]:
@@ -154,10 +151,6 @@ async def _accept(
     )
 
 
-def _now_ms(clock: Any) -> int:
-    return int(clock().timestamp() * 1000)
-
-
 @router.post(
     "/batch",
     summary='Segment tracking API: a batch of calls ({"batch": [...]}), as the SDKs send them.',
@@ -198,7 +191,7 @@ async def post_batch(
         if name in body and not isinstance(body[name], kind):
             raise api_error(422, f"{name} must be {expected}", code="invalid_request")
     messages = [_merged(m, body.get("context"), None) for m in body["batch"]]
-    return await _accept(messages, principal, settings, producer, _now_ms(clock))
+    return await _accept(messages, principal, settings, producer, epoch_ms(clock()))
 
 
 def _single(call: str) -> Any:
@@ -210,7 +203,7 @@ def _single(call: str) -> Any:
             raise api_error(422, f"body must be one {call} call (a JSON object)", code="invalid_request")
         if body.get("type", call) != call:
             raise api_error(422, f"a {body.get('type')!r} call sent to /v1/{call}", code="invalid_request")
-        return await _accept([_merged(body, None, call)], principal, settings, producer, _now_ms(clock))
+        return await _accept([_merged(body, None, call)], principal, settings, producer, epoch_ms(clock()))
 
     post_call.__name__ = f"post_{call}"
     post_call.__doc__ = f"One Segment {call} call, as the SDKs' single-call methods send it."

@@ -36,7 +36,9 @@ __all__ = [
     "EventKind",
     "InvalidEvent",
     "UsageEvent",
+    "check_encoded_size",
     "check_not_future",
+    "check_time_not_future",
     "encode_event",
     "parse_event",
     "parse_event_time",
@@ -559,10 +561,22 @@ def check_not_future(event: UsageEvent, now_ms: int, max_future_ms: int) -> None
     Raises:
         InvalidEvent: On ``timestamp``, naming the bound.
     """
-    if event.occurred_at_ms > now_ms + max_future_ms:
+    check_time_not_future(event.occurred_at_ms, now_ms, max_future_ms)
+
+
+def check_time_not_future(occurred_at_ms: int, now_ms: int, max_future_ms: int) -> None:
+    """:func:`check_not_future` of a bare timestamp (of an :class:`Unattributed` message, say)."""
+    if occurred_at_ms > now_ms + max_future_ms:
         raise InvalidEvent(
             "timestamp", f"more than {max_future_ms // 1000}s in the future of the receiver's clock"
         )
+
+
+def check_encoded_size(raw: bytes) -> bytes:
+    """``raw`` if a consumer of the topic would read it, else InvalidEvent on ``$`` naming the bound."""
+    if len(raw) > MAX_EVENT_BYTES:
+        raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
+    return raw
 
 
 def encode_event(e: UsageEvent) -> bytes:
@@ -591,6 +605,4 @@ def encode_event(e: UsageEvent) -> bytes:
         },
         option=orjson.OPT_SORT_KEYS,
     )
-    if len(raw) > MAX_EVENT_BYTES:
-        raise InvalidEvent("$", f"larger than {MAX_EVENT_BYTES} bytes")
-    return raw
+    return check_encoded_size(raw)
