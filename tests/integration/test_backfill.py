@@ -20,12 +20,18 @@ from tests.integration.pipeline import make_topics, now_ms
 from tests.integration.workers import REPO, WorkerFactory
 
 PARTITIONS = 3
+# 1970-01-01 was a Thursday: Mondays are 4 days into each week counted from the epoch.
+_MONDAY = 4 * DAY_MS
 RULES = "[alerts]\nquiet_after_days = 2\n[onboarding]\ndays = 5\n"
 
 
 def _history(path: Path, days: int) -> int:
-    """A seeded simulated history of ``days`` days that ended an hour ago; the number of events."""
-    start = (now_ms() - days * DAY_MS - 3_600_000) // 1000 * 1000
+    """A seeded simulated history of ``days`` days that ended in the last week; the number of events.
+
+    It starts on a Monday at midnight UTC: the simulation's rhythm follows the time of day and the
+    weekday, so the same seed then gives the same history (and alerts) whatever the day of the run."""
+    week = 7 * DAY_MS
+    start = (now_ms() - days * DAY_MS - week) // week * week + _MONDAY
     sim = Simulation(make_accounts(40, 5, start, days * DAY_MS), 5, start)
     lines = [orjson.dumps(e) for e in sim.until(start + days * DAY_MS)]
     path.write_bytes(b"\n".join(lines) + b"\n")
