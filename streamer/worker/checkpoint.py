@@ -30,6 +30,7 @@ from streamer.kafka.batches import BatchProducer, Record, send_in_batches
 from streamer.kafka.partitioner import partition_of
 from streamer.worker import metrics
 from streamer.worker.processor import BatchOutput, PartitionProcessor, dead_letter
+from streamer.worker.resends import with_source
 
 __all__ = ["Checkpoint", "OffsetAcker", "OutputTopics", "TopicPartition", "WritableStore"]
 
@@ -114,10 +115,13 @@ class Checkpoint:
                 t.dlq, partition, [dead_letter(rec, reason, t.events) for rec, reason in out.dead_letters]
             )
             by_target: dict[int, list[Record]] = {}
+            # Each says where it was read, so that a copy re-sent again after a crash counts once.
             for rec, target in out.rekeyed:
-                by_target.setdefault(target, []).append((None, rec.value, rec.headers))
+                headers = with_source(rec.headers, partition, rec.offset, out.source_floor)
+                by_target.setdefault(target, []).append((None, rec.value, headers))
             for rec, target, account, value in out.attributed:
-                by_target.setdefault(target, []).append((account.encode(), value, rec.headers))
+                headers = with_source(rec.headers, partition, rec.offset, out.source_floor)
+                by_target.setdefault(target, []).append((account.encode(), value, headers))
             for target, records in sorted(by_target.items()):
                 await send(t.events, target, records)
             if out.user_links and t.users:

@@ -120,6 +120,10 @@ class BatchHandler:
         """Apply one partition's part of a fetch (events or clock ticks) in memory."""
         proc = self.processor(tp.partition)
         store = self.store_for(tp.partition)
+        # What the partition re-sends says how far its source is committed (streamer.worker.resends).
+        proc.source_floor = (
+            self.consumer.committed(TopicPartition(self.settings.events_topic, tp.partition)) or 0
+        )
         if tp.topic == self.settings.clock_topic:
             clock_ms = newest_usable((Tick.decode(rec.value) for rec in fetched), proc.last_offset + 1)
             return BatchOutput() if clock_ms is None else proc.tick(clock_ms, store, now_ms)

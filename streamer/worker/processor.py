@@ -58,6 +58,7 @@ from streamer.core.state import (
     peek_state,
 )
 from streamer.core.users import UserDirectory
+from streamer.worker.resends import ResendLog, read_source
 
 log = logging.getLogger("churnwatch.worker")
 
@@ -68,6 +69,11 @@ SETTLE_BUDGET = 500
 # The store key of a partition's activity (streamer.core.partition). Longer than any account id
 # (at most 128 characters), so it can never be one.
 ACTIVITY_KEY_PREFIX = "#" * 129 + "partition-activity-"
+
+
+def resends_key(partition: int) -> str:
+    """The store key of the partition's :class:`ResendLog` (under the same never-an-account prefix)."""
+    return f"{ACTIVITY_KEY_PREFIX}resends-{partition}"
 
 
 def activity_key(partition: int) -> str:
@@ -131,6 +137,8 @@ class BatchOutput:
     # dead-lettered at last): held ones are not committable until released.
     held: set[int] = field(default_factory=set)
     released: list[int] = field(default_factory=list)
+    # The source partition's committed offset when the re-sends above were made (see resends.py).
+    source_floor: int = 0
     encoded_alerts: list[tuple[Alert, bytes]] = field(default_factory=list)
     health: list[tuple[str, bytes]] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
@@ -152,6 +160,7 @@ class BatchOutput:
         self.user_links += other.user_links
         self.held |= other.held
         self.released += other.released
+        self.source_floor = max(self.source_floor, other.source_floor)
         self.encoded_alerts += other.encoded_alerts
         self.health += other.health
         self.outcomes.update(other.outcomes)
@@ -241,6 +250,10 @@ class PartitionProcessor:
         self.isolate = isolate
         self.activity = self._with_gap_rules(PartitionActivity())
         self._activity_dirty = False
+        # Re-sent records applied here, by source position (exactly once across crashes).
+        self.resends = ResendLog()
+        # This partition's committed offset, as the adapter last knew it: what it re-sends says so.
+        self.source_floor = 0
         self._ctx = Context()
         self._ctx_key: tuple[int | None, int, int] = (None, 0, 0)
 
@@ -307,6 +320,12 @@ class PartitionProcessor:
                     log.error(
                         "the stored activity of partition %d is unreadable; it starts afresh", self.partition
                     )
+            stored_resends = store.get(resends_key(self.partition))
+            if stored_resends is not None:
+                try:
+                    self.resends = ResendLog.decode(stored_resends)
+                except ValueError:
+                    log.error("the stored resend log of partition %d is unreadable", self.partition)
             self._loader = iter(store.scan())
         budget = self.load_budget
         for n, (account_id, raw) in enumerate(self._loader, 1):
@@ -358,7 +377,7 @@ class PartitionProcessor:
 
     def flush_due(self, now_wall_ms: int) -> bool:
         """Whether changed states should be flushed now (see the constructor)."""
-        if not self._dirty:
+        if not self._dirty and not self.resends.dirty:
             return False
         return (
             now_wall_ms - self._last_flush_wall_ms >= self.flush_interval_ms
@@ -372,6 +391,10 @@ class PartitionProcessor:
         store then holds everything up to each account's applied offset.
         """
         writes = {}
+        # The log first: stored with an account state it covers, a duplicate re-send never counts.
+        if self.resends.dirty:
+            writes[resends_key(self.partition)] = self.resends.encode()
+            self.resends.dirty = False
         for account_id in self._dirty:
             state = self._cache[account_id]
             # Possibly earlier than the state's real next due point (see _schedule): harmless, it pops,
@@ -427,7 +450,7 @@ class PartitionProcessor:
         and checked (the backtest parses once for its own figures too).
         """
         self.ensure_loaded(store)
-        out = BatchOutput()
+        out = BatchOutput(source_floor=self.source_floor)
         touched: dict[str, AccountState] = {}
         changed: set[str] = set()  # accounts whose events were counted (or facts applied)
         for i, rec in enumerate(records):
@@ -454,6 +477,11 @@ class PartitionProcessor:
                 # Keyed by something other than the account id: its state lives elsewhere.
                 out.rekeyed.append((rec, target))
                 out.outcomes["rekeyed"] += 1
+                continue
+            source = read_source(rec.headers) if rec.headers else None
+            if source is not None and not self.resends.first(source, rec.offset):
+                # Re-sent again after a crash of the worker that read it first (resends.py).
+                out.outcomes["duplicate"] += 1
                 continue
             if self.users is not None and links_user(event) and event.user_id is not None:
                 if self.users.link(event.user_id, event.account_id):
@@ -519,7 +547,7 @@ class PartitionProcessor:
     def tick(self, clock_ms: int, store: StateStore, now_wall_ms: int) -> BatchOutput:
         """Advance the clock of a caught-up partition, fire what became due, publish what waits."""
         self.ensure_loaded(store)
-        out = BatchOutput()
+        out = BatchOutput(source_floor=self.source_floor)
         touched: dict[str, AccountState] = {}
         self._advance_clock(clock_ms, out)
         self._fire_due(touched, store, out)

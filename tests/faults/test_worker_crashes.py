@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from streamer.kafka.partitioner import kafka_partitioner
 from tests.faults.traffic import DAY_MS, History, PacedProducer, replay, simulated_history, wait_streamed
-from tests.integration.kafkautil import committed, wait_until
+from tests.integration.kafkautil import committed, read_all, wait_until
 from tests.integration.pipeline import (
     AlertSeen,
     alerts,
@@ -309,3 +312,114 @@ async def test_second_worker_joins_mid_stream_then_the_first_is_killed(
             second, "churnwatch_events_total", outcome="replayed"
         )
     assert seen <= explained, sorted(seen - explained)[:10]
+
+
+def _keyed_by_user(history: History) -> tuple[History, int, dict[str, str]]:
+    """The history as an app instrumented with Segment sends it through RudderStack's Kafka destination:
+    each user's group call first, then half the usage events (the same half for a re-sent copy) as
+    tracks naming only their user, and every message keyed by its user. Also the number of tracks, and
+    each user's account."""
+    users: dict[str, str] = {}
+    records: list[tuple[bytes, bytes]] = []
+    tracks = 0
+    for key, value in history.records:
+        doc = orjson.loads(value)
+        user = doc.get("user_id")
+        if user is None:  # the account's own facts, keyed by it
+            records.append((key, value))
+            continue
+        users.setdefault(user, doc["account_id"])
+        if zlib.crc32(doc["event_id"].encode()) % 2:
+            records.append((key, value))
+            continue
+        message = {
+            "type": "track",
+            "userId": user,
+            "event": doc["event"],
+            "messageId": doc["event_id"],
+            "timestamp": doc["timestamp"],
+        }
+        records.append((user.encode(), orjson.dumps(message)))
+        tracks += 1
+    start = min(orjson.loads(v)["timestamp"] for _, v in history.records)
+    groups = [
+        (
+            user.encode(),
+            orjson.dumps(
+                {
+                    "type": "group",
+                    "userId": user,
+                    "groupId": account,
+                    "messageId": f"g-{user}",
+                    "timestamp": start,
+                }
+            ),
+        )
+        for user, account in users.items()
+    ]
+    return dataclasses.replace(history, records=groups + records), tracks, users
+
+
+@pytest.mark.timeout(900)
+async def test_sigkill_three_times_while_half_the_events_name_only_their_user(
+    kafka_bootstrap: str,
+    topic_factory: Any,
+    worker_factory: WorkerFactory,
+    unique_id: str,
+    tmp_path: Path,
+    figures: dict[str, Any],
+) -> None:
+    """SIGKILL the worker three times while it attributes messages to accounts through the user map
+
+    60,000 usage events of 12 simulated accounts (20 days of history, about 1% re-sent with the same id),
+    half of them Segment tracks that name only their user, keyed by user, after each user's group call,
+    produced as a live stream over 40 s. The worker re-sends each such track to its account's
+    partition; a kill between that re-send and the commit makes the restarted worker re-send it again,
+    hundreds of the account's events later (beyond its recent event ids). The worker is killed with
+    SIGKILL at three random points of the stream and restarted with the same state directory. Held
+    means: each account counts exactly its distinct events, nothing is dead-lettered, and the kills did
+    cause second copies of re-sent records.
+    """
+    history, tracks, users = _keyed_by_user(_history(60_000, 12))
+    topics = await make_topics(topic_factory, PARTITIONS)
+    rules = str(rules_file(tmp_path, QUIET_DAYS * 86400.0))
+    figures["records (group calls, tracks naming only their user)"] = [
+        len(history.records),
+        len(users),
+        tracks,
+    ]
+    group = f"users-{unique_id}"
+    worker = worker_factory.create(topics, PARTITIONS, group, rules_file=rules)
+    await worker.start()
+    await worker.wait_ready()
+    stream = PacedProducer(kafka_bootstrap, topics["events"], list(history.records), 40)
+    kills = []
+    try:
+        stream.start()
+        for point in sorted(random.Random().uniform(0.15, 0.85) for _ in range(3)):
+            await wait_streamed(stream, point, 120)
+            kills.append(round(stream.fraction(), 3))
+            await worker.kill()
+            await worker.start()
+            await worker.wait_ready()
+        await stream.wait()
+    finally:
+        await stream.stop()
+    figures["kills (fraction of the stream produced)"] = kills
+
+    await _wait_exact(kafka_bootstrap, group, history, 600, figures)
+    resent = [
+        dict(r.headers).get("churnwatch.resent-from")
+        for r in await read_all(kafka_bootstrap, topics["events"])
+    ]
+    positions = [h.rsplit(b":", 1)[0] for h in resent if h is not None]
+    figures["re-sent records (copies, source positions)"] = [len(positions), len(set(positions))]
+    figures["duplicates dropped after the last restart"] = metric(
+        worker, "churnwatch_events_total", outcome="duplicate"
+    )
+    # Re-sent: every track, and the group calls read from a partition other than their account's.
+    partition_for = kafka_partitioner(PARTITIONS)
+    rekeyed = sum(partition_for(user) != partition_for(account) for user, account in users.items())
+    assert len(set(positions)) == tracks + rekeyed
+    assert len(positions) > len(set(positions)), "no kill fell between a re-send and its commit"
+    assert await read_all(kafka_bootstrap, topics["dlq"]) == []

@@ -87,8 +87,11 @@ async def test_outputs_go_where_consumers_expect_them() -> None:
     assert headers["trace"] == b"t1"
     assert headers["churnwatch.source"] == b"events/0@2"
     assert headers["churnwatch.error"].startswith(b"$: not valid JSON: ")
-    # The re-keyed event goes, unkeyed and unchanged, to the partition its account belongs to.
-    assert rig.producer.topics[("events", 1)] == [(None, records[1].value, ())]
+    # The re-keyed event goes, unkeyed and unchanged, to the partition its account belongs to, saying
+    # where it was read (partition 0, offset 1) and how far that partition was committed (not at all).
+    assert rig.producer.topics[("events", 1)] == [
+        (None, records[1].value, (("churnwatch.resent-from", b"0:1:0"),))
+    ]
     (alert,) = rig.producer.topics[("alerts", 0)]
     assert alert[0] == b"acme" and alert[2] == (("churnwatch.kind", b"account_quiet"),)
     assert orjson.loads(alert[1] or b"")["detected_at"] == "2026-03-03T09:00:00.000Z"

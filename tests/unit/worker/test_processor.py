@@ -17,6 +17,7 @@ from streamer.worker.processor import (
     Record,
     dead_letter,
 )
+from streamer.worker.resends import read_source, with_source
 
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
 QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"
@@ -315,3 +316,41 @@ def test_a_change_too_small_to_publish_is_published_once_the_account_has_settled
     [(account, snapshot)] = settled.health
     assert account == "acme" and sum(orjson.loads(snapshot)["daily"]["events"]) == 2
     assert proc.tick(T0 + 20_000, store, T0 + 20_000).health == []  # once
+
+
+def test_a_message_re_sent_twice_across_a_crash_counts_once_however_many_events_come_between() -> None:
+    """The worker that attributed a message crashed before committing it: its successor re-sends it. The
+    copies arrive 200 of the account's events apart, beyond its 64 recent event ids, and across a restart
+    of the receiving processor."""
+    source, _ = attributing()
+    source.source_floor = 40  # the source partition's committed offset
+    group = Record(0, 40, b"u1", segment("g1", "u1", T0, "acme", kind="group"))
+    out = source.process([group, Record(0, 41, b"u1", segment("t1", "u1", T0 + 1))], Store(), T0 + 10)
+    [(rec, _, account, value)] = out.attributed
+    resent = Record(
+        0, 500, account.encode(), value, with_source(rec.headers, 0, rec.offset, out.source_floor)
+    )
+    assert read_source(resent.headers) == (0, 41, 40)
+
+    proc, store = processor(), Store()
+    others = [Record(0, 501 + i, b"acme", event("acme", f"e{i}", T0 + 2 + i)) for i in range(200)]
+    apply(proc, store, [resent, *others], T0 + 1000)
+    # The receiving worker restarts; the source's successor re-sends offset 41 (its floor unchanged).
+    copy = Record(0, 701, resent.key, resent.value, resent.headers)
+    out = apply(processor(), store, [copy], T0 + 2000)
+
+    assert out.outcomes["duplicate"] == 1 and out.outcomes["counted"] == 0
+    state = decode_state(store.data["acme"])
+    assert sum(b.events for b in state.days.values()) == 201
+
+
+def test_a_replay_of_the_receiving_partition_is_not_taken_for_a_second_copy() -> None:
+    proc, store = processor(), Store()
+    headers = (("churnwatch.resent-from", b"1:7:0"),)
+    resent = Record(0, 3, b"acme", event("acme", "t7", T0), headers)
+    proc.process([resent], store, T0)
+    # Crash after the resend log was stored, before the account's state was: the record is read again.
+    store.data.update({k: v for k, v in proc.flush(T0).items() if k != "acme"})
+    out = apply(processor(), store, [resent], T0 + 10)
+    assert out.outcomes["counted"] == 1 and out.outcomes["duplicate"] == 0
+    assert sum(b.events for b in decode_state(store.data["acme"]).days.values()) == 1
