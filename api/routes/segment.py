@@ -117,6 +117,8 @@ def _merged(message: Any, shared_context: Any, call: str | None) -> Any:
     """One message as the event parser reads it: its call type, the batch's context under its own."""
     if not isinstance(message, Mapping):
         return message
+    if not isinstance(shared_context, Mapping) and (call is None or "type" in message):
+        return message  # as it is (the SDKs put the context in each message): no copy
     out = dict(message)
     if call is not None and "type" not in out:
         out["type"] = call

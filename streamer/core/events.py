@@ -26,7 +26,6 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 __all__ = [
     "MAX_EVENT_BYTES",
@@ -268,47 +267,19 @@ def _parse_native(d: Mapping[str, Any]) -> UsageEvent:
     return UsageEvent(event_id, account_id, name, occurred, user_id, props, active, kind)
 
 
-_Id = Field(default=None, min_length=1, max_length=MAX_LEN)
+def _segment_field(d: Mapping[str, Any], key: str, path: str) -> str | None:
+    """An optional id of a Segment message: absent or null, else a string of 1..MAX_LEN characters."""
+    v = d.get(key)
+    return None if v is None else _checked_str(v, path)
 
 
-class _SegmentContext(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    groupId: str | None = _Id  # noqa: N815 - Segment spelling
-    active: bool | None = None
-
-
-class _SegmentMessage(BaseModel):
-    model_config = ConfigDict(extra="allow", strict=True)
-
-    type: str
-    messageId: str = Field(min_length=1, max_length=MAX_LEN)  # noqa: N815
-    event: str | None = _Id
-    userId: str | None = _Id  # noqa: N815
-    anonymousId: str | None = _Id  # noqa: N815
-    groupId: str | None = _Id  # noqa: N815
-    timestamp: Any = None
-    originalTimestamp: Any = None  # noqa: N815
-    properties: dict[str, Any] | None = None
-    traits: dict[str, Any] | None = None
-    context: _SegmentContext | None = None
-
-
-_PYDANTIC_RULES = {
-    "missing": "required",
-    "string_type": "must be a string",
-    "string_too_short": _LEN_RULE,
-    "string_too_long": _LEN_RULE,
-    "dict_type": "must be an object",
-    "model_type": "must be an object",
-    "bool_type": "must be a boolean",
-}
-
-
-def _from_pydantic(err: ValidationError) -> InvalidEvent:
-    first = err.errors(include_url=False)[0]
-    path = ".".join(str(p) for p in first["loc"]) or "$"
-    return InvalidEvent(path, _PYDANTIC_RULES.get(first["type"], str(first["msg"]).lower()))
+def _segment_object(d: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
+    v = d.get(key)
+    if v is None:
+        return None
+    if type(v) is not dict and not isinstance(v, Mapping):
+        raise InvalidEvent(path, "must be an object")
+    return v
 
 
 def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
@@ -319,54 +290,69 @@ def _parse_segment(d: Mapping[str, Any]) -> UsageEvent:
             "type",
             f"unsupported Segment type {seg_type!r}; expected one of " + ", ".join(sorted(_SEGMENT_TYPES)),
         )
-    try:
-        msg = _SegmentMessage.model_validate(d)
-    except ValidationError as err:
-        raise _from_pydantic(err) from None
-    ctx = msg.context
-    account_id = (ctx.groupId if ctx is not None else None) or msg.groupId
-    traits = msg.traits
-    if traits is None and ctx is not None and isinstance((ctx.model_extra or {}).get("traits"), dict):
-        traits = (ctx.model_extra or {})["traits"]  # where RudderStack's SDKs put an identify's traits
-    if account_id is None and msg.type == "identify":
-        account_id = _traits_account(traits)
-    if msg.timestamp is not None:
-        occurred = parse_event_time(msg.timestamp, "timestamp")
-    elif msg.originalTimestamp is not None:
-        occurred = parse_event_time(msg.originalTimestamp, "originalTimestamp")
+    # Field by field, in the order of Segment's spec: the first field at fault is the one reported.
+    if "messageId" not in d:
+        raise InvalidEvent("messageId", "required")
+    message_id = _checked_str(d["messageId"], "messageId")
+    event = _segment_field(d, "event", "event")
+    user = _segment_field(d, "userId", "userId")
+    anonymous = _segment_field(d, "anonymousId", "anonymousId")
+    group = _segment_field(d, "groupId", "groupId")
+    properties = _segment_object(d, "properties", "properties")
+    traits = _segment_object(d, "traits", "traits")
+    ctx = _segment_object(d, "context", "context")
+    ctx_group: str | None = None
+    active = True
+    if ctx is not None:
+        ctx_group = _segment_field(ctx, "groupId", "context.groupId")
+        ctx_active = ctx.get("active")
+        if ctx_active is not None and type(ctx_active) is not bool:
+            raise InvalidEvent("context.active", "must be a boolean")
+        active = ctx_active is not False
+    account_id = ctx_group or group
+    if seg_type == "group" or seg_type == "identify":
+        if traits is None and ctx is not None:
+            in_context = ctx.get("traits")
+            if type(in_context) is dict:
+                traits = in_context  # where RudderStack's SDKs put an identify's traits
+        if account_id is None and seg_type == "identify":
+            account_id = _traits_account(traits)
+    timestamp = d.get("timestamp")
+    if timestamp is not None:
+        occurred = parse_event_time(timestamp, "timestamp")
+    elif d.get("originalTimestamp") is not None:
+        occurred = parse_event_time(d["originalTimestamp"], "originalTimestamp")
     else:
         raise InvalidEvent("timestamp", "required: timestamp or originalTimestamp")
     props: Mapping[str, Any]
     prefix = "properties"
-    if msg.type == "track":
-        if msg.event is None:
+    if seg_type == "track":
+        if event is None:
             raise InvalidEvent("event", "required for Segment track calls")
-        name = msg.event
+        name = event
         kind = _KIND_BY_NAME.get(name, EventKind.ACTIVITY)
-        props = msg.properties or {}
-    elif msg.type in ("group", "identify"):
-        name = msg.type
+        props = properties or {}
+    elif seg_type == "group" or seg_type == "identify":
+        name = seg_type
         # A group call describes the account itself, so it is the Segment form of account_updated.
         kind = EventKind.ACCOUNT_UPDATED if name == "group" else EventKind.ACTIVITY
         props, prefix = traits or {}, "traits"
     else:
-        name, kind = msg.type, EventKind.ACTIVITY
-        props = msg.properties or {}
+        name, kind = seg_type, EventKind.ACTIVITY
+        props = properties or {}
     if props:
         _check_json(props, prefix)
     if kind is not EventKind.ACTIVITY:
         _validate_reserved(kind, props, prefix)
-    active = not (ctx is not None and ctx.active is False)
-    user_id = msg.userId or msg.anonymousId
     if account_id is None:
-        users = tuple(u for u in (msg.userId, msg.anonymousId) if u is not None)
-        if not users or msg.type == "group":
+        users = tuple(u for u in (user, anonymous) if u is not None)
+        if not users or seg_type == "group":
             raise InvalidEvent(
                 "context.groupId",
                 "required: Segment messages need context.groupId or groupId to name the account",
             )
         raise Unattributed(users, d, occurred)
-    return UsageEvent(msg.messageId, account_id, name, occurred, user_id, props, active, kind)
+    return UsageEvent(message_id, account_id, name, occurred, user or anonymous, props, active, kind)
 
 
 def _traits_account(traits: Mapping[str, Any] | None) -> str | None:
