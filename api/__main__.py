@@ -11,6 +11,7 @@ from api.app import create_app
 from api.server import http_protocol
 from api.settings import ApiSettings
 from streamer.cliutil import parser_for
+from streamer.gctuning import tune_gc
 from streamer.logfilter import rate_limit_logging
 
 DESCRIPTION = """\
@@ -29,8 +30,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     # A broker outage made aiokafka log the same errors thousands of times a second.
     rate_limit_logging()
+    app = create_app(settings)
+    tune_gc()
     uvicorn.run(
-        create_app(settings),
+        app,
         host=args.host or settings.api_host,
         port=args.port or settings.api_port,
         # uvicorn's loggers keep no handlers of their own: they go through the root logger set up
@@ -39,6 +42,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         log_level=settings.log_level.lower(),
         access_log=False,
         http=http_protocol(settings.head_timeout_s),
+        loop="uvloop",
     )
 
 

@@ -1,4 +1,4 @@
-"""uvicorn's HTTP/1.1 protocol with a deadline for the request head.
+"""uvicorn's HTTP/1.1 protocol (httptools, its C parser) with a deadline for the request head.
 
 uvicorn times out a keep-alive connection only after a response; a connection that never sends a
 complete request head (opened and left idle, or sending its headers a byte at a time) was kept
@@ -10,28 +10,32 @@ request head: after the connection is made and after each response.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
-class HeadTimeoutH11Protocol(H11Protocol):
-    """H11Protocol that closes connections which do not send a complete request head in time."""
+class HeadTimeout:
+    """Mixin for uvicorn's protocols: close connections which do not send a complete request head in time."""
 
     head_timeout_s: float = 10.0
     _head_timer: asyncio.TimerHandle | None = None
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    cycle: Any
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
         self._arm_head_timer()
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # type: ignore[misc]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._head_timer is not None:
             self._head_timer.cancel()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -44,6 +48,10 @@ class HeadTimeoutH11Protocol(H11Protocol):
             self.transport.close()
 
 
-def http_protocol(head_timeout_s: float) -> type[HeadTimeoutH11Protocol]:
+class HeadTimeoutProtocol(HeadTimeout, HttpToolsProtocol):  # type: ignore[misc]  # narrowed transport, as in the base
+    """uvicorn's httptools protocol (its C parser) with the head timeout."""
+
+
+def http_protocol(head_timeout_s: float) -> type[HeadTimeoutProtocol]:
     """The protocol class for uvicorn's ``http`` option, with this head timeout."""
-    return type("HeadTimeoutH11Protocol", (HeadTimeoutH11Protocol,), {"head_timeout_s": head_timeout_s})
+    return type("HeadTimeoutProtocol", (HeadTimeoutProtocol,), {"head_timeout_s": head_timeout_s})

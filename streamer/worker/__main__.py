@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Sequence
@@ -13,6 +12,7 @@ from prometheus_client import start_http_server
 
 from streamer.cliutil import parser_for, quiet_logger
 from streamer.core.policy import PolicyError, load_policy
+from streamer.gctuning import tune_gc
 from streamer.kafka.topics import TopicMismatchError
 from streamer.logfilter import rate_limit_logging
 from streamer.worker import metrics
@@ -28,20 +28,6 @@ DESCRIPTION = """\
 Run a churnwatch worker: consume usage events, keep each account's state, publish health snapshots
 and alerts. Creates its topics when missing. Scale out with partitions and more workers (same
 CHURNWATCH_APP_ID). Stops on SIGTERM or SIGINT after committing what it processed."""
-
-
-def tune_gc() -> None:
-    """Keep Python's garbage collector from pausing the worker for hundreds of milliseconds.
-
-    The worker holds many long-lived objects (account states, the schedule) and allocates thousands per
-    batch. With the default thresholds (700, 10, 10) young collections ran several times per batch and
-    full ones rescanned every state as accounts were created: pauses of 100-400 ms, the tail of event →
-    health at 2,000 events/s (p99 269-343 ms, 73-91 ms after this; bench/README.md). Objects made during
-    start-up are frozen out of collection, young ones are collected every 50,000 allocations, and full
-    collections are rare (states are not garbage; the cycles the worker makes are few and short-lived).
-    """
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:

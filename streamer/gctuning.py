@@ -1,0 +1,21 @@
+"""Garbage-collector settings for the long-running processes (worker and API)."""
+
+from __future__ import annotations
+
+import gc
+
+
+def tune_gc() -> None:
+    """Keep Python's garbage collector from pausing a process for tens or hundreds of milliseconds.
+
+    Both processes hold many long-lived objects (the worker's account states and schedule, the API's
+    application and its cached snapshots) and allocate thousands per batch or request body. With the
+    default thresholds (700, 10, 10) young collections ran several times per batch and full ones
+    rescanned every long-lived object: in the worker, pauses of 100-400 ms and the tail of event →
+    health at 2,000 events/s (p99 269-343 ms, 73-91 ms after this); in the API, decoding one Segment
+    batch of 1,000 messages took a quarter of its request time (bench/README.md). Objects made during
+    start-up are frozen out of collection, young ones are collected every 50,000 allocations, and full
+    collections are rare (the cycles these processes make are few and short-lived).
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
