@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 def calls(client: Any, account: str) -> None:
     """What a product app sends: group calls, then tracks and a page naming only their user (as most
     apps send them), one with context.groupId, an identify naming the account in its traits, and a
-    track of a user no group call ever names. Users belong to one account: ids are prefixed by it."""
+    track of a user no group call ever names, and a track the API refuses. Users belong to one account:
+    ids are prefixed by it."""
     u = [f"{account}-u{i}" for i in range(3)]
     for user in u[:2]:
         client.group(user_id=user, group_id=account, traits={"name": f"{account} Inc", "plan": "pro"})
@@ -37,6 +39,9 @@ def calls(client: Any, account: str) -> None:
     client.page(user_id=u[1], name="Pricing")
     client.identify(user_id=u[2], traits={"email": "u2@example.com", "groupId": account})
     client.track(user_id=f"orphan-{account}", event="Orphan")
+    # Invalid (dated a day ahead): refused on its own in the batch's answer, the rest stored.
+    ahead = datetime.now(UTC) + timedelta(days=1)
+    client.track(user_id=u[1], event="From The Future", timestamp=ahead, context={"groupId": account})
 
 
 async def health(url: str, account: str, events: int) -> dict[str, Any]:
@@ -92,7 +97,9 @@ async def test_segment_and_rudderstack_sdks_send_batches_that_come_back_as_exact
     finally:
         await api.stop()
 
-    # The orphans: each dead-lettered once its wait was over, saying what to send.
+    # The orphans: each dead-lettered once its wait was over, saying what to send. Nothing else is: the
+    # track dated ahead was refused by the API (had it been stored, the worker would have dead-lettered
+    # it at once, before any orphan's wait was over), and the SDKs saw 200 for its batch.
     orphans = await consume_until(kafka_bootstrap, topics["dlq"], lambda recs: len(recs) >= 3, 30)
     reasons = sorted(dict(r.headers)["churnwatch.error"].decode() for r in orphans)
     assert reasons == [
