@@ -119,6 +119,7 @@ demo: install kafka-up ## Start Kafka, a simulator with 35 days of history, the 
 	@echo "                 (or open http://127.0.0.1:$(API_PORT)/dashboard and paste the demo key)"
 	@echo "  demo API key   $$(cat .local/demo-api-key)   (Authorization: Bearer <key>)"
 	@echo "  API docs       http://127.0.0.1:$(API_PORT)/docs   (liveness: /healthz)"
+	@echo "  Segment SDKs   host http://127.0.0.1:$(API_PORT), write key: the demo key (README: Segment and RudderStack SDKs)"
 	@echo "  try            curl -H \"Authorization: Bearer $$(cat .local/demo-api-key)\" '127.0.0.1:$(API_PORT)/v1/accounts?band=poor'"
 	@echo "  worker metrics http://127.0.0.1:$(WORKER_METRICS_PORT)/metrics   (API metrics: /metrics on the API port)"
 	@echo "  logs           .local/run/{worker,api,simulator}.log   (Kafka: deploy/kafka/kafka.sh logs)"
