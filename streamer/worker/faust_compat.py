@@ -74,6 +74,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
     batch_topics: frozenset[str] = frozenset()
     on_batch: FetchHandler | None = None
 
+    async def _commit(self, offsets: Mapping[TP, int]) -> bool:
+        # Faust records every commit as done, even one a rebalance refused (it returns False):
+        # ``confirmed`` keeps only those the broker took.
+        done = bool(await super()._commit(offsets))
+        if done:
+            confirmed = self.__dict__.setdefault("confirmed_offsets", {})
+            for tp, offset in offsets.items():
+                confirmed[tp] = max(offset, confirmed.get(tp, offset))
+        return done
+
     async def _drain_messages(self, fetcher: Any) -> None:
         stopped = self._stopped.is_set
         fetcher_stopped = fetcher._stopped.is_set
@@ -326,6 +336,10 @@ class FaustConsumerView(ConsumerView):
 
     def committed(self, tp: Any) -> int | None:
         value = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        return None if value is None else int(value)
+
+    def confirmed(self, tp: Any) -> int | None:
+        value = getattr(self.app.consumer, "confirmed_offsets", {}).get(tp)
         return None if value is None else int(value)
 
 

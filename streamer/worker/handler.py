@@ -53,6 +53,14 @@ class ConsumerView:
         """The committed offset of ``tp``, or None."""
         raise NotImplementedError
 
+    def confirmed(self, tp: Any) -> int | None:
+        """The last offset of ``tp`` a commit by this process succeeded with, or None.
+
+        ``committed`` may run ahead of the broker (Faust records a commit a rebalance refused); what a
+        partition's re-sends say about its source (:mod:`streamer.worker.resends`) must not.
+        """
+        return self.committed(tp)
+
 
 def _exit_for_replay() -> NoReturn:
     logging.shutdown()
@@ -122,7 +130,7 @@ class BatchHandler:
         store = self.store_for(tp.partition)
         # What the partition re-sends says how far its source is committed (streamer.worker.resends).
         proc.source_floor = (
-            self.consumer.committed(TopicPartition(self.settings.events_topic, tp.partition)) or 0
+            self.consumer.confirmed(TopicPartition(self.settings.events_topic, tp.partition)) or 0
         )
         if tp.topic == self.settings.clock_topic:
             clock_ms = newest_usable((Tick.decode(rec.value) for rec in fetched), proc.last_offset + 1)

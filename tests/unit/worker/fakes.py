@@ -130,8 +130,13 @@ class FakeConsumer(ConsumerView):
     def highwater(self, tp: Any) -> int | None:
         return self.highwaters.get(tp)
 
+    confirms: dict[TP, int] | None = None  # as committed unless a test sets them apart
+
     def committed(self, tp: Any) -> int | None:
         return self.commits.get(tp)
+
+    def confirmed(self, tp: Any) -> int | None:
+        return self.commits.get(tp) if self.confirms is None else self.confirms.get(tp)
 
 
 @dataclass(frozen=True)

@@ -171,3 +171,15 @@ async def test_in_event_mode_a_caught_up_partition_is_committed_not_ticked(tmp_p
     await rig.handler.tick_idle()
     assert rig.producer.values(CLOCK, 0) == []
     assert rig.acker.acked == {TP(EVENTS, 0): [0, 1, 2, 3]}
+
+
+async def test_a_re_sent_record_states_the_offset_the_broker_took_not_the_one_faust_recorded(
+    tmp_path: Path,
+) -> None:
+    rig = Rig(tmp_path)
+    # Faust recorded a commit of 40 that a rebalance refused; the broker last took 30.
+    rig.consumer.commits[TP(EVENTS, 0)] = 40
+    rig.consumer.confirms = {TP(EVENTS, 0): 30}
+    await rig.handler.handle({TP(EVENTS, 0): events(0, 41, 1, "elsewhere-1")})
+    [(_, _, headers)] = rig.producer.topics[(EVENTS, 1)]
+    assert headers == (("churnwatch.resent-from", b"0:41:30"),)
