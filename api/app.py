@@ -23,7 +23,7 @@ from api.routes import accounts, alerts, dashboard, ingest, ops, portfolio, segm
 from api.settings import ApiSettings
 
 
-def reject_repeated_query_parameters(request: Request) -> None:
+async def reject_repeated_query_parameters(request: Request) -> None:
     """Every query parameter of this API takes one value; a repeated one is an error, not "the last wins".
 
     Raises:

@@ -16,25 +16,25 @@ from api.settings import ApiSettings
 Clock = Callable[[], datetime]
 
 
-def get_settings(request: Request) -> ApiSettings:
+async def get_settings(request: Request) -> ApiSettings:
     """The settings the app was built with."""
     settings: ApiSettings = request.app.state.settings
     return settings
 
 
-def get_read_model(request: Request) -> ReadModel:
+async def get_read_model(request: Request) -> ReadModel:
     """The app's read model."""
     model: ReadModel = request.app.state.read_model
     return model
 
 
-def get_producer(request: Request) -> EventProducer:
+async def get_producer(request: Request) -> EventProducer:
     """The app's event producer."""
     producer: EventProducer = request.app.state.producer
     return producer
 
 
-def get_clock(request: Request) -> Clock:
+async def get_clock(request: Request) -> Clock:
     """The app's clock (injectable, so tests fix "now")."""
     clock: Clock = request.app.state.clock
     return clock
