@@ -594,15 +594,36 @@ def section_state(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- API -----------------------------------------------------------------------------------------
 
+# Paced on a schedule, not by a fixed pause after each answer: request k is due at start + k / rate
+# (whichever connection is free takes it), so slower answers do not lower the rate offered. A fixed
+# pause of connections / rate after each answer capped the rate at connections / (pause + latency):
+# 939 req/s at 1.3 ms, 528 at 17.9 ms.
 LOOKUP_LUA = """
+local ffi = require("ffi")
+ffi.cdef[[ typedef struct {{ long tv_sec; long tv_nsec; }} cw_timespec;
+           int clock_gettime(int clk_id, cw_timespec *tp); ]]
+local ts = ffi.new("cw_timespec")
+local function now_ms()
+  ffi.C.clock_gettime(1, ts)
+  return tonumber(ts.tv_sec) * 1000 + tonumber(ts.tv_nsec) / 1e6
+end
 local n = {accounts}
 local key = "{key}"
+local interval = {interval_ms}
+local start, k = nil, 0
 math.randomseed(7)
 request = function()
   return wrk.format("GET", "/v1/accounts/acct-" .. string.format("%07d", math.random(0, n - 1)) .. "/health",
                     {{["Authorization"] = "Bearer " .. key}})
 end
-delay = function() return {delay_ms} end
+delay = function()
+  local t = now_ms()
+  if start == nil then start = t end
+  k = k + 1
+  local due = start + k * interval
+  if due <= t then return 0 end
+  return due - t
+end
 """
 
 INGEST_LUA = """
@@ -731,7 +752,7 @@ def section_api(args: argparse.Namespace) -> dict[str, Any]:
             time.sleep(0.5)
         conns, rate = 20, args.api_rate
         lookup = tmp / "lookup.lua"
-        lookup.write_text(LOOKUP_LUA.format(accounts=accounts, key=key, delay_ms=round(1000 * conns / rate)))
+        lookup.write_text(LOOKUP_LUA.format(accounts=accounts, key=key, interval_ms=1000 / rate))
         say(f"api: lookups at {rate} req/s for {args.api_seconds}s (wrk, {conns} connections, paced)")
         look = wrk(base, lookup, args.api_seconds, conns)
         body = tmp / "batch.json"
