@@ -18,6 +18,8 @@ log = logging.getLogger("churnwatch.api.producer")
 
 # How often the producer asks the broker for metadata to know whether it can still reach it.
 PROBE_INTERVAL_S = 2.0
+# Keys whose partition index is remembered (then forgotten all at once): about 10 MB at most.
+PARTITION_CACHE_MAX = 100_000
 
 
 class EventProducer(Protocol):
@@ -81,6 +83,8 @@ class KafkaEventProducer:
         self._producer: AIOKafkaProducer | None = None
         self._watch: asyncio.Task[None] | None = None
         self._unreachable: str | None = None
+        self._partition_cache: dict[bytes, int] = {}  # key → index among the topic's partitions
+        self._cached_for = 0  # the partition count those indexes are for
 
     @property
     def unreachable(self) -> str | None:  # see EventProducer
@@ -133,10 +137,21 @@ class KafkaEventProducer:
         # path cost more than validating the events. Partitions follow Kafka's default partitioner
         # (murmur2 of the key), the one the worker expects.
         partitions = sorted(await producer.partitions_for(topic))
+        count = len(partitions)
+        # Apps send the same accounts and users again and again: murmur2 in Python (1.6 µs) once per key.
+        cache = self._partition_cache
+        if self._cached_for != count:  # the topic grew: every key moves
+            cache.clear()
+            self._cached_for = count
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
         for key, value in records:
-            partition = partitions[partition_of(key, len(partitions))]
-            by_partition.setdefault(partition, []).append((key, value))
+            index = cache.get(key)
+            if index is None:
+                index = partition_of(key, count)
+                if len(cache) >= PARTITION_CACHE_MAX:
+                    cache.clear()
+                cache[key] = index
+            by_partition.setdefault(partitions[index], []).append((key, value))
         futures: list[asyncio.Future[Any]] = []
         for partition, items in by_partition.items():
             sent = await send_in_batches(producer, topic, partition, ((k, v, ()) for k, v in items))
