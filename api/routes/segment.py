@@ -115,9 +115,9 @@ SegmentRequest = Annotated[tuple[Principal, Any], Depends(segment_request)]
 
 def _merged(message: Any, shared_context: Any, call: str | None) -> Any:
     """One message as the event parser reads it: its call type, the batch's context under its own."""
-    if not isinstance(message, Mapping):
+    if type(message) is not dict and not isinstance(message, Mapping):
         return message
-    if not isinstance(shared_context, Mapping) and (call is None or "type" in message):
+    if shared_context is None and (call is None or "type" in message):
         return message  # as it is (the SDKs put the context in each message): no copy
     out = dict(message)
     if call is not None and "type" not in out:
@@ -139,7 +139,7 @@ async def _accept(
     kept: list[int] = []
     ignored = 0
     for index, message in enumerate(messages):
-        if isinstance(message, Mapping) and message.get("type") == "alias":
+        if (type(message) is dict or isinstance(message, Mapping)) and message.get("type") == "alias":
             ignored += 1
         elif len(orjson.dumps(message)) > MAX_MESSAGE_BYTES:
             errors.append(IngestError(index=index, field="$", rule=f"larger than {MAX_MESSAGE_BYTES} bytes"))

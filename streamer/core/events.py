@@ -270,7 +270,11 @@ def _parse_native(d: Mapping[str, Any]) -> UsageEvent:
 def _segment_field(d: Mapping[str, Any], key: str, path: str) -> str | None:
     """An optional id of a Segment message: absent or null, else a string of 1..MAX_LEN characters."""
     v = d.get(key)
-    return None if v is None else _checked_str(v, path)
+    if v is None:
+        return None
+    if type(v) is str and 0 < len(v) <= MAX_LEN and v.isascii():
+        return v  # the common case, without the calls of the full check
+    return _checked_str(v, path)
 
 
 def _segment_object(d: Mapping[str, Any], key: str, path: str) -> Mapping[str, Any] | None:
