@@ -205,6 +205,10 @@ class BatchHandler:
             proc = self.processors.pop(tp.partition, None)
             if proc is not None:
                 proc.close()
+                # Snapshots waiting to settle are published now: the new owner knows nothing of them.
+                pending = proc.publish_pending(self.store_for(tp.partition), now_ms)
+                if pending.health:
+                    await self.checkpoint.produce([(tp.partition, pending)])
                 await self.checkpoint.commit(proc, now_ms)
             self.checkpoint.forget(tp.partition)
             for gauge in (metrics.CONSUMER_LAG, metrics.PARTITION_CLOCK):

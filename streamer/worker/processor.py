@@ -556,13 +556,23 @@ class PartitionProcessor:
         self._retry_waiting(now_wall_ms, out)
         return out
 
-    def _publish_settled(self, store: StateStore, out: BatchOutput, now_wall_ms: int) -> None:
+    def publish_pending(self, store: StateStore, now_wall_ms: int) -> BatchOutput:
+        """Publish every snapshot still waiting to settle, whatever its age: before the partition is given
+        up, since its next owner does not know they wait."""
+        out = BatchOutput(source_floor=self.source_floor)
+        self._publish_settled(store, out, now_wall_ms, everything=True)
+        return out
+
+    def _publish_settled(
+        self, store: StateStore, out: BatchOutput, now_wall_ms: int, everything: bool = False
+    ) -> None:
         """Publish the snapshots left behind by changes too small to publish, ``settle_ms`` after the
         first of them: what the API and the dashboard show is never more than that behind the state."""
         if not self.publish:
             return
-        for account_id, since in list(itertools.islice(self._stale.items(), SETTLE_BUDGET)):
-            if now_wall_ms - since < self.settle_ms:
+        waiting = self._stale.items()
+        for account_id, since in list(waiting if everything else itertools.islice(waiting, SETTLE_BUDGET)):
+            if not everything and now_wall_ms - since < self.settle_ms:
                 break  # in the order they fell behind: the rest are more recent
             del self._stale[account_id]
             state = self._load(account_id, store)  # in the cache from here on

@@ -128,17 +128,26 @@ async def test_a_tick_read_again_before_the_replay_caught_up_moves_nothing(tmp_p
     assert rig.handler.processors[0].clock_ms == T0
 
 
-async def test_revocation_commits_the_partitions_states_and_forgets_their_processors(tmp_path: Path) -> None:
+async def test_revocation_publishes_what_waits_commits_the_states_and_forgets_the_processors(
+    tmp_path: Path,
+) -> None:
     rig = Rig(tmp_path)
     await rig.handler.handle({TP(EVENTS, 0): events(0, 0, 2)})
     rig.now = T0 + 1_000
     await rig.handler.handle({TP(EVENTS, 0): events(0, 2, 2)})
     assert rig.acker.acked == {TP(EVENTS, 0): [0, 1]}
 
+    # The second fetch (two more logins the same day) changed the state too little to publish at once.
+    health = rig.producer.values(rig.settings.health_topic, 0)
+    assert [sum(orjson.loads(v or b"")["daily"]["events"]) for v in health] == [2]
+
     async with rig.handler.lock:
         await rig.handler.revoke([TP(EVENTS, 0), TP(CLOCK, 0)])
     assert rig.acker.acked == {TP(EVENTS, 0): [0, 1, 2, 3]}
     assert rig.handler.processors == {}
+    # Given up, the partition publishes what waited to settle: its next owner knows nothing of it.
+    health = rig.producer.values(rig.settings.health_topic, 0)
+    assert [sum(orjson.loads(v or b"")["daily"]["events"]) for v in health] == [2, 4]
 
 
 async def test_an_unexpected_failure_ends_the_process_with_nothing_acknowledged(tmp_path: Path) -> None:
