@@ -592,7 +592,8 @@ class PartitionProcessor:
         if account is None:
             return False
         # Re-sent, even to this partition: applied as a record of its own, in the input's order, it
-        # counts once like any other (a copy re-sent after a crash is a repeated event id).
+        # counts once like any other (a copy re-sent after a crash is known by its source position:
+        # streamer.worker.resends).
         value = orjson.dumps(with_account(message.message, account))
         out.attributed.append((rec, self.partition_for(account), account, value))
         out.outcomes["attributed"] += 1
