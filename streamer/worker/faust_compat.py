@@ -76,12 +76,14 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _commit(self, offsets: Mapping[TP, int]) -> bool:
         # Faust records every commit as done, even one a rebalance refused (it returns False):
-        # ``confirmed`` keeps only those the broker took.
+        # ``confirmed`` keeps only those the broker took (of partitions assigned: Faust leaves out others).
+        assigned = self.assignment()
         done = bool(await super()._commit(offsets))
         if done:
             confirmed = self.__dict__.setdefault("confirmed_offsets", {})
             for tp, offset in offsets.items():
-                confirmed[tp] = max(offset, confirmed.get(tp, offset))
+                if tp in assigned:
+                    confirmed[tp] = max(offset, confirmed.get(tp, offset))
         return done
 
     async def _drain_messages(self, fetcher: Any) -> None:

@@ -252,7 +252,8 @@ class PartitionProcessor:
         self._activity_dirty = False
         # Re-sent records applied here, by source position (exactly once across crashes).
         self.resends = ResendLog()
-        # This partition's committed offset, as the adapter last knew it: what it re-sends says so.
+        # This partition's committed offset, as the adapter last knew it: what it re-sends says so, and
+        # what the resend log may forget by.
         self.source_floor = 0
         self._ctx = Context()
         self._ctx_key: tuple[int | None, int, int] = (None, 0, 0)
@@ -392,6 +393,7 @@ class PartitionProcessor:
         """
         writes = {}
         # The log first: stored with an account state it covers, a duplicate re-send never counts.
+        self.resends.prune(self.source_floor)
         if self.resends.dirty:
             writes[resends_key(self.partition)] = self.resends.encode()
             self.resends.dirty = False

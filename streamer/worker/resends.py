@@ -10,10 +10,12 @@ after; this catches every copy.
 Each re-send carries a ``churnwatch.resent-from`` header: the source partition and offset, and the source's
 committed offset at the time (its *floor*: the source never reads, so never re-sends, anything below
 it again). The receiving partition keeps, per source partition, the source offsets it has applied and
-the input offset each came in at. A second record with the same source position is a duplicate; the
-same input record read again after the receiver's own crash is not (the account's applied offset
-handles that). Positions below the newest floor seen are dropped: the log holds only what the sources
-have not committed yet, a few seconds of re-sends.
+the input offsets the first and the latest copy came in at. A second record with the same source
+position is a duplicate; the same input record read again after the receiver's own crash is not (the
+account's applied offset handles that). A position is forgotten once it can matter no more: its source
+will not re-send it (below the source's newest floor) and this partition will not read any of its copies
+again (each below the partition's own committed offset). A duplicate the receiver's replay reads again
+is then still known as one. The log holds a few seconds of re-sends.
 """
 
 from __future__ import annotations
@@ -52,14 +54,16 @@ def read_source(headers: Iterable[tuple[str, bytes]]) -> tuple[int, int, int] | 
 
 
 class ResendLog:
-    """The source positions a partition applied, per source partition, above each source's floor."""
+    """The source positions a partition applied, per source partition, until they can matter no more."""
 
-    __slots__ = ("_floors", "_seen", "dirty")
+    __slots__ = ("_floors", "_pruned", "_seen", "dirty")
 
     def __init__(self) -> None:
         self._floors: dict[int, int] = {}
-        # source partition → {source offset: input offset it was applied at}
-        self._seen: dict[int, dict[int, int]] = {}
+        # source partition → {source offset: (input offset of its first copy, of its latest copy)}
+        self._seen: dict[int, dict[int, tuple[int, int]]] = {}
+        # The committed offset and floors the last prune saw (nothing to forget until one moves).
+        self._pruned: tuple[int, dict[int, int]] = (-1, {})
         self.dirty = False
 
     def __len__(self) -> int:
@@ -71,38 +75,62 @@ class ResendLog:
         The same input record read again (a replay of this partition) is still the first copy.
         """
         partition, source_offset, floor = source
-        seen = self._seen.setdefault(partition, {})
         if floor > self._floors.get(partition, -1):
             self._floors[partition] = floor
-            for old in [o for o in seen if o < floor]:
-                del seen[old]
             self.dirty = True
+        seen = self._seen.setdefault(partition, {})
         known = seen.get(source_offset)
-        if known is not None:
-            return known == offset
-        if source_offset < self._floors[partition]:
-            return True  # committed at its source before it came: never re-sent again
-        seen[source_offset] = offset
-        self.dirty = True
-        return True
+        if known is None:
+            seen[source_offset] = (offset, offset)
+            self.dirty = True
+            return True
+        at, latest = known
+        if offset == at:
+            return True
+        if offset > latest:
+            # Remembered until this copy too is below the committed offset: a replay reads it again.
+            seen[source_offset] = (at, offset)
+            self.dirty = True
+        return False
+
+    def prune(self, committed: int) -> int:
+        """Forget the positions no copy of which can come again, given this partition's ``committed``
+        offset: below their source's floor, and every copy read here below ``committed``. Returns how
+        many were forgotten."""
+        if self._pruned == (committed, self._floors):
+            return 0
+        forgotten = 0
+        for partition, seen in self._seen.items():
+            floor = self._floors.get(partition, -1)
+            old = [o for o, (_, latest) in seen.items() if o < floor and latest < committed]
+            for o in old:
+                del seen[o]
+            forgotten += len(old)
+        self._pruned = (committed, dict(self._floors))
+        if forgotten:
+            self.dirty = True
+        return forgotten
 
     def encode(self) -> bytes:
         """The log as stored with the partition's states."""
         return orjson.dumps(
             [
-                [p, self._floors.get(p, -1), [[o, at] for o, at in seen.items()]]
+                [p, self._floors.get(p, -1), [[o, at, latest] for o, (at, latest) in seen.items()]]
                 for p, seen in self._seen.items()
             ]
         )
 
     @classmethod
     def decode(cls, raw: bytes) -> ResendLog:
-        """Read what :meth:`encode` wrote; ValueError if it cannot be read."""
+        """Read what :meth:`encode` wrote (or its earlier form without the latest copy's offset);
+        ValueError if it cannot be read."""
         log = cls()
         try:
-            for partition, floor, pairs in orjson.loads(raw):
+            for partition, floor, entries in orjson.loads(raw):
                 log._floors[int(partition)] = int(floor)
-                log._seen[int(partition)] = {int(o): int(at) for o, at in pairs}
+                seen = log._seen[int(partition)] = {}
+                for o, at, *latest in entries:
+                    seen[int(o)] = (int(at), int(latest[0]) if latest else int(at))
         except (TypeError, ValueError) as exc:
             raise ValueError(f"unreadable resend log: {exc}") from exc
         return log

@@ -354,3 +354,26 @@ def test_a_replay_of_the_receiving_partition_is_not_taken_for_a_second_copy() ->
     out = apply(processor(), store, [resent], T0 + 10)
     assert out.outcomes["counted"] == 1 and out.outcomes["duplicate"] == 0
     assert sum(b.events for b in decode_state(store.data["acme"]).days.values()) == 1
+
+
+def test_a_second_copy_read_again_after_a_crash_is_still_a_duplicate_once_its_source_committed() -> None:
+    """The receiving partition stored its states after a second copy (beyond the account's recent event
+    ids) and after a re-send that says the source has committed past the copied record, then crashed
+    before committing its own offsets. The replay reads the second copy again: the log must still know
+    it, although the source never re-sends that record again."""
+    proc, store = processor(), Store()
+
+    def copy(offset: int, account: str, source: bytes) -> Record:
+        value = event(account, f"t{source.decode()}", T0 + offset)
+        return Record(0, offset, account.encode(), value, (("churnwatch.resent-from", source),))
+
+    first, second = copy(3, "acme", b"1:7:0"), copy(200, "acme", b"1:7:0")
+    later = copy(201, "beta", b"1:9:8")  # the source committed up to 8: it never reads 7 again
+    between = [Record(0, 100 + i, b"acme", event("acme", f"e{i}", T0 + 100 + i)) for i in range(70)]
+    proc.source_floor = 200  # this partition's committed offset: 200 and 201 are read again after a crash
+    out = apply(proc, store, [first, *between, second, later], T0 + 1000)
+    assert (out.outcomes["counted"], out.outcomes["duplicate"]) == (72, 1)
+
+    out = apply(processor(), store, [second, later], T0 + 2000)
+    assert (out.outcomes["duplicate"], out.outcomes["replayed"], out.outcomes["counted"]) == (1, 1, 0)
+    assert sum(b.events for b in decode_state(store.data["acme"]).days.values()) == 71

@@ -17,18 +17,23 @@ def test_a_second_copy_of_a_source_position_is_a_duplicate_and_a_replay_of_the_s
     assert log.first((2, 100, 90), offset=8)  # the same offset of another source partition
 
 
-def test_positions_below_the_newest_floor_are_forgotten_and_never_taken_for_duplicates() -> None:
+def test_a_position_is_forgotten_once_its_source_never_resends_it_and_no_copy_is_read_again() -> None:
     log = ResendLog()
     for offset in range(10, 20):
         assert log.first((0, offset, 10), offset=offset)
-    assert len(log) == 10
-    # The source committed up to 15: 10..14 can never be re-sent again.
-    assert log.first((0, 20, 15), offset=20)
-    assert len(log) == 6
-    # A copy of 12 arriving now (produced before that commit, delivered late) is applied once.
-    assert log.first((0, 12, 10), offset=21)
-    assert len(log) == 6
-    assert not log.first((0, 17, 10), offset=22)  # 17 is above the floor: still known
+    assert not log.first((0, 12, 10), offset=30)  # a second copy of 12, read here at 30
+    # The source committed up to 15 (10..14 are never re-sent again); this partition up to 25.
+    assert log.first((0, 20, 15), offset=31)
+    log.dirty = False
+    assert log.prune(committed=25) == 4  # 10, 11, 13 and 14; 12's second copy may be read again
+    assert log.dirty and len(log) == 7
+    assert not log.first((0, 12, 10), offset=30)  # that replay: still a duplicate
+    assert log.first((0, 12, 10), offset=12)  # the first copy read again is the first copy
+    log.dirty = False
+    assert log.prune(committed=25) == 0 and not log.dirty  # nothing moved: nothing to do
+    assert log.prune(committed=31) == 1 and len(log) == 6
+    # A position below the floor not in the log (forgotten) counts as a first copy.
+    assert log.first((0, 11, 10), offset=40)
 
 
 def test_the_log_survives_encoding_and_says_when_it_has_changed() -> None:
@@ -41,7 +46,12 @@ def test_the_log_survives_encoding_and_says_when_it_has_changed() -> None:
     assert not again.dirty and len(again) == 2
     assert not again.first((1, 5, 4), offset=99) and not again.first((0, 9, 0), offset=98)
     assert again.first((1, 5, 4), offset=40)
+    again.dirty = False
+    assert again.first((1, 5, 4), offset=40) and not again.first((1, 5, 4), offset=99)
     assert not again.dirty  # a replay changes nothing
+    # The form stored before the latest copy's offset was kept reads as a log whose copies came once.
+    older = ResendLog.decode(b"[[1, 4, [[5, 40]]]]")
+    assert not older.first((1, 5, 4), offset=41) and older.first((1, 5, 4), offset=40)
     with pytest.raises(ValueError, match="unreadable resend log"):
         ResendLog.decode(b'{"not": "a log"}')
 
