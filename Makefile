@@ -6,6 +6,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA := deploy/kafka/kafka.sh
+POSTGRES := deploy/postgres/postgres.sh
 PROC := deploy/proc.sh
 export KAFKA_PORT ?= 9092
 export CHURNWATCH_KAFKA_BOOTSTRAP ?=
@@ -21,7 +22,7 @@ BENCH_ARGS ?=
 # Where the fault suite and the soak write their report: untracked unless asked (reliability-report).
 RELIABILITY_DIR ?= .local/reliability
 
-.PHONY: help install browser node-sdk kafka-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
+.PHONY: help install browser node-sdk kafka-install postgres-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
 
 help: ## Show the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
@@ -46,6 +47,9 @@ tests/node/node_modules/.installed: tests/node/package-lock.json
 kafka-install: ## Resolve the Apache Kafka broker jars from Maven Central (once)
 	@$(KAFKA) install
 
+postgres-install: ## Install Debian's PostgreSQL server for the tests' throw-away server, unless it is there
+	@$(POSTGRES) install
+
 kafka-up: kafka-install ## Start the local Kafka broker (KRaft, 127.0.0.1:$KAFKA_PORT)
 	@$(KAFKA) start
 
@@ -63,7 +67,7 @@ with_kafka = started=0; \
 	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(1); rc=$$?; \
 	stop_started; exit $$rc
 
-test: install kafka-install browser node-sdk ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
+test: install kafka-install postgres-install browser node-sdk ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
 	@$(call with_kafka,$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS) tests)
 
 test-faults: install kafka-install ## Fault and abuse suite (crashes, broker restarts, a 3-node cluster, hostile input); report in $(RELIABILITY_DIR)
