@@ -144,5 +144,5 @@ down: ## Stop everything demo started (API, worker, Kafka)
 	@$(PROC) stop worker
 	@$(KAFKA) stop
 
-demo-reset: down ## Stop the demo and delete the local broker's data, the worker's state and the logs
-	rm -rf .local/kafka/data-$(KAFKA_PORT) .local/worker .local/run
+demo-reset: down ## Stop the demo and delete the local broker's data, the worker's and the API's state and the logs
+	rm -rf .local/kafka/data-$(KAFKA_PORT) .local/worker .local/api .local/run

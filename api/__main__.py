@@ -10,6 +10,7 @@ import uvicorn
 from api.app import create_app
 from api.server import http_protocol
 from api.settings import ApiSettings
+from api.store.sql import StoreError
 from streamer.cliutil import parser_for
 from streamer.gctuning import tune_gc
 from streamer.logfilter import rate_limit_logging
@@ -17,7 +18,8 @@ from streamer.logfilter import rate_limit_logging
 DESCRIPTION = """\
 Serve churnwatch's API: account health, alerts, portfolio figures, HTTP ingest (native and
 Segment/RudderStack), the dashboard on /dashboard and the OpenAPI reference on /docs. Reads the
-health and alert topics into memory; /readyz answers 200 once caught up and while Kafka answers."""
+health and alert topics into its read store (CHURNWATCH_STORE_URL); /readyz answers 200 once caught
+up and while Kafka answers."""
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
@@ -30,7 +32,10 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     # A broker outage made aiokafka log the same errors thousands of times a second.
     rate_limit_logging()
-    app = create_app(settings)
+    try:
+        app = create_app(settings)
+    except StoreError as err:
+        raise SystemExit(f"churnwatch api: {err}") from None
     tune_gc()
     uvicorn.run(
         app,

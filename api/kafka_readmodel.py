@@ -1,8 +1,13 @@
 """A read model loaded from Kafka and kept current.
 
-No consumer group is used: every partition of both topics is assigned explicitly and read from
-the beginning, so any number of API replicas can run side by side, each with the whole picture.
-``ready`` turns True once every partition reached the end offset seen at start.
+The snapshots and alerts are applied to a store (:class:`api.store.sql.SqlReadModel`, or an
+:class:`api.readmodel.InMemoryReadModel` with ``store_url=memory``) in batches, each with the offsets it
+was read up to; a restart resumes from them. A store filled from another cluster or other topics, or
+whose offsets are past the topics' ends (the topics were re-created), is emptied and filled again.
+
+No consumer group is used: every partition of both topics is assigned explicitly, so any number of API
+replicas can run side by side, each with the whole picture. ``ready`` turns True once every partition
+reached the end offset seen at start.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -20,7 +25,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from api.query import AccountFilters, AccountSort
-from api.readmodel import Doc, InMemoryReadModel, Page
+from api.readmodel import Batch, Doc, InMemoryReadModel, Page, ReadModel
 from api.restrictions import AccountScope
 from api.settings import ApiSettings
 from streamer.wire.documents import AlertDocument, SnapshotDocument
@@ -33,13 +38,45 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.error("read model stopped loading", exc_info=task.exception())
 
 
-class KafkaReadModel:
-    """Feeds an :class:`InMemoryReadModel` from ``account-health`` and ``churn-alerts``."""
+class LoadableStore(ReadModel, Protocol):
+    """A read model a loader fills: batches in, with the positions they were read up to."""
 
-    def __init__(self, settings: ApiSettings) -> None:
-        """Prepare (but do not start) loading the topics named in ``settings``."""
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of each (topic, partition) the store holds the records before."""
+
+    def claim(self, source: str) -> bool:
+        """Make the store the projection of ``source``, emptying one of another; whether it was emptied."""
+
+    def clear(self) -> None:
+        """Empty the store."""
+
+    async def apply_batch(self, batch: Batch) -> None:
+        """Apply a batch and its positions."""
+
+
+def open_store(settings: ApiSettings) -> LoadableStore:
+    """The store ``settings.store_url`` names."""
+    url = settings.store_url.get_secret_value()
+    if url == "memory":
+        return InMemoryReadModel(settings.alert_buffer, ready=False)
+    from api.store.sql import SqlReadModel  # noqa: PLC0415 - SQLAlchemy and Alembic only when used
+
+    return SqlReadModel(
+        url,
+        alert_buffer=settings.alert_buffer,
+        history_days=settings.history_days,
+        ready=False,
+    )
+
+
+class KafkaReadModel:
+    """Feeds a store from ``account-health`` and ``churn-alerts``."""
+
+    def __init__(self, settings: ApiSettings, store: LoadableStore | None = None) -> None:
+        """Prepare (but do not start) loading the topics named in ``settings`` into ``store`` (the one
+        ``settings.store_url`` names when omitted)."""
         self._settings = settings
-        self._memory = InMemoryReadModel(settings.alert_buffer, ready=False)
+        self._store: LoadableStore = store if store is not None else open_store(settings)
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._start_ends: dict[TopicPartition, int] = {}
@@ -65,7 +102,10 @@ class KafkaReadModel:
     async def start(self) -> None:
         """Connect and start loading in the background."""
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._settings.kafka_bootstrap, enable_auto_commit=False, group_id=None
+            bootstrap_servers=self._settings.kafka_bootstrap,
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="earliest",
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(self._consumer), name="churnwatch-readmodel")
@@ -79,8 +119,9 @@ class KafkaReadModel:
                 await self._task
         if self._consumer is not None:
             await self._consumer.stop()
+        await self._store.stop()
 
-    async def _partitions(self) -> list[TopicPartition]:
+    async def _partitions(self) -> tuple[str, list[TopicPartition]]:
         topics = [self._settings.health_topic, self._settings.alerts_topic]
         admin = AIOKafkaAdminClient(bootstrap_servers=self._settings.kafka_bootstrap)
         await admin.start()
@@ -90,7 +131,9 @@ class KafkaReadModel:
                 missing = [t for t in topics if t not in names]
                 if not missing:
                     described = await admin.describe_topics(topics)
-                    return [
+                    cluster = (await admin.describe_cluster()).get("cluster_id")
+                    source = orjson.dumps({"cluster": cluster, "topics": topics}).decode()
+                    return source, [
                         TopicPartition(d["topic"], p["partition"]) for d in described for p in d["partitions"]
                     ]
                 log.info("waiting for topics %s to exist", missing)
@@ -99,17 +142,39 @@ class KafkaReadModel:
             await admin.close()
 
     async def _run(self, consumer: AIOKafkaConsumer) -> None:
-        tps = await self._partitions()
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
+        source, tps = await self._partitions()
+        store = self._store
+        if await asyncio.to_thread(store.claim, source):
+            log.warning("the read store was filled from other topics or another cluster: filling it again")
+        starts = await consumer.beginning_offsets(tps)
         self._start_ends = await consumer.end_offsets(tps)
+        stored = store.positions()
+        if any(stored.get((tp.topic, tp.partition), 0) > end for tp, end in self._start_ends.items()):
+            log.warning("the read store is ahead of its topics (re-created?): filling it again")
+            await asyncio.to_thread(store.clear)
+            stored = {}
+        # Positions are set as the partitions are assigned, before the consumer's fetcher can run: a
+        # partition the store has nothing of starts at its beginning (auto_offset_reset).
+        consumer.assign(tps)
+        resumed = 0
+        for tp in tps:
+            at = stored.get((tp.topic, tp.partition))
+            if at is not None and at >= starts[tp]:
+                consumer.seek(tp, at)
+                resumed += 1
         self._positions = {tp: await consumer.position(tp) for tp in tps}
+        log.info("read model loading %d partitions (%d resumed from the store)", len(tps), resumed)
         while True:
-            batch = await consumer.getmany(timeout_ms=500, max_records=5000)
-            for tp, records in batch.items():
+            fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
+            batch = Batch()
+            for tp, records in fetched.items():
                 for rec in records:
-                    self._apply(tp.topic, rec.key, rec.value)
-                self._positions[tp] = records[-1].offset + 1 if records else self._positions[tp]
+                    self._decode(tp.topic, rec.key, rec.value, batch)
+                if records:
+                    self._positions[tp] = records[-1].offset + 1
+                    batch.positions[tp.topic, tp.partition] = records[-1].offset + 1
+            if batch.positions:
+                await store.apply_batch(batch)
             if not self._caught_up:
                 # position() also moves past transaction markers, which never arrive as records.
                 positions = {tp: await consumer.position(tp) for tp in tps}
@@ -117,7 +182,7 @@ class KafkaReadModel:
                     self._caught_up = True
                     log.info("read model caught up (%d partitions)", len(tps))
 
-    def _apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+    def _decode(self, topic: str, key: bytes | None, value: bytes | None, batch: Batch) -> None:
         try:
             # Documents are held to the contract the API answers with (streamer.wire.documents) as they
             # arrive: one that is not cannot make a route fail later, for this account or for the feed.
@@ -126,11 +191,11 @@ class KafkaReadModel:
                     snapshot = None if value is None else orjson.loads(value)
                     if snapshot is not None:
                         SnapshotDocument.model_validate(snapshot)
-                    self._memory.apply_health(key.decode(), snapshot)
+                    batch.snapshots.append((key.decode(), snapshot))
             elif value is not None:
                 doc = orjson.loads(value)
                 AlertDocument.model_validate(doc)
-                self._memory.apply_alert(doc)
+                batch.alerts.append(doc)
         except (orjson.JSONDecodeError, UnicodeDecodeError):
             # One bad record must not stop the API from serving everything else.
             log.warning("skipping undecodable record on %s", topic)
@@ -144,7 +209,7 @@ class KafkaReadModel:
             )
 
     def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
-        return self._memory.get_account(account_id, scope=scope)
+        return self._store.get_account(account_id, scope=scope)
 
     def list_accounts(  # see ReadModel
         self,
@@ -155,10 +220,10 @@ class KafkaReadModel:
         *,
         scope: AccountScope,
     ) -> Page:
-        return self._memory.list_accounts(filters, sort, cursor, limit, scope=scope)
+        return self._store.list_accounts(filters, sort, cursor, limit, scope=scope)
 
     def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
-        return self._memory.portfolio(now, scope=scope)
+        return self._store.portfolio(now, scope=scope)
 
     def alerts(  # see ReadModel
         self,
@@ -170,7 +235,7 @@ class KafkaReadModel:
         *,
         scope: AccountScope,
     ) -> Page:
-        return self._memory.alerts(since, kind, account, cursor, limit, scope=scope)
+        return self._store.alerts(since, kind, account, cursor, limit, scope=scope)
 
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[dict[str, Any], None]:  # see ReadModel
-        return self._memory.subscribe(scope=scope)
+        return self._store.subscribe(scope=scope)

@@ -6,7 +6,8 @@ Pure functions of the snapshots and an explicit ``now``; nothing here reads a cl
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,10 +15,6 @@ from streamer.core.policy import Band
 
 MONTHS = 12
 BANDS = tuple(Band)
-
-
-def _parse(value: object) -> datetime | None:
-    return datetime.fromisoformat(value) if isinstance(value, str) else None
 
 
 def month_starts(now: datetime, months: int = MONTHS) -> list[datetime]:
@@ -39,6 +36,20 @@ def _next_month(start: datetime) -> datetime:
     )
 
 
+def month_of(value: object) -> str | None:
+    """The UTC calendar month (YYYY-MM) of an RFC 3339 instant; None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    at = at.astimezone(UTC)
+    return f"{at.year:04d}-{at.month:02d}"
+
+
 def monthly_churn(
     subscriptions: Iterable[tuple[datetime | None, datetime | None]], now: datetime
 ) -> list[dict[str, Any]]:
@@ -54,18 +65,32 @@ def monthly_churn(
         One row per month, oldest first: month (YYYY-MM), active_at_start, new, lost, churn_rate
         and retention_rate (both None when the month had no subscriptions at all).
     """
-    subs = [(s, c) for s, c in subscriptions if s is not None]
+    months = Counter(
+        (month_of(s.isoformat()), month_of(c.isoformat()) if c is not None else None)
+        for s, c in subscriptions
+        if s is not None
+    )
+    return churn_by_month(((s, c, n) for (s, c), n in months.items()), now)
+
+
+def churn_by_month(
+    subscriptions: Iterable[tuple[str | None, str | None, int]], now: datetime
+) -> list[dict[str, Any]]:
+    """:func:`monthly_churn` from counts of subscriptions by (start month, cancel month), months as
+    YYYY-MM in UTC: a subscription started before a month began if its start month is earlier, and so on.
+    """
+    subs = [(s, c, n) for s, c, n in subscriptions if s is not None]
     rows = []
     for start in month_starts(now):
-        end = _next_month(start)
-        active = sum(1 for s, c in subs if s < start and (c is None or c >= start))
-        new = sum(1 for s, _ in subs if start <= s < end)
-        lost = sum(1 for _, c in subs if c is not None and start <= c < end)
+        month = f"{start.year:04d}-{start.month:02d}"
+        active = sum(n for s, c, n in subs if s < month and (c is None or c >= month))
+        new = sum(n for s, _, n in subs if s == month)
+        lost = sum(n for _, c, n in subs if c == month)
         base = active + new
         churn = round(lost / base, 4) if base else None
         rows.append(
             {
-                "month": f"{start.year:04d}-{start.month:02d}",
+                "month": month,
                 "active_at_start": active,
                 "new": new,
                 "lost": lost,
@@ -76,20 +101,62 @@ def monthly_churn(
     return rows
 
 
+NPS_CLASSES = ("promoter", "passive", "detractor")
+
+
+def nps_class(score: object) -> str | None:
+    """Promoter (9-10), passive (7-8) or detractor (0-6); None without an answer."""
+    if not isinstance(score, int) or isinstance(score, bool):
+        return None
+    return "promoter" if score >= 9 else "detractor" if score <= 6 else "passive"
+
+
 def nps(scores: Iterable[int]) -> dict[str, Any]:
     """Net promoter score: % promoters (9-10) minus % detractors (0-6), None without responses."""
-    values = list(scores)
-    if not values:
+    return nps_of(Counter(nps_class(v) for v in scores))
+
+
+def nps_of(classes: Mapping[str | None, int]) -> dict[str, Any]:
+    """:func:`nps` from the number of answers of each class."""
+    promoters, passives, detractors = (classes.get(c, 0) for c in NPS_CLASSES)
+    responses = promoters + passives + detractors
+    if not responses:
         return {"score": None, "responses": 0, "promoters": 0, "passives": 0, "detractors": 0}
-    promoters = sum(1 for v in values if v >= 9)
-    detractors = sum(1 for v in values if v <= 6)
     return {
-        "score": round(100 * (promoters - detractors) / len(values), 1),
-        "responses": len(values),
+        "score": round(100 * (promoters - detractors) / responses, 1),
+        "responses": responses,
         "promoters": promoters,
-        "passives": len(values) - promoters - detractors,
+        "passives": passives,
         "detractors": detractors,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class PortfolioKey:
+    """What the portfolio figures count of one account: accounts with equal keys count alike."""
+
+    band: str
+    started_month: str | None
+    cancelled_month: str | None
+    nps_class: str | None
+    quiet: bool
+    dropping: bool
+    poor: bool
+
+
+def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
+    """The :class:`PortfolioKey` of a snapshot."""
+    sub = doc.get("subscription") or {}
+    episodes = doc.get("episodes") or {}
+    return PortfolioKey(
+        band=str(doc.get("band")),
+        started_month=month_of(sub.get("started_at")),
+        cancelled_month=month_of(sub.get("cancelled_at")),
+        nps_class=nps_class((doc.get("nps") or {}).get("score")),
+        quiet=bool(episodes.get("quiet_since")),
+        dropping=bool(episodes.get("drop_since")),
+        poor=bool(episodes.get("poor")),
+    )
 
 
 def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dict[str, Any]:
@@ -102,26 +169,29 @@ def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dic
     Returns:
         ``accounts``, ``by_band``, ``churn`` (monthly rows), ``nps`` and ``open_alerts`` by kind.
     """
-    docs = list(snapshots)
-    bands = Counter(str(d.get("band")) for d in docs)
-    subs = []
-    scores = []
+    return figures_from_counts(Counter(portfolio_key(d) for d in snapshots).items(), now)
+
+
+def figures_from_counts(counts: Iterable[tuple[PortfolioKey, int]], now: datetime) -> dict[str, Any]:
+    """:func:`portfolio_figures` from how many accounts have each :class:`PortfolioKey`."""
+    bands: Counter[str] = Counter()
+    subs: Counter[tuple[str | None, str | None]] = Counter()
+    classes: Counter[str | None] = Counter()
     open_alerts = {"account_quiet": 0, "usage_drop": 0, "health_degraded": 0}
-    for d in docs:
-        sub = d.get("subscription") or {}
-        subs.append((_parse(sub.get("started_at")), _parse(sub.get("cancelled_at"))))
-        score = (d.get("nps") or {}).get("score")
-        if isinstance(score, int):
-            scores.append(score)
-        episodes = d.get("episodes") or {}
-        open_alerts["account_quiet"] += bool(episodes.get("quiet_since"))
-        open_alerts["usage_drop"] += bool(episodes.get("drop_since"))
-        open_alerts["health_degraded"] += bool(episodes.get("poor"))
+    total = 0
+    for key, n in counts:
+        total += n
+        bands[key.band] += n
+        subs[key.started_month, key.cancelled_month] += n
+        classes[key.nps_class] += n
+        open_alerts["account_quiet"] += n * key.quiet
+        open_alerts["usage_drop"] += n * key.dropping
+        open_alerts["health_degraded"] += n * key.poor
     return {
         "as_of": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "accounts": len(docs),
+        "accounts": total,
         "by_band": {band: bands.get(band, 0) for band in BANDS},
-        "churn": monthly_churn(subs, now),
-        "nps": nps(scores),
+        "churn": churn_by_month(((s, c, n) for (s, c), n in subs.items()), now),
+        "nps": nps_of(classes),
         "open_alerts": open_alerts,
     }

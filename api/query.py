@@ -82,7 +82,7 @@ def decode_cursor(cursor: str) -> list[Any]:
     return payload
 
 
-def _key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:
+def sort_key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:
     account = str(doc.get("account_id", ""))
     if sort in (AccountSort.SCORE, AccountSort.SCORE_DESC):
         return [int(doc.get("score", 0)), account]
@@ -112,7 +112,9 @@ def page_accounts(
         InvalidCursor: If ``cursor`` is malformed or was made for another sort.
     """
     desc = sort.value.startswith("-")
-    rows = sorted(((_key(d, sort), d) for d in docs if filters.matches(d)), key=lambda r: r[0], reverse=desc)
+    rows = sorted(
+        ((sort_key(d, sort), d) for d in docs if filters.matches(d)), key=lambda r: r[0], reverse=desc
+    )
     if cursor is not None:
         payload = decode_cursor(cursor)
         if len(payload) != 2 or payload[0] != sort.value or not isinstance(payload[1], list):

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
@@ -29,6 +30,64 @@ EPISODE_OF_KIND: dict[str, str] = {
     AlertKind.HEALTH_DEGRADED: "poor",
 }
 _SUBSCRIBER_QUEUE = 1000
+
+
+@dataclass(slots=True)
+class Batch:
+    """What a loader read from the topics, decoded and checked, to apply in one go."""
+
+    # (account id, snapshot) in the order read; None forgets the account (a tombstone).
+    snapshots: list[tuple[str, Doc | None]] = field(default_factory=list)
+    alerts: list[Doc] = field(default_factory=list)
+    # The next offset to read of each (topic, partition) once the batch is applied.
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def open_alerts(doc: Doc, latest: Iterable[Doc]) -> list[Doc]:
+    """The alerts among ``latest`` (an account's newest of each kind) whose episode is still open in its
+    snapshot ``doc``, oldest first."""
+    episodes = doc.get("episodes") or {}
+    out = []
+    for alert in latest:
+        field_ = EPISODE_OF_KIND.get(str(alert.get("kind")))
+        since = episodes.get(field_) if field_ else None
+        if not since:
+            continue
+        # Quiet and drop episodes have a start; an alert from an earlier, closed episode is not open.
+        started = (alert.get("evidence") or {}).get("episode_started_at")
+        if isinstance(since, str) and started is not None and started != since:
+            continue
+        out.append(alert)
+    return sorted(out, key=lambda a: (str(a.get("detected_at")), str(a.get("kind"))))
+
+
+class AlertSubscribers:
+    """Live alert subscriptions, each with the scope of the key that asked."""
+
+    def __init__(self) -> None:
+        """No subscriptions yet."""
+        self._queues: dict[asyncio.Queue[Doc], AccountScope] = {}
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def publish(self, doc: Doc, sees: Callable[[AccountScope, Doc], bool]) -> None:
+        """Hand ``doc`` to every subscription whose scope ``sees`` it."""
+        for queue, scope in self._queues.items():
+            # Judged on arrival, by the facts the account has then; a stalled client loses alerts
+            # rather than growing memory.
+            if not queue.full() and sees(scope, doc):
+                queue.put_nowait(doc)
+
+    async def subscribe(self, scope: AccountScope) -> AsyncGenerator[Doc, None]:
+        """Alerts published from now on that ``scope`` sees."""
+        queue: asyncio.Queue[Doc] = asyncio.Queue(_SUBSCRIBER_QUEUE)
+        self._queues[queue] = scope
+        try:
+            while True:
+                yield await queue.get()
+        finally:
+            self._queues.pop(queue, None)
 
 
 @runtime_checkable
@@ -91,7 +150,8 @@ class InMemoryReadModel:
         self._feed: deque[tuple[int, Doc]] = deque(maxlen=alert_buffer)
         self._latest: dict[str, dict[str, Doc]] = {}
         self._seq = 0
-        self._subscribers: dict[asyncio.Queue[Doc], AccountScope] = {}
+        self._ids: set[object] = set()  # alert ids in the feed
+        self._subscribers = AlertSubscribers()
         self._ready = ready
         self._lag = 0
 
@@ -113,6 +173,28 @@ class InMemoryReadModel:
     async def stop(self) -> None:  # see ReadModel
         return None
 
+    def positions(self) -> dict[tuple[str, int], int]:
+        """Nothing is kept across restarts: a loader reads the topics from the beginning."""
+        return {}
+
+    def claim(self, source: str) -> bool:  # noqa: ARG002 - nothing kept, so nothing of another source
+        """See :meth:`api.store.sql.SqlReadModel.claim`."""
+        return False
+
+    def clear(self) -> None:
+        """Forget every snapshot and alert."""
+        self._accounts.clear()
+        self._feed.clear()
+        self._ids.clear()
+        self._latest.clear()
+
+    async def apply_batch(self, batch: Batch) -> None:
+        """Apply what a loader read: snapshots first (alerts are judged by their account's facts)."""
+        for account_id, doc in batch.snapshots:
+            self.apply_health(account_id, doc)
+        for doc in batch.alerts:
+            self.apply_alert(doc)
+
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
         """Store the newest snapshot of an account; None (a tombstone) forgets it."""
         if doc is None:
@@ -122,16 +204,18 @@ class InMemoryReadModel:
 
     def apply_alert(self, doc: Doc) -> None:
         """Append an alert to the feed and hand it to every live subscriber."""
+        alert_id = doc.get("alert_id")
+        if alert_id in self._ids:
+            return  # read again (a replay): kept and sent once
+        if self._feed.maxlen is not None and len(self._feed) == self._feed.maxlen:
+            self._ids.discard(self._feed[0][1].get("alert_id"))
         self._seq += 1
+        self._ids.add(alert_id)
         self._feed.append((self._seq, doc))
         account_id = doc.get("account_id")
         if isinstance(account_id, str):  # an operations alert (data_gap) belongs to no account
             self._latest.setdefault(account_id, {})[str(doc.get("kind"))] = doc
-        for queue, scope in self._subscribers.items():
-            # Judged on arrival, by the facts the account has then; a stalled client loses alerts
-            # rather than growing memory.
-            if not queue.full() and self._sees_alert(scope, doc):
-                queue.put_nowait(doc)
+        self._subscribers.publish(doc, self._sees_alert)
 
     def _snapshots(self, scope: AccountScope) -> Iterable[Doc]:
         if scope.unrestricted:
@@ -155,19 +239,7 @@ class InMemoryReadModel:
         # Outside the scope is answered like unknown, so a key cannot tell which accounts exist.
         if doc is None or not scope.permits(doc.get("facts")):
             return None
-        episodes = doc.get("episodes") or {}
-        open_alerts = []
-        for kind, alert in self._latest.get(account_id, {}).items():
-            field = EPISODE_OF_KIND.get(kind)
-            since = episodes.get(field) if field else None
-            if not since:
-                continue
-            # Quiet and drop episodes have a start; an alert from an earlier, closed episode is not open.
-            started = (alert.get("evidence") or {}).get("episode_started_at")
-            if isinstance(since, str) and started is not None and started != since:
-                continue
-            open_alerts.append(alert)
-        return {**doc, "open_alerts": open_alerts}
+        return {**doc, "open_alerts": open_alerts(doc, self._latest.get(account_id, {}).values())}
 
     def list_accounts(  # see ReadModel
         self,
@@ -223,11 +295,5 @@ class InMemoryReadModel:
         nxt = encode_cursor(["alerts", page[-1][0]]) if len(out) > limit else None
         return [d for _, d in page], nxt
 
-    async def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
-        queue: asyncio.Queue[Doc] = asyncio.Queue(_SUBSCRIBER_QUEUE)
-        self._subscribers[queue] = scope
-        try:
-            while True:
-                yield await queue.get()
-        finally:
-            self._subscribers.pop(queue, None)
+    def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
+        return self._subscribers.subscribe(scope)

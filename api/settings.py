@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode
 
 from api.restrictions import AccountPrefix, AccountScope
@@ -107,7 +115,17 @@ class ApiSettings(KafkaSettings):
     auth_failure_window_s: float = Field(
         60.0, gt=0, description="Seconds over which a client address regains its failed authentications."
     )
-    alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept in memory for the feed.")
+    store_url: SecretStr = Field(
+        SecretStr("sqlite:///.local/api/read-store.db"),
+        description="Where the API keeps the snapshots, alerts and history it serves: sqlite:///<path> "
+        "(a file, created if missing), postgresql://<user>:<password>@<host>:<port>/<database> (shared by "
+        "replicas, readable by BI tools), or memory (nothing kept: the topics are read again at each start). "
+        "Secret: it may hold a password.",
+    )
+    history_days: int = Field(
+        120, ge=1, description="Days of daily score, band and components kept per account in the store."
+    )
+    alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept for the feed.")
     head_timeout_s: float = Field(
         10.0, gt=0, description="A connection without a complete request head for this long is closed."
     )

@@ -87,3 +87,11 @@ async def worker_factory(kafka_bootstrap: str, tmp_path: Path) -> AsyncIterator[
     factory = WorkerFactory(kafka_bootstrap, tmp_path)
     yield factory
     await factory.stop_all()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh read store for the API: a SQLite file, then a PostgreSQL database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return str(request.getfixturevalue("postgres_url"))

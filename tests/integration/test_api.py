@@ -25,8 +25,9 @@ KEY = "integration-key"
 POLL_LIMIT_S = 30.0
 
 
-def api_settings(bootstrap: str, topics: dict[str, str]) -> ApiSettings:
+def api_settings(bootstrap: str, topics: dict[str, str], store_url: str) -> ApiSettings:
     return ApiSettings(
+        store_url=store_url,
         kafka_bootstrap=bootstrap,
         events_topic=topics["events"],
         alerts_topic=topics["alerts"],
@@ -60,13 +61,13 @@ async def eventually(check: Callable[[], Awaitable[Any]], what: str) -> Any:
 
 
 async def test_posted_event_comes_back_as_health(
-    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, store_url: str
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
     await worker_factory.ready(topics, partitions=2, group=f"g-{unique_id}")
     at = now_ms()
 
-    async with running_api(api_settings(kafka_bootstrap, topics)) as client:
+    async with running_api(api_settings(kafka_bootstrap, topics, store_url)) as client:
 
         async def ready() -> bool:
             return (await client.get("/readyz")).status_code == 200
@@ -95,7 +96,7 @@ async def test_posted_event_comes_back_as_health(
 
 
 async def test_read_model_loads_existing_records_before_turning_ready(
-    kafka_bootstrap: str, topic_factory: Any
+    kafka_bootstrap: str, topic_factory: Any, store_url: str
 ) -> None:
     topics = await make_topics(topic_factory, partitions=2)
     docs = [snapshot(f"acc{i}", score=10 * i, band="poor") for i in range(5)]
@@ -111,7 +112,7 @@ async def test_read_model_loads_existing_records_before_turning_ready(
         kafka_bootstrap, topics["alerts"], [(b"acc1", orjson.dumps(good)), (b"acc2", orjson.dumps(broken))]
     )
 
-    async with running_api(api_settings(kafka_bootstrap, topics)) as client:
+    async with running_api(api_settings(kafka_bootstrap, topics, store_url)) as client:
 
         async def ready() -> bool:
             return (await client.get("/readyz")).status_code == 200

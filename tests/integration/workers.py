@@ -174,6 +174,8 @@ class ApiProcess:
             CHURNWATCH_API_KEYS=json.dumps({hash_key(k): v for k, v in self.keys.items()}),
             PYTHONUNBUFFERED="1",
         )
+        # Its own read store next to its log, unless the test names one.
+        env["CHURNWATCH_STORE_URL"] = f"sqlite:///{self.log_path.with_suffix('.db')}"
         env.update({f"CHURNWATCH_{k.upper()}": v for k, v in self.settings.items()})
         log = self.log_path.open("ab")
         self.proc = await asyncio.create_subprocess_exec(

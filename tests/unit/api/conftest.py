@@ -1,9 +1,12 @@
-"""Fixtures: an app over an in-memory read model and a fake producer, and a client for it."""
+"""Fixtures: an app over a read model and a fake producer, and a client for it.
+
+Every test that takes the ``model`` fixture runs on each store: in memory, SQLite and PostgreSQL.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, MutableMapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -16,6 +19,10 @@ from api.app import create_app
 from api.auth import hash_key
 from api.readmodel import InMemoryReadModel
 from api.settings import ApiSettings
+from api.store.sql import SqlReadModel
+
+StoreModel = InMemoryReadModel | SqlReadModel
+"""The stores the API serves from, each filled by hand in these tests."""
 
 READER = "reader-key"
 WRITER = "writer-key"
@@ -162,9 +169,25 @@ def alert(alert_id: str, account_id: str, kind: str = "account_quiet", **extra: 
     return doc
 
 
-@pytest.fixture
-def model() -> InMemoryReadModel:
-    return InMemoryReadModel()
+STORES = ["memory", "sqlite", "postgresql"]
+
+
+def open_model(request: pytest.FixtureRequest, store: str, **options: Any) -> StoreModel:
+    """An empty store of the kind ``store`` names, closed when the test ends."""
+    if store == "memory":
+        return InMemoryReadModel(**options)
+    if store == "sqlite":
+        url = f"sqlite:///{request.getfixturevalue('tmp_path')}/store.db"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    sql = SqlReadModel(url, **options)
+    request.addfinalizer(sql.close)
+    return sql
+
+
+@pytest.fixture(params=STORES)
+def model(request: pytest.FixtureRequest) -> Iterator[StoreModel]:
+    yield open_model(request, request.param)
 
 
 @pytest.fixture
@@ -181,7 +204,7 @@ AppFactory = Callable[..., FastAPI]
 
 
 @pytest.fixture
-def make_app(model: InMemoryReadModel, producer: FakeProducer, fake_time: FakeTime) -> AppFactory:
+def make_app(model: StoreModel, producer: FakeProducer, fake_time: FakeTime) -> AppFactory:
     def make(**overrides: Any) -> FastAPI:
         return create_app(settings(**overrides), model, producer, clock=lambda: NOW, monotonic=fake_time)
 
@@ -269,7 +292,7 @@ class SseClient:
                 await self.arrived.wait()
 
 
-async def wait_subscribed(model: InMemoryReadModel) -> None:
+async def wait_subscribed(model: StoreModel) -> None:
     """Return once an alert stream is listening (alerts applied before it are not replayed)."""
     async with asyncio.timeout(5):
         while model.subscribers == 0:

@@ -7,8 +7,7 @@ from urllib.parse import quote
 import httpx
 import pytest
 
-from api.readmodel import InMemoryReadModel
-from tests.unit.api.conftest import alert, snapshot
+from tests.unit.api.conftest import StoreModel, alert, snapshot
 
 
 async def test_unknown_account_is_404_in_the_error_shape(client: httpx.AsyncClient) -> None:
@@ -44,7 +43,7 @@ async def test_a_128_character_account_id_is_echoed_whole(client: httpx.AsyncCli
 
 
 async def test_health_returns_latest_snapshot_with_open_alerts_only(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     model.apply_health("acme", snapshot("acme", score=10))
     model.apply_health(
@@ -64,7 +63,7 @@ async def test_health_returns_latest_snapshot_with_open_alerts_only(
 
 
 async def test_quiet_alert_of_an_earlier_episode_is_not_open(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     model.apply_health("acme", snapshot("acme", episodes={"quiet_since": "2025-03-12T00:00:00.000Z"}))
     model.apply_alert(alert("old", "acme", "account_quiet"))  # episode started 2025-03-07
@@ -74,7 +73,7 @@ async def test_quiet_alert_of_an_earlier_episode_is_not_open(
     assert body["open_alerts"] == []
 
 
-def _seed(model: InMemoryReadModel) -> None:
+def _seed(model: StoreModel) -> None:
     rows = [
         ("a1", 90, "good", "smb", "2025-03-14T00:00:00.000Z"),
         ("a2", 20, "poor", "smb", "2025-02-01T00:00:00.000Z"),
@@ -108,7 +107,7 @@ async def _all_pages(client: httpx.AsyncClient, **params: object) -> tuple[list[
 
 
 async def test_pagination_walks_every_account_once_in_sort_order(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     _seed(model)
 
@@ -119,7 +118,7 @@ async def test_pagination_walks_every_account_once_in_sort_order(
 
 
 async def test_sort_by_last_activity_puts_never_active_first(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     _seed(model)
 
@@ -128,7 +127,7 @@ async def test_sort_by_last_activity_puts_never_active_first(
     assert ids == ["a4", "a6", "a2", "a3", "a5", "a7", "a1"]
 
 
-async def test_filters_combine(client: httpx.AsyncClient, model: InMemoryReadModel) -> None:
+async def test_filters_combine(client: httpx.AsyncClient, model: StoreModel) -> None:
     _seed(model)
 
     resp = await client.get(
@@ -154,9 +153,7 @@ async def test_filters_combine(client: httpx.AsyncClient, model: InMemoryReadMod
     assert [i["account_id"] for i in band.json()["items"]] == ["a2", "a4", "a6"]
 
 
-async def test_bad_cursor_limit_and_sort_are_rejected(
-    client: httpx.AsyncClient, model: InMemoryReadModel
-) -> None:
+async def test_bad_cursor_limit_and_sort_are_rejected(client: httpx.AsyncClient, model: StoreModel) -> None:
     _seed(model)
     first = (await client.get("/v1/accounts", params={"limit": 2, "sort": "score"})).json()
 
@@ -211,7 +208,7 @@ ODD_IDS = [
 
 @pytest.mark.parametrize("account_id", ODD_IDS)
 async def test_an_account_id_with_slashes_or_odd_characters_is_readable_percent_encoded(
-    client: httpx.AsyncClient, model: InMemoryReadModel, account_id: str
+    client: httpx.AsyncClient, model: StoreModel, account_id: str
 ) -> None:
     model.apply_health(account_id, snapshot(account_id))
     model.apply_health("x", snapshot("x"))  # a shorter id that a greedy or lazy match could pick
@@ -229,9 +226,7 @@ async def test_an_account_id_with_slashes_or_odd_characters_is_readable_percent_
     assert [a["alert_id"] for a in alerts.json()["items"]] == ["al-1"]
 
 
-async def test_an_id_with_a_slash_is_listed_as_it_is(
-    client: httpx.AsyncClient, model: InMemoryReadModel
-) -> None:
+async def test_an_id_with_a_slash_is_listed_as_it_is(client: httpx.AsyncClient, model: StoreModel) -> None:
     model.apply_health("tenant/p7", snapshot("tenant/p7"))
 
     listed = await client.get("/v1/accounts")

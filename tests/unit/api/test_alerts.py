@@ -6,14 +6,22 @@ import asyncio
 
 import httpx
 import orjson
+import pytest
 
-from api.readmodel import InMemoryReadModel
 from api.restrictions import EVERY_ACCOUNT
-from tests.unit.api.conftest import AppFactory, SseClient, alert, wait_subscribed
+from tests.unit.api.conftest import (
+    STORES,
+    AppFactory,
+    SseClient,
+    StoreModel,
+    alert,
+    open_model,
+    wait_subscribed,
+)
 
 
 async def test_feed_is_newest_first_filtered_and_paginated(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     for i in range(5):
         model.apply_alert(alert(f"q{i}", "acme", detected_at=f"2025-03-1{i}T00:00:00.000Z"))
@@ -33,8 +41,9 @@ async def test_feed_is_newest_first_filtered_and_paginated(
     assert [a["alert_id"] for a in drops["items"]] == ["d1"]
 
 
-def test_feed_keeps_only_the_newest_alerts() -> None:
-    model = InMemoryReadModel(alert_buffer=3)
+@pytest.mark.parametrize("store", STORES)
+def test_feed_keeps_only_the_newest_alerts(request: pytest.FixtureRequest, store: str) -> None:
+    model = open_model(request, store, alert_buffer=3)
     for i in range(5):
         model.apply_alert(alert(f"a{i}", "acme"))
 
@@ -43,9 +52,7 @@ def test_feed_keeps_only_the_newest_alerts() -> None:
     assert [a["alert_id"] for a in items] == ["a4", "a3", "a2"]
 
 
-async def test_stream_delivers_a_new_alert_as_an_sse_event(
-    make_app: AppFactory, model: InMemoryReadModel
-) -> None:
+async def test_stream_delivers_a_new_alert_as_an_sse_event(make_app: AppFactory, model: StoreModel) -> None:
     model.apply_alert(alert("old", "acme"))  # before the stream: not replayed
     sse = SseClient(make_app())
     task = asyncio.create_task(sse.run())
@@ -69,9 +76,7 @@ async def test_stream_delivers_a_new_alert_as_an_sse_event(
     assert model.subscribers == 0  # the disconnect released the subscription
 
 
-async def test_stream_sends_keep_alive_comments_when_idle(
-    make_app: AppFactory, model: InMemoryReadModel
-) -> None:
+async def test_stream_sends_keep_alive_comments_when_idle(make_app: AppFactory, model: StoreModel) -> None:
     sse = SseClient(make_app(sse_keepalive_s=0.05))
     task = asyncio.create_task(sse.run())
     try:
@@ -95,7 +100,7 @@ async def test_stream_requires_alerts_scope(make_app: AppFactory) -> None:
 
 
 async def test_the_body_timeout_does_not_end_a_stream_that_outlives_it(
-    make_app: AppFactory, model: InMemoryReadModel
+    make_app: AppFactory, model: StoreModel
 ) -> None:
     # After the (empty) body, a stream only listens for the disconnect: that wait has no deadline.
     sse = SseClient(make_app(body_timeout_s=0.01, sse_keepalive_s=0.02))

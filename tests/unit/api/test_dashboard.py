@@ -9,15 +9,14 @@ import httpx
 import pytest
 
 from api.dashboard.render import ago, sparkline_points
-from api.readmodel import InMemoryReadModel
-from tests.unit.api.conftest import NOW, WRITER, AppFactory, alert, client_for, snapshot
+from tests.unit.api.conftest import NOW, WRITER, AppFactory, StoreModel, alert, client_for, snapshot
 
 EVIL_NAME = '<script>alert("name")</script>'
 EVIL_ID = '"><img src=x onerror=alert(1)>'
 EVIL_OWNER = "<b onmouseover=alert(2)>owner</b>"
 
 
-def put(model: InMemoryReadModel, doc: dict[str, object]) -> None:
+def put(model: StoreModel, doc: dict[str, object]) -> None:
     model.apply_health(str(doc["account_id"]), doc)
 
 
@@ -38,7 +37,7 @@ def components() -> list[dict[str, object]]:
 
 
 async def test_the_page_is_public_holds_no_data_and_locks_down_scripts(
-    make_app: AppFactory, model: InMemoryReadModel
+    make_app: AppFactory, model: StoreModel
 ) -> None:
     put(model, snapshot("acme", facts={"name": "Acme Secret Corp"}))
     async with client_for(make_app(), None) as anon:
@@ -82,7 +81,7 @@ async def test_fragments_need_a_key_with_the_read_scopes(make_app: AppFactory, p
 
 
 async def test_at_risk_rows_lowest_score_first_with_trend_recency_and_sparkline(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     put(model, snapshot("good-co", score=90, band="good", trend="up", daily=daily([5] * 35)))
     put(
@@ -115,7 +114,7 @@ async def test_at_risk_limit_is_validated(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_malicious_account_name_is_rendered_escaped(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     facts = {"name": EVIL_NAME, "owner": EVIL_OWNER, "plan": "<plan>", "segment": "smb", "seats": 3}
     put(model, snapshot(EVIL_ID, facts=facts, components=components(), daily=daily([1] * 35)))
@@ -136,7 +135,7 @@ async def test_a_malicious_account_name_is_rendered_escaped(
 
 
 async def test_account_detail_explains_the_score_and_lists_its_alerts(
-    client: httpx.AsyncClient, model: InMemoryReadModel
+    client: httpx.AsyncClient, model: StoreModel
 ) -> None:
     put(
         model,
@@ -165,9 +164,7 @@ async def test_account_detail_explains_the_score_and_lists_its_alerts(
     assert unknown.json()["error"]["code"] == "not_found"
 
 
-async def test_portfolio_cards_show_bands_churn_and_nps(
-    client: httpx.AsyncClient, model: InMemoryReadModel
-) -> None:
+async def test_portfolio_cards_show_bands_churn_and_nps(client: httpx.AsyncClient, model: StoreModel) -> None:
     subscription = {
         "status": "cancelled",
         "started_at": "2025-01-10T00:00:00Z",

@@ -9,9 +9,8 @@ from starlette.routing import Route
 from starlette.types import Message, Receive, Scope, Send
 
 from api.hosts import RelativeSlashRedirect, host_allowed, host_name
-from api.readmodel import InMemoryReadModel
 from api.settings import ApiSettings
-from tests.unit.api.conftest import AppFactory, client_for, snapshot
+from tests.unit.api.conftest import AppFactory, StoreModel, client_for, snapshot
 
 
 @pytest.mark.parametrize(
@@ -34,7 +33,7 @@ async def test_trailing_slash_redirect_is_relative_whatever_the_host(
     assert resp.headers["location"] == location
 
 
-async def test_redirect_is_followed_to_the_route(make_app: AppFactory, model: InMemoryReadModel) -> None:
+async def test_redirect_is_followed_to_the_route(make_app: AppFactory, model: StoreModel) -> None:
     model.apply_health("tenant/p7", snapshot("tenant/p7"))
     async with client_for(make_app(), follow_redirects=True) as c:
         resp = await c.get("/v1/accounts/tenant%2Fp7/health/")

@@ -6,7 +6,7 @@ import pytest
 
 from api.metrics import method_label, status_label
 from api.readmodel import InMemoryReadModel, ReadModel
-from tests.unit.api.conftest import AppFactory, FakeProducer, client_for
+from tests.unit.api.conftest import AppFactory, FakeProducer, StoreModel, client_for
 
 
 async def test_readyz_follows_the_read_model(make_app: AppFactory) -> None:
@@ -47,9 +47,7 @@ async def test_readyz_is_503_with_the_reason_while_kafka_is_unreachable(
     assert back.status_code == 200
 
 
-async def test_metrics_count_by_route_template_and_status(
-    make_app: AppFactory, model: InMemoryReadModel
-) -> None:
+async def test_metrics_count_by_route_template_and_status(make_app: AppFactory, model: StoreModel) -> None:
     model.set_progress(True, 7)
     app = make_app()
     other = make_app()  # a second app in the same process must not clash

@@ -8,8 +8,7 @@ import httpx
 import pytest
 
 from api.portfolio import month_starts, monthly_churn, nps, portfolio_figures
-from api.readmodel import InMemoryReadModel
-from tests.unit.api.conftest import NOW, snapshot
+from tests.unit.api.conftest import NOW, StoreModel, snapshot
 
 T = datetime
 
@@ -93,9 +92,7 @@ def test_portfolio_counts_bands_nps_and_open_episodes() -> None:
     assert out["churn"][-1]["month"] == "2025-03"
 
 
-async def test_portfolio_route_uses_the_injected_clock(
-    client: httpx.AsyncClient, model: InMemoryReadModel
-) -> None:
+async def test_portfolio_route_uses_the_injected_clock(client: httpx.AsyncClient, model: StoreModel) -> None:
     sub = {
         "status": "cancelled",
         "started_at": "2024-05-01T00:00:00.000Z",

@@ -16,7 +16,6 @@ import orjson
 import pytest
 from fastapi import FastAPI
 
-from api.readmodel import InMemoryReadModel
 from tests.unit.api.conftest import (
     ANN,
     ANN_ENTERPRISE,
@@ -24,6 +23,7 @@ from tests.unit.api.conftest import (
     READER,
     AppFactory,
     SseClient,
+    StoreModel,
     alert,
     client_for,
     snapshot,
@@ -100,7 +100,7 @@ def _snapshot(account_id: str, score: int, band: str, facts: dict[str, str], cha
 
 
 @pytest.fixture
-def app(make_app: AppFactory, model: InMemoryReadModel) -> FastAPI:
+def app(make_app: AppFactory, model: StoreModel) -> FastAPI:
     for row in ACCOUNTS:
         model.apply_health(row[0], _snapshot(*row))
     for doc in ALERTS:
@@ -190,7 +190,7 @@ async def test_health_answers_only_for_the_keys_accounts(app: FastAPI, key: str)
 
 @pytest.mark.parametrize("path", ["/v1/accounts/{}/health", "/dashboard/fragments/accounts/{}"])
 async def test_an_account_outside_the_scope_is_answered_exactly_like_an_unknown_one(
-    app: FastAPI, model: InMemoryReadModel, path: str
+    app: FastAPI, model: StoreModel, path: str
 ) -> None:
     url = path.format(quote("c-bob-ent", safe=""))
     outside = await _get(app, ANN, url)
@@ -292,20 +292,22 @@ async def test_the_dashboard_detail_of_a_permitted_account_shows_its_alert_histo
 
 
 @KEYS
-async def test_the_stream_delivers_only_the_keys_alerts(
-    app: FastAPI, model: InMemoryReadModel, key: str
-) -> None:
+async def test_the_stream_delivers_only_the_keys_alerts(app: FastAPI, model: StoreModel, key: str) -> None:
     sse = SseClient(app, key)
     task = asyncio.create_task(sse.run())
     try:
         await wait_subscribed(model)
         for doc in ALERTS:
-            model.apply_alert({**doc, "detected_at": "2025-03-15T00:00:00.000Z"})
+            # New alerts (an alert already stored is not sent again when it is read again).
+            model.apply_alert(
+                {**doc, "alert_id": f"{doc['alert_id']}-2", "detected_at": "2025-03-15T00:00:00.000Z"}
+            )
         # al-e comes last and every key may see it: once it is there, every earlier one is too.
-        await sse.wait_for(b'"alert_id":"al-e"')
+        await sse.wait_for(b'"alert_id":"al-e-2"')
     finally:
         sse.disconnect.set()
         await asyncio.wait_for(task, 5)
 
     frames = [f for f in sse.body.split(b"\n\n") if f.startswith(b"event: alert")]
-    assert [orjson.loads(f.split(b"data: ", 1)[1])["alert_id"] for f in frames] == ALERTS_SEEN[key]
+    sent = [orjson.loads(f.split(b"data: ", 1)[1])["alert_id"] for f in frames]
+    assert sent == [f"{a}-2" for a in ALERTS_SEEN[key]]

@@ -11,7 +11,6 @@ import pytest
 
 from api.auth import hash_key, lookup
 from api.ratelimit import FailureThrottle
-from api.readmodel import InMemoryReadModel
 from api.settings import ApiKeySpec
 from tests.unit.api.conftest import (
     ADMIN,
@@ -20,6 +19,7 @@ from tests.unit.api.conftest import (
     AppFactory,
     FakeProducer,
     FakeTime,
+    StoreModel,
     client_for,
     snapshot,
 )
@@ -332,7 +332,7 @@ async def test_an_unexpected_error_is_nosniff_and_no_store_too(make_app: AppFact
     ],
 )
 async def test_html_fragments_may_not_be_framed_or_run_anything(
-    make_app: AppFactory, model: InMemoryReadModel, path: str
+    make_app: AppFactory, model: StoreModel, path: str
 ) -> None:
     model.apply_health("acme", snapshot("acme"))
     async with client_for(make_app()) as c:

@@ -1,0 +1,142 @@
+"""The read store's tables (SQLAlchemy Core), the same on SQLite and PostgreSQL.
+
+Every table is a projection of the ``account-health`` and ``churn-alerts`` topics, rebuilt from them
+when the store is new or was filled from another cluster:
+
+- ``accounts``: the latest snapshot per account (``doc``, the document the API serves) and the fields
+  lists filter and sort on, each list served by an index.
+- ``portfolio_counts``: how many accounts share each combination of the facts the portfolio figures
+  count (band, subscription months, NPS class, open episodes) per owner and segment, kept as snapshots
+  are applied: the portfolio is a read of a few hundred rows, never a scan of the accounts.
+- ``history``: one row per account and UTC day, the day's latest score, band and components, for
+  ``history_days`` days.
+- ``alerts``: the recent alerts in arrival order (``seq``), at most ``alert_buffer``; ``latest_alerts``
+  the newest of each kind per account (the open episodes of an account's page).
+- ``offsets``: the next offset to read of each topic partition, written in the same transaction as
+  what was read before it; ``meta``: which cluster and topics the store was filled from.
+
+Migrations (``api/store/migrations``) create and change these tables; a test holds them equal.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Index,
+    Integer,
+    MetaData,
+    Table,
+    Text,
+)
+from sqlalchemy.dialects.postgresql import JSONB
+
+metadata = MetaData()
+
+# Lists order text as Python does (code points): PostgreSQL's "C" collation, SQLite's default.
+Ordered = Text().with_variant(Text(collation="C"), "postgresql")
+# Documents: JSONB on PostgreSQL, so BI tools can query inside them; JSON text on SQLite.
+Document = JSON().with_variant(JSONB(), "postgresql")
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("account_id", Ordered, primary_key=True),
+    Column("at_ms", BigInteger, nullable=False, comment="snapshot time, ms since the epoch"),
+    Column("score", Integer, nullable=False),
+    Column("band", Text, nullable=False),
+    Column("segment", Text),
+    Column("plan", Text),
+    Column("owner", Text),
+    Column("last_activity", Ordered, nullable=False, comment="RFC 3339; '' when never active"),
+    Column("last_activity_ms", BigInteger),
+    Column("quiet_since", Text),
+    Column("drop_since", Text),
+    Column("poor", Boolean, nullable=False),
+    Column("started_month", Text, comment="YYYY-MM (UTC) the subscription started"),
+    Column("cancelled_month", Text),
+    Column("nps_score", Integer),
+    Column("doc", Document, nullable=False),
+)
+
+# One index per list the API offers: each sort order alone, and each filter with the default order
+# (score) and by id. A band's lists also come by last activity (the dashboard's at-risk view).
+Index("accounts_score", accounts.c.score, accounts.c.account_id)
+Index("accounts_last_activity", accounts.c.last_activity, accounts.c.account_id)
+Index("accounts_last_activity_ms", accounts.c.last_activity_ms)
+Index("accounts_band_last_activity", accounts.c.band, accounts.c.last_activity, accounts.c.account_id)
+for _name in ("band", "segment", "plan", "owner"):
+    Index(f"accounts_{_name}_score", accounts.c[_name], accounts.c.score, accounts.c.account_id)
+    Index(f"accounts_{_name}_id", accounts.c[_name], accounts.c.account_id)
+
+portfolio_counts = Table(
+    "portfolio_counts",
+    metadata,
+    Column("key", Text, primary_key=True, comment="the columns below, as one JSON array"),
+    Column("owner", Text),
+    Column("segment", Text),
+    Column("band", Text, nullable=False),
+    Column("started_month", Text),
+    Column("cancelled_month", Text),
+    Column("nps_class", Text, comment="promoter, passive, detractor; NULL without an answer"),
+    Column("quiet", Boolean, nullable=False),
+    Column("dropping", Boolean, nullable=False),
+    Column("poor", Boolean, nullable=False),
+    Column("accounts", BigInteger, nullable=False),
+)
+
+history = Table(
+    "history",
+    metadata,
+    Column("account_id", Ordered, primary_key=True),
+    Column("day", Text, primary_key=True, comment="YYYY-MM-DD (UTC)"),
+    Column("at_ms", BigInteger, nullable=False),
+    Column("score", Integer, nullable=False),
+    Column("band", Text, nullable=False),
+    Column("components", Document, nullable=False),
+)
+Index("history_day", history.c.day)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("seq", BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True),
+    Column("alert_id", Text, nullable=False, unique=True),
+    Column("kind", Text, nullable=False),
+    Column("account_id", Ordered),
+    Column("detected_ms", BigInteger, nullable=False),
+    Column("owner", Text, comment="the account's owner when the alert was raised"),
+    Column("segment", Text),
+    Column("doc", Document, nullable=False),
+)
+Index("alerts_account", alerts.c.account_id, alerts.c.seq)
+Index("alerts_kind", alerts.c.kind, alerts.c.seq)
+
+latest_alerts = Table(
+    "latest_alerts",
+    metadata,
+    Column("account_id", Ordered, primary_key=True),
+    Column("kind", Text, primary_key=True),
+    Column("detected_ms", BigInteger, nullable=False),
+    Column("doc", Document, nullable=False),
+)
+
+offsets = Table(
+    "offsets",
+    metadata,
+    Column("topic", Text, primary_key=True),
+    Column("partition", Integer, primary_key=True),
+    Column("next_offset", BigInteger, nullable=False),
+)
+
+meta = Table(
+    "meta",
+    metadata,
+    Column("key", Text, primary_key=True),
+    Column("value", Text, nullable=False),
+)
+
+DATA_TABLES = (accounts, portfolio_counts, history, alerts, latest_alerts, offsets)
+"""What a refill empties (``meta`` says what it was filled from)."""

@@ -1,0 +1,685 @@
+"""The read model in a database: SQLite on disk (the default) or PostgreSQL (shared by replicas).
+
+Every list, filter and sort the API offers is an indexed read (see :mod:`api.store.schema`), so a page
+costs the same at a thousand accounts as at a million, and the process holds no account in memory.
+
+Writes come in batches from the loader (:class:`api.kafka_readmodel.KafkaReadModel`), each in one
+transaction with the offsets it was read up to: a restart resumes after the last batch written, and
+a crash between a write and its offsets cannot happen. Applying a batch twice changes nothing: a
+snapshot replaces an account's only if it is as new or newer (snapshot time), an alert is kept once by
+its id. Several writers (API replicas on one PostgreSQL) may apply the same records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import Counter
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Table,
+    and_,
+    create_engine,
+    delete,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    tuple_,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from api.portfolio import PortfolioKey, figures_from_counts, month_of, nps_class
+from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, sort_key
+from api.readmodel import AlertSubscribers, Batch, Doc, Page, open_alerts
+from api.restrictions import AccountScope
+from api.store import schema as t
+
+log = logging.getLogger("churnwatch.api.store")
+
+_CHUNK = 500  # ids per IN (...) list
+_SOURCE = "source"  # the meta key naming the cluster and topics the store was filled from
+_MIGRATION_LOCK = 0x636877  # PostgreSQL advisory lock: one replica migrates at a time
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened: not a store URL, unreachable, refused, or not migratable."""
+
+
+def _dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Transactions are begun by the "begin" listener (pysqlite's own would defer them oddly).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    for pragma in (
+        "journal_mode=WAL",
+        "synchronous=NORMAL",
+        "busy_timeout=30000",
+        "cache_size=-32768",  # 32 MiB of pages per connection
+        "temp_store=MEMORY",
+    ):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
+
+
+def _sqlite_begin(conn: Connection) -> None:
+    # A writer takes the write lock at BEGIN, so two writers queue (busy_timeout) instead of failing.
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
+
+
+def engine_for(url: str) -> Engine:
+    """An engine for a ``sqlite:///path`` or ``postgresql://…`` URL (psycopg 3 as the driver)."""
+    parsed = make_url(url)
+    options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in ("", ":memory:") or database.startswith("file:"):
+            raise ValueError(
+                f"store_url {url!r}: SQLite needs a file path, e.g. sqlite:///.local/api/store.db"
+            )
+        Path(database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(parsed, connect_args={"check_same_thread": False}, **options)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if backend == "postgresql":
+        if parsed.drivername in ("postgresql", "postgres"):
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True, **options)
+    raise ValueError("use sqlite:///<path> or postgresql://<user>:<password>@<host>:<port>/<database>")
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the schema to the newest revision (Alembic; a no-op when it is there already)."""
+    config = Config()
+    config.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
+    with engine.connect().execution_options(write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+
+
+def _ms(value: object) -> int | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        at = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    if at.tzinfo is None:
+        return None
+    return int(at.timestamp() * 1000)
+
+
+def _floor_ms(at: datetime) -> int:
+    return math.floor(at.timestamp() * 1000)
+
+
+def _ceil_ms(at: datetime) -> int:
+    return math.ceil(at.timestamp() * 1000)
+
+
+def _facts(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    facts = doc.get(key)
+    return facts if isinstance(facts, Mapping) else {}
+
+
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
+    """The ``accounts`` row of a snapshot (checked against the contract already)."""
+    facts = _facts(doc, "facts")
+    episodes = _facts(doc, "episodes")
+    sub = _facts(doc, "subscription")
+    last = _text(doc.get("last_activity_at"))
+    nps = (doc.get("nps") or {}).get("score")
+    return {
+        "account_id": account_id,
+        "at_ms": _ms(doc.get("at")) or 0,
+        "score": int(doc.get("score", 0)),
+        "band": str(doc.get("band")),
+        "segment": _text(facts.get("segment")),
+        "plan": _text(facts.get("plan")),
+        "owner": _text(facts.get("owner")),
+        "last_activity": last or "",
+        "last_activity_ms": _ms(last),
+        "quiet_since": episodes.get("quiet_since") or None,
+        "drop_since": episodes.get("drop_since") or None,
+        "poor": bool(episodes.get("poor")),
+        "started_month": month_of(sub.get("started_at")),
+        "cancelled_month": month_of(sub.get("cancelled_at")),
+        "nps_score": nps if nps_class(nps) is not None else None,
+        "doc": doc,
+    }
+
+
+_COUNTED = ("owner", "segment", "band", "started_month", "cancelled_month", "nps_score", "quiet_since")
+_COUNTED_ALSO = ("drop_since", "poor")
+
+
+def _count_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """(owner, segment, then the :class:`PortfolioKey` fields) of an ``accounts`` row."""
+    return (
+        row["owner"],
+        row["segment"],
+        row["band"],
+        row["started_month"],
+        row["cancelled_month"],
+        nps_class(row["nps_score"]),
+        bool(row["quiet_since"]),
+        bool(row["drop_since"]),
+        bool(row["poor"]),
+    )
+
+
+def _count_row(key: tuple[Any, ...], delta: int) -> dict[str, Any]:
+    owner, segment, band, started, cancelled, nps, quiet, dropping, poor = key
+    return {
+        "key": _dumps(list(key)),
+        "owner": owner,
+        "segment": segment,
+        "band": band,
+        "started_month": started,
+        "cancelled_month": cancelled,
+        "nps_class": nps,
+        "quiet": quiet,
+        "dropping": dropping,
+        "poor": poor,
+        "accounts": delta,
+    }
+
+
+def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+class SqlReadModel:
+    """The :class:`~api.readmodel.ReadModel` over the read store at ``url``."""
+
+    def __init__(
+        self, url: str, *, alert_buffer: int = 10_000, history_days: int = 120, ready: bool = True
+    ) -> None:
+        """Open (and migrate) the store at ``url``, keeping ``alert_buffer`` alerts for the feed and
+        ``history_days`` days of daily scores."""
+        try:
+            self._engine = engine_for(url)
+            migrate(self._engine)
+        except (SQLAlchemyError, ValueError, OSError) as exc:
+            try:
+                where = make_url(url).render_as_string(hide_password=True)
+            except ArgumentError:
+                where = "the URL given"
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot open the read store at {where}: {reason}") from exc
+        self.dialect = self._engine.dialect.name
+        self.alert_buffer = alert_buffer
+        self.history_days = history_days
+        self._history_cutoff = ""
+        self._subscribers = AlertSubscribers()
+        self._ready = ready
+        self._lag = 0
+
+    # -- ReadModel: progress and lifecycle -------------------------------------------------------
+
+    @property
+    def ready(self) -> bool:  # see ReadModel
+        return self._ready
+
+    @property
+    def lag(self) -> int:  # see ReadModel
+        return self._lag
+
+    def set_progress(self, ready: bool, lag: int) -> None:
+        """Record how far loading has come."""
+        self._ready, self._lag = ready, lag
+
+    async def start(self) -> None:  # see ReadModel
+        return None
+
+    async def stop(self) -> None:  # see ReadModel
+        self.close()
+
+    def close(self) -> None:
+        """Close the store's connections."""
+        self._engine.dispose()
+
+    @property
+    def subscribers(self) -> int:
+        """Live alert subscriptions."""
+        return len(self._subscribers)
+
+    # -- writes ------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _writing(self) -> Iterator[Connection]:
+        with self._engine.connect().execution_options(write=True) as conn, conn.begin():
+            yield conn
+
+    def _insert(self, table: Table) -> Any:
+        return (postgresql.insert if self.dialect == "postgresql" else sqlite.insert)(table)
+
+    def positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to read of each topic partition, as stored with what was read before it."""
+        o = t.offsets.c
+        with self._engine.connect() as conn:
+            return {
+                (r.topic, r.partition): r.next_offset
+                for r in conn.execute(select(o.topic, o.partition, o.next_offset))
+            }
+
+    def claim(self, source: str) -> bool:
+        """Make the store the projection of ``source`` (the cluster and topics a loader reads): one
+        filled from another is emptied first. Returns whether it was."""
+        m = t.meta.c
+        with self._writing() as conn:
+            known = conn.execute(select(m.value).where(m.key == _SOURCE)).scalar_one_or_none()
+            if known == source:
+                return False
+            if known is not None:
+                for table in t.DATA_TABLES:
+                    conn.execute(delete(table))
+            upsert = self._insert(t.meta)
+            conn.execute(
+                upsert.on_conflict_do_update(index_elements=["key"], set_={"value": upsert.excluded.value}),
+                {"key": _SOURCE, "value": source},
+            )
+            return known is not None
+
+    def clear(self) -> None:
+        """Empty the store (its topics were re-created: what it holds is of records gone)."""
+        with self._writing() as conn:
+            for table in t.DATA_TABLES:
+                conn.execute(delete(table))
+
+    def apply_health(self, account_id: str, doc: Doc | None) -> None:
+        """Store one snapshot (None forgets the account)."""
+        self._write(Batch(snapshots=[(account_id, doc)]))
+
+    def apply_alert(self, doc: Doc) -> None:
+        """Store one alert and hand it to live subscribers."""
+        for alert in self._write(Batch(alerts=[doc])):
+            self._subscribers.publish(alert, self._sees_alert)
+
+    async def apply_batch(self, batch: Batch) -> None:
+        """Write a batch (in a thread: the API keeps answering), then hand its new alerts to subscribers."""
+        for alert in await asyncio.to_thread(self._write, batch):
+            self._subscribers.publish(alert, self._sees_alert)
+
+    def _write(self, batch: Batch) -> list[Doc]:
+        # The newest snapshot of each account in the batch (by snapshot time; the later record on a tie).
+        latest: dict[str, Doc | None] = {}
+        for account_id, doc in batch.snapshots:
+            held = latest.get(account_id)
+            if (
+                doc is not None
+                and held is not None
+                and (_ms(held.get("at")) or 0) > (_ms(doc.get("at")) or 0)
+            ):
+                continue
+            latest[account_id] = doc
+        with self._writing() as conn:
+            inserted = self._write_alerts(conn, batch.alerts)
+            self._write_snapshots(conn, latest)
+            self._write_positions(conn, batch.positions)
+        return inserted
+
+    def _write_snapshots(self, conn: Connection, latest: Mapping[str, Doc | None]) -> None:
+        if not latest:
+            return
+        a = t.accounts.c
+        columns = [a.account_id, a.at_ms, *(a[name] for name in _COUNTED + _COUNTED_ALSO)]
+        stored: dict[str, Any] = {}
+        for ids in _chunks(list(latest)):
+            query = select(*columns).where(a.account_id.in_(ids))
+            if self.dialect == "postgresql":
+                query = query.with_for_update()  # replicas applying the same accounts take turns
+            stored.update((row.account_id, row._mapping) for row in conn.execute(query))
+        rows: list[dict[str, Any]] = []
+        gone: list[str] = []
+        counts: Counter[tuple[Any, ...]] = Counter()
+        for account_id, doc in latest.items():
+            before = stored.get(account_id)
+            if doc is None:
+                if before is not None:
+                    gone.append(account_id)
+                    counts[_count_key(before)] -= 1
+                continue
+            row = account_row(account_id, doc)
+            if before is not None:
+                if before["at_ms"] > row["at_ms"]:
+                    continue  # an older snapshot read again (a replay, or a replica behind)
+                counts[_count_key(before)] -= 1
+            counts[_count_key(row)] += 1
+            rows.append(row)
+        for ids in _chunks(gone):
+            conn.execute(delete(t.accounts).where(a.account_id.in_(ids)))
+        if rows:
+            upsert = self._insert(t.accounts)
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["account_id"],
+                    set_={c.name: upsert.excluded[c.name] for c in t.accounts.c if c.name != "account_id"},
+                ),
+                rows,
+            )
+            self._write_history(conn, rows)
+        self._write_counts(conn, counts)
+
+    def _write_counts(self, conn: Connection, counts: Counter[tuple[Any, ...]]) -> None:
+        deltas = [_count_row(key, n) for key, n in counts.items() if n]
+        if not deltas:
+            return
+        pc = t.portfolio_counts.c
+        upsert = self._insert(t.portfolio_counts)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["key"], set_={"accounts": pc.accounts + upsert.excluded.accounts}
+            ),
+            deltas,
+        )
+        emptied = [d["key"] for d in deltas if d["accounts"] < 0]
+        for keys in _chunks(emptied):
+            conn.execute(delete(t.portfolio_counts).where(pc.key.in_(keys), pc.accounts <= 0))
+
+    def _write_history(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+        days = [
+            {
+                "account_id": r["account_id"],
+                "day": datetime.fromtimestamp(r["at_ms"] / 1000, UTC).date().isoformat(),
+                "at_ms": r["at_ms"],
+                "score": r["score"],
+                "band": r["band"],
+                "components": r["doc"].get("components") or [],
+            }
+            for r in rows
+        ]
+        h = t.history.c
+        upsert = self._insert(t.history)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["account_id", "day"],
+                set_={c: upsert.excluded[c] for c in ("at_ms", "score", "band", "components")},
+                where=upsert.excluded.at_ms >= h.at_ms,
+            ),
+            days,
+        )
+        newest = max(d["day"] for d in days)
+        cutoff = (datetime.fromisoformat(newest) - timedelta(days=self.history_days)).date().isoformat()
+        if cutoff > self._history_cutoff:
+            conn.execute(delete(t.history).where(h.day <= cutoff))
+            self._history_cutoff = cutoff
+
+    def _write_alerts(self, conn: Connection, docs: Sequence[Doc]) -> list[Doc]:
+        if not docs:
+            return []
+        al = t.alerts.c
+        known: set[str] = set()
+        ids = list({str(d.get("alert_id")) for d in docs})
+        for chunk in _chunks(ids):
+            known.update(conn.execute(select(al.alert_id).where(al.alert_id.in_(chunk))).scalars())
+        new: list[Doc] = []
+        rows: list[dict[str, Any]] = []
+        for doc in docs:
+            alert_id = str(doc.get("alert_id"))
+            if alert_id in known:
+                continue
+            known.add(alert_id)
+            facts = _facts(doc, "account")
+            rows.append(
+                {
+                    "alert_id": alert_id,
+                    "kind": str(doc.get("kind")),
+                    "account_id": _text(doc.get("account_id")),
+                    "detected_ms": _ms(doc.get("detected_at")) or 0,
+                    "owner": _text(facts.get("owner")),
+                    "segment": _text(facts.get("segment")),
+                    "doc": doc,
+                }
+            )
+            new.append(doc)
+        if not rows:
+            return []
+        conn.execute(self._insert(t.alerts).on_conflict_do_nothing(index_elements=["alert_id"]), rows)
+        # The feed keeps the newest ``alert_buffer`` alerts.
+        oldest_kept = select(al.seq).order_by(al.seq.desc()).offset(self.alert_buffer - 1).limit(1)
+        conn.execute(delete(t.alerts).where(al.seq < oldest_kept.scalar_subquery()))
+        latest = [
+            {
+                "account_id": r["account_id"],
+                "kind": r["kind"],
+                "detected_ms": r["detected_ms"],
+                "doc": r["doc"],
+            }
+            for r in rows
+            if r["account_id"] is not None
+        ]
+        if latest:
+            la = t.latest_alerts.c
+            upsert = self._insert(t.latest_alerts)
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=["account_id", "kind"],
+                    set_={"detected_ms": upsert.excluded.detected_ms, "doc": upsert.excluded.doc},
+                    where=upsert.excluded.detected_ms >= la.detected_ms,
+                ),
+                latest,
+            )
+        return new
+
+    def _write_positions(self, conn: Connection, positions: Mapping[tuple[str, int], int]) -> None:
+        if not positions:
+            return
+        o = t.offsets.c
+        upsert = self._insert(t.offsets)
+        conn.execute(
+            upsert.on_conflict_do_update(
+                index_elements=["topic", "partition"],
+                set_={"next_offset": upsert.excluded.next_offset},
+                where=upsert.excluded.next_offset > o.next_offset,
+            ),
+            [{"topic": topic, "partition": p, "next_offset": n} for (topic, p), n in positions.items()],
+        )
+
+    # -- ReadModel: reads --------------------------------------------------------------------------
+
+    def _sees_alert(self, scope: AccountScope, doc: Doc) -> bool:
+        if scope.unrestricted:
+            return True
+        account_id = doc.get("account_id")
+        if not isinstance(account_id, str):
+            return False
+        a = t.accounts.c
+        with self._engine.connect() as conn:
+            row = conn.execute(select(a.owner, a.segment).where(a.account_id == account_id)).first()
+        facts = {"owner": row.owner, "segment": row.segment} if row is not None else doc.get("account")
+        return scope.permits(facts)
+
+    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
+        a, la = t.accounts.c, t.latest_alerts.c
+        with self._engine.connect() as conn:
+            doc = conn.execute(select(a.doc).where(a.account_id == account_id)).scalar_one_or_none()
+            # Outside the scope is answered like unknown, so a key cannot tell which accounts exist.
+            if doc is None or not scope.permits(doc.get("facts")):
+                return None
+            latest = conn.execute(select(la.doc).where(la.account_id == account_id)).scalars()
+            return {**doc, "open_alerts": open_alerts(doc, latest)}
+
+    @staticmethod
+    def _scoped(scope: AccountScope) -> list[ColumnElement[bool]]:
+        a = t.accounts.c
+        out: list[ColumnElement[bool]] = []
+        if scope.owner is not None:
+            out.append(a.owner == scope.owner)
+        if scope.segment is not None:
+            out.append(a.segment == scope.segment)
+        return out
+
+    def list_accounts(  # see ReadModel
+        self,
+        filters: AccountFilters,
+        sort: AccountSort,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
+    ) -> Page:
+        a = t.accounts.c
+        where = self._scoped(scope)
+        for name in ("band", "segment", "plan", "owner"):
+            value = getattr(filters, name)
+            if value is not None:
+                where.append(a[name] == value)
+        if filters.min_score is not None:
+            where.append(a.score >= filters.min_score)
+        if filters.max_score is not None:
+            where.append(a.score <= filters.max_score)
+        if filters.quiet_since is not None:
+            where.append(a.last_activity_ms <= _floor_ms(filters.quiet_since))
+        types: tuple[type, ...]
+        if sort in (AccountSort.SCORE, AccountSort.SCORE_DESC):
+            columns, types = [a.score, a.account_id], (int, str)
+        elif sort in (AccountSort.LAST_ACTIVITY, AccountSort.LAST_ACTIVITY_DESC):
+            columns, types = [a.last_activity, a.account_id], (str, str)
+        else:
+            columns, types = [a.account_id], (str,)
+        desc = sort.value.startswith("-")
+        if cursor is not None:
+            payload = decode_cursor(cursor)
+            if len(payload) != 2 or payload[0] != sort.value or not isinstance(payload[1], list):
+                raise InvalidCursor("cursor does not belong to this sort order")
+            after = payload[1]
+            if len(after) != len(types) or not all(type(v) is k for v, k in zip(after, types, strict=True)):
+                raise InvalidCursor("malformed cursor")
+            if len(columns) == 1:
+                where.append(columns[0] < after[0] if desc else columns[0] > after[0])
+            else:
+                row, bound = tuple_(*columns), tuple_(*after)
+                where.append(row < bound if desc else row > bound)
+        query = (
+            select(a.doc)
+            .where(*where)
+            .order_by(*(c.desc() if desc else c.asc() for c in columns))
+            .limit(limit + 1)
+        )
+        with self._engine.connect() as conn:
+            docs = list(conn.execute(query).scalars())
+        page = docs[:limit]
+        more = len(docs) > limit
+        return page, encode_cursor([sort.value, sort_key(page[-1], sort)]) if more and page else None
+
+    def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
+        pc = t.portfolio_counts.c
+        fields = (pc.band, pc.started_month, pc.cancelled_month, pc.nps_class, pc.quiet, pc.dropping, pc.poor)
+        where: list[ColumnElement[bool]] = [pc.accounts > 0]
+        if scope.owner is not None:
+            where.append(pc.owner == scope.owner)
+        if scope.segment is not None:
+            where.append(pc.segment == scope.segment)
+        query = select(*fields, func.sum(pc.accounts)).where(*where).group_by(*fields)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return figures_from_counts(
+            (
+                (PortfolioKey(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), bool(r[6])), int(r[7]))
+                for r in rows
+            ),
+            now,
+        )
+
+    def alerts(  # see ReadModel
+        self,
+        since: datetime | None,
+        kind: str | None,
+        account: str | None,
+        cursor: str | None,
+        limit: int,
+        *,
+        scope: AccountScope,
+    ) -> Page:
+        al = t.alerts.c
+        where: list[ColumnElement[bool]] = []
+        if cursor is not None:
+            payload = decode_cursor(cursor)
+            if len(payload) != 2 or payload[0] != "alerts" or type(payload[1]) is not int:
+                raise InvalidCursor("cursor does not belong to the alert feed")
+            where.append(al.seq < payload[1])
+        if kind is not None:
+            where.append(al.kind == kind)
+        if account is not None:
+            where.append(al.account_id == account)
+        if since is not None:
+            where.append(al.detected_ms >= _ceil_ms(since))
+        query = select(al.seq, al.doc)
+        if not scope.unrestricted:
+            # Judged by the account's current facts where it has a snapshot, else by the alert's own.
+            s = t.accounts.alias("snapshot")
+            query = query.outerjoin(s, s.c.account_id == al.account_id)
+            where.append(al.account_id.is_not(None))
+            for name in ("owner", "segment"):
+                value = getattr(scope, name)
+                if value is not None:
+                    where.append(
+                        or_(
+                            and_(s.c.account_id.is_not(None), s.c[name] == value),
+                            and_(s.c.account_id.is_(None), al[name] == value),
+                        )
+                    )
+        query = query.where(*where).order_by(al.seq.desc()).limit(limit + 1)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        page = rows[:limit]
+        nxt = encode_cursor(["alerts", page[-1].seq]) if len(rows) > limit else None
+        return [r.doc for r in page], nxt
+
+    def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
+        return self._subscribers.subscribe(scope)
+
+    def history(self, account_id: str, days: int, *, scope: AccountScope) -> list[Doc] | None:
+        """The account's daily score, band and components over its last ``days`` days, oldest first;
+        None if the account is unknown or outside ``scope``."""
+        a, h = t.accounts.c, t.history.c
+        with self._engine.connect() as conn:
+            doc = conn.execute(select(a.doc).where(a.account_id == account_id)).scalar_one_or_none()
+            if doc is None or not scope.permits(doc.get("facts")):
+                return None
+            rows = conn.execute(
+                select(h.day, h.score, h.band, h.components)
+                .where(h.account_id == account_id)
+                .order_by(h.day.desc())
+                .limit(days)
+            ).all()
+        return [
+            {"day": r.day, "score": r.score, "band": r.band, "components": r.components}
+            for r in reversed(rows)
+        ]
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: what an operator (or a test) checks first."""
+        with self._engine.connect() as conn:
+            return {
+                table.name: int(conn.execute(select(func.count()).select_from(table)).scalar_one())
+                for table in (*t.DATA_TABLES, t.meta)
+            }

@@ -1,0 +1,266 @@
+"""The SQL read store: its schema is the migrations', it answers every query as the in-memory model does,
+and applying records twice, late or in one batch changes nothing."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from api.query import AccountFilters, AccountSort
+from api.readmodel import Batch, InMemoryReadModel
+from api.restrictions import EVERY_ACCOUNT, AccountScope
+from api.store.schema import metadata
+from api.store.sql import SqlReadModel, StoreError, engine_for, migrate
+from streamer.core.alerts import ms_to_rfc3339
+from tests.unit.api.conftest import alert, snapshot
+
+T0 = 1_741_996_800_000  # 2025-03-15T00:00:00Z
+NOW = datetime(2025, 3, 20, tzinfo=UTC)
+ACCOUNTS = [f"acct-{i}" for i in range(8)]
+SCOPES = [
+    EVERY_ACCOUNT,
+    AccountScope(owner="ann"),
+    AccountScope(segment="ent"),
+    AccountScope(owner="ann", segment="ent"),
+]
+FILTERS = [
+    AccountFilters(),
+    AccountFilters(band="poor"),
+    AccountFilters(segment="smb"),
+    AccountFilters(plan="pro"),
+    AccountFilters(owner="bob"),
+    AccountFilters(min_score=30, max_score=70),
+    AccountFilters(quiet_since=datetime(2025, 3, 10, 12, tzinfo=UTC)),
+]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Any) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/store.db"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+@pytest.fixture
+def store(url: str) -> Iterator[SqlReadModel]:
+    model = SqlReadModel(url)
+    yield model
+    model.close()
+
+
+def test_the_migrations_create_exactly_the_tables_the_store_uses(url: str) -> None:
+    engine = engine_for(url)
+    try:
+        migrate(engine)
+        migrate(engine)  # a second start finds it done
+        with engine.connect() as conn:
+            differences = compare_metadata(MigrationContext.configure(conn), metadata)
+    finally:
+        engine.dispose()
+    assert differences == []
+
+
+def _at(i: int) -> str:
+    return ms_to_rfc3339(T0 + i * 1000)
+
+
+def test_a_snapshot_older_than_the_stored_one_changes_nothing_and_records_read_twice_count_once(
+    store: SqlReadModel,
+) -> None:
+    newer = snapshot("acme", score=80, band="good", at=_at(10))
+    older = snapshot("acme", score=10, band="poor", at=_at(5))
+    quiet = alert("q1", "acme", detected_at=_at(9))
+    for _ in range(2):
+        asyncio.run(store.apply_batch(Batch(snapshots=[("acme", newer)], alerts=[quiet])))
+    store.apply_health("acme", older)
+
+    doc = store.get_account("acme", scope=EVERY_ACCOUNT)
+    assert doc is not None and doc["score"] == 80
+    assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 1, "average": 0, "poor": 0}
+    assert [a["alert_id"] for a in store.alerts(None, None, None, None, 10, scope=EVERY_ACCOUNT)[0]] == ["q1"]
+    assert store.counts()["accounts"] == 1 and store.counts()["portfolio_counts"] == 1
+
+
+def test_in_one_batch_the_newest_snapshot_of_an_account_wins_and_a_tombstone_forgets_it(
+    store: SqlReadModel,
+) -> None:
+    batch = Batch(
+        snapshots=[
+            ("a", snapshot("a", score=20, at=_at(2))),
+            ("a", snapshot("a", score=90, at=_at(3))),
+            ("a", snapshot("a", score=50, at=_at(1))),
+            ("b", snapshot("b", score=40, at=_at(1))),
+            ("b", None),
+        ],
+        positions={("health", 0): 5},
+    )
+    asyncio.run(store.apply_batch(batch))
+
+    listed, _ = store.list_accounts(AccountFilters(), AccountSort.SCORE, None, 10, scope=EVERY_ACCOUNT)
+    assert [(d["account_id"], d["score"]) for d in listed] == [("a", 90)]
+    assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["accounts"] == 1
+    assert store.positions() == {("health", 0): 5}
+
+
+def test_history_keeps_each_days_latest_score_for_history_days(url: str) -> None:
+    store = SqlReadModel(url, history_days=3)
+    try:
+        day = 86_400_000
+        for d in range(6):
+            for hour, score in ((1, 10 * d), (2, 10 * d + 5)):
+                at = ms_to_rfc3339(T0 + d * day + hour * 3_600_000)
+                store.apply_health("acme", snapshot("acme", score=score, at=at))
+        store.apply_health("acme", snapshot("acme", score=99, at=ms_to_rfc3339(T0 + 5 * day)))  # older
+        rows = store.history("acme", 30, scope=EVERY_ACCOUNT)
+        outside = store.history("acme", 30, scope=AccountScope(owner="bob"))
+    finally:
+        store.close()
+    assert rows is not None
+    assert [(r["day"], r["score"]) for r in rows] == [
+        ("2025-03-18", 35),
+        ("2025-03-19", 45),
+        ("2025-03-20", 55),
+    ]
+    assert rows[0]["components"][0]["name"] == "recency"
+    assert outside is None
+
+
+def test_a_store_claimed_for_another_source_is_emptied(store: SqlReadModel) -> None:
+    assert not store.claim("cluster-a")
+    asyncio.run(store.apply_batch(Batch(snapshots=[("a", snapshot("a"))], positions={("h", 0): 1})))
+    assert not store.claim("cluster-a")
+    assert store.counts()["accounts"] == 1
+    assert store.claim("cluster-b")
+    assert store.counts() | {"meta": 0} == dict.fromkeys(store.counts(), 0)
+    assert store.positions() == {}
+
+
+# -- the same answers as the in-memory model ---------------------------------------------------------
+
+_owners = st.sampled_from(["ann", "bob", None])
+_segments = st.sampled_from(["smb", "ent", None])
+_days = st.one_of(st.none(), st.integers(1, 28).map(lambda d: f"2025-03-{d:02d}T08:00:00.000Z"))
+_months = st.one_of(
+    st.none(), st.integers(1, 14).map(lambda m: f"{2024 + (m - 1) // 12}-{(m - 1) % 12 + 1:02d}-05T10:00:00Z")
+)
+
+
+@st.composite
+def _snapshot(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
+    score = draw(st.integers(0, 100))
+    return snapshot(
+        account_id,
+        score=score,
+        band="poor" if score < 40 else "average" if score < 70 else "good",
+        last_activity_at=draw(_days),
+        facts={
+            "name": account_id,
+            "owner": draw(_owners),
+            "segment": draw(_segments),
+            "plan": draw(st.sampled_from(["pro", "free"])),
+        },
+        episodes={"quiet_since": draw(_days), "drop_since": draw(_days), "poor": draw(st.booleans())},
+        subscription={"status": None, "started_at": draw(_months), "cancelled_at": draw(_months)},
+        nps={"score": draw(st.one_of(st.none(), st.integers(0, 10))), "at": None},
+    )
+
+
+@st.composite
+def _records(draw: st.DrawFn) -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for n in range(draw(st.integers(1, 40))):
+        account = draw(st.sampled_from(ACCOUNTS))
+        what = draw(st.sampled_from(["snapshot", "snapshot", "snapshot", "tombstone", "alert", "gap"]))
+        if what == "snapshot":
+            out.append(("health", (account, {**draw(_snapshot(account)), "at": _at(n)})))
+        elif what == "tombstone":
+            out.append(("health", (account, None)))
+        else:
+            kind = draw(st.sampled_from(["account_quiet", "usage_drop", "health_degraded"]))
+            since = draw(_days)
+            doc = alert(
+                f"al-{draw(st.integers(0, 30))}",
+                account,
+                kind if what == "alert" else "data_gap",
+                detected_at=_at(n),
+                evidence={"episode_started_at": since},
+                account={"owner": draw(_owners), "segment": draw(_segments)},
+            )
+            if what == "gap":  # an operations alert: no account
+                doc["account_id"] = None
+            out.append(("alerts", doc))
+    return out
+
+
+def _pages(fetch: Any) -> list[list[str]]:
+    pages, cursor = [], None
+    while True:
+        items, cursor = fetch(cursor)
+        pages.append([d.get("alert_id") or d["account_id"] for d in items])
+        if cursor is None:
+            return pages
+
+
+@settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
+@given(records=_records())
+def test_every_query_answers_as_the_in_memory_model(
+    records: list[tuple[str, Any]], store: SqlReadModel
+) -> None:
+    store.clear()
+    memory = InMemoryReadModel()
+    batch = Batch()
+    for topic, item in records:
+        if topic == "health":
+            memory.apply_health(*item)
+            batch.snapshots.append(item)
+        else:
+            memory.apply_alert(item)
+            batch.alerts.append(item)
+    # One record at a time into memory, a whole batch (snapshots first) into the store: the same result.
+    asyncio.run(store.apply_batch(batch))
+
+    for scope in SCOPES:
+        for sort in AccountSort:
+            for filters in FILTERS:
+                assert _listed(store, filters, sort, scope) == _listed(memory, filters, sort, scope), (
+                    scope,
+                    sort,
+                    filters,
+                )
+        assert store.portfolio(NOW, scope=scope) == memory.portfolio(NOW, scope=scope)
+        for kind, account in ((None, None), ("account_quiet", None), (None, ACCOUNTS[0])):
+            assert _feed(store, kind, account, scope) == _feed(memory, kind, account, scope)
+        for account_id in ACCOUNTS:
+            assert store.get_account(account_id, scope=scope) == memory.get_account(account_id, scope=scope)
+
+
+def _listed(model: Any, filters: AccountFilters, sort: AccountSort, scope: AccountScope) -> list[list[str]]:
+    return _pages(lambda c: model.list_accounts(filters, sort, c, 3, scope=scope))
+
+
+def _feed(model: Any, kind: str | None, account: str | None, scope: AccountScope) -> list[list[str]]:
+    return _pages(lambda c: model.alerts(None, kind, account, c, 2, scope=scope))
+
+
+def test_a_store_that_cannot_be_opened_says_where_and_why_but_never_its_password() -> None:
+    with pytest.raises(StoreError) as refused:
+        SqlReadModel("postgresql://churnwatch:hunter2@127.0.0.1:1/churnwatch")
+    with pytest.raises(StoreError) as unknown:
+        SqlReadModel("mysql://db/churnwatch")
+
+    assert str(refused.value).startswith(
+        "cannot open the read store at postgresql://churnwatch:***@127.0.0.1:1/churnwatch: "
+    )
+    assert "Connection refused" in str(refused.value) and "hunter2" not in str(refused.value)
+    assert str(unknown.value) == (
+        "cannot open the read store at mysql://db/churnwatch: "
+        "use sqlite:///<path> or postgresql://<user>:<password>@<host>:<port>/<database>"
+    )
