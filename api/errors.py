@@ -14,6 +14,7 @@ import orjson
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse
@@ -152,6 +153,19 @@ async def _client_disconnected(request: Request, exc: Exception) -> OrjsonRespon
     return error_response(499, {"code": "client_closed_request", "message": "client closed the request"})
 
 
+async def _store_unavailable(request: Request, exc: Exception) -> OrjsonResponse:
+    # The read store's database does not answer (PostgreSQL restarting, a locked SQLite file): a
+    # moment's outage, not a bug; the loader keeps what it reads meanwhile and retries.
+    log.warning(
+        "read store unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0]
+    )
+    return error_response(
+        503,
+        {"code": "store_unavailable", "message": "the read store does not answer; retry shortly"},
+        {"Retry-After": "5"},
+    )
+
+
 async def _internal_error(request: Request, exc: Exception) -> OrjsonResponse:
     log.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     # Answered outside every middleware of the app, so it brings the security headers along itself.
@@ -164,4 +178,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(ClientDisconnect, _client_disconnected)
+    app.add_exception_handler(DBAPIError, _store_unavailable)
     app.add_exception_handler(Exception, _internal_error)

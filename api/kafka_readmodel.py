@@ -33,6 +33,11 @@ from streamer.wire.documents import AlertDocument, SnapshotDocument
 log = logging.getLogger("churnwatch.api.readmodel")
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("read model stopped loading", exc_info=task.exception())
@@ -72,6 +77,8 @@ def open_store(settings: ApiSettings) -> LoadableStore:
 class KafkaReadModel:
     """Feeds a store from ``account-health`` and ``churn-alerts``."""
 
+    retry_delay_s = 0.5  # the first wait before writing a failed batch again (doubling up to 30 s)
+
     def __init__(self, settings: ApiSettings, store: LoadableStore | None = None) -> None:
         """Prepare (but do not start) loading the topics named in ``settings`` into ``store`` (the one
         ``settings.store_url`` names when omitted)."""
@@ -82,6 +89,7 @@ class KafkaReadModel:
         self._start_ends: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._caught_up = False
+        self.write_failures = 0  # failed attempts to write a batch to the store
 
     @property
     def ready(self) -> bool:  # see ReadModel
@@ -164,6 +172,8 @@ class KafkaReadModel:
                 resumed += 1
         self._positions = {tp: await consumer.position(tp) for tp in tps}
         log.info("read model loading %d partitions (%d resumed from the store)", len(tps), resumed)
+        # One batch is written (in the store's thread) while the next is fetched and decoded.
+        writing: asyncio.Future[None] | None = None
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
             batch = Batch()
@@ -173,14 +183,34 @@ class KafkaReadModel:
                 if records:
                     self._positions[tp] = records[-1].offset + 1
                     batch.positions[tp.topic, tp.partition] = records[-1].offset + 1
+            if writing is not None:
+                await writing  # in order, one at a time
+                writing = None
             if batch.positions:
-                await store.apply_batch(batch)
+                writing = asyncio.ensure_future(self._apply(batch))
             if not self._caught_up:
                 # position() also moves past transaction markers, which never arrive as records.
                 positions = {tp: await consumer.position(tp) for tp in tps}
                 if all(positions[tp] >= end for tp, end in self._start_ends.items()):
+                    if writing is not None:
+                        await writing
+                        writing = None
                     self._caught_up = True
                     log.info("read model caught up (%d partitions)", len(tps))
+
+    async def _apply(self, batch: Batch) -> None:
+        """Apply a batch, retrying while the store fails (a database restart): nothing is skipped."""
+        delay = self.retry_delay_s
+        while True:
+            try:
+                await self._store.apply_batch(batch)
+            except Exception as exc:  # noqa: BLE001 - any failure of the database: the batch waits
+                self.write_failures += 1
+                log.error("writing to the read store failed, retrying in %.1f s: %s", delay, _first_line(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+            else:
+                return
 
     def _decode(self, topic: str, key: bytes | None, value: bytes | None, batch: Batch) -> None:
         try:
