@@ -51,10 +51,13 @@ class PostgresServer:
         """The URL of ``database`` on this server."""
         return f"postgresql://{USER}@127.0.0.1:{self.port}/{quote(database, safe='')}"
 
-    def create_database(self, name: str) -> str:
-        """Create an empty database called ``name`` and return its URL."""
+    def create_database(self, name: str, template: str | None = None) -> str:
+        """Create a database called ``name``, empty or a copy of ``template``, and return its URL."""
+        query = sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name))
+        if template is not None:
+            query = sql.SQL("{} TEMPLATE {}").format(query, sql.Identifier(template))
         with psycopg.connect(self.url(), autocommit=True) as conn:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            conn.execute(query)
         return self.url(name)
 
     def drop_database(self, name: str) -> None:

@@ -20,6 +20,7 @@ from api.auth import hash_key
 from api.readmodel import InMemoryReadModel
 from api.settings import ApiSettings
 from api.store.sql import SqlReadModel
+from tests.postgres import PostgresServer, database_name
 
 StoreModel = InMemoryReadModel | SqlReadModel
 """The stores the API serves from, each filled by hand in these tests."""
@@ -179,10 +180,22 @@ def open_model(request: pytest.FixtureRequest, store: str, **options: Any) -> St
     if store == "sqlite":
         url = f"sqlite:///{request.getfixturevalue('tmp_path')}/store.db"
     else:
-        url = request.getfixturevalue("postgres_url")
+        # A copy of a database migrated once per session: a test pays for CREATE DATABASE alone.
+        server: PostgresServer = request.getfixturevalue("postgres_server")
+        name = database_name(request.node.nodeid)
+        url = server.create_database(name, template=request.getfixturevalue("store_template"))
+        request.addfinalizer(lambda: server.drop_database(name))
     sql = SqlReadModel(url, **options)
     request.addfinalizer(sql.close)
     return sql
+
+
+@pytest.fixture(scope="session")
+def store_template(postgres_server: PostgresServer) -> str:
+    """The name of a PostgreSQL database holding the read store's empty, migrated schema."""
+    name = "read_store_template"
+    SqlReadModel(postgres_server.create_database(name)).close()
+    return name
 
 
 @pytest.fixture(params=STORES)
