@@ -1,9 +1,12 @@
-"""What the benchmarks share: fresh topics, producing and reading them, and worker processes to measure."""
+"""What the benchmarks share: fresh topics, producing and reading them, worker and API processes to
+measure, and a throw-away PostgreSQL server."""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -14,6 +17,7 @@ import uuid
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
@@ -26,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 BOOTSTRAP = (
     os.environ.get("CHURNWATCH_KAFKA_BOOTSTRAP") or f"127.0.0.1:{os.environ.get('KAFKA_PORT', '9092')}"
 )
+POSTGRES_SH = REPO / "deploy" / "postgres" / "postgres.sh"
 
 
 def free_port() -> int:
@@ -34,6 +39,14 @@ def free_port() -> int:
         s.bind(("127.0.0.1", 0))
         port: int = s.getsockname()[1]
         return port
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of process ``pid`` (VmRSS)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def quantile(values: Sequence[float], q: float) -> float:
@@ -93,8 +106,8 @@ class Stack:
     async def delete(self) -> None:
         """Delete every topic of the stack (best effort: a benchmark leaves no gigabytes behind)."""
         admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
-        await admin.start()
         try:
+            await admin.start()
             existing = set(await admin.list_topics())
             mine = [t for t in existing if t.startswith(self.prefix)]
             if mine:
@@ -205,10 +218,7 @@ class WorkerProcess:
         """Resident memory of the worker process."""
         if self.proc is None:
             raise RuntimeError("worker not started")
-        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-        raise RuntimeError("no VmRSS")
+        return rss_bytes(self.proc.pid)
 
     def check_alive(self) -> None:
         """Fail with the log's tail if the worker exited."""
@@ -225,3 +235,142 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+
+
+class ApiProcess:
+    """A real ``python -m api`` process on a stack's topics and a read store, with one key that may
+    do everything (``key``, sent as ``Authorization: Bearer``) and no rate limit to speak of."""
+
+    def __init__(
+        self, stack: Stack, store_url: str, data_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
+        from api.auth import hash_key
+
+        self.stack = stack
+        self.store_url = store_url
+        self.data_dir = data_dir
+        self.key = uuid.uuid4().hex
+        self.port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        scopes = ["health:read", "events:write", "alerts:read"]
+        self.extra = {
+            "CHURNWATCH_API_KEYS": json.dumps({hash_key(self.key): {"name": "bench", "scopes": scopes}}),
+            "CHURNWATCH_RATE_LIMIT_PER_S": "1000000",
+            "CHURNWATCH_RATE_LIMIT_BURST": "1000000",
+        } | (env or {})
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.started_at = 0.0
+        self.log = data_dir / "api.log"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The key's header."""
+        return {"Authorization": f"Bearer {self.key}"}
+
+    def start(self) -> None:
+        """Start the process; its output goes to ``api.log`` in its data dir."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
+        env |= self.stack.env() | {"CHURNWATCH_STORE_URL": self.store_url} | self.extra
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.started_at = time.monotonic()
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: S603
+                [sys.executable, "-m", "api", "--port", str(self.port)],
+                cwd=REPO,
+                env=env,
+                stdout=out,
+                stderr=out,
+            )
+
+    def wait_ready(self, timeout_s: float) -> float:
+        """Seconds from the process's start until ``/readyz`` answers 200 (the read store caught up)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self.check_alive()
+            try:
+                with urllib.request.urlopen(f"{self.base}/readyz", timeout=2) as resp:  # noqa: S310 - loopback
+                    if resp.status == 200:
+                        return time.monotonic() - self.started_at
+            except OSError:  # refused while starting, 503 (HTTPError) while loading
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"API not ready within {timeout_s:.0f}s; log tail:\n{self.tail()}")
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the API process."""
+        if self.proc is None:
+            raise RuntimeError("API not started")
+        return rss_bytes(self.proc.pid)
+
+    def tail(self) -> str:
+        """The end of the process's log."""
+        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else "(no log)"
+
+    def check_alive(self) -> None:
+        """Fail with the log's tail if the process exited."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"API exited with {self.proc.returncode}; log tail:\n{self.tail()}")
+
+    def stop(self) -> None:
+        """SIGTERM, then wait (uvicorn finishes its requests and the store closes)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class PostgresServer:
+    """A throw-away PostgreSQL server (``deploy/postgres/postgres.sh``) in a temporary directory on a
+    free port of 127.0.0.1: superuser ``churnwatch``, trust authentication, no durability."""
+
+    USER = "churnwatch"
+
+    def __init__(self) -> None:
+        # Under root the server runs as a user of its own, which must reach the directory: one made
+        # under the system temp directory is reachable.
+        self.dir = Path(tempfile.mkdtemp(prefix="cw-bench-pg-"))
+        self.port = free_port()
+
+    def _run(self, *args: str) -> None:
+        result = subprocess.run(  # noqa: S603
+            [str(POSTGRES_SH), *args], capture_output=True, text=True, timeout=180, check=False
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"postgres.sh {' '.join(args)}: {result.stdout}{result.stderr}")
+
+    def start(self) -> None:
+        """Start the server (installing Debian's package first if needed and allowed)."""
+        try:
+            self._run("start", str(self.dir), str(self.port))
+        except BaseException:
+            self.stop()
+            raise
+
+    def url(self, database: str = "postgres") -> str:
+        """The URL of ``database`` on this server."""
+        return f"postgresql://{self.USER}@127.0.0.1:{self.port}/{quote(database, safe='')}"
+
+    def create_database(self, name: str) -> str:
+        """Create an empty database called ``name``; returns its URL."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop the database ``name``, closing the connections still open to it."""
+        import psycopg
+        from psycopg import sql
+
+        with psycopg.connect(self.url(), autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+    def stop(self) -> None:
+        """Stop the server and remove its directory (best effort: fine when it is down)."""
+        subprocess.run([str(POSTGRES_SH), "stop", str(self.dir)], capture_output=True, check=False)  # noqa: S603
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -8,6 +8,7 @@ Sections (every key they write is documented in bench/README.md):
 * ``latency``     event → health under a steady load; quiet deadline → alert with many accounts
 * ``state``       worker memory per tracked account and restart time, with seeded account states
 * ``api``         health lookups at a paced 1,000 req/s (wrk) and batch ingest (wrk)
+* ``read_side``   the API's read store, SQLite and PostgreSQL: fill, restart, memory, lookups, lists
 
 Needs the local broker (``make kafka-up``) or CHURNWATCH_KAFKA_BOOTSTRAP; the Makefile target
 starts and stops it. Results go to bench/results/latest.json after every section, so an interrupted
@@ -23,6 +24,7 @@ import datetime as dt
 import json
 import os
 import platform
+import random
 import re
 import shutil
 import subprocess
@@ -30,16 +32,29 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from bench import workload
-from bench.harness import BOOTSTRAP, REPO, Stack, WorkerProcess, free_port, produce, quantile
+from bench.harness import (
+    BOOTSTRAP,
+    REPO,
+    ApiProcess,
+    PostgresServer,
+    Stack,
+    WorkerProcess,
+    produce,
+    quantile,
+)
+from streamer.core.policy import DAY_MS
 from streamer.kafka.partitioner import kafka_partitioner
+
+if TYPE_CHECKING:
+    import httpx
 
 RESULTS = REPO / "bench" / "results" / "latest.json"
 TARGETS = {
@@ -57,6 +72,18 @@ TARGETS = {
     "api.ingest_events_per_s": (">=", 50_000),
     "api.segment_events_per_s": (">=", 50_000),
 }
+# The read store's, at 1,000,000 accounts, for each store.
+READ_STORES = ("sqlite", "postgresql")
+for _store in READ_STORES:
+    TARGETS |= {
+        f"read_side.{_store}_1m.ready_fresh_s": ("<=", 120),
+        f"read_side.{_store}_1m.ready_restart_s": ("<=", 10),
+        f"read_side.{_store}_1m.rss_mb": ("<=", 300),
+        f"read_side.{_store}_1m.lookup_p99_ms": ("<=", 5),
+        f"read_side.{_store}_1m.list_p99_ms_max": ("<=", 50),
+        f"read_side.{_store}_1m.portfolio_p99_ms": ("<=", 100),
+        f"read_side.{_store}_1m.at_risk_p99_ms": ("<=", 100),
+    }
 
 
 def say(msg: str) -> None:
@@ -67,6 +94,11 @@ def say(msg: str) -> None:
 def now_ms() -> int:
     """Wall clock in epoch milliseconds."""
     return int(time.time() * 1000)
+
+
+def size_label(n: int) -> str:
+    """``100k``, ``1m``: how a size names its figures."""
+    return f"{n // 1_000_000}m" if n >= 1_000_000 else f"{n // 1000}k"
 
 
 def machine() -> dict[str, Any]:
@@ -583,7 +615,7 @@ def section_state(args: argparse.Namespace) -> dict[str, Any]:
     """Memory per tracked account and restart times at each size in ``--state-accounts``."""
     out: dict[str, Any] = {}
     for accounts in args.state_accounts:
-        label = f"{accounts // 1_000_000}m" if accounts >= 1_000_000 else f"{accounts // 1000}k"
+        label = size_label(accounts)
         m = measure_state(accounts)
         out[f"at_{label}"] = m
         out[f"rss_per_account_bytes_{label}"] = m["rss_per_account_bytes"]
@@ -598,6 +630,7 @@ def section_state(args: argparse.Namespace) -> dict[str, Any]:
 # (whichever connection is free takes it), so slower answers do not lower the rate offered. A fixed
 # pause of connections / rate after each answer capped the rate at connections / (pause + latency):
 # 939 req/s at 1.3 ms, 528 at 17.9 ms.
+LOOKUP_CONNECTIONS = 20
 LOOKUP_LUA = """
 local ffi = require("ffi")
 ffi.cdef[[ typedef struct {{ long tv_sec; long tv_nsec; }} cw_timespec;
@@ -692,11 +725,18 @@ def wrk(url: str, script: Path, seconds: int, connections: int) -> dict[str, flo
     return out
 
 
+def paced_lookups(api: ApiProcess, accounts: int, rate: int, seconds: int) -> dict[str, float]:
+    """Health lookups of random accounts among ``accounts`` paced at ``rate`` req/s for ``seconds`` (wrk,
+    :data:`LOOKUP_CONNECTIONS` connections)."""
+    script = api.data_dir / "lookup.lua"
+    script.write_text(LOOKUP_LUA.format(accounts=accounts, key=api.key, interval_ms=1000 / rate))
+    return wrk(api.base, script, seconds, LOOKUP_CONNECTIONS)
+
+
 def section_api(args: argparse.Namespace) -> dict[str, Any]:
     """Health lookups at a paced rate, and batch ingest, against one API process."""
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed (make bench installs it with apt-get)")
-    from api.auth import hash_key
     from streamer.core.policy import load_policy
     from streamer.core.scoring import score
     from streamer.core.snapshot import account_snapshot
@@ -717,44 +757,19 @@ def section_api(args: argparse.Namespace) -> dict[str, Any]:
     asyncio.run(
         produce(stack.topics["health"], snapshots(), partition_for=kafka_partitioner(stack.partitions))
     )
-    key = uuid.uuid4().hex
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CHURNWATCH_")}
-    env |= stack.env() | {
-        "CHURNWATCH_API_KEYS": json.dumps(
-            {hash_key(key): {"name": "bench", "scopes": ["health:read", "events:write", "alerts:read"]}}
-        ),
-        "CHURNWATCH_RATE_LIMIT_PER_S": "1000000",
-        "CHURNWATCH_RATE_LIMIT_BURST": "1000000",
-    }
     tmp = Path(tempfile.mkdtemp(prefix="cw-api-"))
-    log = (tmp / "api.log").open("wb")
-    proc = subprocess.Popen(  # noqa: S603
-        [sys.executable, "-m", "api", "--port", str(port)], cwd=REPO, env=env, stdout=log, stderr=log
-    )
-    base = f"http://127.0.0.1:{port}"
+    # The API's read store in the temporary directory: never the demo's default one.
+    api = ApiProcess(stack, f"sqlite:///{tmp}/read-store.db", tmp)
+    key, base = api.key, api.base
     try:
-        import httpx
-
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                r = httpx.get(
-                    f"{base}/v1/accounts/{workload.account_id(accounts - 1)}/health",
-                    headers={"Authorization": f"Bearer {key}"},
-                )
-                if r.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"API not serving; see {tmp}/api.log")
-            time.sleep(0.5)
-        conns, rate = 20, args.api_rate
-        lookup = tmp / "lookup.lua"
-        lookup.write_text(LOOKUP_LUA.format(accounts=accounts, key=key, interval_ms=1000 / rate))
-        say(f"api: lookups at {rate} req/s for {args.api_seconds}s (wrk, {conns} connections, paced)")
-        look = wrk(base, lookup, args.api_seconds, conns)
+        api.start()
+        api.wait_ready(120)
+        rate = args.api_rate
+        say(
+            f"api: lookups at {rate} req/s for {args.api_seconds}s"
+            f" (wrk, {LOOKUP_CONNECTIONS} connections, paced)"
+        )
+        look = paced_lookups(api, accounts, rate, args.api_seconds)
         body = tmp / "batch.json"
         batch = [
             {
@@ -781,9 +796,8 @@ def section_api(args: argparse.Namespace) -> dict[str, Any]:
             say(f"api: Segment /v1/batch, {size} messages each, {args.api_seconds}s (wrk, 8 connections)")
             segment[size] = wrk(f"{base}/v1/batch", seg, args.api_seconds, 8)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-        log.close()
+        api.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
         asyncio.run(stack.delete())
     return {
         "lookup_target_req_per_s": rate,
@@ -808,6 +822,337 @@ def section_api(args: argparse.Namespace) -> dict[str, Any]:
         "segment_100_non_2xx": segment[100]["non_2xx"],
         "accounts": accounts,
     }
+
+
+# -- read side: the API's read store ------------------------------------------------------------
+
+OWNERS = [f"owner{i:02d}@example.com" for i in range(50)]
+QUIET_AFTER_MS = 7 * DAY_MS
+
+
+def list_queries(at_ms: int) -> dict[str, dict[str, Any]]:
+    """The lists measured (``GET /v1/accounts``, 100 a page): each filter alone with the default sort (by
+    score), and each sort alone. ``quiet_since`` is the middle of the 60 days last activities span."""
+    middle = dt.datetime.fromtimestamp((at_ms - 30 * DAY_MS) / 1000, dt.UTC)
+    return {
+        "band": {"band": "poor"},
+        "segment": {"segment": workload.SEGMENTS[2]},
+        "plan": {"plan": workload.PLANS[1]},
+        "owner": {"owner": OWNERS[7]},
+        "score_range": {"min_score": 30, "max_score": 60},
+        "quiet_since": {"quiet_since": middle.strftime("%Y-%m-%dT00:00:00Z")},
+        "sort_score": {"sort": "score"},
+        "sort_score_desc": {"sort": "-score"},
+        "sort_last_activity": {"sort": "last_activity_at"},
+        "sort_last_activity_desc": {"sort": "-last_activity_at"},
+        "sort_account_id": {"sort": "account_id"},
+    }
+
+
+# And a walk 50 pages deep into sort=score, following next_cursor.
+LIST_NAMES = (*list_queries(0), "page50")
+
+
+def p50_p99(ms: list[float]) -> tuple[float, float]:
+    """The median and 99th percentile of ``ms``, rounded to 10 µs."""
+    return round(quantile(ms, 0.5), 2), round(quantile(ms, 0.99), 2)
+
+
+def portfolio_documents(
+    accounts: int, at_ms: int, alerts: list[tuple[bytes, bytes]], max_alerts: int, seed: int = 5
+) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) of ``accounts`` health snapshots as the worker publishes them on account-health, and
+    up to ``max_alerts`` alerts of their open episodes appended to ``alerts`` on the way.
+
+    Sixteen snapshots built by the worker's own code (:func:`streamer.core.snapshot.account_snapshot` over
+    full 35-day states, about 2.3 KB each) are the templates; each account gets one with seeded
+    facts and figures: score 0-100 and its band, one of 50 owners, 3 segments and 3 plans, its last
+    activity (three in four within 2 days, the rest spread over 60), quiet, drop and poor episodes, a
+    subscription started in the last three years (8% cancelled in the last year), an NPS answer for 30%.
+    """
+    from streamer.core.alerts import alert_id
+    from streamer.core.alerts import ms_to_rfc3339 as rfc3339
+    from streamer.core.policy import load_policy
+    from streamer.core.scoring import score
+    from streamer.core.snapshot import account_snapshot
+    from streamer.wire.documents import HealthDocument
+
+    policy = load_policy(None).for_account(None, None)
+    templates = []
+    for i in range(16):
+        state = workload.full_state(i, at_ms)
+        templates.append(account_snapshot(state, score(state, at_ms, policy), policy, None))
+    health_fields = tuple(HealthDocument.model_fields)
+    rng = random.Random(seed)
+    today_ms = at_ms // DAY_MS * DAY_MS
+    alert_share = min(1.0, 2.5 * max_alerts / max(1, accounts))
+    for i in range(accounts):
+        acct = workload.account_id(i)
+        points = rng.randrange(101)
+        band = "poor" if points < 40 else "average" if points < 70 else "good"
+        at = at_ms - rng.randrange(600_000)
+        recent = rng.random() < 0.75
+        last = at - rng.randrange((2 if recent else 60) * DAY_MS)
+        started = today_ms - rng.randrange(3 * 365) * DAY_MS - rng.randrange(DAY_MS)
+        cancelled = rng.random() < 0.08
+        cancelled_at = max(started + DAY_MS, today_ms - rng.randrange(365) * DAY_MS) if cancelled else None
+        # The worker closes a cancelled account's episodes.
+        quiet = last + QUIET_AFTER_MS if not cancelled and at - last >= QUIET_AFTER_MS else None
+        drop = today_ms - rng.randrange(1, 15) * DAY_MS if not cancelled and rng.random() < 0.1 else None
+        poor = band == "poor" and not cancelled
+        nps = rng.randrange(11) if rng.random() < 0.3 else None
+        change = rng.choice((None, -15, -6, -2, 0, 0, 1, 4, 9))
+        trend = "flat" if not change else "up" if change > 0 else "down"
+        facts = {
+            "name": f"Customer {i}",
+            "seats": 5 + rng.randrange(200),
+            "plan": rng.choice(workload.PLANS),
+            "segment": rng.choice(workload.SEGMENTS),
+            "owner": rng.choice(OWNERS),
+        }
+        doc = {
+            **templates[i % len(templates)],
+            "account_id": acct,
+            "at": rfc3339(at),
+            "score": points,
+            "band": band,
+            "trend": trend,
+            "score_change": change,
+            "first_seen_at": rfc3339(started - rng.randrange(30) * DAY_MS),
+            "last_activity_at": rfc3339(last),
+            "facts": facts,
+            "nps": {
+                "score": nps,
+                "at": rfc3339(at - rng.randrange(180 * DAY_MS)) if nps is not None else None,
+            },
+            "open_tickets": rng.choice((0, 0, 0, 0, 1, 2)),
+            "subscription": {
+                "status": "cancelled" if cancelled else "active",
+                "started_at": rfc3339(started),
+                "cancelled_at": rfc3339(cancelled_at) if cancelled_at is not None else None,
+            },
+            "episodes": {
+                "quiet_since": rfc3339(quiet) if quiet is not None else None,
+                "drop_since": rfc3339(drop) if drop is not None else None,
+                "poor": poor,
+            },
+        }
+        yield acct.encode(), orjson.dumps(doc)
+        if len(alerts) >= max_alerts or not (quiet or drop or poor) or rng.random() >= alert_share:
+            continue
+        if quiet is not None:
+            kind, start, detected, reason = "account_quiet", quiet, quiet, "No activity for 7 days"
+        elif drop is not None:
+            kind, start, detected = "usage_drop", drop, drop + rng.randrange(DAY_MS)
+            reason = "Active users fell to 41% of usual"
+        else:
+            kind, start, detected, reason = "health_degraded", at, at, f"Health score fell to {points}"
+        alert = {
+            "alert_id": alert_id(acct, kind, start),
+            "kind": kind,
+            "account_id": acct,
+            "detected_at": rfc3339(detected),
+            "severity": "high",
+            "reason": reason,
+            "health": {k: doc[k] for k in health_fields},
+            "evidence": {"episode_started_at": rfc3339(start)},
+            "account": facts,
+        }
+        alerts.append((acct.encode(), orjson.dumps(alert)))
+
+
+def produce_portfolio(stack: Stack, accounts: int, max_alerts: int) -> dict[str, Any]:
+    """Fill the stack's health topic with ``accounts`` snapshots and its alert topic with alerts of them."""
+    partition_for = kafka_partitioner(stack.partitions)
+    alerts: list[tuple[bytes, bytes]] = []
+    sizes = [0]
+
+    def counted(records: Any) -> Any:
+        for key, value in records:
+            sizes[0] += len(value)
+            yield key, value
+
+    say(f"read_side: producing {accounts:,} health snapshots and up to {max_alerts:,} alerts")
+    started = time.monotonic()
+    docs = portfolio_documents(accounts, now_ms(), alerts, max_alerts)
+    asyncio.run(produce(stack.topics["health"], counted(docs), partition_for=partition_for))
+    asyncio.run(produce(stack.topics["alerts"], alerts, partition_for=partition_for))
+    return {
+        "accounts": accounts,
+        "alerts": len(alerts),
+        "snapshot_bytes_mean": round(sizes[0] / max(1, accounts)),
+        "produce_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def timed_gets(client: httpx.Client, path: str, params: dict[str, Any], n: int) -> list[float]:
+    """Milliseconds of ``n`` sequential GETs of ``path`` (each answer read whole); fails on any but 200
+    and on an empty list, which would measure nothing."""
+    out: list[float] = []
+    for _ in range(n):
+        started = time.perf_counter()
+        r = client.get(path, params=params)
+        out.append((time.perf_counter() - started) * 1000)
+        if r.status_code != 200:
+            raise RuntimeError(f"GET {path} {params}: {r.status_code} {r.text[:300]}")
+        if len(out) == 1 and path == "/v1/accounts" and not r.json()["items"]:
+            raise RuntimeError(f"GET {path} {params} lists no account")
+    return out
+
+
+def page_walks(client: httpx.Client, pages: int, n: int) -> tuple[list[float], int]:
+    """Milliseconds of each page of walks ``pages`` pages deep into ``sort=score`` (100 a page, following
+    ``next_cursor``), walked again until ``n`` pages were read; and how deep a walk went."""
+    out: list[float] = []
+    depth = 0
+    while len(out) < n:
+        cursor = None
+        for page in range(1, pages + 1):
+            params: dict[str, str | int] = {"sort": "score", "limit": 100}
+            if cursor:
+                params["cursor"] = cursor
+            started = time.perf_counter()
+            r = client.get("/v1/accounts", params=params)
+            out.append((time.perf_counter() - started) * 1000)
+            if r.status_code != 200:
+                raise RuntimeError(f"GET /v1/accounts {params}: {r.status_code} {r.text[:300]}")
+            depth = max(depth, page)
+            cursor = r.json()["next_cursor"]
+            if cursor is None:
+                break
+    return out, depth
+
+
+def store_bytes(store: str, tmp: Path, pg: PostgresServer, database: str | None) -> int:
+    """The read store's size on disk: the SQLite file with its WAL, or the PostgreSQL database."""
+    if store == "sqlite":
+        return sum(f.stat().st_size for f in tmp.glob("read-store.db*"))
+    import psycopg
+
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        row = conn.execute("SELECT pg_database_size(%s)", (database,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def store_rows(url: str) -> dict[str, int]:
+    """Rows per table of the read store at ``url`` (its own count, with no API running on it)."""
+    from api.store.sql import SqlReadModel
+
+    model = SqlReadModel(url)
+    try:
+        return model.counts()
+    finally:
+        model.close()
+
+
+def measure_read_side(
+    stack: Stack, store: str, accounts: int, pg: PostgresServer, args: argparse.Namespace
+) -> dict[str, Any]:
+    """One API process on a fresh ``store`` over the stack's topics: fill, restart, lookups, lists."""
+    import httpx
+
+    name = f"{store}_{size_label(accounts)}"
+    tmp = Path(tempfile.mkdtemp(prefix=f"cw-bench-rs-{store}-"))
+    database = None if store == "sqlite" else f"bench_rs_{uuid.uuid4().hex[:8]}"
+    api: ApiProcess | None = None
+    out: dict[str, Any] = {"accounts": accounts}
+    mib = 2**20
+    try:
+        url = f"sqlite:///{tmp}/read-store.db" if database is None else pg.create_database(database)
+        api = ApiProcess(stack, url, tmp)
+        say(f"read_side: {name}: filling a fresh store")
+        api.start()
+        out["ready_fresh_s"] = round(api.wait_ready(args.read_side_ready_timeout), 2)
+        out["rss_mb"] = round(api.rss_bytes() / mib, 1)
+        api.stop()
+        say(f"read_side: {name}: ready in {out['ready_fresh_s']}s, RSS {out['rss_mb']} MiB; restarting")
+        api.start()
+        out["ready_restart_s"] = round(api.wait_ready(args.read_side_ready_timeout), 2)
+        out["rss_mb_restart"] = round(api.rss_bytes() / mib, 1)
+        out["store_mb"] = round(store_bytes(store, tmp, pg, database) / mib, 1)
+        rate, seconds = args.api_rate, args.read_side_seconds
+        say(f"read_side: {name}: ready in {out['ready_restart_s']}s; lookups at {rate} req/s for {seconds}s")
+        look = paced_lookups(api, accounts, rate, seconds)
+        out |= {
+            "lookup_req_per_s": round(look["requests_per_s"]),
+            "lookup_p50_ms": round(look["p50_ms"], 2),
+            "lookup_p99_ms": round(look["p99_ms"], 2),
+            "lookup_non_2xx": look["non_2xx"],
+        }
+        n = args.read_side_requests
+        lists = list_queries(now_ms())
+        say(f"read_side: {name}: {len(lists)} lists, {n} requests each, a walk 50 pages deep, portfolio")
+        p50: dict[str, float] = {}
+        p99: dict[str, float] = {}
+        with httpx.Client(base_url=api.base, headers=api.headers, timeout=60) as client:
+            for label, params in lists.items():
+                ms = timed_gets(client, "/v1/accounts", params | {"limit": 100}, n)
+                p50[label], p99[label] = p50_p99(ms)
+            ms, out["page50_pages"] = page_walks(client, 50, n)
+            p50["page50"], p99["page50"] = p50_p99(ms)
+            figures = client.get("/v1/portfolio").json()
+            out["served_accounts"] = figures["accounts"]
+            out["served_open_alerts"] = figures["open_alerts"]
+            if figures["accounts"] != accounts:
+                say(
+                    f"read_side: {name}: the portfolio counts {figures['accounts']:,} accounts,"
+                    f" not {accounts:,}"
+                )
+            few = max(1, n // 2)
+            ms = timed_gets(client, "/v1/portfolio", {}, few)
+            out["portfolio_p50_ms"], out["portfolio_p99_ms"] = p50_p99(ms)
+            ms = timed_gets(client, "/dashboard/fragments/at-risk", {}, few)
+            out["at_risk_p50_ms"], out["at_risk_p99_ms"] = p50_p99(ms)
+        slowest = max(p99, key=lambda k: p99[k])
+        out |= {
+            "list_p50_ms": p50,
+            "list_p99_ms": p99,
+            "list_p99_ms_max": p99[slowest],
+            "list_slowest": slowest,
+            "rss_mb_end": round(api.rss_bytes() / mib, 1),
+        }
+        api.stop()
+        out["store_rows"] = store_rows(url)
+        say(
+            f"read_side: {name}: lookup p99 {out['lookup_p99_ms']} ms, slowest list {slowest}"
+            f" p99 {p99[slowest]} ms, portfolio p99 {out['portfolio_p99_ms']} ms,"
+            f" at-risk p99 {out['at_risk_p99_ms']} ms"
+        )
+        return out
+    finally:
+        if api is not None:
+            api.stop()
+        if database is not None:
+            try:
+                pg.drop_database(database)
+            except Exception as exc:  # noqa: BLE001 - cleanup must not hide the failure
+                say(f"read_side: could not drop database {database}: {exc}")
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def section_read_side(args: argparse.Namespace) -> dict[str, Any]:
+    """The API's read store, each of SQLite and PostgreSQL, at each size in ``--read-side-accounts``:
+    both stores read the same topics."""
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed (make bench installs it with apt-get)")
+    out: dict[str, Any] = {"stores": list(READ_STORES), "sizes": list(args.read_side_accounts)}
+    pg = PostgresServer()
+    try:
+        say("read_side: starting a throw-away PostgreSQL server")
+        pg.start()
+        for accounts in args.read_side_accounts:
+            label = size_label(accounts)
+            stack = Stack(partitions=8, name=f"bench-rs{label}")
+            try:
+                asyncio.run(stack.create())
+                out[f"topics_{label}"] = produce_portfolio(stack, accounts, args.read_side_alerts)
+                for store in READ_STORES:
+                    out[f"{store}_{label}"] = measure_read_side(stack, store, accounts, pg, args)
+            finally:
+                asyncio.run(stack.delete())
+    finally:
+        pg.stop()
+    return out
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -852,6 +1197,7 @@ SECTIONS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
     "latency": section_latency,
     "state": section_state,
     "api": section_api,
+    "read_side": section_read_side,
     "backtest": section_backtest,
 }
 
@@ -879,6 +1225,32 @@ def table(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+READ_SIDE_ROWS = (
+    "ready_fresh_s",
+    "ready_restart_s",
+    "rss_mb",
+    "rss_mb_end",
+    "store_mb",
+    "lookup_req_per_s",
+    "lookup_p50_ms",
+    "lookup_p99_ms",
+    *(f"list_p99_ms.{name}" for name in LIST_NAMES),
+    "portfolio_p99_ms",
+    "at_risk_p99_ms",
+    "store_rows.portfolio_counts",
+)
+
+
+def read_side_table(figures: dict[str, Any]) -> str:
+    """The read side's figures, a column for each store and size measured."""
+    runs = [k for k in figures if k.split("_")[0] in READ_STORES]
+    lines = [f"{'read_side':36}" + "".join(f"{run:>16}" for run in runs), "-" * (36 + 16 * len(runs))]
+    for row in READ_SIDE_ROWS:
+        values = [lookup(figures, f"{run}.{row}") for run in runs]
+        lines.append(f"{row:36}" + "".join(f"{'-' if v is None else format(v, ','):>16}" for v in values))
+    return "\n".join(lines)
+
+
 def main() -> None:
     """Run the chosen sections and write the results file."""
     parser = argparse.ArgumentParser(
@@ -899,6 +1271,11 @@ def main() -> None:
     parser.add_argument("--api-accounts", type=int, default=10_000)
     parser.add_argument("--api-rate", type=int, default=1000)
     parser.add_argument("--api-seconds", type=int, default=30)
+    parser.add_argument("--read-side-accounts", type=int, nargs="*", default=[100_000, 1_000_000])
+    parser.add_argument("--read-side-alerts", type=int, default=3000)
+    parser.add_argument("--read-side-seconds", type=int, default=20, help="of paced lookups")
+    parser.add_argument("--read-side-requests", type=int, default=200, help="per list (half per portfolio)")
+    parser.add_argument("--read-side-ready-timeout", type=float, default=1800)
     parser.add_argument("--backtest-accounts", type=int, default=100)
     parser.add_argument("--backtest-days", type=int, default=120)
     args = parser.parse_args()
@@ -907,6 +1284,7 @@ def main() -> None:
         args.load_rate, args.load_seconds, args.alert_accounts, args.alert_window_s = [2_000], 10, 5_000, 15
         args.backtest_accounts, args.backtest_days = 20, 60
         args.state_accounts, args.api_accounts, args.api_seconds = [5_000], 1_000, 5
+        args.read_side_accounts, args.read_side_alerts, args.read_side_seconds = [2_000, 10_000], 500, 5
     results: dict[str, Any] = {
         "machine": machine(),
         "started_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
@@ -928,6 +1306,8 @@ def main() -> None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(table(results))  # noqa: T201
+    if "read_side" in args.only:
+        print(f"\n{read_side_table(results['figures']['read_side'])}")  # noqa: T201
     print(f"\nwritten to {args.out}")  # noqa: T201
 
 
