@@ -116,7 +116,7 @@ def nps(scores: Iterable[int]) -> dict[str, Any]:
     return nps_of(Counter(nps_class(v) for v in scores))
 
 
-def nps_of(classes: Mapping[str | None, int]) -> dict[str, Any]:
+def nps_of(classes: Mapping[Any, int]) -> dict[str, Any]:
     """:func:`nps` from the number of answers of each class."""
     promoters, passives, detractors = (classes.get(c, 0) for c in NPS_CLASSES)
     responses = promoters + passives + detractors
@@ -142,6 +142,17 @@ class PortfolioKey:
     quiet: bool
     dropping: bool
     poor: bool
+
+    def marginals(self) -> list[tuple[str, str]]:
+        """What the account adds to the portfolio figures, as (dimension, value) pairs, each counted
+        once: the figures are sums over accounts of these, never of combinations of them."""
+        out = [("accounts", ""), ("band", self.band)]
+        if self.started_month is not None:
+            out.append(("subscription", f"{self.started_month}|{self.cancelled_month or ''}"))
+        if self.nps_class is not None:
+            out.append(("nps", self.nps_class))
+        out.extend((flag, "") for flag in ("quiet", "dropping", "poor") if getattr(self, flag))
+        return out
 
 
 def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
@@ -169,29 +180,31 @@ def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dic
     Returns:
         ``accounts``, ``by_band``, ``churn`` (monthly rows), ``nps`` and ``open_alerts`` by kind.
     """
-    return figures_from_counts(Counter(portfolio_key(d) for d in snapshots).items(), now)
+    counts = Counter(m for d in snapshots for m in portfolio_key(d).marginals())
+    return figures_from_marginals(((dim, value, n) for (dim, value), n in counts.items()), now)
 
 
-def figures_from_counts(counts: Iterable[tuple[PortfolioKey, int]], now: datetime) -> dict[str, Any]:
-    """:func:`portfolio_figures` from how many accounts have each :class:`PortfolioKey`."""
-    bands: Counter[str] = Counter()
-    subs: Counter[tuple[str | None, str | None]] = Counter()
-    classes: Counter[str | None] = Counter()
-    open_alerts = {"account_quiet": 0, "usage_drop": 0, "health_degraded": 0}
-    total = 0
-    for key, n in counts:
-        total += n
-        bands[key.band] += n
-        subs[key.started_month, key.cancelled_month] += n
-        classes[key.nps_class] += n
-        open_alerts["account_quiet"] += n * key.quiet
-        open_alerts["usage_drop"] += n * key.dropping
-        open_alerts["health_degraded"] += n * key.poor
+def figures_from_marginals(counts: Iterable[tuple[str, str, int]], now: datetime) -> dict[str, Any]:
+    """:func:`portfolio_figures` from how many accounts have each (dimension, value) of
+    :meth:`PortfolioKey.marginals`."""
+    by: dict[str, Counter[str]] = {}
+    for dim, value, n in counts:
+        by.setdefault(dim, Counter())[value] += n
+    bands = by.get("band", Counter())
+    subs = []
+    for pair, n in by.get("subscription", Counter()).items():
+        started, cancelled = pair.split("|")
+        subs.append((started, cancelled or None, n))
+    flags = {flag: by.get(flag, Counter()).get("", 0) for flag in ("quiet", "dropping", "poor")}
     return {
         "as_of": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
-        "accounts": total,
+        "accounts": by.get("accounts", Counter()).get("", 0),
         "by_band": {band: bands.get(band, 0) for band in BANDS},
-        "churn": churn_by_month(((s, c, n) for (s, c), n in subs.items()), now),
-        "nps": nps_of(classes),
-        "open_alerts": open_alerts,
+        "churn": churn_by_month(subs, now),
+        "nps": nps_of(by.get("nps", Counter())),
+        "open_alerts": {
+            "account_quiet": flags["quiet"],
+            "usage_drop": flags["dropping"],
+            "health_degraded": flags["poor"],
+        },
     }

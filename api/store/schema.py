@@ -5,9 +5,10 @@ when the store is new or was filled from another cluster:
 
 - ``accounts``: the latest snapshot per account (``doc``, the document the API serves) and the fields
   lists filter and sort on, each list served by an index.
-- ``portfolio_counts``: how many accounts share each combination of the facts the portfolio figures
-  count (band, subscription months, NPS class, open episodes) per owner and segment, kept as snapshots
-  are applied: the portfolio is a read of a few hundred rows, never a scan of the accounts.
+- ``portfolio_counts``: how many accounts have each value the portfolio figures count (a band, a
+  subscription's start and cancel months, an NPS class, an open episode), over all accounts, per owner,
+  per segment and per owner and segment (the scopes a key can have), kept as snapshots are applied:
+  the portfolio is a read of a few hundred rows, never a scan of the accounts.
 - ``history``: one row per account and UTC day, the day's latest score, band and components, for
   ``history_days`` days.
 - ``alerts``: the recent alerts in arrival order (``seq``), at most ``alert_buffer``; ``latest_alerts``
@@ -74,17 +75,19 @@ for _name in ("band", "segment", "plan", "owner"):
 portfolio_counts = Table(
     "portfolio_counts",
     metadata,
-    Column("key", Text, primary_key=True, comment="the columns below, as one JSON array"),
+    Column("key", Text, primary_key=True, comment="the columns below but accounts, as one JSON array"),
+    Column("by_owner", Boolean, nullable=False, comment="counts of one owner's accounts (else of all)"),
     Column("owner", Text),
+    Column("by_segment", Boolean, nullable=False, comment="counts of one segment's accounts (else of all)"),
     Column("segment", Text),
-    Column("band", Text, nullable=False),
-    Column("started_month", Text),
-    Column("cancelled_month", Text),
-    Column("nps_class", Text, comment="promoter, passive, detractor; NULL without an answer"),
-    Column("quiet", Boolean, nullable=False),
-    Column("dropping", Boolean, nullable=False),
-    Column("poor", Boolean, nullable=False),
+    Column(
+        "dimension", Text, nullable=False, comment="accounts, band, subscription, nps, quiet, dropping, poor"
+    ),
+    Column("value", Text, nullable=False, comment="good; 2025-01|2025-06 (start|cancel month); promoter; ''"),
     Column("accounts", BigInteger, nullable=False),
+)
+Index(
+    "portfolio_counts_scope", *(portfolio_counts.c[n] for n in ("by_owner", "by_segment", "owner", "segment"))
 )
 
 history = Table(

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import threading
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -42,9 +43,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from api.portfolio import PortfolioKey, figures_from_counts, month_of, nps_class
+from api.portfolio import PortfolioKey, figures_from_marginals, month_of, nps_class
 from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, sort_key
 from api.readmodel import AlertSubscribers, Batch, Doc, Page, open_alerts
 from api.restrictions import AccountScope
@@ -104,7 +105,7 @@ def engine_for(url: str) -> Engine:
     if backend == "postgresql":
         if parsed.drivername in ("postgresql", "postgres"):
             parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True, **options)
+        return create_engine(parsed, **options)
     raise ValueError("use sqlite:///<path> or postgresql://<user>:<password>@<host>:<port>/<database>")
 
 
@@ -179,34 +180,38 @@ _COUNTED = ("owner", "segment", "band", "started_month", "cancelled_month", "nps
 _COUNTED_ALSO = ("drop_since", "poor")
 
 
-def _count_key(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """(owner, segment, then the :class:`PortfolioKey` fields) of an ``accounts`` row."""
-    return (
-        row["owner"],
-        row["segment"],
-        row["band"],
-        row["started_month"],
-        row["cancelled_month"],
-        nps_class(row["nps_score"]),
-        bool(row["quiet_since"]),
-        bool(row["drop_since"]),
-        bool(row["poor"]),
+def _count_keys(row: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """The ``portfolio_counts`` keys an ``accounts`` row counts under: each of its marginals
+    (:meth:`PortfolioKey.marginals`) over all accounts, its owner's, its segment's and both's."""
+    marginals = PortfolioKey(
+        band=row["band"],
+        started_month=row["started_month"],
+        cancelled_month=row["cancelled_month"],
+        nps_class=nps_class(row["nps_score"]),
+        quiet=bool(row["quiet_since"]),
+        dropping=bool(row["drop_since"]),
+        poor=bool(row["poor"]),
+    ).marginals()
+    owner, segment = row["owner"], row["segment"]
+    scopes = (
+        (False, None, False, None),
+        (True, owner, False, None),
+        (False, None, True, segment),
+        (True, owner, True, segment),
     )
+    return [(*scope, dim, value) for scope in scopes for dim, value in marginals]
 
 
 def _count_row(key: tuple[Any, ...], delta: int) -> dict[str, Any]:
-    owner, segment, band, started, cancelled, nps, quiet, dropping, poor = key
+    by_owner, owner, by_segment, segment, dimension, value = key
     return {
         "key": _dumps(list(key)),
+        "by_owner": by_owner,
         "owner": owner,
+        "by_segment": by_segment,
         "segment": segment,
-        "band": band,
-        "started_month": started,
-        "cancelled_month": cancelled,
-        "nps_class": nps,
-        "quiet": quiet,
-        "dropping": dropping,
-        "poor": poor,
+        "dimension": dimension,
+        "value": value,
         "accounts": delta,
     }
 
@@ -235,6 +240,14 @@ class SqlReadModel:
             reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise StoreError(f"cannot open the read store at {where}: {reason}") from exc
         self.dialect = self._engine.dialect.name
+        # The latest snapshot and the newest alert of each kind, as JSON text.
+        cast, mark = ("::text", "%s") if self.dialect == "postgresql" else ("", "?")
+        self._lookup_sql = (
+            f"SELECT a.doc{cast}, l.doc{cast} FROM accounts a LEFT JOIN latest_alerts l"  # noqa: S608 - no input
+            f" ON l.account_id = a.account_id WHERE a.account_id = {mark}"
+        )
+        self._local = threading.local()
+        self._lookups: list[Any] = []
         self.alert_buffer = alert_buffer
         self.history_days = history_days
         self._history_cutoff = ""
@@ -264,6 +277,10 @@ class SqlReadModel:
 
     def close(self) -> None:
         """Close the store's connections."""
+        for conn in self._lookups:
+            conn.close()
+        self._lookups.clear()
+        self._local = threading.local()
         self._engine.dispose()
 
     @property
@@ -365,14 +382,14 @@ class SqlReadModel:
             if doc is None:
                 if before is not None:
                     gone.append(account_id)
-                    counts[_count_key(before)] -= 1
+                    counts.subtract(_count_keys(before))
                 continue
             row = account_row(account_id, doc)
             if before is not None:
                 if before["at_ms"] > row["at_ms"]:
                     continue  # an older snapshot read again (a replay, or a replica behind)
-                counts[_count_key(before)] -= 1
-            counts[_count_key(row)] += 1
+                counts.subtract(_count_keys(before))
+            counts.update(_count_keys(row))
             rows.append(row)
         for ids in _chunks(gone):
             conn.execute(delete(t.accounts).where(a.account_id.in_(ids)))
@@ -518,14 +535,43 @@ class SqlReadModel:
         return scope.permits(facts)
 
     def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
-        a, la = t.accounts.c, t.latest_alerts.c
-        with self._engine.connect() as conn:
-            doc = conn.execute(select(a.doc).where(a.account_id == account_id)).scalar_one_or_none()
-            # Outside the scope is answered like unknown, so a key cannot tell which accounts exist.
-            if doc is None or not scope.permits(doc.get("facts")):
-                return None
-            latest = conn.execute(select(la.doc).where(la.account_id == account_id)).scalars()
-            return {**doc, "open_alerts": open_alerts(doc, latest)}
+        # The API's busiest read: one query on a connection of its own, without SQLAlchemy's layers.
+        conn = self._lookup_connection()
+        try:
+            cursor = conn.cursor()
+            try:
+                cursor.execute(self._lookup_sql, (account_id,))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+        except self._engine.dialect.loaded_dbapi.Error as exc:
+            self._drop_lookup_connection()
+            raise OperationalError(self._lookup_sql, (account_id,), exc) from exc
+        if not rows:
+            return None
+        doc = orjson.loads(rows[0][0])
+        # Outside the scope is answered like unknown, so a key cannot tell which accounts exist.
+        if not scope.permits(doc.get("facts")):
+            return None
+        latest = [orjson.loads(alert) for _, alert in rows if alert is not None]
+        return {**doc, "open_alerts": open_alerts(doc, latest)}
+
+    def _lookup_connection(self) -> Any:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._engine.raw_connection()
+            if self.dialect == "postgresql" and conn.driver_connection is not None:
+                conn.driver_connection.autocommit = True  # each lookup its own snapshot, none held open
+            self._local.conn = conn
+            self._lookups.append(conn)
+        return conn
+
+    def _drop_lookup_connection(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            self._lookups.remove(conn)
+            conn.invalidate()
 
     @staticmethod
     def _scoped(scope: AccountScope) -> list[ColumnElement[bool]]:
@@ -592,22 +638,19 @@ class SqlReadModel:
 
     def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
         pc = t.portfolio_counts.c
-        fields = (pc.band, pc.started_month, pc.cancelled_month, pc.nps_class, pc.quiet, pc.dropping, pc.poor)
-        where: list[ColumnElement[bool]] = [pc.accounts > 0]
+        where: list[ColumnElement[bool]] = [
+            pc.by_owner == (scope.owner is not None),
+            pc.by_segment == (scope.segment is not None),
+            pc.accounts > 0,
+        ]
         if scope.owner is not None:
             where.append(pc.owner == scope.owner)
         if scope.segment is not None:
             where.append(pc.segment == scope.segment)
-        query = select(*fields, func.sum(pc.accounts)).where(*where).group_by(*fields)
+        query = select(pc.dimension, pc.value, pc.accounts).where(*where)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return figures_from_counts(
-            (
-                (PortfolioKey(r[0], r[1], r[2], r[3], bool(r[4]), bool(r[5]), bool(r[6])), int(r[7]))
-                for r in rows
-            ),
-            now,
-        )
+        return figures_from_marginals(((r.dimension, r.value, int(r.accounts)) for r in rows), now)
 
     def alerts(  # see ReadModel
         self,

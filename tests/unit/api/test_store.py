@@ -86,7 +86,8 @@ def test_a_snapshot_older_than_the_stored_one_changes_nothing_and_records_read_t
     assert doc is not None and doc["score"] == 80
     assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 1, "average": 0, "poor": 0}
     assert [a["alert_id"] for a in store.alerts(None, None, None, None, 10, scope=EVERY_ACCOUNT)[0]] == ["q1"]
-    assert store.counts()["accounts"] == 1 and store.counts()["portfolio_counts"] == 1
+    # Counted once: "accounts" and its band, over all accounts, its owner's, segment's and both's.
+    assert store.counts()["accounts"] == 1 and store.counts()["portfolio_counts"] == 2 * 4
 
 
 def test_in_one_batch_the_newest_snapshot_of_an_account_wins_and_a_tombstone_forgets_it(

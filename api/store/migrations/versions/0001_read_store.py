@@ -49,17 +49,33 @@ def upgrade() -> None:
 
     op.create_table(
         "portfolio_counts",
-        sa.Column("key", sa.Text, primary_key=True, comment="the columns below, as one JSON array"),
+        sa.Column(
+            "key", sa.Text, primary_key=True, comment="the columns below but accounts, as one JSON array"
+        ),
+        sa.Column(
+            "by_owner", sa.Boolean, nullable=False, comment="counts of one owner's accounts (else of all)"
+        ),
         sa.Column("owner", sa.Text),
+        sa.Column(
+            "by_segment", sa.Boolean, nullable=False, comment="counts of one segment's accounts (else of all)"
+        ),
         sa.Column("segment", sa.Text),
-        sa.Column("band", sa.Text, nullable=False),
-        sa.Column("started_month", sa.Text),
-        sa.Column("cancelled_month", sa.Text),
-        sa.Column("nps_class", sa.Text, comment="promoter, passive, detractor; NULL without an answer"),
-        sa.Column("quiet", sa.Boolean, nullable=False),
-        sa.Column("dropping", sa.Boolean, nullable=False),
-        sa.Column("poor", sa.Boolean, nullable=False),
+        sa.Column(
+            "dimension",
+            sa.Text,
+            nullable=False,
+            comment="accounts, band, subscription, nps, quiet, dropping, poor",
+        ),
+        sa.Column(
+            "value",
+            sa.Text,
+            nullable=False,
+            comment="good; 2025-01|2025-06 (start|cancel month); promoter; ''",
+        ),
         sa.Column("accounts", sa.BigInteger, nullable=False),
+    )
+    op.create_index(
+        "portfolio_counts_scope", "portfolio_counts", ["by_owner", "by_segment", "owner", "segment"]
     )
 
     op.create_table(
