@@ -1,7 +1,7 @@
 """The read model in a database: SQLite on disk (the default) or PostgreSQL (shared by replicas).
 
 Every list, filter and sort the API offers is an indexed read (see :mod:`api.store.schema`), so a page
-costs the same at a thousand accounts as at a million, and the process holds no account in memory.
+does not cost more as the portfolio grows, and the process holds no account in memory.
 
 Writes come in batches from the loader (:class:`api.kafka_readmodel.KafkaReadModel`), each in one
 transaction with the offsets it was read up to: a restart resumes after the last batch written, and
