@@ -36,15 +36,21 @@ def _next_month(start: datetime) -> datetime:
     )
 
 
-def month_of(value: object) -> str | None:
-    """The UTC calendar month (YYYY-MM) of an RFC 3339 instant; None for anything else."""
+def instant(value: object) -> datetime | None:
+    """An RFC 3339 instant with its offset; None for anything else (no offset, not a date-time)."""
     if not isinstance(value, str):
         return None
     try:
         at = datetime.fromisoformat(value)
     except ValueError:
         return None
-    if at.tzinfo is None:
+    return at if at.tzinfo is not None else None
+
+
+def month_of(value: object) -> str | None:
+    """The UTC calendar month (YYYY-MM) of an RFC 3339 instant; None for anything else."""
+    at = instant(value)
+    if at is None:
         return None
     at = at.astimezone(UTC)
     return f"{at.year:04d}-{at.month:02d}"

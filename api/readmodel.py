@@ -141,17 +141,11 @@ class ReadModel(Protocol):
         """Alerts of accounts within ``scope`` applied from now on, as they arrive."""
 
 
-class InMemoryReadModel:
-    """A read model held in dicts and a deque; always ready unless told otherwise."""
+class LoadProgress:
+    """How far a store's loader has come, as the store reports it (``ready``, ``lag``)."""
 
-    def __init__(self, alert_buffer: int = 10_000, ready: bool = True) -> None:
-        """Create an empty model keeping at most ``alert_buffer`` alerts for the feed."""
-        self._accounts: dict[str, Doc] = {}
-        self._feed: deque[tuple[int, Doc]] = deque(maxlen=alert_buffer)
-        self._latest: dict[str, dict[str, Doc]] = {}
-        self._seq = 0
-        self._ids: set[object] = set()  # alert ids in the feed
-        self._subscribers = AlertSubscribers()
+    def __init__(self, ready: bool) -> None:
+        """Start ``ready`` or not, with nothing to catch up."""
         self._ready = ready
         self._lag = 0
 
@@ -169,6 +163,20 @@ class InMemoryReadModel:
 
     async def start(self) -> None:  # see ReadModel
         return None
+
+
+class InMemoryReadModel(LoadProgress):
+    """A read model held in dicts and a deque; always ready unless told otherwise."""
+
+    def __init__(self, alert_buffer: int = 10_000, ready: bool = True) -> None:
+        """Create an empty model keeping at most ``alert_buffer`` alerts for the feed."""
+        self._accounts: dict[str, Doc] = {}
+        self._feed: deque[tuple[int, Doc]] = deque(maxlen=alert_buffer)
+        self._latest: dict[str, dict[str, Doc]] = {}
+        self._seq = 0
+        self._ids: set[object] = set()  # alert ids in the feed
+        self._subscribers = AlertSubscribers()
+        super().__init__(ready)
 
     async def stop(self) -> None:  # see ReadModel
         return None

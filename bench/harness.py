@@ -57,6 +57,17 @@ def quantile(values: Sequence[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM a process still running and wait for it (SIGKILL after 60 s)."""
+    if proc is not None and proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 class Stack:
     """One benchmark's own topics (a fresh prefix) and the worker settings that name them."""
 
@@ -228,13 +239,7 @@ class WorkerProcess:
 
     def stop(self) -> None:
         """SIGTERM, then wait (a clean shutdown commits and closes the store)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 class ApiProcess:
@@ -313,13 +318,7 @@ class ApiProcess:
 
     def stop(self) -> None:
         """SIGTERM, then wait (uvicorn finishes its requests and the store closes)."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        terminate(self.proc)
 
 
 class PostgresServer:

@@ -45,9 +45,9 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from api.portfolio import PortfolioKey, figures_from_marginals, month_of, nps_class
+from api.portfolio import PortfolioKey, figures_from_marginals, instant, month_of, nps_class
 from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, sort_key
-from api.readmodel import AlertSubscribers, Batch, Doc, Page, open_alerts
+from api.readmodel import AlertSubscribers, Batch, Doc, LoadProgress, Page, open_alerts
 from api.restrictions import AccountScope
 from api.store import schema as t
 
@@ -121,15 +121,8 @@ def migrate(engine: Engine) -> None:
 
 
 def _ms(value: object) -> int | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        at = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if at.tzinfo is None:
-        return None
-    return int(at.timestamp() * 1000)
+    at = instant(value)
+    return None if at is None else int(at.timestamp() * 1000)
 
 
 def _floor_ms(at: datetime) -> int:
@@ -221,7 +214,7 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-class SqlReadModel:
+class SqlReadModel(LoadProgress):
     """The :class:`~api.readmodel.ReadModel` over the read store at ``url``."""
 
     def __init__(
@@ -252,25 +245,9 @@ class SqlReadModel:
         self.history_days = history_days
         self._history_cutoff = ""
         self._subscribers = AlertSubscribers()
-        self._ready = ready
-        self._lag = 0
+        super().__init__(ready)
 
-    # -- ReadModel: progress and lifecycle -------------------------------------------------------
-
-    @property
-    def ready(self) -> bool:  # see ReadModel
-        return self._ready
-
-    @property
-    def lag(self) -> int:  # see ReadModel
-        return self._lag
-
-    def set_progress(self, ready: bool, lag: int) -> None:
-        """Record how far loading has come."""
-        self._ready, self._lag = ready, lag
-
-    async def start(self) -> None:  # see ReadModel
-        return None
+    # -- ReadModel: lifecycle ------------------------------------------------------------------------
 
     async def stop(self) -> None:  # see ReadModel
         self.close()
