@@ -58,7 +58,7 @@ from streamer.core.state import (
     peek_state,
 )
 from streamer.core.users import UserDirectory
-from streamer.worker.resends import ResendLog, read_source
+from streamer.worker.resends import ForwardedIds, ResendLog, read_source
 
 log = logging.getLogger("churnwatch.worker")
 
@@ -69,6 +69,11 @@ SETTLE_BUDGET = 500
 # The store key of a partition's activity (streamer.core.partition). Longer than any account id
 # (at most 128 characters), so it can never be one.
 ACTIVITY_KEY_PREFIX = "#" * 129 + "partition-activity-"
+
+
+def forwarded_key(partition: int) -> str:
+    """The store key of the partition's :class:`ForwardedIds`."""
+    return f"{ACTIVITY_KEY_PREFIX}forwarded-{partition}"
 
 
 def resends_key(partition: int) -> str:
@@ -252,6 +257,8 @@ class PartitionProcessor:
         self._activity_dirty = False
         # Re-sent records applied here, by source position (exactly once across crashes).
         self.resends = ResendLog()
+        # Ids of the records this partition re-sent elsewhere (a second delivery is dropped here).
+        self.forwarded = ForwardedIds()
         # This partition's committed offset, as the adapter last knew it: what it re-sends says so, and
         # what the resend log may forget by.
         self.source_floor = 0
@@ -321,6 +328,12 @@ class PartitionProcessor:
                     log.error(
                         "the stored activity of partition %d is unreadable; it starts afresh", self.partition
                     )
+            stored_forwarded = store.get(forwarded_key(self.partition))
+            if stored_forwarded is not None:
+                try:
+                    self.forwarded = ForwardedIds.decode(stored_forwarded)
+                except ValueError:
+                    log.error("the stored forwarded ids of partition %d are unreadable", self.partition)
             stored_resends = store.get(resends_key(self.partition))
             if stored_resends is not None:
                 try:
@@ -378,7 +391,7 @@ class PartitionProcessor:
 
     def flush_due(self, now_wall_ms: int) -> bool:
         """Whether changed states should be flushed now (see the constructor)."""
-        if not self._dirty and not self.resends.dirty:
+        if not self._dirty and not self.resends.dirty and not self.forwarded.dirty:
             return False
         return (
             now_wall_ms - self._last_flush_wall_ms >= self.flush_interval_ms
@@ -397,6 +410,9 @@ class PartitionProcessor:
         if self.resends.dirty:
             writes[resends_key(self.partition)] = self.resends.encode()
             self.resends.dirty = False
+        if self.forwarded.dirty:
+            writes[forwarded_key(self.partition)] = self.forwarded.encode()
+            self.forwarded.dirty = False
         for account_id in self._dirty:
             state = self._cache[account_id]
             # Possibly earlier than the state's real next due point (see _schedule): harmless, it pops,
@@ -466,6 +482,10 @@ class PartitionProcessor:
                 event = parsed[i] if parsed is not None else self._decode(rec, now_wall_ms)
             except InvalidEvent as exc:
                 if isinstance(exc, Unattributed) and self.users is not None:
+                    message_id = exc.message.get("messageId")
+                    if isinstance(message_id, str) and not self.forwarded.first(message_id, rec.offset):
+                        out.outcomes["duplicate"] += 1  # delivered twice by its producer (ForwardedIds)
+                        continue
                     self._attribute_or_wait(rec, exc, now_wall_ms, out)
                 else:
                     self._reject(out, rec, str(exc))
@@ -477,6 +497,9 @@ class PartitionProcessor:
             target = self.partition if parsed is not None else self.partition_for(event.account_id)
             if target != self.partition:
                 # Keyed by something other than the account id: its state lives elsewhere.
+                if not self.forwarded.first(event.event_id, rec.offset):
+                    out.outcomes["duplicate"] += 1  # delivered twice by its producer (ForwardedIds)
+                    continue
                 out.rekeyed.append((rec, target))
                 out.outcomes["rekeyed"] += 1
                 continue

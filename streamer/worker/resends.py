@@ -134,3 +134,55 @@ class ResendLog:
         except (TypeError, ValueError) as exc:
             raise ValueError(f"unreadable resend log: {exc}") from exc
         return log
+
+
+class ForwardedIds:
+    """The ids of the last records a partition re-sent elsewhere, and the offset each was read at.
+
+    A producer's second delivery of a message (the same id) that this partition re-sends is normally
+    caught where its account lives, among the account's recent event ids. But re-sent records reach
+    the account later than its own records: one copy re-sent before a crash and the other after it
+    arrive there hundreds of the account's events apart, beyond those ids. Here, in the partition's
+    own order, the two are as close as they were sent: the second is dropped before it is re-sent.
+    The same record read again (a replay) is not a second delivery. Bounded to ``limit`` ids, oldest
+    forgotten first; stored with the partition's states.
+    """
+
+    __slots__ = ("_ids", "dirty", "limit")
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._ids: dict[str, int] = {}
+        self.limit = limit
+        self.dirty = False
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def first(self, record_id: str, offset: int) -> bool:
+        """Whether the record at ``offset`` with ``record_id`` is the first delivery of that id."""
+        known = self._ids.get(record_id)
+        if known is not None:
+            return known == offset
+        self._ids[record_id] = offset
+        if len(self._ids) > self.limit:
+            del self._ids[next(iter(self._ids))]
+        self.dirty = True
+        return True
+
+    def encode(self) -> bytes:
+        """The ids as stored with the partition's states, oldest first."""
+        return orjson.dumps(list(self._ids.items()))
+
+    @classmethod
+    def decode(cls, raw: bytes, limit: int = 4096) -> ForwardedIds:
+        """Read what :meth:`encode` wrote; ValueError if it cannot be read."""
+        ids = cls(limit)
+        try:
+            pairs = orjson.loads(raw)
+            if not isinstance(pairs, list):
+                raise TypeError(f"a list of [id, offset] pairs, not {type(pairs).__name__}")
+            for record_id, offset in pairs:
+                ids._ids[str(record_id)] = int(offset)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"unreadable forwarded ids: {exc}") from exc
+        return ids

@@ -16,6 +16,7 @@ from streamer.worker.processor import (
     PartitionProcessor,
     Record,
     dead_letter,
+    forwarded_key,
 )
 from streamer.worker.resends import read_source, with_source
 
@@ -69,7 +70,7 @@ def test_record_keyed_to_the_wrong_partition_is_rekeyed_not_applied() -> None:
     proc, store = processor(), Store()
     out = apply(proc, store, [Record(0, 0, b"x", event("elsewhere-1", "e1", T0))], T0)
     assert [(rec.offset, target) for rec, target in out.rekeyed] == [(0, 1)]
-    assert store.data == {}
+    assert list(store.data) == [forwarded_key(0)]  # no account's state: only the id it re-sent
 
 
 def test_invalid_and_future_records_become_dead_letters_with_reasons() -> None:
@@ -377,3 +378,25 @@ def test_a_second_copy_read_again_after_a_crash_is_still_a_duplicate_once_its_so
     out = apply(processor(), store, [second, later], T0 + 2000)
     assert (out.outcomes["duplicate"], out.outcomes["replayed"], out.outcomes["counted"]) == (1, 1, 0)
     assert sum(b.events for b in decode_state(store.data["acme"]).days.values()) == 71
+
+
+def test_a_message_its_producer_delivered_twice_is_re_sent_once_even_across_a_restart() -> None:
+    """A track naming only its user, delivered twice by its producer (the same messageId at two offsets)
+    with a restart of the worker between them: the second is dropped where it was read, before it is
+    re-sent, because at the account it would arrive far behind the first. The first read again after
+    the restart (a replay) is re-sent again (the receiver's resend log drops that copy)."""
+    store = Store()
+    proc, users = attributing()
+    group = Record(0, 40, b"u1", segment("g1", "u1", T0, "acme", kind="group"))
+    first = Record(0, 41, b"u1", segment("t1", "u1", T0 + 1))
+    out = proc.process([group, first], store, T0 + 10)
+    store.data.update(proc.flush(T0 + 10))
+    assert len(out.attributed) == 1
+
+    again, users_again = attributing()
+    users_again.link("u1", "acme")
+    second = Record(0, 300, b"u1", segment("t1", "u1", T0 + 1))
+    out = again.process([first, second], store, T0 + 20)
+
+    assert [rec.offset for rec, *_ in out.attributed] == [41]
+    assert out.outcomes["duplicate"] == 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from streamer.worker.resends import ResendLog, read_source, with_source
+from streamer.worker.resends import ForwardedIds, ResendLog, read_source, with_source
 
 
 def test_a_second_copy_of_a_source_position_is_a_duplicate_and_a_replay_of_the_same_input_record_is_not() -> (
@@ -63,3 +63,16 @@ def test_the_header_replaces_one_already_there_and_a_malformed_one_reads_as_none
     assert read_source((("trace", b"t"),)) is None
     assert read_source((("churnwatch.resent-from", b"2:x:40"),)) is None
     assert read_source((("churnwatch.resent-from", b"2:40"),)) is None
+
+
+def test_forwarded_ids_know_a_second_delivery_but_not_a_replay_and_forget_the_oldest() -> None:
+    ids = ForwardedIds(limit=3)
+    assert ids.first("m1", 10) and ids.first("m2", 11) and ids.first("m3", 12)
+    assert not ids.first("m1", 20)  # delivered again, read at 20
+    assert ids.first("m1", 10)  # the same record read again
+    assert ids.first("m4", 13) and len(ids) == 3  # m1, the oldest, is forgotten
+    assert ids.first("m1", 21)
+    again = ForwardedIds.decode(ids.encode(), limit=3)
+    assert not again.first("m4", 99) and again.first("m4", 13) and not again.dirty
+    with pytest.raises(ValueError, match="unreadable forwarded ids"):
+        ForwardedIds.decode(b'{"m1": 1}')
