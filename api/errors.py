@@ -153,12 +153,16 @@ async def _client_disconnected(request: Request, exc: Exception) -> OrjsonRespon
     return error_response(499, {"code": "client_closed_request", "message": "client closed the request"})
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's text, or its type's name when it has none (for one-line logs)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 async def _store_unavailable(request: Request, exc: Exception) -> OrjsonResponse:
     # The read store's database does not answer (PostgreSQL restarting, a locked SQLite file): a
     # moment's outage, not a bug; the loader keeps what it reads meanwhile and retries.
-    log.warning(
-        "read store unavailable on %s %s: %s", request.method, request.url.path, str(exc).splitlines()[0]
-    )
+    log.warning("read store unavailable on %s %s: %s", request.method, request.url.path, first_line(exc))
     return error_response(
         503,
         {"code": "store_unavailable", "message": "the read store does not answer; retry shortly"},

@@ -24,6 +24,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
+from api.errors import first_line
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, Doc, InMemoryReadModel, Page, ReadModel
 from api.restrictions import AccountScope
@@ -31,11 +32,6 @@ from api.settings import ApiSettings
 from streamer.wire.documents import AlertDocument, SnapshotDocument
 
 log = logging.getLogger("churnwatch.api.readmodel")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -206,7 +202,7 @@ class KafkaReadModel:
                 await self._store.apply_batch(batch)
             except Exception as exc:  # noqa: BLE001 - any failure of the database: the batch waits
                 self.write_failures += 1
-                log.error("writing to the read store failed, retrying in %.1f s: %s", delay, _first_line(exc))
+                log.error("writing to the read store failed, retrying in %.1f s: %s", delay, first_line(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
             else:

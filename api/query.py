@@ -82,6 +82,30 @@ def decode_cursor(cursor: str) -> list[Any]:
     return payload
 
 
+def sort_cursor(cursor: str, sort: AccountSort) -> list[Any]:
+    """The sort key a list cursor of ``sort`` ends after (see :func:`sort_key`).
+
+    Raises:
+        InvalidCursor: If it is malformed or was made for another sort order.
+    """
+    payload = decode_cursor(cursor)
+    if len(payload) != 2 or payload[0] != sort.value or not isinstance(payload[1], list):
+        raise InvalidCursor("cursor does not belong to this sort order")
+    return payload[1]
+
+
+def alerts_cursor(cursor: str) -> int:
+    """The feed position an alert-feed cursor ends before.
+
+    Raises:
+        InvalidCursor: If it is malformed or is not an alert-feed cursor.
+    """
+    payload = decode_cursor(cursor)
+    if len(payload) != 2 or payload[0] != "alerts" or type(payload[1]) is not int:
+        raise InvalidCursor("cursor does not belong to the alert feed")
+    return int(payload[1])
+
+
 def sort_key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:
     account = str(doc.get("account_id", ""))
     if sort in (AccountSort.SCORE, AccountSort.SCORE_DESC):
@@ -116,10 +140,7 @@ def page_accounts(
         ((sort_key(d, sort), d) for d in docs if filters.matches(d)), key=lambda r: r[0], reverse=desc
     )
     if cursor is not None:
-        payload = decode_cursor(cursor)
-        if len(payload) != 2 or payload[0] != sort.value or not isinstance(payload[1], list):
-            raise InvalidCursor("cursor does not belong to this sort order")
-        after = payload[1]
+        after = sort_cursor(cursor, sort)
         try:
             rows = [r for r in rows if (r[0] < after if desc else r[0] > after)]
         except TypeError:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
 from api.portfolio import portfolio_figures
-from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, page_accounts
+from api.query import AccountFilters, AccountSort, alerts_cursor, encode_cursor, page_accounts
 from api.restrictions import AccountScope
 from streamer.core.alerts import AlertKind
 
@@ -280,10 +280,7 @@ class InMemoryReadModel(LoadProgress):
     ) -> Page:
         before = None
         if cursor is not None:
-            payload = decode_cursor(cursor)
-            if len(payload) != 2 or payload[0] != "alerts" or type(payload[1]) is not int:
-                raise InvalidCursor("cursor does not belong to the alert feed")
-            before = payload[1]
+            before = alerts_cursor(cursor)
         out: list[tuple[int, Doc]] = []
         for seq, doc in reversed(self._feed):
             if before is not None and seq >= before:

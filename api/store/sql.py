@@ -45,8 +45,17 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
+from api.errors import first_line
 from api.portfolio import PortfolioKey, figures_from_marginals, instant, month_of, nps_class
-from api.query import AccountFilters, AccountSort, InvalidCursor, decode_cursor, encode_cursor, sort_key
+from api.query import (
+    AccountFilters,
+    AccountSort,
+    InvalidCursor,
+    alerts_cursor,
+    encode_cursor,
+    sort_cursor,
+    sort_key,
+)
 from api.readmodel import AlertSubscribers, Batch, Doc, LoadProgress, Page, open_alerts
 from api.restrictions import AccountScope
 from api.store import schema as t
@@ -230,8 +239,7 @@ class SqlReadModel(LoadProgress):
                 where = make_url(url).render_as_string(hide_password=True)
             except ArgumentError:
                 where = "the URL given"
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot open the read store at {where}: {reason}") from exc
+            raise StoreError(f"cannot open the read store at {where}: {first_line(exc)}") from exc
         self.dialect = self._engine.dialect.name
         # The latest snapshot and the newest alert of each kind, as JSON text.
         cast, mark = ("::text", "%s") if self.dialect == "postgresql" else ("", "?")
@@ -590,10 +598,7 @@ class SqlReadModel(LoadProgress):
             columns, types = [a.account_id], (str,)
         desc = sort.value.startswith("-")
         if cursor is not None:
-            payload = decode_cursor(cursor)
-            if len(payload) != 2 or payload[0] != sort.value or not isinstance(payload[1], list):
-                raise InvalidCursor("cursor does not belong to this sort order")
-            after = payload[1]
+            after = sort_cursor(cursor, sort)
             if len(after) != len(types) or not all(type(v) is k for v, k in zip(after, types, strict=True)):
                 raise InvalidCursor("malformed cursor")
             if len(columns) == 1:
@@ -642,10 +647,7 @@ class SqlReadModel(LoadProgress):
         al = t.alerts.c
         where: list[ColumnElement[bool]] = []
         if cursor is not None:
-            payload = decode_cursor(cursor)
-            if len(payload) != 2 or payload[0] != "alerts" or type(payload[1]) is not int:
-                raise InvalidCursor("cursor does not belong to the alert feed")
-            where.append(al.seq < payload[1])
+            where.append(al.seq < alerts_cursor(cursor))
         if kind is not None:
             where.append(al.kind == kind)
         if account is not None:
