@@ -49,6 +49,7 @@ from bench.harness import (
     WorkerProcess,
     produce,
     quantile,
+    terminate,
 )
 from streamer.core.policy import DAY_MS
 from streamer.kafka.partitioner import kafka_partitioner
@@ -181,11 +182,7 @@ def naive_agent(stack: Stack, seconds: float) -> float:
             time.sleep(1)
         raise RuntimeError(f"naive agent made no measurable progress; see {data_dir}/naive.log")
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        terminate(proc)
         log.close()
         shutil.rmtree(data_dir, ignore_errors=True)
 
