@@ -24,8 +24,11 @@ RELIABILITY_DIR ?= .local/reliability
 
 .PHONY: help install browser node-sdk kafka-install postgres-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
 
+# Coloured only on a terminal: piped or redirected (`make help | less`, a CI log), it is plain text.
 help: ## Show the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-14s\033[0m %s\n", $$1, $$2}'
+	@if [ -t 1 ]; then on='\033[36m'; off='\033[0m'; else on=; off=; fi; \
+	grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) \
+	| awk -v on="$$on" -v off="$$off" 'BEGIN {FS = ":.*?## "}; {printf "  %s%-14s%s %s\n", on, $$1, off, $$2}'
 
 $(BIN)/.installed: pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
