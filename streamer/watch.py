@@ -10,7 +10,9 @@ from collections.abc import Sequence
 
 import orjson
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from streamer.cliutil import quiet_logger
 from streamer.worker.settings import WorkerSettings
 
 
@@ -26,11 +28,23 @@ def describe(doc: dict[str, object]) -> str:
 
 
 async def follow(bootstrap: str, topic: str, from_beginning: bool) -> None:
-    """Print alerts as they arrive until interrupted."""
+    """Print alerts as they arrive until interrupted.
+
+    Raises:
+        KafkaError: When no broker at ``bootstrap`` answers (``KafkaConnectionError``), or Kafka
+            refuses the consumer.
+    """
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest" if from_beginning else "latest"
     )
-    await consumer.start()
+    try:
+        with quiet_logger("aiokafka"):  # its connection errors would precede ours, with less to say
+            await consumer.start()
+    except BaseException:
+        await consumer.stop()  # a consumer that failed to start still holds its client
+        raise
+    sys.stdout.write(f"following alerts on {topic} (Ctrl-C stops watching; `make down` stops all)\n")
+    sys.stdout.flush()
     try:
         async for record in consumer:
             sys.stdout.write(describe(orjson.loads(record.value)) + "\n")
@@ -48,11 +62,15 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     parser.add_argument("--from-beginning", action="store_true", help="every alert kept, then new ones")
     args = parser.parse_args(argv)
     settings = WorkerSettings()
-    sys.stdout.write(
-        f"following alerts on {settings.alerts_topic} (Ctrl-C stops watching; `make down` stops all)\n"
-    )
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(follow(settings.kafka_bootstrap, settings.alerts_topic, args.from_beginning))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(follow(settings.kafka_bootstrap, settings.alerts_topic, args.from_beginning))
+    except KafkaError as err:
+        reason = "no broker answered" if isinstance(err, KafkaConnectionError) else str(err) or repr(err)
+        sys.exit(
+            f"{parser.prog}: cannot reach Kafka at {settings.kafka_bootstrap}: {reason} "
+            "— start it with `make kafka-up`, or set CHURNWATCH_KAFKA_BOOTSTRAP to a broker"
+        )
 
 
 if __name__ == "__main__":
