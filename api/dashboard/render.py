@@ -7,6 +7,7 @@ an argument.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,13 +15,25 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-__all__ = ["ago", "render", "sparkline_points"]
+from streamer.core.alerts import AlertKind
+
+__all__ = ["KIND_LABELS", "ago", "alert_subject", "kind_label", "render", "sparkline_points"]
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
 SPARK_WIDTH = 140
 SPARK_HEIGHT = 28
 TREND_ARROWS = {"up": "\u2197", "down": "\u2198", "flat": "\u2192"}
+# What a person reads for an alert's kind, in the server's fragments and (through the page's
+# data-kind-labels) in the live feed alike; the raw kind stays in class names and data attributes.
+KIND_LABELS: dict[str, str] = {
+    AlertKind.ACCOUNT_QUIET: "Account went quiet",
+    AlertKind.USAGE_DROP: "Usage dropped",
+    AlertKind.HEALTH_DEGRADED: "Health degraded",
+    AlertKind.KEY_USER_LOST: "Key user lost",
+    AlertKind.ACCOUNT_RECOVERED: "Account recovered",
+    AlertKind.DATA_GAP: "Data stopped arriving",
+}
 
 _env = Environment(
     loader=FileSystemLoader(TEMPLATES),
@@ -72,6 +85,28 @@ def ago(value: object, now: datetime) -> str:
     return f"{int(seconds // 86_400)} d ago"
 
 
+def kind_label(kind: object) -> str:
+    """The human label of an alert kind; a kind this version does not know reads as words."""
+    text = str(kind or "")
+    return KIND_LABELS.get(text) or text.replace("_", " ").capitalize()
+
+
+def alert_subject(alert: Mapping[str, Any]) -> str:
+    """Who an alert is about: the account's name, else its id; a partition for an operations alert."""
+    name = (alert.get("account") or {}).get("name")
+    if name:
+        return str(name)
+    if alert.get("account_id") is not None:
+        return str(alert["account_id"])
+    partition = (alert.get("evidence") or {}).get("partition")
+    return f"partition {partition}" if partition is not None else ""
+
+
+def kind_labels_json() -> str:
+    """:data:`KIND_LABELS` as JSON, for the page's ``data-kind-labels`` (escaped there like any text)."""
+    return json.dumps({str(kind): label for kind, label in KIND_LABELS.items()}, sort_keys=True)
+
+
 def _pct(value: object) -> str:
     return f"{value * 100:.1f}%" if isinstance(value, int | float) else "–"
 
@@ -83,6 +118,8 @@ def _short_time(value: object) -> str:
 
 _env.globals.update(
     ago=ago,
+    alert_subject=alert_subject,
+    kind_label=kind_label,
     pct=_pct,
     short_time=_short_time,
     sparkline_points=sparkline_points,

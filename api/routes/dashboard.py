@@ -53,7 +53,8 @@ def _fragment(html: str) -> HTMLResponse:
 @router.get("")
 async def page() -> HTMLResponse:
     """The dashboard page (public; it holds no data)."""
-    return HTMLResponse(render.render("page.html", base=BASE), headers=_PAGE_HEADERS)
+    html = render.render("page.html", base=BASE, kind_labels=render.kind_labels_json())
+    return HTMLResponse(html, headers=_PAGE_HEADERS)
 
 
 @router.get("/fragments/at-risk")

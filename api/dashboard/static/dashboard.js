@@ -115,16 +115,54 @@
     return el;
   }
 
+  // The labels of alert kinds, rendered by the server into the page from the same table as the
+  // fragments' (render.KIND_LABELS).
+  let kindLabels = null;
+  function kindLabel(kind) {
+    if (kindLabels === null) {
+      try {
+        kindLabels = JSON.parse($("alert-feed").dataset.kindLabels || "{}");
+      } catch (_) {
+        kindLabels = {};
+      }
+    }
+    if (Object.prototype.hasOwnProperty.call(kindLabels, kind)) return kindLabels[kind];
+    const words = kind.replace(/_/g, " ");
+    return words.charAt(0).toUpperCase() + words.slice(1);
+  }
+
+  // Who an alert is about, as render.alert_subject says it: the name the alert carries, else the
+  // name the table shows for that account, else its id (a partition for an operations alert).
+  function alertSubject(alert) {
+    const name = (alert.account || {}).name;
+    if (name) return String(name);
+    const id = alert.account_id;
+    if (id === null || id === undefined) {
+      const partition = (alert.evidence || {}).partition;
+      return partition === undefined || partition === null ? "" : "partition " + partition;
+    }
+    for (const row of document.querySelectorAll("tr.account-row")) {
+      if (row.dataset.account === String(id)) {
+        const shown = row.querySelector(".account-name");
+        if (shown && shown.textContent) return shown.textContent;
+      }
+    }
+    return String(id);
+  }
+
   function addAlert(alert) {
     const li = document.createElement("li");
     const kind = String(alert.kind || "");
     li.className = "alert new alert-" + kind.replace(/[^a-z_]/g, "");
     li.dataset.alert = String(alert.alert_id || "");
     li.dataset.account = String(alert.account_id || "");
+    li.dataset.kind = kind;
     const health = alert.health || {};
+    const subject = span("account", alertSubject(alert));
+    subject.title = String(alert.account_id || "");
     li.append(
-      span("kind", kind),
-      span("account", String(alert.account_id || "")),
+      span("kind", kindLabel(kind)),
+      subject,
       span("severity", String(alert.severity || "")),
       span("score", health.score === undefined ? "" : health.score + " " + (health.band || "")),
     );

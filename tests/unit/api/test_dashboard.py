@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 from datetime import timedelta
+from html import unescape
 
 import httpx
 import pytest
 
-from api.dashboard.render import ago, sparkline_points
+from api.dashboard.render import KIND_LABELS, ago, alert_subject, kind_label, sparkline_points
+from streamer.core.alerts import AlertKind
 from tests.unit.api.conftest import NOW, WRITER, AppFactory, StoreModel, alert, client_for, snapshot
 
 EVIL_NAME = '<script>alert("name")</script>'
@@ -22,6 +25,11 @@ def put(model: StoreModel, doc: dict[str, object]) -> None:
 
 def daily(events: list[int]) -> dict[str, object]:
     return {"from": "2025-02-09", "to": "2025-03-15", "events": events}
+
+
+def text_of(fragment: str) -> str:
+    """What a person reads of an HTML fragment: its text, without tags or attributes."""
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]*>", " ", fragment))).strip()
 
 
 def components() -> list[dict[str, object]]:
@@ -83,7 +91,7 @@ async def test_fragments_need_a_key_with_the_read_scopes(make_app: AppFactory, p
 async def test_at_risk_rows_lowest_score_first_with_trend_recency_and_sparkline(
     client: httpx.AsyncClient, model: StoreModel
 ) -> None:
-    put(model, snapshot("good-co", score=90, band="good", trend="up", daily=daily([5] * 35)))
+    put(model, snapshot("mid-co", score=55, band="average", trend="up", daily=daily([5] * 35)))
     put(
         model,
         snapshot(
@@ -101,8 +109,8 @@ async def test_at_risk_rows_lowest_score_first_with_trend_recency_and_sparkline(
     assert resp.status_code == 200
     assert resp.headers["cache-control"] == "no-store"
     rows = re.findall(r'data-account="([^"]*)"', resp.text)
-    assert rows == ["bad-co", "good-co"]
-    bad = resp.text.split('data-account="good-co"')[0]
+    assert rows == ["bad-co", "mid-co"]
+    bad = resp.text.split('data-account="mid-co"')[0]
     assert "band-poor" in bad and "3 d ago" in bad and "\u2198" in bad
     points = re.search(r'<polyline points="([^"]*)"', bad)
     assert points is not None and len(points.group(1).split()) == 35
@@ -196,3 +204,69 @@ def test_ago_reads_relative_to_the_given_now() -> None:
     assert ago((NOW - timedelta(seconds=20)).isoformat(), NOW) == "just now"
     assert ago((NOW - timedelta(minutes=12)).isoformat(), NOW) == "12 min ago"
     assert ago((NOW - timedelta(hours=5)).isoformat().replace("+00:00", "Z"), NOW) == "5 h ago"
+
+
+async def test_alerts_read_with_the_account_name_and_a_label_never_the_raw_kind(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    put(model, snapshot("acme", score=20, band="poor", facts={"name": "Acme Corp", "owner": "ann"}))
+    model.apply_alert(alert("q1", "acme", "account_quiet", account={"name": "Acme Corp"}))
+    model.apply_alert(alert("d1", "acme", "usage_drop", account={"name": "Acme Corp"}))
+
+    feed = (await client.get("/dashboard/fragments/alerts")).text
+    detail = (await client.get("/dashboard/fragments/accounts/acme")).text
+
+    items = re.findall(r"<li [^>]*>.*?</li>", feed, flags=re.S)
+    assert sorted(text_of(item).split(" high")[0] for item in items) == [
+        "Account went quiet Acme Corp",
+        "Usage dropped Acme Corp",
+    ]
+    history = detail.split("Alert history")[1]
+    assert "Account went quiet" in text_of(history) and "Usage dropped" in text_of(history)
+    for fragment in (feed, detail):
+        # The raw kinds stay in attributes (for styling and tests), never in the text people read.
+        assert "account_quiet" not in text_of(fragment) and "usage_drop" not in text_of(fragment)
+    assert 'data-kind="account_quiet"' in feed
+
+
+async def test_open_alert_counts_are_labelled(client: httpx.AsyncClient, model: StoreModel) -> None:
+    quiet = {"quiet_since": "2025-03-07T00:00:00.000Z", "drop_since": None, "poor": False}
+    put(model, snapshot("acme", score=20, band="poor", episodes=quiet))
+    model.apply_alert(alert("q1", "acme", "account_quiet"))
+
+    cards = text_of((await client.get("/dashboard/fragments/portfolio")).text)
+
+    assert "Account went quiet: 1" in cards
+    assert "account_quiet" not in cards
+
+
+async def test_the_page_hands_the_live_feed_the_same_kind_labels(make_app: AppFactory) -> None:
+    async with client_for(make_app(), None) as anon:
+        page = (await anon.get("/dashboard")).text
+
+    found = re.search(r'id="alert-feed"[^>]*data-kind-labels="([^"]*)"', page)
+    assert found is not None
+    assert json.loads(unescape(found.group(1))) == KIND_LABELS
+
+
+def test_every_alert_kind_has_a_label_and_an_unknown_kind_reads_as_words() -> None:
+    assert set(KIND_LABELS) == {kind.value for kind in AlertKind}
+    assert kind_label("account_quiet") == "Account went quiet"
+    assert kind_label("seats_shrunk") == "Seats shrunk"
+    assert kind_label(None) == ""
+
+
+@pytest.mark.parametrize(
+    ("doc", "subject"),
+    [
+        # The name the alert carries.
+        ({"account_id": "acme", "account": {"name": "Acme Corp"}}, "Acme Corp"),
+        # An alert without a name (older records): its id.
+        ({"account_id": "acme", "account": {}}, "acme"),
+        ({"account_id": "acme"}, "acme"),
+        # An operations alert is about a partition, not an account.
+        ({"account_id": None, "account": {}, "evidence": {"partition": 3}}, "partition 3"),
+    ],
+)
+def test_an_alert_is_about_the_account_name_else_its_id(doc: dict[str, object], subject: str) -> None:
+    assert alert_subject(doc) == subject
