@@ -10,6 +10,12 @@ summary for a template comes with its next record, or with any record once the i
 
 :func:`rate_limit_logging` puts one on every handler of the root logger (and of the ``aiokafka`` and
 ``kafka`` loggers, should they have their own); records of every logger reach the root's handlers.
+
+:class:`TransientCoordinatorFilter` (installed by :func:`downgrade_transient_kafka_errors`) logs at
+INFO the ``GroupCoordinatorNotAvailableError`` that aiokafka logs as an ERROR while a consumer group's
+coordinator is being elected: a normal start on a fresh broker (whose ``__consumer_offsets`` is being
+created) logged ``[ERROR] Group Coordinator Request failed: [Error 15] GroupCoordinatorNotAvailableError``
+and then ran fine. A coordinator still unavailable after ``grace_s`` is an ERROR again.
 """
 
 from __future__ import annotations
@@ -20,7 +26,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-__all__ = ["DEFAULT_BURST", "DEFAULT_INTERVAL_S", "RateLimitFilter", "rate_limit_logging"]
+from aiokafka.errors import GroupCoordinatorNotAvailableError
+
+__all__ = [
+    "COORDINATOR_LOGGER",
+    "DEFAULT_BURST",
+    "DEFAULT_INTERVAL_S",
+    "RateLimitFilter",
+    "TransientCoordinatorFilter",
+    "downgrade_transient_kafka_errors",
+    "rate_limit_logging",
+]
 
 DEFAULT_BURST = 20
 DEFAULT_INTERVAL_S = 60.0
@@ -157,3 +173,61 @@ def rate_limit_logging(
         for handler in logging.getLogger(name).handlers:
             if not any(isinstance(f, RateLimitFilter) for f in handler.filters):
                 handler.addFilter(RateLimitFilter(burst, interval_s, emit=handler.handle))
+
+
+# Where aiokafka logs "Group Coordinator Request failed: %s" (and retries, every retry_backoff_ms).
+COORDINATOR_LOGGER = "aiokafka.consumer.group_coordinator"
+
+
+class TransientCoordinatorFilter(logging.Filter):
+    """Lower to INFO the ERROR records that carry a :class:`GroupCoordinatorNotAvailableError`.
+
+    The error is retriable and aiokafka retries it: while a group's coordinator is elected (at a
+    broker's first start, or when the coordinator moves) it is expected, not a failure. Every other
+    record passes unchanged, and so does this one once the coordinator has been unavailable for
+    ``grace_s`` without a pause as long: then it is a real outage.
+
+    Args:
+        grace_s: How long the error is transient, from the first of a run of them; a pause of
+            ``grace_s`` ends the run.
+        clock: Seconds from a monotonic origin (tests pass their own).
+    """
+
+    def __init__(self, grace_s: float = 60.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        """Create the filter; see the class docstring for the arguments."""
+        super().__init__()
+        self.grace_s = grace_s
+        self._clock = clock
+        self._since: float | None = None
+        self._last = 0.0
+        self._lock = threading.Lock()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Always True; lowers ``record`` to INFO when it is the transient error."""
+        if record.levelno < logging.ERROR or not _carries_coordinator_unavailable(record):
+            return True
+        with self._lock:
+            now = self._clock()
+            if self._since is None or now - self._last >= self.grace_s:
+                self._since = now
+            self._last = now
+            transient = now - self._since < self.grace_s
+        if transient:
+            record.levelno, record.levelname = logging.INFO, logging.getLevelName(logging.INFO)
+        return True
+
+
+def _carries_coordinator_unavailable(record: logging.LogRecord) -> bool:
+    args = record.args if isinstance(record.args, tuple) else (record.args,)
+    return any(isinstance(arg, GroupCoordinatorNotAvailableError) for arg in args)
+
+
+def downgrade_transient_kafka_errors(grace_s: float = 60.0) -> None:
+    """Put a :class:`TransientCoordinatorFilter` on aiokafka's group coordinator logger, once.
+
+    On the logger, not on handlers: it runs before any handler sees the record (a handler at WARNING
+    then drops it) and stays when a framework replaces the root logger's handlers (Faust does).
+    """
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    if not any(isinstance(f, TransientCoordinatorFilter) for f in logger.filters):
+        logger.addFilter(TransientCoordinatorFilter(grace_s))

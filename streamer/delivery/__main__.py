@@ -36,7 +36,7 @@ from streamer.cliutil import parser_for
 from streamer.delivery.config import DeliveryConfig, load_delivery_config
 from streamer.delivery.service import DeliveryService, ensure_delivery_topics
 from streamer.delivery.settings import DeliverySettings
-from streamer.logfilter import rate_limit_logging
+from streamer.logfilter import downgrade_transient_kafka_errors, rate_limit_logging
 
 log = logging.getLogger("churnwatch.delivery")
 
@@ -92,6 +92,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     # A broker or destination outage repeats the same errors many times a second.
     rate_limit_logging()
+    downgrade_transient_kafka_errors()  # its group's coordinator election is not an error
     logging.getLogger("aiokafka").setLevel(max(logging.INFO, logging.getLevelName(settings.log_level)))
     # Request lines would log every delivery twice; our own log says what matters.
     logging.getLogger("httpx").setLevel(logging.WARNING)

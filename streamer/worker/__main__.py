@@ -14,7 +14,7 @@ from streamer.cliutil import parser_for, quiet_logger
 from streamer.core.policy import PolicyError, load_policy
 from streamer.gctuning import tune_gc
 from streamer.kafka.topics import TopicMismatchError
-from streamer.logfilter import rate_limit_logging
+from streamer.logfilter import downgrade_transient_kafka_errors, rate_limit_logging
 from streamer.worker import metrics
 from streamer.worker.app import create_app
 from streamer.worker.faust_compat import run_worker
@@ -36,6 +36,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     settings = WorkerSettings()
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
+    downgrade_transient_kafka_errors()  # the coordinator election at a start is not an error
     try:
         policies = load_policy(settings.rules_text())
     except (OSError, PolicyError) as err:

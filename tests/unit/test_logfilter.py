@@ -8,8 +8,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+from aiokafka.errors import (
+    GroupAuthorizationFailedError,
+    GroupCoordinatorNotAvailableError,
+    KafkaConnectionError,
+)
 
-from streamer.logfilter import RateLimitFilter, rate_limit_logging
+from streamer.logfilter import (
+    COORDINATOR_LOGGER,
+    RateLimitFilter,
+    TransientCoordinatorFilter,
+    downgrade_transient_kafka_errors,
+    rate_limit_logging,
+)
 
 
 @dataclass
@@ -174,3 +185,73 @@ def test_rate_limit_logging_puts_one_filter_on_each_root_handler(monkeypatch: py
         "aiokafka.conn Unable connect to node with id 0",
         "aiokafka.conn Unable connect to node with id 1",
     ]
+
+
+@pytest.fixture
+def coordinator(clock: Clock) -> Iterator[tuple[logging.Logger, Collected]]:
+    """aiokafka's coordinator logger with the filter and a handler that keeps what reaches it."""
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    handler = Collected()
+    handler.setLevel(logging.INFO)
+    logger.addHandler(handler)
+    logger.addFilter(guard := TransientCoordinatorFilter(60.0, clock=clock))
+    try:
+        yield logger, handler
+    finally:
+        logger.removeFilter(guard)
+        logger.removeHandler(handler)
+
+
+# What aiokafka 0.14 logs while it looks for the coordinator (consumer/group_coordinator.py).
+LOOKUP_FAILED = "Group Coordinator Request failed: %s"
+
+
+def test_the_coordinator_election_at_a_start_is_logged_at_info(
+    coordinator: tuple[logging.Logger, Collected], clock: Clock
+) -> None:
+    logger, out = coordinator
+
+    for _ in range(6):  # every 100 ms (retry_backoff_ms) until the coordinator is elected
+        logger.error(LOOKUP_FAILED, GroupCoordinatorNotAvailableError())
+        clock.now += 0.1
+
+    assert out.lines == [
+        (logging.INFO, COORDINATOR_LOGGER, LOOKUP_FAILED % "[Error 15] GroupCoordinatorNotAvailableError")
+    ] * 6
+
+
+def test_other_coordinator_errors_stay_errors(coordinator: tuple[logging.Logger, Collected]) -> None:
+    logger, out = coordinator
+
+    logger.error(LOOKUP_FAILED, GroupAuthorizationFailedError("cw"))
+    logger.error(LOOKUP_FAILED, KafkaConnectionError("no route"))
+    logger.error("Heartbeat session expired - marking coordinator dead")
+
+    assert [level for level, _, _ in out.lines] == [logging.ERROR] * 3
+
+
+def test_a_coordinator_unavailable_for_a_minute_is_an_error_again(
+    coordinator: tuple[logging.Logger, Collected], clock: Clock
+) -> None:
+    logger, out = coordinator
+
+    for _ in range(61):  # once a second for a minute, then once more
+        logger.error(LOOKUP_FAILED, GroupCoordinatorNotAvailableError())
+        clock.now += 1.0
+    clock.now += 60.0  # a pause as long as the grace ends the run: the next one is a new election
+    logger.error(LOOKUP_FAILED, GroupCoordinatorNotAvailableError())
+
+    assert [level for level, _, _ in out.lines] == [logging.INFO] * 60 + [logging.ERROR, logging.INFO]
+
+
+def test_downgrading_is_installed_once_on_the_coordinator_logger() -> None:
+    logger = logging.getLogger(COORDINATOR_LOGGER)
+    before = list(logger.filters)
+    try:
+        downgrade_transient_kafka_errors()
+        downgrade_transient_kafka_errors()
+        added = [f for f in logger.filters if f not in before]
+    finally:
+        logger.filters[:] = before
+
+    assert len(added) == 1 and isinstance(added[0], TransientCoordinatorFilter)
