@@ -134,9 +134,12 @@ def render(template: str, **context: Any) -> str:
     return _env.get_template(template).render(**context)
 
 
-def at_risk_rows(docs: Sequence[Mapping[str, Any]], now: datetime) -> str:
-    """The at-risk table body: one row per snapshot, in the given order."""
-    return render("at_risk.html", docs=docs, now=now)
+def at_risk_rows(docs: Sequence[Mapping[str, Any]], now: datetime, any_account: bool = True) -> str:
+    """The at-risk table body: one row per snapshot, in the given order.
+
+    Without rows it says why: no account at risk, or (``any_account`` false) no snapshot yet at all.
+    """
+    return render("at_risk.html", docs=docs, now=now, any_account=any_account)
 
 
 def account_detail(doc: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]], now: datetime) -> str:

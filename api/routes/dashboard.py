@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import render
+from api.dashboard.at_risk import at_risk_accounts
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep
 from api.errors import api_error, bounded
 from api.query import AccountFilters, AccountSort
@@ -64,9 +65,13 @@ async def at_risk(
     reader: HealthReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> HTMLResponse:
-    """Table rows of the lowest-scored accounts the key may read, lowest first."""
-    docs, _next = model.list_accounts(AccountFilters(), AccountSort.SCORE, None, limit, scope=reader.reads)
-    return _fragment(render.at_risk_rows(docs, clock()))
+    """Table rows of the key's accounts at risk (``api.dashboard.at_risk``), lowest score first."""
+    docs = at_risk_accounts(model, limit, scope=reader.reads)
+    # An empty list says whether there is nothing at risk or nothing yet at all.
+    any_account = bool(docs) or bool(
+        model.list_accounts(AccountFilters(), AccountSort.ACCOUNT_ID, None, 1, scope=reader.reads)[0]
+    )
+    return _fragment(render.at_risk_rows(docs, clock(), any_account=any_account))
 
 
 @router.get("/fragments/portfolio")

@@ -12,7 +12,7 @@ import pytest
 
 from api.dashboard.render import KIND_LABELS, ago, alert_subject, kind_label, sparkline_points
 from streamer.core.alerts import AlertKind
-from tests.unit.api.conftest import NOW, WRITER, AppFactory, StoreModel, alert, client_for, snapshot
+from tests.unit.api.conftest import ANN, NOW, WRITER, AppFactory, StoreModel, alert, client_for, snapshot
 
 EVIL_NAME = '<script>alert("name")</script>'
 EVIL_ID = '"><img src=x onerror=alert(1)>'
@@ -114,6 +114,86 @@ async def test_at_risk_rows_lowest_score_first_with_trend_recency_and_sparkline(
     assert "band-poor" in bad and "3 d ago" in bad and "\u2198" in bad
     points = re.search(r'<polyline points="([^"]*)"', bad)
     assert points is not None and len(points.group(1).split()) == 35
+
+
+def at_risk_ids(fragment: str) -> list[str]:
+    return re.findall(r'<tr class="account-row" data-account="([^"]*)"', fragment)
+
+
+def onboarding(account_id: str, score: int, band: str, **episodes: object) -> dict[str, object]:
+    """A snapshot of an account in its first weeks, with the episodes the core has opened for it."""
+    opened = {"quiet_since": None, "drop_since": None, "poor": False, **episodes}
+    return snapshot(account_id, score=score, band=band, onboarding=True, episodes=opened)
+
+
+async def test_at_risk_lists_poor_and_average_accounts_only_lowest_score_first(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    put(model, snapshot("star", score=99, band="good"))
+    put(model, snapshot("fine", score=70, band="good"))
+    put(model, snapshot("middling", score=55, band="average"))
+    put(model, snapshot("edge", score=40, band="average"))
+    put(model, snapshot("sinking", score=12, band="poor"))
+    # A segment with stricter bands: poor at 45, above an average account of the default bands.
+    put(model, snapshot("strict", score=45, band="poor"))
+
+    resp = await client.get("/dashboard/fragments/at-risk")
+
+    assert resp.status_code == 200
+    assert at_risk_ids(resp.text) == ["sinking", "edge", "strict", "middling"]
+
+
+async def test_onboarding_accounts_are_at_risk_only_once_the_core_warns_of_them(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    # A day-old account scores low on the history it does not have yet: no warning, not listed.
+    put(model, onboarding("brand-new", score=11, band="poor"))
+    put(model, onboarding("ramping", score=52, band="average"))
+    # Warned of by the core: gone quiet, usage dropped, still poor after its first weeks.
+    put(model, onboarding("went-quiet", score=30, band="poor", quiet_since="2025-03-10T00:00:00.000Z"))
+    put(model, onboarding("dropping", score=48, band="average", drop_since="2025-03-01T00:00:00.000Z"))
+    put(model, onboarding("not-taking-off", score=20, band="poor", poor=True))
+    put(model, snapshot("settled", score=35, band="poor"))
+
+    rows = at_risk_ids((await client.get("/dashboard/fragments/at-risk")).text)
+
+    assert rows == ["not-taking-off", "went-quiet", "settled", "dropping"]
+
+
+async def test_at_risk_fills_its_limit_past_onboarding_accounts_without_warnings(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    for i in range(3):
+        put(model, onboarding(f"new-{i}", score=5 + i, band="poor"))
+    put(model, snapshot("poor-a", score=20, band="poor"))
+    put(model, snapshot("poor-b", score=30, band="poor"))
+    put(model, snapshot("avg", score=50, band="average"))
+
+    rows = at_risk_ids((await client.get("/dashboard/fragments/at-risk", params={"limit": 2})).text)
+
+    assert rows == ["poor-a", "poor-b"]
+
+
+async def test_at_risk_says_honestly_why_it_is_empty(client: httpx.AsyncClient, model: StoreModel) -> None:
+    empty = text_of((await client.get("/dashboard/fragments/at-risk")).text)
+    put(model, snapshot("star", score=99, band="good"))
+    put(model, onboarding("brand-new", score=11, band="poor"))
+    healthy = (await client.get("/dashboard/fragments/at-risk")).text
+
+    assert empty.startswith("No accounts yet")
+    assert at_risk_ids(healthy) == []
+    assert text_of(healthy).startswith("No account at risk")
+
+
+async def test_at_risk_lists_only_the_accounts_a_restricted_key_may_read(
+    make_app: AppFactory, model: StoreModel
+) -> None:
+    put(model, snapshot("anns", score=20, band="poor", facts={"name": "Ann's", "owner": "ann"}))
+    put(model, snapshot("bobs", score=10, band="poor", facts={"name": "Bob's", "owner": "bob"}))
+    async with client_for(make_app(), ANN) as ann:
+        rows = at_risk_ids((await ann.get("/dashboard/fragments/at-risk")).text)
+
+    assert rows == ["anns"]
 
 
 async def test_at_risk_limit_is_validated(client: httpx.AsyncClient) -> None:

@@ -1,0 +1,54 @@
+"""Which accounts the dashboard lists as at risk.
+
+An account is at risk when the core bands its score ``poor`` or ``average`` (the band is written by
+the worker with the account's effective policy, so per-segment thresholds hold here too). An account
+in onboarding is the exception: its score is built from the little history it has (a day-old account
+has no stickiness and no seats in use yet, so it scores low), and the core judges it separately, by
+opening an episode when it goes quiet, drops or is still poor after its first weeks. So an onboarding
+account is listed only once the core has opened such an episode for it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from api.query import AccountFilters, AccountSort
+from api.readmodel import Doc, ReadModel
+from api.restrictions import AccountScope
+from streamer.core.policy import Band
+
+__all__ = ["AT_RISK_BANDS", "at_risk_accounts", "is_at_risk"]
+
+AT_RISK_BANDS = (Band.POOR, Band.AVERAGE)
+
+
+def is_at_risk(doc: Mapping[str, Any]) -> bool:
+    """Whether a snapshot belongs in the at-risk list (see the module docstring)."""
+    if doc.get("band") not in AT_RISK_BANDS:
+        return False
+    if not doc.get("onboarding"):
+        return True
+    episodes = doc.get("episodes") or {}
+    return bool(episodes.get("quiet_since") or episodes.get("drop_since") or episodes.get("poor"))
+
+
+def at_risk_accounts(model: ReadModel, limit: int, *, scope: AccountScope) -> list[Doc]:
+    """The ``limit`` lowest-scored at-risk accounts within ``scope``, lowest score first."""
+    found: list[Doc] = []
+    for band in AT_RISK_BANDS:
+        kept = 0
+        cursor: str | None = None
+        while True:
+            # Onboarding accounts are left out after they are read: a band may take more than a page.
+            docs, cursor = model.list_accounts(
+                AccountFilters(band=band), AccountSort.SCORE, cursor, limit, scope=scope
+            )
+            at_risk = [doc for doc in docs if is_at_risk(doc)]
+            found.extend(at_risk)
+            kept += len(at_risk)
+            if kept >= limit or cursor is None:
+                break
+    # With per-segment bands a poor score can be above an average one: order the union by score.
+    found.sort(key=lambda doc: (doc.get("score", 0), str(doc.get("account_id", ""))))
+    return found[:limit]
