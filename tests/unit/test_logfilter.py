@@ -215,9 +215,12 @@ def test_the_coordinator_election_at_a_start_is_logged_at_info(
         logger.error(LOOKUP_FAILED, GroupCoordinatorNotAvailableError())
         clock.now += 0.1
 
-    assert out.lines == [
-        (logging.INFO, COORDINATOR_LOGGER, LOOKUP_FAILED % "[Error 15] GroupCoordinatorNotAvailableError")
-    ] * 6
+    logged = (
+        logging.INFO,
+        COORDINATOR_LOGGER,
+        LOOKUP_FAILED % "[Error 15] GroupCoordinatorNotAvailableError",
+    )
+    assert out.lines == [logged] * 6
 
 
 def test_other_coordinator_errors_stay_errors(coordinator: tuple[logging.Logger, Collected]) -> None:
