@@ -134,9 +134,27 @@ async def _validation_error(_: Request, exc: Exception) -> OrjsonResponse:
         {"loc": [str(p) for p in e.get("loc", ())], "msg": str(e.get("msg")), "type": str(e.get("type"))}
         for e in exc.errors()
     ]
-    return error_response(
-        422, {"code": "invalid_request", "message": "request validation failed", "details": details}
-    )
+    return error_response(422, {"code": "invalid_request", "message": _summary(details), "details": details})
+
+
+_SUMMARISED = 3
+
+
+def _summary(details: list[dict[str, Any]]) -> str:
+    """The validation errors in a sentence: ``band must be one of 'good', 'average' or 'poor'``."""
+    parts = []
+    for error in details[:_SUMMARISED]:
+        # The location without where it came from: "query", "path", "header" or "body".
+        name = bounded(".".join(error["loc"][1:]) or ".".join(error["loc"]) or "request")
+        message = error["msg"]
+        if error["type"] in ("enum", "literal_error") and message.startswith("Input should be "):
+            parts.append(f"{name} must be one of {message.removeprefix('Input should be ')}")
+        else:
+            parts.append(f"{name}: {message}")
+    if not parts:
+        return "invalid request"
+    more = len(details) - _SUMMARISED
+    return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
 
 
 async def _client_disconnected(request: Request, exc: Exception) -> OrjsonResponse:

@@ -10,6 +10,7 @@ from api.deps import HealthReader, ReadModelDep
 from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error, bounded
 from api.models import AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
+from streamer.core.policy import Band
 from streamer.wire.documents import AccountHealth
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
@@ -76,7 +77,7 @@ def _row(doc: dict[str, Any]) -> AccountRow:
 async def list_accounts(
     model: ReadModelDep,
     reader: HealthReader,
-    band: Annotated[str | None, Query(examples=["poor"])] = None,
+    band: Annotated[Band | None, Query(examples=["poor"])] = None,
     segment: Annotated[str | None, Query(examples=["mid-market"])] = None,
     plan: Annotated[str | None, Query(examples=["pro"])] = None,
     owner: Annotated[str | None, Query(examples=["jane@example.com"])] = None,

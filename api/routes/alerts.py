@@ -17,6 +17,7 @@ from api.models import AlertPage
 from api.query import InvalidCursor, Rfc3339
 from api.readmodel import ReadModel
 from api.restrictions import AccountScope
+from streamer.core.alerts import AlertKind
 
 router = APIRouter(prefix="/v1/alerts", tags=["alerts"])
 
@@ -34,7 +35,7 @@ async def list_alerts(
         Rfc3339 | None,
         Query(description="RFC 3339; detected at or after.", examples=["2025-03-01T00:00:00Z"]),
     ] = None,
-    kind: Annotated[str | None, Query(examples=["account_quiet"])] = None,
+    kind: Annotated[AlertKind | None, Query(examples=["account_quiet"])] = None,
     account: Annotated[str | None, Query(examples=["acme"])] = None,
     cursor: Annotated[
         str | None, Query(description="next_cursor of the previous page; empty or absent for the first page.")

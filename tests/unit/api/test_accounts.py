@@ -173,6 +173,31 @@ async def test_bad_cursor_limit_and_sort_are_rejected(client: httpx.AsyncClient,
     assert naive.status_code == 422
 
 
+# The message names the parameter and what it takes; an unknown band used to answer 200 with no accounts.
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"band": "bad"}, "band must be one of 'good', 'average' or 'poor'"),
+        # a band's value is its lower-case name, as in the documents
+        ({"band": "POOR"}, "band must be one of 'good', 'average' or 'poor'"),
+        (
+            {"sort": "name"},
+            "sort must be one of 'score', '-score', 'last_activity_at', '-last_activity_at' or 'account_id'",
+        ),
+    ],
+)
+async def test_an_unknown_band_or_sort_is_422_listing_the_allowed_values(
+    client: httpx.AsyncClient, model: StoreModel, params: dict[str, str], message: str
+) -> None:
+    _seed(model)
+
+    resp = await client.get("/v1/accounts", params=params)
+
+    assert resp.status_code == 422
+    assert resp.json()["error"]["code"] == "invalid_request"
+    assert resp.json()["error"]["message"] == message
+
+
 async def test_a_repeated_query_parameter_is_rejected_not_silently_overridden(
     client: httpx.AsyncClient,
 ) -> None:

@@ -41,6 +41,20 @@ async def test_feed_is_newest_first_filtered_and_paginated(
     assert [a["alert_id"] for a in drops["items"]] == ["d1"]
 
 
+async def test_an_unknown_alert_kind_is_422_listing_the_kinds(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    model.apply_alert(alert("q1", "acme"))
+
+    resp = await client.get("/v1/alerts", params={"kind": "quiet"})
+
+    assert resp.status_code == 422
+    assert resp.json()["error"]["message"] == (
+        "kind must be one of 'account_quiet', 'usage_drop', 'health_degraded', 'key_user_lost', "
+        "'account_recovered' or 'data_gap'"
+    )
+
+
 @pytest.mark.parametrize("store", STORES)
 def test_feed_keeps_only_the_newest_alerts(request: pytest.FixtureRequest, store: str) -> None:
     model = open_model(request, store, alert_buffer=3)
