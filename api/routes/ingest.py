@@ -53,7 +53,11 @@ _RESPONSES: dict[int | str, dict[str, Any]] = {
     400: {"model": ErrorBody, "description": "The body is not JSON, or more than one credential."},
     408: {"model": ErrorBody, "description": "The body did not arrive whole in the configured time."},
     413: {"model": ErrorBody, "description": "Body larger than the configured limit."},
-    422: {"model": ErrorBody, "description": "Not a JSON event or array, or more events than allowed."},
+    422: {
+        "model": ErrorBody,
+        "description": "Not a JSON event or array, more events than allowed, or no event accepted: code"
+        " `events_rejected`, with the 202 answer's counts and per-event `errors` as `details`.",
+    },
     503: {
         "model": ErrorBody,
         "description": "Kafka is unreachable or did not acknowledge the events in time; see Retry-After.",
@@ -171,6 +175,26 @@ def _by_user(
     return message.users[0].encode(), check_encoded_size(orjson.dumps(message.message))
 
 
+def accepted_or_refused(result: IngestResult) -> IngestResult:
+    """``result`` when some event was accepted (or kept pending), or there were none.
+
+    Raises:
+        HTTPException: 422 ``events_rejected`` when every event was rejected, with ``result`` (each
+            event's error) as its details: a 202 would read as success to a sender that checks only
+            the status.
+    """
+    if not result.rejected or result.accepted or result.pending:
+        return result
+    first = result.errors[0]
+    which = "the event was" if result.rejected == 1 else f"all {result.rejected} events were"
+    raise api_error(
+        422,
+        f"{which} rejected; index {first.index}: {bounded(first.field)}: {bounded(first.rule)}",
+        code="events_rejected",
+        details=result.model_dump(),
+    )
+
+
 async def _store(records: list[tuple[bytes, bytes]], settings: ApiSettings, producer: EventProducer) -> None:
     """Produce ``records`` and return once Kafka acknowledged all of them, within the ingest timeout.
 
@@ -218,12 +242,12 @@ async def _store(records: list[tuple[bytes, bytes]], settings: ApiSettings, prod
 async def post_events(
     request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, writer: EventWriter
 ) -> IngestResult:
-    """Native or Segment-shaped events; each is accepted or rejected on its own."""
+    """Native or Segment-shaped events; each is accepted or rejected on its own (422 when none is)."""
     body = await _json(request)
     if not isinstance(body, dict | list):
         raise api_error(422, "the body must be a JSON object (one event) or an array of events")
     items = body if isinstance(body, list) else [body]
-    return await ingest(items, settings, producer, epoch_ms(clock()), writer.writes)
+    return accepted_or_refused(await ingest(items, settings, producer, epoch_ms(clock()), writer.writes))
 
 
 @router.post(
@@ -244,8 +268,14 @@ async def post_events(
 async def post_segment_batch(
     request: Request, settings: SettingsDep, producer: ProducerDep, clock: ClockDep, writer: EventWriter
 ) -> IngestResult:
-    """The Segment HTTP tracking API batch shape; each message is accepted or rejected on its own."""
+    """The Segment HTTP tracking API batch shape; each message is accepted or rejected on its own.
+
+    Answered like ``POST /v1/events``: 422 when every message is rejected. The SDK routes
+    (:mod:`api.routes.segment`) answer 200 then, as Segment's API does.
+    """
     body = await _json(request)
     if not isinstance(body, dict) or not isinstance(body.get("batch"), list):
         raise api_error(422, 'body must be an object with a "batch" array', code="invalid_request")
-    return await ingest(body["batch"], settings, producer, epoch_ms(clock()), writer.writes)
+    return accepted_or_refused(
+        await ingest(body["batch"], settings, producer, epoch_ms(clock()), writer.writes)
+    )

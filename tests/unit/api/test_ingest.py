@@ -157,14 +157,96 @@ async def test_a_request_with_only_other_accounts_events_produces_nothing(
     async with client_for(make_app(), EU_WRITER) as eu:
         resp = await eu.post("/v1/events", json=native("e1", "us-globex"))
 
-    assert resp.status_code == 202
-    assert resp.json() == {
+    assert resp.status_code == 422
+    assert resp.json()["error"]["details"] == {
         "accepted": 0,
         "rejected": 1,
         "pending": 0,
         "errors": [{"index": 0, "field": "account_id", "rule": EU_RULE}],
     }
     assert producer.calls == 0
+
+
+FUTURE_RULE = "more than 300s in the future of the receiver's clock"
+TIME_RULE = "must be RFC 3339 with a UTC offset or integer epoch milliseconds"
+
+
+async def test_an_event_stamped_in_2030_is_refused_with_its_reason_not_accepted(
+    writer: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    resp = await writer.post("/v1/events", json=native("e1", timestamp="2030-01-01T00:00:00Z"))
+
+    assert resp.status_code == 422
+    assert resp.json() == {
+        "error": {
+            "code": "events_rejected",
+            "message": f"the event was rejected; index 0: timestamp: {FUTURE_RULE}",
+            "details": {
+                "accepted": 0,
+                "rejected": 1,
+                "pending": 0,
+                "errors": [{"index": 0, "field": "timestamp", "rule": FUTURE_RULE}],
+            },
+        }
+    }
+    assert producer.calls == 0
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/events", [native("e1", timestamp="2030-01-01T00:00:00Z"), native("e2", timestamp="now")]),
+        (
+            "/v1/segment/batch",
+            {
+                "batch": [
+                    segment("m1", groupId="acme", timestamp="2030-01-01T00:00:00Z"),
+                    segment("m2", groupId="acme", timestamp="now"),
+                ]
+            },
+        ),
+    ],
+)
+async def test_a_batch_whose_every_event_is_rejected_is_422_with_each_reason(
+    writer: httpx.AsyncClient, producer: FakeProducer, path: str, body: object
+) -> None:
+    resp = await writer.post(path, json=body)
+
+    assert resp.status_code == 422
+    error = resp.json()["error"]
+    assert error["code"] == "events_rejected"
+    assert error["message"] == f"all 2 events were rejected; index 0: timestamp: {FUTURE_RULE}"
+    assert error["details"] == {
+        "accepted": 0,
+        "rejected": 2,
+        "pending": 0,
+        "errors": [
+            {"index": 0, "field": "timestamp", "rule": FUTURE_RULE},
+            {"index": 1, "field": "timestamp", "rule": TIME_RULE},
+        ],
+    }
+    assert producer.calls == 0
+
+
+async def test_a_batch_with_one_event_accepted_stays_202_listing_the_rejected(
+    writer: httpx.AsyncClient, producer: FakeProducer
+) -> None:
+    resp = await writer.post("/v1/events", json=[native("e1", timestamp="now"), native("e2")])
+
+    assert resp.status_code == 202
+    assert resp.json() == {
+        "accepted": 1,
+        "rejected": 1,
+        "pending": 0,
+        "errors": [{"index": 0, "field": "timestamp", "rule": TIME_RULE}],
+    }
+
+
+async def test_an_empty_batch_rejects_nothing_and_is_202(writer: httpx.AsyncClient) -> None:
+    resp = await writer.post("/v1/events", json=[])
+
+    assert resp.status_code == 202
+    assert resp.json() == {"accepted": 0, "rejected": 0, "pending": 0, "errors": []}
 
 
 async def test_segment_batch_needs_a_batch_array(writer: httpx.AsyncClient) -> None:
@@ -299,8 +381,8 @@ async def test_while_kafka_is_unreachable_ingest_is_503_at_once_and_nothing_is_s
     assert resp.status_code == 503
     assert resp.headers["Retry-After"] == "3"
     assert producer.calls == 0
-    # Nothing to store, nothing to refuse: every item is reported as rejected as usual.
-    assert invalid_only.status_code == 202 and invalid_only.json()["rejected"] == 1
+    # Nothing to store, so no 503: every item is reported as rejected as usual.
+    assert invalid_only.status_code == 422 and invalid_only.json()["error"]["details"]["rejected"] == 1
 
 
 async def test_a_client_gone_mid_body_is_one_info_line_and_counted_as_499(
