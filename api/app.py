@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Request
 
 from api.bodylimit import BodyLimitMiddleware
+from api.docs import DOCS_STATIC, install_docs
 from api.errors import OrjsonResponse, api_error, bounded, install_error_handlers
 from api.headers import SecurityHeadersMiddleware
 from api.hosts import RelativeSlashRedirect, TrustedHostMiddleware
@@ -108,6 +109,8 @@ def create_app(
         default_response_class=OrjsonResponse,
         lifespan=lifespan,
         dependencies=[Depends(reject_repeated_query_parameters)],
+        docs_url=None,  # served by install_docs, without a CDN
+        redoc_url=None,
     )
     _simplify_query_schemas(app)
     app.state.settings = settings
@@ -122,6 +125,7 @@ def create_app(
     for module in (accounts, alerts, ingest, segment, portfolio, ops, dashboard):
         app.include_router(module.router)
     app.mount(f"{dashboard.BASE}/static", dashboard.static_files, name="dashboard-static")
+    install_docs(app)
     app.router.redirect_slashes = False
     app.router.default = RelativeSlashRedirect(app.router.routes, app.router.default)
     # The last added runs first: metrics count every answer, also the refusals below; a foreign Host
@@ -130,6 +134,8 @@ def create_app(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
     app.add_middleware(TrustedHostMiddleware, allowed=settings.trusted_hosts)
-    app.add_middleware(SecurityHeadersMiddleware, cacheable_prefixes=(f"{dashboard.BASE}/static/",))
+    app.add_middleware(
+        SecurityHeadersMiddleware, cacheable_prefixes=(f"{dashboard.BASE}/static/", f"{DOCS_STATIC}/")
+    )
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)
     return app

@@ -8,7 +8,7 @@ theirs); this only fills in what a response lacks:
   a shared cache must not keep it (nor an error that depends on the key);
 * on HTML without a policy of its own (``/docs``), ``Content-Security-Policy: frame-ancestors
   'none'`` and ``X-Frame-Options: DENY``, so no page of the API can be framed; nothing more, since
-  the Swagger UI loads its script and styles from a CDN.
+  the Swagger UI page starts itself with an inline script (its files are the API's own, ``api.docs``).
 """
 
 from __future__ import annotations

@@ -351,7 +351,7 @@ async def test_docs_keep_working_and_cannot_be_framed(make_app: AppFactory) -> N
 
     assert docs.status_code == 200
     assert "swagger-ui" in docs.text
-    # Only framing is forbidden: the Swagger UI loads its script from a CDN and runs an inline one.
+    # Only framing is forbidden: the Swagger UI page runs an inline script (its files: test_docs.py).
     assert docs.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
     assert docs.headers["X-Frame-Options"] == "DENY"
 
