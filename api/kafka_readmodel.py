@@ -214,9 +214,11 @@ class KafkaReadModel:
             # arrive: one that is not cannot make a route fail later, for this account or for the feed.
             if topic == self._settings.health_topic:
                 if key is not None:
-                    snapshot = None if value is None else orjson.loads(value)
-                    if snapshot is not None:
+                    snapshot = None
+                    if value is not None:
+                        snapshot = orjson.loads(value)
                         SnapshotDocument.model_validate(snapshot)
+                        batch.texts[len(batch.snapshots)] = value.decode()
                     batch.snapshots.append((key.decode(), snapshot))
             elif value is not None:
                 doc = orjson.loads(value)

@@ -38,6 +38,9 @@ class Batch:
 
     # (account id, snapshot) in the order read; None forgets the account (a tombstone).
     snapshots: list[tuple[str, Doc | None]] = field(default_factory=list)
+    # The JSON text each snapshot was read as, by its index in ``snapshots`` (a store keeps it as it
+    # came instead of encoding the document again); a snapshot without one is encoded when stored.
+    texts: dict[int, str] = field(default_factory=dict)
     alerts: list[Doc] = field(default_factory=list)
     # The next offset to read of each (topic, partition) once the batch is applied.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)

@@ -178,6 +178,7 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
     }
 
 
+_ACCOUNT_COLUMNS = tuple(c.name for c in t.accounts.c)
 _COUNTED = ("owner", "segment", "band", "started_month", "cancelled_month", "nps_score", "quiet_since")
 _COUNTED_ALSO = ("drop_since", "poor")
 
@@ -223,6 +224,32 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
+def _upsert_sql(
+    table: Table,
+    conflict: Sequence[str],
+    mark: str,
+    *,
+    update: Mapping[str, str] | None = None,
+    where: str | None = None,
+) -> str:
+    """An INSERT of all of ``table``'s columns (parameters in column order, each ``mark``) that, on a
+    row with the same ``conflict`` columns, sets every other column to its new value (or as ``update``
+    says), where ``where`` holds. The same text serves SQLite and PostgreSQL, run as the driver's
+    ``executemany``: the store's bulk writes skip SQLAlchemy's per-row parameter processing."""
+    names = [c.name for c in table.c]
+    sets = update or {n: f'excluded."{n}"' for n in names if n not in conflict}
+
+    def quoted(items: Sequence[str]) -> str:
+        return ", ".join(f'"{n}"' for n in items)
+
+    assignments = ", ".join(f'"{n}" = {v}' for n, v in sets.items())
+    sql = (
+        f'INSERT INTO "{table.name}" ({quoted(names)}) VALUES ({", ".join([mark] * len(names))})'  # noqa: S608 - no input
+        f" ON CONFLICT ({quoted(conflict)}) DO UPDATE SET {assignments}"
+    )
+    return f"{sql} WHERE {where}" if where else sql
+
+
 class SqlReadModel(LoadProgress):
     """The :class:`~api.readmodel.ReadModel` over the read store at ``url``."""
 
@@ -246,6 +273,16 @@ class SqlReadModel(LoadProgress):
         self._lookup_sql = (
             f"SELECT a.doc{cast}, l.doc{cast} FROM accounts a LEFT JOIN latest_alerts l"  # noqa: S608 - no input
             f" ON l.account_id = a.account_id WHERE a.account_id = {mark}"
+        )
+        self._upsert_account = _upsert_sql(t.accounts, ["account_id"], mark)
+        self._upsert_history = _upsert_sql(
+            t.history, ["account_id", "day"], mark, where='excluded."at_ms" >= "history"."at_ms"'
+        )
+        self._add_counts = _upsert_sql(
+            t.portfolio_counts,
+            ["key"],
+            mark,
+            update={"accounts": '"portfolio_counts"."accounts" + excluded."accounts"'},
         )
         self._local = threading.local()
         self._lookups: list[Any] = []
@@ -331,24 +368,26 @@ class SqlReadModel(LoadProgress):
             self._subscribers.publish(alert, self._sees_alert)
 
     def _write(self, batch: Batch) -> list[Doc]:
-        # The newest snapshot of each account in the batch (by snapshot time; the later record on a tie).
-        latest: dict[str, Doc | None] = {}
-        for account_id, doc in batch.snapshots:
+        # The newest snapshot of each account in the batch (by snapshot time; the later record on a
+        # tie), with the text it was read as.
+        latest: dict[str, tuple[Doc | None, str | None]] = {}
+        for i, (account_id, doc) in enumerate(batch.snapshots):
             held = latest.get(account_id)
             if (
                 doc is not None
                 and held is not None
-                and (_ms(held.get("at")) or 0) > (_ms(doc.get("at")) or 0)
+                and held[0] is not None
+                and (_ms(held[0].get("at")) or 0) > (_ms(doc.get("at")) or 0)
             ):
                 continue
-            latest[account_id] = doc
+            latest[account_id] = (doc, batch.texts.get(i))
         with self._writing() as conn:
             inserted = self._write_alerts(conn, batch.alerts)
             self._write_snapshots(conn, latest)
             self._write_positions(conn, batch.positions)
         return inserted
 
-    def _write_snapshots(self, conn: Connection, latest: Mapping[str, Doc | None]) -> None:
+    def _write_snapshots(self, conn: Connection, latest: Mapping[str, tuple[Doc | None, str | None]]) -> None:
         if not latest:
             return
         a = t.accounts.c
@@ -360,9 +399,10 @@ class SqlReadModel(LoadProgress):
                 query = query.with_for_update()  # replicas applying the same accounts take turns
             stored.update((row.account_id, row._mapping) for row in conn.execute(query))
         rows: list[dict[str, Any]] = []
+        texts: list[str] = []
         gone: list[str] = []
         counts: Counter[tuple[Any, ...]] = Counter()
-        for account_id, doc in latest.items():
+        for account_id, (doc, text_) in latest.items():
             before = stored.get(account_id)
             if doc is None:
                 if before is not None:
@@ -376,16 +416,16 @@ class SqlReadModel(LoadProgress):
                 counts.subtract(_count_keys(before))
             counts.update(_count_keys(row))
             rows.append(row)
+            texts.append(text_ if text_ is not None else _dumps(doc))
         for ids in _chunks(gone):
             conn.execute(delete(t.accounts).where(a.account_id.in_(ids)))
         if rows:
-            upsert = self._insert(t.accounts)
-            conn.execute(
-                upsert.on_conflict_do_update(
-                    index_elements=["account_id"],
-                    set_={c.name: upsert.excluded[c.name] for c in t.accounts.c if c.name != "account_id"},
-                ),
-                rows,
+            conn.exec_driver_sql(
+                self._upsert_account,
+                [
+                    tuple(text_ if n == "doc" else row[n] for n in _ACCOUNT_COLUMNS)
+                    for row, text_ in zip(rows, texts, strict=True)
+                ],
             )
             self._write_history(conn, rows)
         self._write_counts(conn, counts)
@@ -394,43 +434,30 @@ class SqlReadModel(LoadProgress):
         deltas = [_count_row(key, n) for key, n in counts.items() if n]
         if not deltas:
             return
-        pc = t.portfolio_counts.c
-        upsert = self._insert(t.portfolio_counts)
-        conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["key"], set_={"accounts": pc.accounts + upsert.excluded.accounts}
-            ),
-            deltas,
-        )
+        names = [c.name for c in t.portfolio_counts.c]
+        conn.exec_driver_sql(self._add_counts, [tuple(d[n] for n in names) for d in deltas])
         emptied = [d["key"] for d in deltas if d["accounts"] < 0]
+        pc = t.portfolio_counts.c
         for keys in _chunks(emptied):
             conn.execute(delete(t.portfolio_counts).where(pc.key.in_(keys), pc.accounts <= 0))
 
     def _write_history(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
         days = [
-            {
-                "account_id": r["account_id"],
-                "day": datetime.fromtimestamp(r["at_ms"] / 1000, UTC).date().isoformat(),
-                "at_ms": r["at_ms"],
-                "score": r["score"],
-                "band": r["band"],
-                "components": r["doc"].get("components") or [],
-            }
+            (
+                r["account_id"],
+                datetime.fromtimestamp(r["at_ms"] / 1000, UTC).date().isoformat(),
+                r["at_ms"],
+                r["score"],
+                r["band"],
+                _dumps(r["doc"].get("components") or []),
+            )
             for r in rows
         ]
-        h = t.history.c
-        upsert = self._insert(t.history)
-        conn.execute(
-            upsert.on_conflict_do_update(
-                index_elements=["account_id", "day"],
-                set_={c: upsert.excluded[c] for c in ("at_ms", "score", "band", "components")},
-                where=upsert.excluded.at_ms >= h.at_ms,
-            ),
-            days,
-        )
-        newest = max(d["day"] for d in days)
+        conn.exec_driver_sql(self._upsert_history, days)
+        newest = max(d[1] for d in days)
         cutoff = (datetime.fromisoformat(newest) - timedelta(days=self.history_days)).date().isoformat()
         if cutoff > self._history_cutoff:
+            h = t.history.c
             conn.execute(delete(t.history).where(h.day <= cutoff))
             self._history_cutoff = cutoff
 
