@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncGenerator
 from datetime import datetime
 from typing import Any, Protocol
@@ -50,6 +51,12 @@ class LoadableStore(ReadModel, Protocol):
 
     def clear(self) -> None:
         """Empty the store."""
+
+    def begin_fill(self) -> bool:
+        """Prepare an empty store for a fill (e.g. drop indexes to build at the end); whether it did."""
+
+    def build_indexes(self) -> list[str]:
+        """Create what :meth:`begin_fill` dropped, or a crash left missing; the names created."""
 
     async def apply_batch(self, batch: Batch) -> None:
         """Apply a batch and its positions."""
@@ -157,6 +164,8 @@ class KafkaReadModel:
             log.warning("the read store is ahead of its topics (re-created?): filling it again")
             await asyncio.to_thread(store.clear)
             stored = {}
+        if not stored and await asyncio.to_thread(store.begin_fill):
+            log.info("filling an empty read store: its indexes are built when it has caught up")
         # Positions are set as the partitions are assigned, before the consumer's fetcher can run: a
         # partition the store has nothing of starts at its beginning (auto_offset_reset).
         consumer.assign(tps)
@@ -191,6 +200,14 @@ class KafkaReadModel:
                     if writing is not None:
                         await writing
                         writing = None
+                    started = time.monotonic()
+                    built = await asyncio.to_thread(store.build_indexes)
+                    if built:
+                        log.info(
+                            "built %d indexes of the read store in %.1f s",
+                            len(built),
+                            time.monotonic() - started,
+                        )
                     self._caught_up = True
                     log.info("read model caught up (%d partitions)", len(tps))
 

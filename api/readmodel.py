@@ -192,6 +192,14 @@ class InMemoryReadModel(LoadProgress):
         """See :meth:`api.store.sql.SqlReadModel.claim`."""
         return False
 
+    def begin_fill(self) -> bool:
+        """Nothing to prepare: memory has no indexes."""
+        return False
+
+    def build_indexes(self) -> list[str]:
+        """Nothing to build."""
+        return []
+
     def clear(self) -> None:
         """Forget every snapshot and alert."""
         self._accounts.clear()

@@ -57,7 +57,12 @@ async def test_a_restarted_api_resumes_from_its_store_and_counts_every_record_on
     quiet = alert("q-acc1", "acc1", detected_at=detected)
     await produce(kafka_bootstrap, topics["alerts"], [(b"acc1", orjson.dumps(quiet))], partition=0)
 
-    before = await _load(settings)
+    with caplog.at_level(logging.INFO, logger="churnwatch.api.readmodel"):
+        before = await _load(settings)
+    # The empty store was filled without its accounts' indexes, built once it had caught up.
+    assert "filling an empty read store" in caplog.text
+    assert "built 12 indexes of the read store" in caplog.text
+    caplog.clear()
 
     # While it is down: newer snapshots of two accounts, an older one of a third (read after a newer:
     # ignored), a new account, a tombstone, the same alert again and a new one.
@@ -89,6 +94,7 @@ async def test_a_restarted_api_resumes_from_its_store_and_counts_every_record_on
     assert after["portfolio"]["by_band"] == {"good": 2, "average": 0, "poor": 4}
     # Every partition with records resumed where the first run stopped (the empty one from its start).
     assert "loading 4 partitions (3 resumed from the store)" in caplog.text
+    assert "filling" not in caplog.text and "built" not in caplog.text
     store = SqlReadModel(store_url)
     try:
         counts = store.counts()

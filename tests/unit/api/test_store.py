@@ -13,6 +13,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sqlalchemy import inspect
 
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, InMemoryReadModel
@@ -142,6 +143,41 @@ def test_a_store_claimed_for_another_source_is_emptied(store: SqlReadModel) -> N
     assert store.claim("cluster-b")
     assert store.counts() | {"meta": 0} == dict.fromkeys(store.counts(), 0)
     assert store.positions() == {}
+
+
+def _index_names(store: SqlReadModel) -> set[str]:
+    with store._engine.connect() as conn:
+        return {
+            str(i["name"])
+            for table in metadata.sorted_tables
+            for i in inspect(conn).get_indexes(table.name)
+            if not i.get("duplicates_constraint")  # PostgreSQL's index of a unique constraint
+        }
+
+
+def test_a_fill_builds_the_accounts_indexes_once_at_the_end_and_a_store_in_use_keeps_them(
+    store: SqlReadModel,
+) -> None:
+    every = {str(i.name) for table in metadata.sorted_tables for i in table.indexes}
+    of_accounts = {str(i.name) for i in metadata.tables["accounts"].indexes}
+    assert _index_names(store) == every
+
+    assert store.begin_fill()
+    assert _index_names(store) == every - of_accounts
+    docs = [snapshot(f"a{i}", score=90 - i, band="good" if i < 3 else "poor") for i in range(6)]
+    asyncio.run(store.apply_batch(Batch(snapshots=[(d["account_id"], d) for d in docs])))
+    # Without its indexes the store answers the same, by scanning.
+    page, _ = store.list_accounts(
+        AccountFilters(band="poor"), AccountSort.SCORE, None, 2, scope=EVERY_ACCOUNT
+    )
+    assert [d["account_id"] for d in page] == ["a5", "a4"]
+
+    assert sorted(store.build_indexes()) == sorted(of_accounts)
+    assert _index_names(store) == every
+    assert store.build_indexes() == []
+    # A store holding accounts is not one to fill: its indexes stay.
+    assert not store.begin_fill()
+    assert _index_names(store) == every
 
 
 # -- the same answers as the in-memory model ---------------------------------------------------------
