@@ -12,14 +12,37 @@
   let refreshTimer = null;
   let pending = null;
 
+  // The URL fragment carries "key=..." (handed over once, then removed) and "account=<id>" (the
+  // account whose detail is open, so that a link opens it). A fragment never reaches the server.
+  function fragmentParams() {
+    const params = new Map();
+    for (const part of location.hash.replace(/^#/, "").split("&")) {
+      const eq = part.indexOf("=");
+      if (eq <= 0) continue;
+      try {
+        params.set(part.slice(0, eq), decodeURIComponent(part.slice(eq + 1)));
+      } catch (_) {
+        /* not percent-encoded properly: ignored */
+      }
+    }
+    return params;
+  }
+
+  function accountHash(accountId) {
+    return accountId === null ? "" : "#account=" + encodeURIComponent(accountId);
+  }
+
   function takeKeyFromFragment() {
-    // make demo prints /dashboard#key=...: a URL fragment never reaches the server or its logs.
-    const match = /^#key=(.+)$/.exec(location.hash);
-    if (!match) return false;
-    sessionStorage.setItem(KEY, decodeURIComponent(match[1]));
-    history.replaceState(null, "", location.pathname + location.search);
+    // make demo prints /dashboard#key=...: the key is kept for the tab and leaves the address bar.
+    const params = fragmentParams();
+    if (!params.get("key")) return false;
+    sessionStorage.setItem(KEY, params.get("key"));
+    const account = params.has("account") ? params.get("account") : null;
+    history.replaceState(null, "", location.pathname + location.search + accountHash(account));
     return true;
   }
+
+  const linkedAccount = () => (fragmentParams().has("account") ? fragmentParams().get("account") : null);
 
   const key = () => sessionStorage.getItem(KEY);
 
@@ -49,6 +72,10 @@
     $("logout").hidden = true;
     $("login").hidden = false;
     $("login-error").textContent = message || "";
+    // The URL keeps naming the account: it opens once a key is accepted.
+    selected = null;
+    $("detail-panel").hidden = true;
+    $("detail").textContent = "";
     setLive(false, "offline");
     if (stream) stream.abort();
   }
@@ -79,15 +106,71 @@
     $("alert-feed").innerHTML = await fetchText(BASE + "/fragments/alerts");
   }
 
-  async function loadDetail(accountId) {
+  // The detail opens in a panel fixed to the viewport, so it is in view wherever the table was
+  // scrolled to; a refresh (a live alert of that account) updates it without moving anything.
+  async function loadDetail(accountId, refresh) {
+    const panel = $("detail-panel");
+    if (!refresh) {
+      if (selected !== accountId) {
+        $("detail").textContent = "";
+        $("detail-status").textContent = "Loading " + accountId + "\u2026";
+      }
+      panel.hidden = false;
+      panel.focus({ preventScroll: true });
+    }
     selected = accountId;
     markSelected();
     // Dots too: an id of "." or ".." would otherwise be a dot segment that fetch() resolves away.
     const path = encodeURIComponent(accountId).replace(/\./g, "%2E");
-    const html = await fetchText(BASE + "/fragments/accounts/" + path);
+    let html;
+    try {
+      html = await fetchText(BASE + "/fragments/accounts/" + path);
+    } catch (err) {
+      if (selected !== accountId) return;
+      if (err instanceof HttpError && (err.status === 401 || err.status === 403)) throw err;
+      $("detail").textContent = "";
+      $("detail-status").textContent =
+        err instanceof HttpError && err.status === 404
+          ? "No account " + accountId + " (or none this key may read)."
+          : "The account could not be loaded: " + String(err.message || err);
+      return;
+    }
     if (selected !== accountId) return;
-    $("detail").innerHTML = html;
-    $("detail").hidden = false;
+    $("detail-status").textContent = "";
+    $("detail").innerHTML = html; // server-rendered, escaped
+    if (!refresh) panel.scrollTop = 0;
+  }
+
+  function closeDetail() {
+    const was = selected;
+    selected = null;
+    $("detail-panel").hidden = true;
+    $("detail").textContent = "";
+    markSelected();
+    for (const row of document.querySelectorAll("tr.account-row")) {
+      if (row.dataset.account === was) row.focus({ preventScroll: true });
+    }
+  }
+
+  // Opens (or closes, for null) the detail the URL names.
+  function followUrl() {
+    const accountId = linkedAccount();
+    if (accountId === null) {
+      if (selected !== null) closeDetail();
+    } else if (accountId !== selected || $("detail-panel").hidden) {
+      loadDetail(accountId, false).catch(fail);
+    }
+  }
+
+  function openAccount(accountId) {
+    // A new history entry: Back closes the detail again. The hashchange opens it.
+    if (linkedAccount() === accountId) loadDetail(accountId, false).catch(fail);
+    else location.hash = accountHash(accountId);
+  }
+
+  function dismissDetail() {
+    history.replaceState(null, "", location.pathname + location.search);
+    closeDetail();
   }
 
   function markSelected() {
@@ -103,7 +186,7 @@
       pending = null;
       loadOverview().catch(fail);
       if (selected !== null && (accountId === undefined || accountId === selected)) {
-        loadDetail(selected).catch(fail);
+        loadDetail(selected, true).catch(fail);
       }
     }, 1000);
   }
@@ -235,6 +318,7 @@
     } catch (err) {
       return fail(err);
     }
+    followUrl();
     follow(1000);
     clearInterval(refreshTimer);
     refreshTimer = setInterval(() => loadOverview().catch(fail), REFRESH_MS);
@@ -255,16 +339,22 @@
     });
     $("at-risk-body").addEventListener("click", (ev) => {
       const row = ev.target.closest("tr.account-row");
-      if (row) loadDetail(row.dataset.account).catch(fail);
+      if (row) openAccount(row.dataset.account);
     });
     $("at-risk-body").addEventListener("keydown", (ev) => {
       const row = ev.target.closest("tr.account-row");
-      if (row && ev.key === "Enter") loadDetail(row.dataset.account).catch(fail);
+      if (row && ev.key === "Enter") openAccount(row.dataset.account);
+    });
+    $("detail-close").addEventListener("click", dismissDetail);
+    document.addEventListener("keydown", (ev) => {
+      if (ev.key === "Escape" && !$("detail-panel").hidden) dismissDetail();
     });
     window.addEventListener("hashchange", () => {
       if (takeKeyFromFragment()) {
         if (stream) stream.abort();
         start();
+      } else if (key() && !$("app").hidden) {
+        followUrl();
       }
     });
     if (key()) start();

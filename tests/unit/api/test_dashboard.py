@@ -61,6 +61,7 @@ async def test_the_page_is_public_holds_no_data_and_locks_down_scripts(
     assert "script-src 'self'" in csp and "default-src 'none'" in csp
     # No inline script and nothing from another origin: everything is served locally.
     assert re.search(r"<script>", page.text) is None
+    assert re.search(r"<style|style=", page.text) is None
     assert not re.search(r'(src|href)="(https?:)?//', page.text)
     assert script.status_code == 200 and "javascript" in script.headers["content-type"]
     assert "/v1/alerts/stream" in script.text
