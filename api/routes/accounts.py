@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 
 from api.deps import HealthReader, ReadModelDep
-from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, api_error, bounded
+from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, OrjsonResponse, api_error, bounded
 from api.models import AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
 from streamer.core.policy import Band
@@ -45,12 +45,14 @@ _HEALTH_EXAMPLE = {
         **AUTH_ERRORS,
     },
 )
-async def account_health(account_id: str, model: ReadModelDep, reader: HealthReader) -> dict[str, Any]:
+async def account_health(account_id: str, model: ReadModelDep, reader: HealthReader) -> Response:
     """The snapshot as published on ``account-health`` plus ``open_alerts``."""
     doc = model.get_account(account_id, scope=reader.reads)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
-    return doc
+    # Held to the contract (AccountHealth) when the read model took it in: answered as it is, not
+    # validated and serialised a second time (the API's busiest route; a tenth of its time).
+    return OrjsonResponse(doc)
 
 
 def _row(doc: dict[str, Any]) -> AccountRow:
