@@ -280,7 +280,10 @@ async def test_dashboard_fragments_hold_only_the_keys_accounts_and_alerts(app: F
     at_risk = (await _get(app, key, "/dashboard/fragments/at-risk")).text
     feed = (await _get(app, key, "/dashboard/fragments/alerts")).text
 
-    assert re.findall(r'<tr class="account-row" data-account="([^"]*)"', at_risk) == VISIBLE[key]
+    # The at-risk table lists the poor and average ones of them, lowest score first.
+    at_risk_ids = [a[0] for a in ACCOUNTS if a[2] in ("poor", "average")]
+    expected = [a for a in VISIBLE[key] if a in at_risk_ids]
+    assert re.findall(r'<tr class="account-row" data-account="([^"]*)"', at_risk) == expected
     assert re.findall(r'data-alert="([^"]*)"', feed) == ALERTS_SEEN[key][::-1]
 
 
