@@ -120,7 +120,7 @@ def create_app(
     app.state.monotonic = monotonic
     app.state.limiter = RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
     app.state.auth_throttle = FailureThrottle(settings.auth_failure_limit, settings.auth_failure_window_s)
-    app.state.metrics = ApiMetrics(lambda: float(model.lag))
+    app.state.metrics = ApiMetrics(lambda: float(model.lag), lambda: float(model.write_failures))
     install_error_handlers(app)
     for module in (accounts, alerts, ingest, segment, portfolio, ops, dashboard):
         app.include_router(module.router)

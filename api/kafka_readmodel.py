@@ -92,11 +92,15 @@ class KafkaReadModel:
         self._start_ends: dict[TopicPartition, int] = {}
         self._positions: dict[TopicPartition, int] = {}
         self._caught_up = False
-        self.write_failures = 0  # failed attempts to write a batch to the store
+        self._write_failures = 0
 
     @property
     def ready(self) -> bool:  # see ReadModel
         return self._caught_up
+
+    @property
+    def write_failures(self) -> int:  # see ReadModel
+        return self._write_failures
 
     @property
     def lag(self) -> int:  # see ReadModel
@@ -218,7 +222,7 @@ class KafkaReadModel:
             try:
                 await self._store.apply_batch(batch)
             except Exception as exc:  # noqa: BLE001 - any failure of the database: the batch waits
-                self.write_failures += 1
+                self._write_failures += 1
                 log.error("writing to the read store failed, retrying in %.1f s: %s", delay, first_line(exc))
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

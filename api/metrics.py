@@ -10,9 +10,11 @@ or its class (``5xx``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE"})
@@ -44,8 +46,8 @@ def route_label(scope: Scope) -> str:
 class ApiMetrics:
     """The API's metrics, registered in a fresh registry."""
 
-    def __init__(self, lag: Callable[[], float]) -> None:
-        """Create the metrics; ``lag`` is read at scrape time for the read-model lag gauge."""
+    def __init__(self, lag: Callable[[], float], write_failures: Callable[[], float] = lambda: 0.0) -> None:
+        """Create the metrics; ``lag`` and ``write_failures`` are read at scrape time."""
         self.registry = CollectorRegistry()
         self.requests = Counter(
             "churnwatch_api_requests",
@@ -65,6 +67,24 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.lag.set_function(lag)
+        self.registry.register(
+            _CountedAtScrape(
+                "churnwatch_api_store_write_failures",
+                "Failed attempts to write records read from the topics to the read store (each retried).",
+                write_failures,
+            )
+        )
+
+
+class _CountedAtScrape(Collector):
+    """A counter whose value is read from its owner when scraped."""
+
+    def __init__(self, name: str, documentation: str, value: Callable[[], float]) -> None:
+        self._name, self._documentation, self._value = name, documentation, value
+
+    def collect(self) -> Iterator[Metric]:
+        """The counter's one sample."""
+        yield CounterMetricFamily(self._name, self._documentation, value=self._value())
 
 
 class MetricsMiddleware:

@@ -105,6 +105,10 @@ class ReadModel(Protocol):
     def lag(self) -> int:
         """Records known to exist but not applied yet."""
 
+    @property
+    def write_failures(self) -> int:
+        """Failed attempts to write what was read to the store (each retried until it succeeds)."""
+
     async def start(self) -> None:
         """Begin loading; returns before loading is done."""
 
@@ -151,6 +155,7 @@ class LoadProgress:
         """Start ``ready`` or not, with nothing to catch up."""
         self._ready = ready
         self._lag = 0
+        self._write_failures = 0
 
     @property
     def ready(self) -> bool:  # see ReadModel
@@ -160,9 +165,13 @@ class LoadProgress:
     def lag(self) -> int:  # see ReadModel
         return self._lag
 
-    def set_progress(self, ready: bool, lag: int) -> None:
-        """Record how far loading has come."""
-        self._ready, self._lag = ready, lag
+    @property
+    def write_failures(self) -> int:  # see ReadModel
+        return self._write_failures
+
+    def set_progress(self, ready: bool, lag: int, write_failures: int = 0) -> None:
+        """Record how far loading has come (and how often writing failed on the way)."""
+        self._ready, self._lag, self._write_failures = ready, lag, write_failures
 
     async def start(self) -> None:  # see ReadModel
         return None

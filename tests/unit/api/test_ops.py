@@ -48,7 +48,7 @@ async def test_readyz_is_503_with_the_reason_while_kafka_is_unreachable(
 
 
 async def test_metrics_count_by_route_template_and_status(make_app: AppFactory, model: StoreModel) -> None:
-    model.set_progress(True, 7)
+    model.set_progress(True, 7, write_failures=2)
     app = make_app()
     other = make_app()  # a second app in the same process must not clash
     async with client_for(app) as c, client_for(other) as c2:
@@ -63,6 +63,7 @@ async def test_metrics_count_by_route_template_and_status(make_app: AppFactory, 
         'churnwatch_api_request_seconds_count{method="GET",route="/v1/accounts/{account_id}/health"' in text
     )
     assert "churnwatch_api_readmodel_lag_records 7.0" in text
+    assert "churnwatch_api_store_write_failures_total 2.0" in text
     assert "/v1/accounts/a/health" not in text
 
 
