@@ -13,6 +13,7 @@ from fastapi import Depends, FastAPI, Request
 from api.bodylimit import BodyLimitMiddleware
 from api.docs import DOCS_STATIC, install_docs
 from api.errors import OrjsonResponse, api_error, bounded, install_error_handlers
+from api.fastlookup import HealthLookupLane
 from api.headers import SecurityHeadersMiddleware
 from api.hosts import RelativeSlashRedirect, TrustedHostMiddleware
 from api.kafka_readmodel import KafkaReadModel
@@ -129,7 +130,9 @@ def create_app(
     app.router.redirect_slashes = False
     app.router.default = RelativeSlashRedirect(app.router.routes, app.router.default)
     # The last added runs first: metrics count every answer, also the refusals below; a foreign Host
-    # header and oversized bodies are refused before any other work.
+    # header and oversized bodies are refused before any other work; health lookups are answered
+    # inside all of them.
+    app.add_middleware(HealthLookupLane, api=app)
     app.add_middleware(
         BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.body_timeout_s
     )
