@@ -94,16 +94,22 @@ def sort_cursor(cursor: str, sort: AccountSort) -> list[Any]:
     return payload[1]
 
 
-def alerts_cursor(cursor: str) -> int:
-    """The feed position an alert-feed cursor ends before.
+def alerts_cursor(cursor: str) -> tuple[int, int]:
+    """The feed position (detection time in ms, arrival number) an alert-feed cursor ends before.
 
     Raises:
         InvalidCursor: If it is malformed or is not an alert-feed cursor.
     """
     payload = decode_cursor(cursor)
-    if len(payload) != 2 or payload[0] != "alerts" or type(payload[1]) is not int:
+    if len(payload) != 3 or payload[0] != "alerts" or any(type(v) is not int for v in payload[1:]):
         raise InvalidCursor("cursor does not belong to the alert feed")
-    return int(payload[1])
+    return int(payload[1]), int(payload[2])
+
+
+def alert_position(detected_ms: int, seq: int) -> str:
+    """The cursor of the feed's page that ends with the alert detected at ``detected_ms``, ``seq``-th
+    to arrive (pages go newest first by detection time, then by arrival)."""
+    return encode_cursor(["alerts", detected_ms, seq])
 
 
 def sort_key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:

@@ -10,14 +10,14 @@ the accounts outside it did not exist, so no route can forget to restrict a key.
 from __future__ import annotations
 
 import asyncio
-from collections import deque
+from bisect import insort
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from api.portfolio import portfolio_figures
-from api.query import AccountFilters, AccountSort, alerts_cursor, encode_cursor, page_accounts
+from api.portfolio import instant, portfolio_figures
+from api.query import AccountFilters, AccountSort, alert_position, alerts_cursor, page_accounts
 from api.restrictions import AccountScope
 from streamer.core.alerts import AlertKind
 
@@ -44,6 +44,12 @@ class Batch:
     alerts: list[Doc] = field(default_factory=list)
     # The next offset to read of each (topic, partition) once the batch is applied.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def detected_ms(doc: Doc) -> int:
+    """When an alert was detected, in ms since the epoch (0 when it does not say)."""
+    at = instant(doc.get("detected_at"))
+    return 0 if at is None else int(at.timestamp() * 1000)
 
 
 def open_alerts(doc: Doc, latest: Iterable[Doc]) -> list[Doc]:
@@ -142,7 +148,9 @@ class ReadModel(Protocol):
         *,
         scope: AccountScope,
     ) -> Page:
-        """One page of recent alerts of accounts within ``scope``, newest first."""
+        """One page of recent alerts of accounts within ``scope``, newest first: by detection time,
+        then by arrival (an alert read late, e.g. from a backfill, takes its place by when it was
+        detected)."""
 
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:
         """Alerts of accounts within ``scope`` applied from now on, as they arrive."""
@@ -183,7 +191,9 @@ class InMemoryReadModel(LoadProgress):
     def __init__(self, alert_buffer: int = 10_000, ready: bool = True) -> None:
         """Create an empty model keeping at most ``alert_buffer`` alerts for the feed."""
         self._accounts: dict[str, Doc] = {}
-        self._feed: deque[tuple[int, Doc]] = deque(maxlen=alert_buffer)
+        # (detection time in ms, arrival number, alert), oldest first: the feed is read from its end.
+        self._feed: list[tuple[int, int, Doc]] = []
+        self._alert_buffer = alert_buffer
         self._latest: dict[str, dict[str, Doc]] = {}
         self._seq = 0
         self._ids: set[object] = set()  # alert ids in the feed
@@ -235,14 +245,18 @@ class InMemoryReadModel(LoadProgress):
         alert_id = doc.get("alert_id")
         if alert_id in self._ids:
             return  # read again (a replay): kept and sent once
-        if self._feed.maxlen is not None and len(self._feed) == self._feed.maxlen:
-            self._ids.discard(self._feed[0][1].get("alert_id"))
         self._seq += 1
+        detected = detected_ms(doc)
         self._ids.add(alert_id)
-        self._feed.append((self._seq, doc))
+        insort(self._feed, (detected, self._seq, doc), key=lambda item: item[:2])
+        if len(self._feed) > self._alert_buffer:
+            self._ids.discard(self._feed.pop(0)[2].get("alert_id"))  # the earliest detected
         account_id = doc.get("account_id")
         if isinstance(account_id, str):  # an operations alert (data_gap) belongs to no account
-            self._latest.setdefault(account_id, {})[str(doc.get("kind"))] = doc
+            kinds = self._latest.setdefault(account_id, {})
+            held = kinds.get(str(doc.get("kind")))
+            if held is None or detected_ms(held) <= detected:
+                kinds[str(doc.get("kind"))] = doc
         self._subscribers.publish(doc, self._sees_alert)
 
     def _snapshots(self, scope: AccountScope) -> Iterable[Doc]:
@@ -301,9 +315,9 @@ class InMemoryReadModel(LoadProgress):
         before = None
         if cursor is not None:
             before = alerts_cursor(cursor)
-        out: list[tuple[int, Doc]] = []
-        for seq, doc in reversed(self._feed):
-            if before is not None and seq >= before:
+        out: list[tuple[int, int, Doc]] = []
+        for detected, seq, doc in reversed(self._feed):
+            if before is not None and (detected, seq) >= before:
                 continue
             if kind is not None and doc.get("kind") != kind:
                 continue
@@ -313,12 +327,12 @@ class InMemoryReadModel(LoadProgress):
                 continue
             if not self._sees_alert(scope, doc):
                 continue
-            out.append((seq, doc))
+            out.append((detected, seq, doc))
             if len(out) > limit:
                 break
         page = out[:limit]
-        nxt = encode_cursor(["alerts", page[-1][0]]) if len(out) > limit else None
-        return [d for _, d in page], nxt
+        nxt = alert_position(page[-1][0], page[-1][1]) if len(out) > limit else None
+        return [d for _, _, d in page], nxt
 
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
         return self._subscribers.subscribe(scope)

@@ -11,7 +11,8 @@ when the store is new or was filled from another cluster:
   the portfolio is a read of a few hundred rows, never a scan of the accounts.
 - ``history``: one row per account and UTC day, the day's latest score, band and components, for
   ``history_days`` days.
-- ``alerts``: the recent alerts in arrival order (``seq``), at most ``alert_buffer``; ``latest_alerts``
+- ``alerts``: the most recently detected alerts (``detected_ms``, then ``seq``, their arrival
+  order), at most ``alert_buffer``; ``latest_alerts``
   the newest of each kind per account (the open episodes of an account's page).
 - ``offsets``: the next offset to read of each topic partition, written in the same transaction as
   what was read before it; ``meta``: which cluster and topics the store was filled from.
@@ -114,8 +115,10 @@ alerts = Table(
     Column("segment", Text),
     Column("doc", Document, nullable=False),
 )
-Index("alerts_account", alerts.c.account_id, alerts.c.seq)
-Index("alerts_kind", alerts.c.kind, alerts.c.seq)
+# The feed is read newest first by detection time, then arrival (seq).
+Index("alerts_detected", alerts.c.detected_ms, alerts.c.seq)
+Index("alerts_account", alerts.c.account_id, alerts.c.detected_ms, alerts.c.seq)
+Index("alerts_kind", alerts.c.kind, alerts.c.detected_ms, alerts.c.seq)
 
 latest_alerts = Table(
     "latest_alerts",

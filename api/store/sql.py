@@ -53,12 +53,13 @@ from api.query import (
     AccountFilters,
     AccountSort,
     InvalidCursor,
+    alert_position,
     alerts_cursor,
     encode_cursor,
     sort_cursor,
     sort_key,
 )
-from api.readmodel import AlertSubscribers, Batch, Doc, LoadProgress, Page, open_alerts
+from api.readmodel import AlertSubscribers, Batch, Doc, LoadProgress, Page, detected_ms, open_alerts
 from api.restrictions import AccountScope
 from api.store import schema as t
 
@@ -529,7 +530,7 @@ class SqlReadModel(LoadProgress):
                     "alert_id": alert_id,
                     "kind": str(doc.get("kind")),
                     "account_id": _text(doc.get("account_id")),
-                    "detected_ms": _ms(doc.get("detected_at")) or 0,
+                    "detected_ms": detected_ms(doc),
                     "owner": _text(facts.get("owner")),
                     "segment": _text(facts.get("segment")),
                     "doc": doc,
@@ -539,9 +540,15 @@ class SqlReadModel(LoadProgress):
         if not rows:
             return []
         conn.execute(self._insert(t.alerts).on_conflict_do_nothing(index_elements=["alert_id"]), rows)
-        # The feed keeps the newest ``alert_buffer`` alerts.
-        oldest_kept = select(al.seq).order_by(al.seq.desc()).offset(self.alert_buffer - 1).limit(1)
-        conn.execute(delete(t.alerts).where(al.seq < oldest_kept.scalar_subquery()))
+        # The feed keeps the ``alert_buffer`` most recently detected alerts.
+        oldest_kept = conn.execute(
+            select(al.detected_ms, al.seq)
+            .order_by(al.detected_ms.desc(), al.seq.desc())
+            .offset(self.alert_buffer - 1)
+            .limit(1)
+        ).first()
+        if oldest_kept is not None:
+            conn.execute(delete(t.alerts).where(tuple_(al.detected_ms, al.seq) < tuple(oldest_kept)))
         latest = [
             {
                 "account_id": r["account_id"],
@@ -721,14 +728,14 @@ class SqlReadModel(LoadProgress):
         al = t.alerts.c
         where: list[ColumnElement[bool]] = []
         if cursor is not None:
-            where.append(al.seq < alerts_cursor(cursor))
+            where.append(tuple_(al.detected_ms, al.seq) < alerts_cursor(cursor))
         if kind is not None:
             where.append(al.kind == kind)
         if account is not None:
             where.append(al.account_id == account)
         if since is not None:
             where.append(al.detected_ms >= _ceil_ms(since))
-        query = select(al.seq, al.doc)
+        query = select(al.detected_ms, al.seq, al.doc)
         if not scope.unrestricted:
             # Judged by the account's current facts where it has a snapshot, else by the alert's own.
             s = t.accounts.alias("snapshot")
@@ -743,11 +750,11 @@ class SqlReadModel(LoadProgress):
                             and_(s.c.account_id.is_(None), al[name] == value),
                         )
                     )
-        query = query.where(*where).order_by(al.seq.desc()).limit(limit + 1)
+        query = query.where(*where).order_by(al.detected_ms.desc(), al.seq.desc()).limit(limit + 1)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
         page = rows[:limit]
-        nxt = encode_cursor(["alerts", page[-1].seq]) if len(rows) > limit else None
+        nxt = alert_position(page[-1].detected_ms, page[-1].seq) if len(rows) > limit else None
         return [r.doc for r in page], nxt
 
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
