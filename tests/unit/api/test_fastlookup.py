@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 import api.fastlookup
+from api.routes.accounts import account_health
 from tests.unit.api.conftest import (
     ANN,
     READER,
@@ -59,7 +60,7 @@ async def test_every_lookup_outcome_is_the_routes_and_the_lane_answers_it(
 ) -> None:
     for account, owner in (("acme", "bob"), ("tenant/p7", "bob"), ("ann-co", "ann")):
         model.apply_health(account, snapshot(account, score=61, facts={"owner": owner}))
-    endpoint = api.fastlookup.account_health
+    endpoint = account_health
     lane_calls: list[str] = []
 
     async def counted(account_id: str, *args: Any) -> Any:
