@@ -205,13 +205,9 @@ def _alert(
     closes: str | None = None,
     **extra: Any,
 ) -> Alert:
-    last = state.last_activity_ms
     if closes is not None:
         extra["closed_episode"] = closes
-        # A recovery is learnt from activity, so it is never dated before activity already seen: a late
-        # event (or an evaluation at a clock behind the account's newest event) is reported when known.
-        if last is not None:
-            at_ms = max(at_ms, last)
+    last = state.last_activity_ms
     evidence: dict[str, Any] = {
         "last_activity_ms": last,
         "quiet_for": human_duration(at_ms - last) if last is not None else None,
@@ -586,14 +582,8 @@ def _recover(
     # Activity no newer than what the quiet episode was measured from says nothing new.
     if state.quiet_since_ms is not None and (prev_last is None or t > prev_last):
         started, state.quiet_since_ms = state.quiet_since_ms, None
-        deadline = _quiet_deadline(state, policy, ctx)
-        if deadline is not None and deadline <= state.clock_ms:
-            # A late event (a history replayed over one already read) that leaves the account silent
-            # past its deadline as of its clock: the same silence, not a return and a new episode.
-            state.quiet_since_ms = started
-        else:
-            quiet = human_duration(t - prev_last) if prev_last is not None else "a while"
-            closing.append((ACCOUNT_QUIET, started, f"Active again after {quiet} without activity"))
+        quiet = human_duration(t - prev_last) if prev_last is not None else "a while"
+        closing.append((ACCOUNT_QUIET, started, f"Active again after {quiet} without activity"))
     if state.key_user is not None and user == state.key_user:
         started = state.key_since_ms or t
         state.key_user = state.key_since_ms = None
