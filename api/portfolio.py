@@ -47,6 +47,12 @@ def instant(value: object) -> datetime | None:
     return at if at.tzinfo is not None else None
 
 
+def instant_ms(value: object) -> int | None:
+    """An RFC 3339 instant (see :func:`instant`) in ms since the epoch; None for anything else."""
+    at = instant(value)
+    return None if at is None else int(at.timestamp() * 1000)
+
+
 def month_of(value: object) -> str | None:
     """The UTC calendar month (YYYY-MM) of an RFC 3339 instant; None for anything else."""
     at = instant(value)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol, runtime_checkable
 
-from api.portfolio import instant, portfolio_figures
+from api.portfolio import instant_ms, portfolio_figures
 from api.query import AccountFilters, AccountSort, alert_position, alerts_cursor, page_accounts
 from api.restrictions import AccountScope
 from streamer.core.alerts import AlertKind
@@ -48,8 +48,7 @@ class Batch:
 
 def detected_ms(doc: Doc) -> int:
     """When an alert was detected, in ms since the epoch (0 when it does not say)."""
-    at = instant(doc.get("detected_at"))
-    return 0 if at is None else int(at.timestamp() * 1000)
+    return instant_ms(doc.get("detected_at")) or 0
 
 
 def open_alerts(doc: Doc, latest: Iterable[Doc]) -> list[Doc]:

@@ -48,7 +48,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, DropIndex
 
 from api.errors import first_line
-from api.portfolio import PortfolioKey, figures_from_marginals, instant, month_of, nps_class
+from api.portfolio import PortfolioKey, figures_from_marginals, instant_ms, month_of, nps_class
 from api.query import (
     AccountFilters,
     AccountSort,
@@ -133,11 +133,6 @@ def migrate(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
-def _ms(value: object) -> int | None:
-    at = instant(value)
-    return None if at is None else int(at.timestamp() * 1000)
-
-
 def _floor_ms(at: datetime) -> int:
     return math.floor(at.timestamp() * 1000)
 
@@ -164,14 +159,14 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
     nps = (doc.get("nps") or {}).get("score")
     return {
         "account_id": account_id,
-        "at_ms": _ms(doc.get("at")) or 0,
+        "at_ms": instant_ms(doc.get("at")) or 0,
         "score": int(doc.get("score", 0)),
         "band": str(doc.get("band")),
         "segment": _text(facts.get("segment")),
         "plan": _text(facts.get("plan")),
         "owner": _text(facts.get("owner")),
         "last_activity": last or "",
-        "last_activity_ms": _ms(last),
+        "last_activity_ms": instant_ms(last),
         "quiet_since": episodes.get("quiet_since") or None,
         "drop_since": episodes.get("drop_since") or None,
         "poor": bool(episodes.get("poor")),
@@ -425,7 +420,7 @@ class SqlReadModel(LoadProgress):
                 doc is not None
                 and held is not None
                 and held[0] is not None
-                and (_ms(held[0].get("at")) or 0) > (_ms(doc.get("at")) or 0)
+                and (instant_ms(held[0].get("at")) or 0) > (instant_ms(doc.get("at")) or 0)
             ):
                 continue
             latest[account_id] = (doc, batch.texts.get(i))
