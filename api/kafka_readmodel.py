@@ -53,10 +53,12 @@ class LoadableStore(ReadModel, Protocol):
         """Empty the store."""
 
     def begin_fill(self) -> bool:
-        """Prepare an empty store for a fill (e.g. drop indexes to build at the end); whether it did."""
+        """Prepare an empty store, or one whose fill was cut short, for a fill (e.g. drop indexes to
+        build at the end); whether it is filling."""
 
-    def build_indexes(self) -> list[str]:
-        """Create what :meth:`begin_fill` dropped, or a crash left missing; the names created."""
+    def finish_fill(self) -> list[str]:
+        """Build what :meth:`begin_fill` put off, or a crash left missing; the names of the indexes
+        created."""
 
     async def apply_batch(self, batch: Batch) -> None:
         """Apply a batch and its positions."""
@@ -168,8 +170,11 @@ class KafkaReadModel:
             log.warning("the read store is ahead of its topics (re-created?): filling it again")
             await asyncio.to_thread(store.clear)
             stored = {}
-        if not stored and await asyncio.to_thread(store.begin_fill):
-            log.info("filling an empty read store: its indexes are built when it has caught up")
+        if await asyncio.to_thread(store.begin_fill):
+            log.info(
+                "%s: its indexes and portfolio counts are built when it has caught up",
+                "resuming a fill of the read store cut short" if stored else "filling an empty read store",
+            )
         # Positions are set as the partitions are assigned, before the consumer's fetcher can run: a
         # partition the store has nothing of starts at its beginning (auto_offset_reset).
         consumer.assign(tps)
@@ -205,7 +210,7 @@ class KafkaReadModel:
                         await writing
                         writing = None
                     started = time.monotonic()
-                    built = await asyncio.to_thread(store.build_indexes)
+                    built = await asyncio.to_thread(store.finish_fill)
                     if built:
                         log.info(
                             "built %d indexes of the read store in %.1f s",

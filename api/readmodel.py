@@ -214,7 +214,7 @@ class InMemoryReadModel(LoadProgress):
         """Nothing to prepare: memory has no indexes."""
         return False
 
-    def build_indexes(self) -> list[str]:
+    def finish_fill(self) -> list[str]:
         """Nothing to build."""
         return []
 

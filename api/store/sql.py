@@ -20,6 +20,7 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,7 @@ log = logging.getLogger("churnwatch.api.store")
 
 _CHUNK = 500  # ids per IN (...) list
 _SOURCE = "source"  # the meta key naming the cluster and topics the store was filled from
+_FILLING = "filling"  # the meta key of a fill from empty not yet finished (see begin_fill)
 _BUILD_MMAP_BYTES = 1 << 40  # as much of the file as SQLite maps (its limit is lower)
 _MIGRATION_LOCK = 0x636877  # PostgreSQL advisory lock: one replica migrates at a time
 
@@ -178,14 +180,14 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
 
 
 _ACCOUNT_COLUMNS = tuple(c.name for c in t.accounts.c)
+assert _ACCOUNT_COLUMNS[-1] == "doc"  # noqa: S101 - the upsert's parameters end with the document's text
+_ACCOUNT_FIELDS = itemgetter(*_ACCOUNT_COLUMNS[:-1])
 _COUNTED = ("owner", "segment", "band", "started_month", "cancelled_month", "nps_score", "quiet_since")
 _COUNTED_ALSO = ("drop_since", "poor")
 
 
-def _count_keys(row: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """The ``portfolio_counts`` keys an ``accounts`` row counts under: each of its marginals
-    (:meth:`PortfolioKey.marginals`) over all accounts, its owner's, its segment's and both's."""
-    marginals = PortfolioKey(
+def _portfolio_key(row: Mapping[Any, Any]) -> PortfolioKey:
+    return PortfolioKey(
         band=row["band"],
         started_month=row["started_month"],
         cancelled_month=row["cancelled_month"],
@@ -193,14 +195,25 @@ def _count_keys(row: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         quiet=bool(row["quiet_since"]),
         dropping=bool(row["drop_since"]),
         poor=bool(row["poor"]),
-    ).marginals()
-    owner, segment = row["owner"], row["segment"]
-    scopes = (
+    )
+
+
+def _scopes(owner: str | None, segment: str | None) -> tuple[tuple[Any, ...], ...]:
+    """The scopes an account of ``owner`` and ``segment`` counts in: all accounts, its owner's, its
+    segment's and both's."""
+    return (
         (False, None, False, None),
         (True, owner, False, None),
         (False, None, True, segment),
         (True, owner, True, segment),
     )
+
+
+def _count_keys(row: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    """The ``portfolio_counts`` keys an ``accounts`` row counts under: each of its marginals
+    (:meth:`PortfolioKey.marginals`) in each of its scopes."""
+    marginals = _portfolio_key(row).marginals()
+    scopes = _scopes(row["owner"], row["segment"])
     return [(*scope, dim, value) for scope in scopes for dim, value in marginals]
 
 
@@ -273,7 +286,10 @@ class SqlReadModel(LoadProgress):
             f"SELECT a.doc{cast}, l.doc{cast} FROM accounts a LEFT JOIN latest_alerts l"  # noqa: S608 - no input
             f" ON l.account_id = a.account_id WHERE a.account_id = {mark}"
         )
-        self._upsert_account = _upsert_sql(t.accounts, ["account_id"], mark)
+        # An older snapshot read again (a replay, or a replica behind) leaves the newer one.
+        self._upsert_account = _upsert_sql(
+            t.accounts, ["account_id"], mark, where='excluded."at_ms" >= "accounts"."at_ms"'
+        )
         self._upsert_history = _upsert_sql(
             t.history, ["account_id", "day"], mark, where='excluded."at_ms" >= "history"."at_ms"'
         )
@@ -288,6 +304,7 @@ class SqlReadModel(LoadProgress):
         self.alert_buffer = alert_buffer
         self.history_days = history_days
         self._history_cutoff = ""
+        self._filling = False
         self._subscribers = AlertSubscribers()
         super().__init__(ready)
 
@@ -353,26 +370,38 @@ class SqlReadModel(LoadProgress):
                 conn.execute(delete(table))
 
     def begin_fill(self) -> bool:
-        """Before filling an empty store: drop the accounts' secondary indexes, which
-        :meth:`build_indexes` creates once the fill is done. Building an index over a million rows
-        costs a fraction of keeping twelve of them up to date row by row (random inserts that miss
-        the cache). A store that holds an account already is left as it is. Returns whether it
-        dropped them."""
-        a = t.accounts.c
+        """Before filling an empty store (or going on with a fill cut short): drop the accounts'
+        secondary indexes and stop counting the portfolio row by row; :meth:`finish_fill` builds both
+        once the fill has caught up. Building an index over a million rows costs a fraction of keeping
+        twelve of them up to date row by row (random inserts that miss the cache), and one count over
+        the finished table a fraction of a count per snapshot. A store in use is left as it is.
+        Returns whether the store is filling."""
+        a, m = t.accounts.c, t.meta.c
         with self._writing() as conn:
-            if conn.execute(select(a.account_id).limit(1)).first() is not None:
-                return False
+            marked = conn.execute(select(m.value).where(m.key == _FILLING)).first() is not None
+            if not marked:
+                if conn.execute(select(a.account_id).limit(1)).first() is not None:
+                    return False
+                conn.execute(self._insert(t.meta).values(key=_FILLING, value="1"))
             for index in t.accounts.indexes:
                 conn.execute(DropIndex(index, if_exists=True))
+        self._filling = True
         return True
 
-    def build_indexes(self) -> list[str]:
-        """Create every index of the schema that is missing (after a fill, or a fill cut short by a
-        crash); the names of those it created. Replicas sharing a PostgreSQL store take turns."""
+    def finish_fill(self) -> list[str]:
+        """Finish a fill: count the portfolio over the accounts stored (if this store was filling, or
+        another replica's fill was cut short), then create every index of the schema that is missing
+        (after a fill, or one cut short by a crash). Returns the names of the indexes it created.
+        Replicas sharing a PostgreSQL store take turns."""
         created: list[str] = []
+        m = t.meta.c
         with self._writing() as conn:
             if self.dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            marked = conn.execute(select(m.value).where(m.key == _FILLING)).first() is not None
+            if self._filling or marked:
+                self._recount(conn)
+                conn.execute(delete(t.meta).where(m.key == _FILLING))
             present = {
                 index["name"]
                 for table in t.metadata.sorted_tables
@@ -381,9 +410,7 @@ class SqlReadModel(LoadProgress):
             missing = [
                 i for table in t.metadata.sorted_tables for i in table.indexes if i.name not in present
             ]
-            if not missing:
-                return created
-            if self.dialect == "sqlite":
+            if missing and self.dialect == "sqlite":
                 # Each index reads the whole table: mapped, its pages are not copied into SQLite's
                 # cache one by one (a third less time). Unmapped when the build is done.
                 conn.exec_driver_sql(f"PRAGMA mmap_size={_BUILD_MMAP_BYTES}")
@@ -392,9 +419,34 @@ class SqlReadModel(LoadProgress):
                     conn.execute(CreateIndex(index))
                     created.append(str(index.name))
             finally:
-                if self.dialect == "sqlite":
+                if missing and self.dialect == "sqlite":
                     conn.exec_driver_sql("PRAGMA mmap_size=0")
+        self._filling = False
         return created
+
+    def _recount(self, conn: Connection) -> None:
+        """Replace the portfolio counts by a count of the accounts stored: one pass over the table,
+        grouped by what the counts depend on (an episode by whether it is open), each group's
+        marginals counted once per owner and segment, then in each scope (:func:`_count_keys`)."""
+        a = t.accounts.c
+        columns = [
+            *(a[name] for name in _COUNTED if name != "quiet_since"),
+            a.quiet_since.is_not(None).label("quiet_since"),
+            a.drop_since.is_not(None).label("drop_since"),
+            a.poor,
+        ]
+        groups = select(*columns, func.count().label("n")).group_by(*columns)
+        marginals: Counter[tuple[Any, ...]] = Counter()
+        for row in conn.execute(groups):
+            group = row._mapping
+            for dim, value in _portfolio_key(group).marginals():
+                marginals[group["owner"], group["segment"], dim, value] += group["n"]
+        counts: Counter[tuple[Any, ...]] = Counter()
+        for (owner, segment, dim, value), n in marginals.items():
+            for scope in _scopes(owner, segment):
+                counts[*scope, dim, value] += n
+        conn.execute(delete(t.portfolio_counts))
+        self._write_counts(conn, counts)
 
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
         """Store one snapshot (None forgets the account)."""
@@ -434,13 +486,15 @@ class SqlReadModel(LoadProgress):
         if not latest:
             return
         a = t.accounts.c
-        columns = [a.account_id, a.at_ms, *(a[name] for name in _COUNTED + _COUNTED_ALSO)]
         stored: dict[str, Any] = {}
-        for ids in _chunks(list(latest)):
-            query = select(*columns).where(a.account_id.in_(ids))
-            if self.dialect == "postgresql":
-                query = query.with_for_update()  # replicas applying the same accounts take turns
-            stored.update((row.account_id, row._mapping) for row in conn.execute(query))
+        if not self._filling:
+            # What the stored rows counted under, to move their counts (a fill counts at its end).
+            columns = [a.account_id, a.at_ms, *(a[name] for name in _COUNTED + _COUNTED_ALSO)]
+            for ids in _chunks(list(latest)):
+                query = select(*columns).where(a.account_id.in_(ids))
+                if self.dialect == "postgresql":
+                    query = query.with_for_update()  # replicas applying the same accounts take turns
+                stored.update((row.account_id, row._mapping) for row in conn.execute(query))
         rows: list[dict[str, Any]] = []
         texts: list[str] = []
         gone: list[str] = []
@@ -448,8 +502,8 @@ class SqlReadModel(LoadProgress):
         for account_id, (doc, text_) in latest.items():
             before = stored.get(account_id)
             if doc is None:
+                gone.append(account_id)
                 if before is not None:
-                    gone.append(account_id)
                     counts.subtract(_count_keys(before))
                 continue
             row = account_row(account_id, doc)
@@ -457,7 +511,8 @@ class SqlReadModel(LoadProgress):
                 if before["at_ms"] > row["at_ms"]:
                     continue  # an older snapshot read again (a replay, or a replica behind)
                 counts.subtract(_count_keys(before))
-            counts.update(_count_keys(row))
+            if not self._filling:
+                counts.update(_count_keys(row))
             rows.append(row)
             texts.append(text_ if text_ is not None else _dumps(doc))
         for ids in _chunks(gone):
@@ -465,10 +520,7 @@ class SqlReadModel(LoadProgress):
         if rows:
             conn.exec_driver_sql(
                 self._upsert_account,
-                [
-                    tuple(text_ if n == "doc" else row[n] for n in _ACCOUNT_COLUMNS)
-                    for row, text_ in zip(rows, texts, strict=True)
-                ],
+                [(*_ACCOUNT_FIELDS(row), text_) for row, text_ in zip(rows, texts, strict=True)],
             )
             self._write_history(conn, rows)
         self._write_counts(conn, counts)

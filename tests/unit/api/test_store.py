@@ -155,7 +155,7 @@ def _index_names(store: SqlReadModel) -> set[str]:
         }
 
 
-def test_a_fill_builds_the_accounts_indexes_once_at_the_end_and_a_store_in_use_keeps_them(
+def test_a_fill_builds_the_accounts_indexes_and_counts_once_at_the_end_and_a_store_in_use_keeps_them(
     store: SqlReadModel,
 ) -> None:
     every = {str(i.name) for table in metadata.sorted_tables for i in table.indexes}
@@ -166,18 +166,40 @@ def test_a_fill_builds_the_accounts_indexes_once_at_the_end_and_a_store_in_use_k
     assert _index_names(store) == every - of_accounts
     docs = [snapshot(f"a{i}", score=90 - i, band="good" if i < 3 else "poor") for i in range(6)]
     asyncio.run(store.apply_batch(Batch(snapshots=[(d["account_id"], d) for d in docs])))
-    # Without its indexes the store answers the same, by scanning.
+    # Without its indexes the store answers the same, by scanning; the portfolio is counted at the end.
     page, _ = store.list_accounts(
         AccountFilters(band="poor"), AccountSort.SCORE, None, 2, scope=EVERY_ACCOUNT
     )
     assert [d["account_id"] for d in page] == ["a5", "a4"]
+    assert store.counts()["portfolio_counts"] == 0
 
-    assert sorted(store.build_indexes()) == sorted(of_accounts)
+    assert sorted(store.finish_fill()) == sorted(of_accounts)
     assert _index_names(store) == every
-    assert store.build_indexes() == []
-    # A store holding accounts is not one to fill: its indexes stay.
+    assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 3, "average": 0, "poor": 3}
+    assert store.finish_fill() == []
+    # A store holding accounts is not one to fill: its indexes stay, and it counts as it goes.
     assert not store.begin_fill()
     assert _index_names(store) == every
+    asyncio.run(store.apply_batch(Batch(snapshots=[("a0", {**docs[0], "band": "poor", "at": _at(9)})])))
+    assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 2, "average": 0, "poor": 4}
+
+
+def test_a_fill_cut_short_is_finished_by_the_next_start_counting_what_the_first_wrote(url: str) -> None:
+    docs = [snapshot(f"a{i}", score=10 * i, band="poor" if i < 4 else "good") for i in range(8)]
+    first = SqlReadModel(url)
+    assert first.begin_fill()
+    asyncio.run(first.apply_batch(Batch(snapshots=[(d["account_id"], d) for d in docs[:5]])))
+    first.close()  # stopped before it caught up: no counts, no indexes
+
+    second = SqlReadModel(url)
+    try:
+        assert second.begin_fill()  # not empty, but its fill was not finished
+        asyncio.run(second.apply_batch(Batch(snapshots=[(d["account_id"], d) for d in docs[5:]])))
+        assert len(second.finish_fill()) == len(metadata.tables["accounts"].indexes)
+        assert second.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 4, "average": 0, "poor": 4}
+        assert not second.begin_fill()
+    finally:
+        second.close()
 
 
 # -- the same answers as the in-memory model ---------------------------------------------------------
@@ -247,22 +269,28 @@ def _pages(fetch: Any) -> list[list[str]]:
 
 
 @settings(max_examples=40, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck))
-@given(records=_records())
+@given(records=_records(), fill=st.booleans(), split=st.integers(0, 40))
 def test_every_query_answers_as_the_in_memory_model(
-    records: list[tuple[str, Any]], store: SqlReadModel
+    records: list[tuple[str, Any]], fill: bool, split: int, store: SqlReadModel
 ) -> None:
     store.clear()
     memory = InMemoryReadModel()
-    batch = Batch()
-    for topic, item in records:
+    batches = [Batch(), Batch()]
+    for n, (topic, item) in enumerate(records):
+        batch = batches[n >= split]
         if topic == "health":
             memory.apply_health(*item)
             batch.snapshots.append(item)
         else:
             memory.apply_alert(item)
             batch.alerts.append(item)
-    # One record at a time into memory, a whole batch (snapshots first) into the store: the same result.
-    asyncio.run(store.apply_batch(batch))
+    # One record at a time into memory, two batches (snapshots first in each) into the store, as it
+    # goes or as a fill from empty: the same result.
+    if fill:
+        assert store.begin_fill()
+    for batch in batches:
+        asyncio.run(store.apply_batch(batch))
+    store.finish_fill()
 
     for scope in SCOPES:
         for sort in AccountSort:
@@ -301,3 +329,22 @@ def test_a_store_that_cannot_be_opened_says_where_and_why_but_never_its_password
         "cannot open the read store at mysql://db/churnwatch: "
         "use sqlite:///<path> or postgresql://<user>:<password>@<host>:<port>/<database>"
     )
+
+
+def test_postgresql_compresses_the_documents_with_lz4(postgres_url: str) -> None:
+    store = SqlReadModel(postgres_url)
+    try:
+        with store._engine.connect() as conn:
+            methods = conn.exec_driver_sql(
+                "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute"
+                " WHERE attname IN ('doc', 'components') AND attrelid::regclass::text IN"
+                " ('accounts', 'history', 'alerts', 'latest_alerts') ORDER BY 1"
+            ).all()
+    finally:
+        store.close()
+    assert [tuple(m) for m in methods] == [
+        ("accounts", "doc", "l"),
+        ("alerts", "doc", "l"),
+        ("history", "components", "l"),
+        ("latest_alerts", "doc", "l"),
+    ]
