@@ -421,6 +421,11 @@ class SqlReadModel(LoadProgress):
             finally:
                 if missing and self.dialect == "sqlite":
                     conn.exec_driver_sql("PRAGMA mmap_size=0")
+        if created and self.dialect == "postgresql":
+            # After a bulk load: statistics for the planner and the visibility map for index-only
+            # scans now, rather than an autovacuum of every row while the API answers.
+            with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.exec_driver_sql("VACUUM (ANALYZE) accounts, history")
         self._filling = False
         return created
 
