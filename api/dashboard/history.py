@@ -87,10 +87,14 @@ def _moved(before: float, after: float) -> str:
     return f"stayed at {now}"
 
 
-def change_lines(changed: WhatChanged, score: int) -> list[str]:
-    """How the score (``score`` today) and the components that moved most changed, a sentence each."""
+def change_lines(changed: WhatChanged, latest: HistoryPoint) -> list[str]:
+    """How the score (``latest``, today's point) and the components that moved most changed, a
+    sentence each."""
     if changed.since is None:
         return []
+    if changed.since >= latest.date:
+        return [f"Score {latest.score}; no earlier day kept to compare it with."]
+    score = latest.score
     out = [f"Score {_moved(score - changed.score_change, score)} since {changed.since.isoformat()}."]
     for move in changed.moved:
         out.append(

@@ -65,7 +65,7 @@ CHANGED = WhatChanged(
 
 
 def test_what_changed_reads_as_sentences() -> None:
-    assert change_lines(CHANGED, 35) == [
+    assert change_lines(CHANGED, point(15, 35, "poor")) == [
         "Score fell from 80 to 35 since 2025-03-08.",
         "Activity fell from 90 to 40: \u221215.0 points of the score.",
         "Sentiment rose from 70 to 100: +1.5 points of the score.",
@@ -76,7 +76,11 @@ def test_what_changed_reads_as_sentences() -> None:
         "11 user-days in the last 7 days vs 29.0 usually."
     )
     nothing = WhatChanged(since=None, score_change=0, moved=[], top_detractor=None)
-    assert (change_lines(nothing, 50), detractor_line(nothing)) == ([], None)
+    assert (change_lines(nothing, point(15, 50, "average")), detractor_line(nothing)) == ([], None)
+    first_day = WhatChanged(since=date(2025, 3, 15), score_change=0, moved=[], top_detractor=None)
+    assert change_lines(first_day, point(15, 5, "poor")) == [
+        "Score 5; no earlier day kept to compare it with."
+    ]
 
 
 def _components(activity: float, contribution: float) -> list[dict[str, object]]:
