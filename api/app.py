@@ -38,8 +38,9 @@ async def reject_repeated_query_parameters(request: Request) -> None:
         raise api_error(422, f"query parameter given more than once: {names}")
 
 
-def _simplify_query_schemas(app: FastAPI) -> None:
-    """Document optional query parameters as their type alone, without FastAPI's ``null`` variant.
+def _finish_openapi(app: FastAPI, history_days: int) -> None:
+    """Document optional query parameters as their type alone, without FastAPI's ``null`` variant, and
+    the history's ``days`` as 1 to the days the settings keep.
 
     A query string has no null: an absent parameter is the "no value" case. Left in, ``anyOf [string,
     null]`` makes a one-element array a distinct variant although ``?owner=x`` encodes both alike.
@@ -49,7 +50,7 @@ def _simplify_query_schemas(app: FastAPI) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            for path in schema.get("paths", {}).values():
+            for route, path in schema.get("paths", {}).items():
                 for operation in path.values():
                     for param in operation.get("parameters", []) if isinstance(operation, dict) else []:
                         variants = param.get("schema", {}).get("anyOf")
@@ -58,6 +59,8 @@ def _simplify_query_schemas(app: FastAPI) -> None:
                             if len(kept) == 1:
                                 rest = {k: v for k, v in param["schema"].items() if k != "anyOf"}
                                 param["schema"] = {**kept[0], **rest}
+                        if route == accounts.HISTORY_PATH and param.get("name") == "days":
+                            param["schema"].update(minimum=1, maximum=history_days)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -113,7 +116,7 @@ def create_app(
         docs_url=None,  # served by install_docs, without a CDN
         redoc_url=None,
     )
-    _simplify_query_schemas(app)
+    _finish_openapi(app, settings.history_days)
     app.state.settings = settings
     app.state.read_model = model
     app.state.producer = sink

@@ -68,7 +68,7 @@ def open_store(settings: ApiSettings) -> LoadableStore:
     """The store ``settings.store_url`` names."""
     url = settings.store_url.get_secret_value()
     if url == "memory":
-        return InMemoryReadModel(settings.alert_buffer, ready=False)
+        return InMemoryReadModel(settings.alert_buffer, ready=False, history_days=settings.history_days)
     from api.store.sql import SqlReadModel  # noqa: PLC0415 - SQLAlchemy and Alembic only when used
 
     return SqlReadModel(
@@ -293,3 +293,8 @@ class KafkaReadModel:
 
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[dict[str, Any], None]:  # see ReadModel
         return self._store.subscribe(scope=scope)
+
+    def history(  # see ReadModel
+        self, account_id: str, days: int, now: datetime, *, scope: AccountScope
+    ) -> list[Doc] | None:
+        return self._store.history(account_id, days, now, scope=scope)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamer.core.policy import Band
@@ -64,6 +66,78 @@ class AlertPage(BaseModel):
         ]
     )
     next_cursor: str | None = None
+
+
+class HistoryPoint(BaseModel):
+    """One UTC day of an account's history: what its latest snapshot of that day, or before it, said."""
+
+    date: dt.date = Field(examples=["2025-03-08"])
+    at: str = Field(
+        description="RFC 3339, UTC: the snapshot the day shows. A snapshot is republished only when it "
+        "changes materially, so a day without one shows the one before (an earlier `at`).",
+        examples=["2025-03-08T09:30:00.000Z"],
+    )
+    score: int = Field(ge=0, le=100, examples=[41])
+    band: Band
+    components: dict[str, float] = Field(
+        description="Each component's value, 0..100, by name.", examples=[{"activity": 38.0, "recency": 45.1}]
+    )
+
+
+class ComponentMove(BaseModel):
+    """How one component moved between two days."""
+
+    name: str = Field(examples=["activity"])
+    before: float = Field(description="Its value (0..100) on the earlier day.", examples=[92.0])
+    after: float = Field(description="Its value (0..100) on the later day.", examples=[38.0])
+    change: float = Field(description="after - before.", examples=[-54.0])
+    points: float = Field(
+        description="How many points of the score it adds or costs more than on the earlier day.",
+        examples=[-12.4],
+    )
+
+
+class Detractor(BaseModel):
+    """The component that costs the score the most points."""
+
+    name: str = Field(examples=["activity"])
+    value: float = Field(description="0..100", examples=[38.0])
+    points: float = Field(
+        description="The points of the score it costs: its share of 100 less its contribution.",
+        examples=[15.5],
+    )
+    explanation: str = Field(examples=["11 user-days in the last 7 days vs 29.0 usually (38%)"])
+
+
+class WhatChanged(BaseModel):
+    """What moved the score over the last 7 days, and what holds it down most today."""
+
+    since: dt.date | None = Field(
+        description="The day compared with: 7 days before the latest, or the first day kept when the "
+        "history is shorter; null without history.",
+        examples=["2025-03-01"],
+    )
+    score_change: int = Field(description="The score's change since then.", examples=[-23])
+    moved: list[ComponentMove] = Field(
+        description="The components (of those scored on both days) whose points of the score moved "
+        "most, at most 3, largest move first; none that did not move."
+    )
+    top_detractor: Detractor | None = Field(
+        description="Of the latest day's components, the one costing the score the most points; null "
+        "when none costs any."
+    )
+
+
+class AccountHistory(BaseModel):
+    """An account's daily score, band and components, oldest first, and what changed in the last week."""
+
+    account_id: str = Field(examples=["acme"])
+    days: int = Field(description="The days asked for: the points cover at most these.", examples=[90])
+    points: list[HistoryPoint] = Field(
+        description="One per UTC day from the first kept (or the first of the days asked for) to today, "
+        "oldest first."
+    )
+    what_changed: WhatChanged
 
 
 class IngestError(BaseModel):

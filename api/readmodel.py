@@ -13,7 +13,7 @@ import asyncio
 from bisect import insort
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from api.portfolio import instant_ms, portfolio_figures
@@ -44,6 +44,28 @@ class Batch:
     alerts: list[Doc] = field(default_factory=list)
     # The next offset to read of each (topic, partition) once the batch is applied.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
+
+
+def day_of(at_ms: int) -> str:
+    """The UTC day (``YYYY-MM-DD``) of an instant in ms since the epoch: a snapshot's day in the history."""
+    return datetime.fromtimestamp(at_ms / 1000, UTC).date().isoformat()
+
+
+def history_row(doc: Doc, at_ms: int) -> Doc:
+    """What the history keeps of a snapshot taken at ``at_ms``: its UTC ``day``, ``at_ms``, ``score``,
+    ``band`` and ``components``."""
+    return {
+        "day": day_of(at_ms),
+        "at_ms": at_ms,
+        "score": int(doc.get("score", 0)),
+        "band": str(doc.get("band")),
+        "components": doc.get("components") or [],
+    }
+
+
+def history_window(days: int, now: datetime) -> str:
+    """The first of the ``days`` UTC days ending with ``now``'s (``YYYY-MM-DD``)."""
+    return (now.astimezone(UTC).date() - timedelta(days=days - 1)).isoformat()
 
 
 def detected_ms(doc: Doc) -> int:
@@ -154,6 +176,12 @@ class ReadModel(Protocol):
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:
         """Alerts of accounts within ``scope`` applied from now on, as they arrive."""
 
+    def history(self, account_id: str, days: int, now: datetime, *, scope: AccountScope) -> list[Doc] | None:
+        """The account's stored days (``day``, ``at_ms``, ``score``, ``band``, ``components``) from the
+        first of the ``days`` UTC days ending with ``now``'s on, oldest first, led by the latest day
+        before them (what the account showed until its next snapshot: a day without one had no
+        material change); None if the account is unknown or outside ``scope``."""
+
 
 class LoadProgress:
     """How far a store's loader has come, as the store reports it (``ready``, ``lag``)."""
@@ -187,9 +215,15 @@ class LoadProgress:
 class InMemoryReadModel(LoadProgress):
     """A read model held in dicts and a deque; always ready unless told otherwise."""
 
-    def __init__(self, alert_buffer: int = 10_000, ready: bool = True) -> None:
-        """Create an empty model keeping at most ``alert_buffer`` alerts for the feed."""
+    def __init__(self, alert_buffer: int = 10_000, ready: bool = True, history_days: int = 120) -> None:
+        """Create an empty model keeping at most ``alert_buffer`` alerts for the feed and
+        ``history_days`` days of daily scores."""
         self._accounts: dict[str, Doc] = {}
+        # Per account, its days as the SQL store's ``history`` rows, by day (YYYY-MM-DD).
+        self._history: dict[str, dict[str, Doc]] = {}
+        self._history_newest: dict[str, int] = {}  # the newest snapshot's time, in ms, per account
+        self._history_days = history_days
+        self._history_cutoff = ""
         # (detection time in ms, arrival number, alert), oldest first: the feed is read from its end.
         self._feed: list[tuple[int, int, Doc]] = []
         self._alert_buffer = alert_buffer
@@ -221,6 +255,9 @@ class InMemoryReadModel(LoadProgress):
     def clear(self) -> None:
         """Forget every snapshot and alert."""
         self._accounts.clear()
+        self._history.clear()
+        self._history_newest.clear()
+        self._history_cutoff = ""
         self._feed.clear()
         self._ids.clear()
         self._latest.clear()
@@ -233,11 +270,30 @@ class InMemoryReadModel(LoadProgress):
             self.apply_alert(doc)
 
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
-        """Store the newest snapshot of an account; None (a tombstone) forgets it."""
+        """Store the newest snapshot of an account; None (a tombstone) forgets it and its history."""
         if doc is None:
             self._accounts.pop(account_id, None)
-        else:
-            self._accounts[account_id] = doc
+            self._history.pop(account_id, None)
+            self._history_newest.pop(account_id, None)
+            return
+        self._accounts[account_id] = doc
+        self._record_day(account_id, doc)
+
+    def _record_day(self, account_id: str, doc: Doc) -> None:
+        # As the SQL store: a snapshot older than the account's newest is not history (a replay), and
+        # each day keeps its latest.
+        at_ms = instant_ms(doc.get("at")) or 0
+        if at_ms < self._history_newest.get(account_id, -1):
+            return
+        self._history_newest[account_id] = at_ms
+        row = history_row(doc, at_ms)
+        self._history.setdefault(account_id, {})[row["day"]] = row
+        cutoff = (datetime.fromisoformat(row["day"]) - timedelta(days=self._history_days)).date().isoformat()
+        if cutoff > self._history_cutoff:  # a new day: every account's days past the retention go
+            self._history_cutoff = cutoff
+            for held in self._history.values():
+                for old in [d for d in held if d <= cutoff]:
+                    del held[old]
 
     def apply_alert(self, doc: Doc) -> None:
         """Append an alert to the feed and hand it to every live subscriber."""
@@ -335,3 +391,14 @@ class InMemoryReadModel(LoadProgress):
 
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
         return self._subscribers.subscribe(scope)
+
+    def history(  # see ReadModel
+        self, account_id: str, days: int, now: datetime, *, scope: AccountScope
+    ) -> list[Doc] | None:
+        doc = self._accounts.get(account_id)
+        if doc is None or not scope.permits(doc.get("facts")):
+            return None
+        first = history_window(days, now)
+        held = sorted(self._history.get(account_id, {}).items())
+        before = [row for day, row in held if day < first][-1:]
+        return [*before, *(row for day, row in held if day >= first)]

@@ -15,6 +15,8 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from api.dashboard.history import CHART_HEIGHT, CHART_WIDTH, change_lines, detractor_line, score_chart
+from api.models import AccountHistory
 from streamer.core.alerts import AlertKind
 
 __all__ = ["KIND_LABELS", "ago", "alert_subject", "kind_label", "render", "sparkline_points"]
@@ -126,6 +128,11 @@ _env.globals.update(
     arrows=TREND_ARROWS,
     spark_w=SPARK_WIDTH,
     spark_h=SPARK_HEIGHT,
+    score_chart=score_chart,
+    change_lines=change_lines,
+    detractor_line=detractor_line,
+    chart_w=CHART_WIDTH,
+    chart_h=CHART_HEIGHT,
 )
 
 
@@ -142,9 +149,14 @@ def at_risk_rows(docs: Sequence[Mapping[str, Any]], now: datetime, any_account: 
     return render("at_risk.html", docs=docs, now=now, any_account=any_account)
 
 
-def account_detail(doc: Mapping[str, Any], alerts: Sequence[Mapping[str, Any]], now: datetime) -> str:
-    """One account's breakdown, facts, signals and alert history."""
-    return render("detail.html", doc=doc, alerts=alerts, now=now)
+def account_detail(
+    doc: Mapping[str, Any],
+    alerts: Sequence[Mapping[str, Any]],
+    now: datetime,
+    history: AccountHistory | None = None,
+) -> str:
+    """One account's breakdown, score history with what changed, facts, signals and alert history."""
+    return render("detail.html", doc=doc, alerts=alerts, now=now, history=history)
 
 
 def portfolio_cards(figures: Mapping[str, Any]) -> str:

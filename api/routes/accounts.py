@@ -6,14 +6,16 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from api.deps import HealthReader, ReadModelDep
+from api.deps import ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, OrjsonResponse, api_error, bounded
-from api.models import AccountPage, AccountRow
+from api.history import DEFAULT_DAYS, read_history
+from api.models import AccountHistory, AccountPage, AccountRow
 from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
 from streamer.core.policy import Band
 from streamer.wire.documents import AccountHealth
 
 router = APIRouter(prefix="/v1/accounts", tags=["accounts"])
+HISTORY_PATH = "/v1/accounts/{account_id}/history"  # the history route, as the OpenAPI document names it
 
 _HEALTH_EXAMPLE = {
     "account_id": "acme",
@@ -27,6 +29,12 @@ _HEALTH_EXAMPLE = {
     "open_alerts": [{"alert_id": "5f0c7d2e9b8a4c1d3e2f1a0b9c8d7e6f", "kind": "account_quiet"}],
 }
 
+_NOT_FOUND = {
+    "model": ErrorBody,
+    "description": "No snapshot for this account, or the account is outside the key's restrictions "
+    "(the same answer, so a key cannot tell which accounts exist).",
+}
+
 
 # {account_id:path}: an account id may contain "/". The server decodes %2F before routing, so a
 # plain {account_id} would never match "tenant%2Fp7"; the path converter takes everything between
@@ -37,11 +45,7 @@ _HEALTH_EXAMPLE = {
     response_model=AccountHealth,
     responses={
         200: {"content": {"application/json": {"example": _HEALTH_EXAMPLE}}},
-        404: {
-            "model": ErrorBody,
-            "description": "No snapshot for this account, or the account is outside the key's restrictions "
-            "(the same answer, so a key cannot tell which accounts exist).",
-        },
+        404: _NOT_FOUND,
         **AUTH_ERRORS,
     },
 )
@@ -53,6 +57,46 @@ async def account_health(account_id: str, model: ReadModelDep, reader: HealthRea
     # Held to the contract (AccountHealth) when the read model took it in: answered as it is, not
     # validated and serialised a second time (the API's busiest route; a tenth of its time).
     return OrjsonResponse(doc)
+
+
+@router.get(
+    "/{account_id:path}/history",
+    summary="Daily score, band and components of one account, and what changed in the last 7 days.",
+    response_model=AccountHistory,
+    responses={
+        404: _NOT_FOUND,
+        422: {"model": ErrorBody, "description": "days out of range: 1 to the days of history kept."},
+        **AUTH_ERRORS,
+    },
+)
+async def account_history(
+    account_id: str,
+    model: ReadModelDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    reader: HealthReader,
+    days: Annotated[
+        int | None,
+        Query(
+            description=f"Days to show, up to today: 1 to the days of history kept (CHURNWATCH_HISTORY_DAYS, "
+            f"120 by default). {DEFAULT_DAYS} when absent, or every day kept when fewer.",
+            examples=[DEFAULT_DAYS],
+        ),
+    ] = None,
+) -> AccountHistory:
+    """One point per UTC day, oldest first, with what moved the score in the last 7 days."""
+    kept = settings.history_days
+    if days is None:
+        days = min(DEFAULT_DAYS, kept)
+    elif not 1 <= days <= kept:
+        # Checked here, not by Query(ge=, le=): the bound is a setting (the OpenAPI document states it).
+        raise api_error(
+            422, f"days must be 1 to {kept}, the days of history the API keeps (CHURNWATCH_HISTORY_DAYS)"
+        )
+    history = read_history(model, account_id, days, clock(), scope=reader.reads)
+    if history is None:
+        raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
+    return history
 
 
 def _row(doc: dict[str, Any]) -> AccountRow:

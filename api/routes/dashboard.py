@@ -18,8 +18,9 @@ from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import render
 from api.dashboard.at_risk import at_risk_accounts
-from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep
+from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import api_error, bounded
+from api.history import DEFAULT_DAYS, read_history
 from api.query import AccountFilters, AccountSort
 
 BASE = "/dashboard"
@@ -92,11 +93,20 @@ async def alerts(
 # {account_id:path}: account ids may contain "/" (sent as %2F, which the server decodes before routing).
 @router.get("/fragments/accounts/{account_id:path}")
 async def account(
-    account_id: str, model: ReadModelDep, clock: ClockDep, reader: HealthReader, _: AlertReader
+    account_id: str,
+    model: ReadModelDep,
+    settings: SettingsDep,
+    clock: ClockDep,
+    reader: HealthReader,
+    _: AlertReader,
 ) -> HTMLResponse:
-    """One account: score breakdown with explanations, signals and its alert history (both scopes)."""
+    """One account: score breakdown with explanations, its score history and what changed in it,
+    signals and its alert history (both scopes)."""
     doc = model.get_account(account_id, scope=reader.reads)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
-    history, _next = model.alerts(None, None, account_id, None, 50, scope=reader.reads)
-    return _fragment(render.account_detail(doc, history, clock()))
+    now = clock()
+    days = min(DEFAULT_DAYS, settings.history_days)
+    history = read_history(model, account_id, days, now, scope=reader.reads)
+    alerts, _next = model.alerts(None, None, account_id, None, 50, scope=reader.reads)
+    return _fragment(render.account_detail(doc, alerts, now, history))

@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -60,7 +60,17 @@ from api.query import (
     sort_cursor,
     sort_key,
 )
-from api.readmodel import AlertSubscribers, Batch, Doc, LoadProgress, Page, detected_ms, open_alerts
+from api.readmodel import (
+    AlertSubscribers,
+    Batch,
+    Doc,
+    LoadProgress,
+    Page,
+    detected_ms,
+    history_row,
+    history_window,
+    open_alerts,
+)
 from api.restrictions import AccountScope
 from api.store import schema as t
 
@@ -229,6 +239,32 @@ def _count_row(key: tuple[Any, ...], delta: int) -> dict[str, Any]:
         "value": value,
         "accounts": delta,
     }
+
+
+def _history_days(
+    snapshots: Sequence[tuple[str, Doc | None]], stored_ms: Mapping[str, int]
+) -> tuple[list[Doc], set[str]]:
+    """The ``history`` rows of a batch's snapshots, read in order: each snapshot not older than its
+    account's newest (stored, or earlier in the batch), the latest of each day, every day of the batch
+    kept (a backlog read in one batch holds several days of an account); and the accounts a tombstone
+    forgot, whose stored days go. As :class:`~api.readmodel.InMemoryReadModel` applies them one by one."""
+    newest = dict(stored_ms)
+    days: dict[str, dict[str, Doc]] = {}
+    forgotten: set[str] = set()
+    for account_id, doc in snapshots:
+        if doc is None:
+            forgotten.add(account_id)
+            newest.pop(account_id, None)
+            days.pop(account_id, None)
+            continue
+        at_ms = instant_ms(doc.get("at")) or 0
+        if at_ms < newest.get(account_id, -1):
+            continue
+        newest[account_id] = at_ms
+        row = history_row(doc, at_ms)
+        days.setdefault(account_id, {})[row["day"]] = row
+    rows = [{**row, "account_id": account_id} for account_id, held in days.items() for row in held.values()]
+    return rows, forgotten
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -483,11 +519,16 @@ class SqlReadModel(LoadProgress):
             latest[account_id] = (doc, batch.texts.get(i))
         with self._writing() as conn:
             inserted = self._write_alerts(conn, batch.alerts)
-            self._write_snapshots(conn, latest)
+            self._write_snapshots(conn, latest, batch.snapshots)
             self._write_positions(conn, batch.positions)
         return inserted
 
-    def _write_snapshots(self, conn: Connection, latest: Mapping[str, tuple[Doc | None, str | None]]) -> None:
+    def _write_snapshots(
+        self,
+        conn: Connection,
+        latest: Mapping[str, tuple[Doc | None, str | None]],
+        snapshots: Sequence[tuple[str, Doc | None]],
+    ) -> None:
         if not latest:
             return
         a = t.accounts.c
@@ -527,7 +568,7 @@ class SqlReadModel(LoadProgress):
                 self._upsert_account,
                 [(*_ACCOUNT_FIELDS(row), text_) for row, text_ in zip(rows, texts, strict=True)],
             )
-            self._write_history(conn, rows)
+        self._write_history(conn, *_history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()}))
         self._write_counts(conn, counts)
 
     def _write_counts(self, conn: Connection, counts: Counter[tuple[Any, ...]]) -> None:
@@ -541,23 +582,20 @@ class SqlReadModel(LoadProgress):
         for keys in _chunks(emptied):
             conn.execute(delete(t.portfolio_counts).where(pc.key.in_(keys), pc.accounts <= 0))
 
-    def _write_history(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
-        days = [
-            (
-                r["account_id"],
-                datetime.fromtimestamp(r["at_ms"] / 1000, UTC).date().isoformat(),
-                r["at_ms"],
-                r["score"],
-                r["band"],
-                _dumps(r["doc"].get("components") or []),
-            )
-            for r in rows
-        ]
-        conn.exec_driver_sql(self._upsert_history, days)
-        newest = max(d[1] for d in days)
+    def _write_history(self, conn: Connection, days: Sequence[Doc], forgotten: set[str]) -> None:
+        h = t.history.c
+        for ids in _chunks(sorted(forgotten)):
+            conn.execute(delete(t.history).where(h.account_id.in_(ids)))
+        if not days:
+            return
+        names = [c.name for c in t.history.c]
+        conn.exec_driver_sql(
+            self._upsert_history,
+            [tuple(_dumps(d[n]) if n == "components" else d[n] for n in names) for d in days],
+        )
+        newest = max(d["day"] for d in days)
         cutoff = (datetime.fromisoformat(newest) - timedelta(days=self.history_days)).date().isoformat()
         if cutoff > self._history_cutoff:
-            h = t.history.c
             conn.execute(delete(t.history).where(h.day <= cutoff))
             self._history_cutoff = cutoff
 
@@ -812,24 +850,27 @@ class SqlReadModel(LoadProgress):
     def subscribe(self, *, scope: AccountScope) -> AsyncGenerator[Doc, None]:  # see ReadModel
         return self._subscribers.subscribe(scope)
 
-    def history(self, account_id: str, days: int, *, scope: AccountScope) -> list[Doc] | None:
-        """The account's daily score, band and components over its last ``days`` days, oldest first;
-        None if the account is unknown or outside ``scope``."""
+    def history(  # see ReadModel
+        self, account_id: str, days: int, now: datetime, *, scope: AccountScope
+    ) -> list[Doc] | None:
         a, h = t.accounts.c, t.history.c
+        first = history_window(days, now)
+        columns = (h.day, h.at_ms, h.score, h.band, h.components)
         with self._engine.connect() as conn:
-            doc = conn.execute(select(a.doc).where(a.account_id == account_id)).scalar_one_or_none()
-            if doc is None or not scope.permits(doc.get("facts")):
+            known = conn.execute(select(a.owner, a.segment).where(a.account_id == account_id)).first()
+            if known is None or not scope.permits({"owner": known.owner, "segment": known.segment}):
                 return None
-            rows = conn.execute(
-                select(h.day, h.score, h.band, h.components)
-                .where(h.account_id == account_id)
+            # Both read the primary key (account, day) in order: a range and one row before it.
+            before = conn.execute(
+                select(*columns)
+                .where(h.account_id == account_id, h.day < first)
                 .order_by(h.day.desc())
-                .limit(days)
+                .limit(1)
             ).all()
-        return [
-            {"day": r.day, "score": r.score, "band": r.band, "components": r.components}
-            for r in reversed(rows)
-        ]
+            rows = conn.execute(
+                select(*columns).where(h.account_id == account_id, h.day >= first).order_by(h.day)
+            ).all()
+        return [dict(r._mapping) for r in (*before, *rows)]
 
     def counts(self) -> dict[str, int]:
         """Rows per table: what an operator (or a test) checks first."""

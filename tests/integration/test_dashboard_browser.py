@@ -1,18 +1,19 @@
 """The dashboard in headless Chromium against the real stack: Kafka, a worker process and an API process.
 
 The page is opened, logs in with a key, lists the accounts at risk and not a healthy one (a
-malicious account name as text, never as markup), opens an account's detail in view and from a
-link, and an alert raised while the page is open appears in the live feed without a reload, with
-the account's name and a label for its kind. Screenshots (desktop and a 390 px phone) are left in
-tests/artifacts/, or in the directory ``DASHBOARD_SCREENSHOT_DIR`` names (``docs`` refreshes the
-committed ones). Chromium comes from ``deploy/browser.sh`` (``make test`` runs it); without it this
-test fails rather than skips.
+malicious account name as text, never as markup), opens an account's detail (its score history
+chart and what changed included) in view and from a link, and an alert raised while the page is
+open appears in the live feed without a reload, with the account's name and a label for its kind.
+Screenshots (desktop and a 390 px phone) are left in tests/artifacts/, or in the directory
+``DASHBOARD_SCREENSHOT_DIR`` names (``docs`` refreshes the committed ones). Chromium comes from
+``deploy/browser.sh`` (``make test`` runs it); without it this test fails rather than skips.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -227,6 +228,25 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
                 await expect(detail.locator("td.explanation").first).not_to_be_empty()
                 await expect(detail.locator("ol.history li.alert .kind").first).to_have_text(
                     "Account went quiet"
+                )
+                # Its score history: a dot per day up to today, the last in the band the header shows,
+                # and what changed in words, with the component holding the score down most.
+                chart = detail.locator("svg.score-chart")
+                await expect(chart).to_be_visible()
+                band = await detail.locator(".detail-head .band").inner_text()
+                today = chart.locator("circle.dot").last
+                await expect(today).to_have_class(f"dot dot-{band}")
+                await expect(today.locator("title")).to_have_text(
+                    re.compile(rf"^\d{{4}}-\d\d-\d\d: \d+, {band}$")
+                )
+                await expect(detail.locator(".what-changed li").first).to_have_text(
+                    re.compile(
+                        r"^Score (\d+; no earlier day|(rose from \d+ to|fell from \d+ to|stayed at) \d+ "
+                        r"since)"
+                    )
+                )
+                await expect(detail.locator(".what-changed li.detractor")).to_contain_text(
+                    "Holding the score down most: "
                 )
 
                 # A reload keeps the key for this tab, opens the account the URL names and shows the

@@ -102,6 +102,9 @@ async def test_a_restarted_api_resumes_from_its_store_and_counts_every_record_on
     finally:
         store.close()
     assert counts["accounts"] == 6 and counts["alerts"] == 2 and counts["latest_alerts"] == 2
+    # Days kept: the 14th of acc0-acc4 (acc5's went with its tombstone) and the 15th of acc3, acc4 and
+    # acc9; acc2's snapshot of the 13th, older than its newest, is none.
+    assert counts["history"] == 8
     # Keys go to partitions by murmur2: acc1 and acc4 to 0, the others to 1. Alerts: partition 0 only.
     assert positions == {(topics["health"], 0): 3, (topics["health"], 1): 8, (topics["alerts"], 0): 3}
 

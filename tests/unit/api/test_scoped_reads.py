@@ -180,15 +180,20 @@ async def test_a_cursor_from_another_key_continues_within_this_keys_accounts(app
 
 
 @KEYS
-async def test_health_answers_only_for_the_keys_accounts(app: FastAPI, key: str) -> None:
+@pytest.mark.parametrize("read", ["health", "history"])
+async def test_health_and_history_answer_only_for_the_keys_accounts(
+    app: FastAPI, key: str, read: str
+) -> None:
     statuses = {
-        account: (await _get(app, key, f"/v1/accounts/{account}/health")).status_code for account in ALL_IDS
+        account: (await _get(app, key, f"/v1/accounts/{account}/{read}")).status_code for account in ALL_IDS
     }
 
     assert statuses == {account: 200 if account in VISIBLE[key] else 404 for account in ALL_IDS}
 
 
-@pytest.mark.parametrize("path", ["/v1/accounts/{}/health", "/dashboard/fragments/accounts/{}"])
+@pytest.mark.parametrize(
+    "path", ["/v1/accounts/{}/health", "/v1/accounts/{}/history", "/dashboard/fragments/accounts/{}"]
+)
 async def test_an_account_outside_the_scope_is_answered_exactly_like_an_unknown_one(
     app: FastAPI, model: StoreModel, path: str
 ) -> None:

@@ -121,8 +121,8 @@ def test_history_keeps_each_days_latest_score_for_history_days(url: str) -> None
                 at = ms_to_rfc3339(T0 + d * day + hour * 3_600_000)
                 store.apply_health("acme", snapshot("acme", score=score, at=at))
         store.apply_health("acme", snapshot("acme", score=99, at=ms_to_rfc3339(T0 + 5 * day)))  # older
-        rows = store.history("acme", 30, scope=EVERY_ACCOUNT)
-        outside = store.history("acme", 30, scope=AccountScope(owner="bob"))
+        rows = store.history("acme", 30, NOW, scope=EVERY_ACCOUNT)
+        outside = store.history("acme", 30, NOW, scope=AccountScope(owner="bob"))
     finally:
         store.close()
     assert rows is not None
@@ -133,6 +133,50 @@ def test_history_keeps_each_days_latest_score_for_history_days(url: str) -> None
     ]
     assert rows[0]["components"][0]["name"] == "recency"
     assert outside is None
+
+
+def test_a_batch_keeps_each_day_it_holds_and_a_window_is_led_by_the_day_before_it(
+    store: SqlReadModel,
+) -> None:
+    day, hour = 86_400_000, 3_600_000
+
+    def at(ms: int) -> str:
+        return ms_to_rfc3339(T0 + ms)
+
+    memory = InMemoryReadModel()
+    for model in (store, memory):
+        model.apply_health("bob", snapshot("bob", score=20, at=at(-day)))
+        batch = Batch(
+            snapshots=[
+                ("acme", snapshot("acme", score=70, at=at(hour))),
+                ("acme", snapshot("acme", score=60, at=at(day + hour))),
+                ("acme", snapshot("acme", score=55, at=at(day + 5 * hour))),  # the day's latest
+                ("acme", snapshot("acme", score=40, at=at(3 * day + hour))),
+                ("acme", snapshot("acme", score=99, at=at(2 * day))),  # older than acme's newest: a replay
+                ("bob", snapshot("bob", score=25, at=at(2 * day))),
+                ("bob", None),  # forgets bob's days, stored and in this batch
+            ]
+        )
+        asyncio.run(model.apply_batch(batch))
+        model.apply_health("bob", snapshot("bob", score=30, at=at(4 * day)))
+
+    for model in (store, memory):
+        whole = model.history("acme", 30, NOW, scope=EVERY_ACCOUNT)
+        # The 4 days ending 2025-03-20 start on the 17th: the 16th's row is what the 17th showed.
+        window = model.history("acme", 4, NOW, scope=EVERY_ACCOUNT)
+        bob = model.history("bob", 30, NOW, scope=EVERY_ACCOUNT)
+        assert whole is not None and window is not None and bob is not None
+        assert [(r["day"], r["score"]) for r in whole] == [
+            ("2025-03-15", 70),
+            ("2025-03-16", 55),
+            ("2025-03-18", 40),
+        ]
+        assert [(r["day"], r["at_ms"], r["band"]) for r in window] == [
+            ("2025-03-16", T0 + day + 5 * hour, "average"),
+            ("2025-03-18", T0 + 3 * day + hour, "average"),
+        ]
+        assert [(r["day"], r["score"]) for r in bob] == [("2025-03-19", 30)]
+        assert model.history("nobody", 30, NOW, scope=EVERY_ACCOUNT) is None
 
 
 def test_a_store_claimed_for_another_source_is_emptied(store: SqlReadModel) -> None:
@@ -305,6 +349,9 @@ def test_every_query_answers_as_the_in_memory_model(
             assert _feed(store, kind, account, scope) == _feed(memory, kind, account, scope)
         for account_id in ACCOUNTS:
             assert store.get_account(account_id, scope=scope) == memory.get_account(account_id, scope=scope)
+            assert store.history(account_id, 30, NOW, scope=scope) == memory.history(
+                account_id, 30, NOW, scope=scope
+            )
 
 
 def _listed(model: Any, filters: AccountFilters, sort: AccountSort, scope: AccountScope) -> list[list[str]]:
