@@ -30,6 +30,7 @@ from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, Doc, InMemoryReadModel, Page, ReadModel
 from api.restrictions import AccountScope
 from api.settings import ApiSettings
+from streamer.gctuning import return_freed_memory
 from streamer.wire.documents import AlertDocument, SnapshotDocument
 
 log = logging.getLogger("churnwatch.api.readmodel")
@@ -217,6 +218,8 @@ class KafkaReadModel:
                             len(built),
                             time.monotonic() - started,
                         )
+                    # A fill allocated and freed gigabytes of documents: the process keeps none.
+                    return_freed_memory()
                     self._caught_up = True
                     log.info("read model caught up (%d partitions)", len(tps))
 

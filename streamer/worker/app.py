@@ -7,13 +7,12 @@ counts exact, and :mod:`streamer.worker.faust_compat` is the only place that kno
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
 
+from streamer import gctuning
 from streamer.core.policy import PolicySet
 from streamer.core.users import UserDirectory
 from streamer.kafka.partitioner import kafka_partitioner
@@ -114,7 +113,7 @@ def create_app(
         Restoring a large changelog allocates and frees gigabytes of record values; glibc keeps the
         freed pages, so the worker's resident memory stayed at the peak of its recovery.
         """
-        _malloc_trim()
+        gctuning.return_freed_memory()
 
     @app.on_partitions_assigned.connect  # type: ignore[arg-type]
     async def announce_assigned(_app: Any, assigned: set[Any], **_kwargs: Any) -> None:
@@ -122,8 +121,3 @@ def create_app(
         log.info("churnwatch worker ready: owns partitions %s of %s", owned, settings.events_topic)
 
     return app
-
-
-def _malloc_trim() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
