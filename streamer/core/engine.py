@@ -70,7 +70,15 @@ from streamer.core.state import (
     event_id_hash,
 )
 
-__all__ = ["Outcome", "advance", "evaluate", "mark_published", "next_due_ms", "record_event"]
+__all__ = [
+    "Outcome",
+    "advance",
+    "evaluate",
+    "mark_published",
+    "next_due_ms",
+    "record_event",
+    "snapshot_behind",
+]
 
 _MAX_STEPS = 100_000
 _EMPTY = DayBucket()
@@ -687,17 +695,52 @@ def record_event(
     return state, outcome, alerts
 
 
+def snapshot_behind(state: AccountState) -> bool:
+    """Whether the last published snapshot shows another day of last activity, or other episodes.
+
+    Such a snapshot is republished whatever its score did, since what it shows besides the score (the
+    last activity, the daily activity behind the sparkline, the breakdown's explanations, the open
+    episodes) then contradicts the account's alerts. With this, a published snapshot is never a UTC day
+    behind the activity its worker has applied. It reads the state alone (event times, the episodes and
+    what was published), never a clock, so replay and live, one batch or many, and a restart decide
+    alike; and it asks for at most one more snapshot per account and day of activity, and one per
+    episode opened or closed.
+
+    Args:
+        state: Account state holding what its last published snapshot showed.
+
+    Returns:
+        True when the published snapshot's last activity is on another UTC day than the state's (or
+        none was shown), or its quiet, drop or poor episodes differ from the state's.
+    """
+    last, shown = state.last_activity_ms, state.published_activity_ms
+    if last is not None and (shown is None or shown // DAY_MS != last // DAY_MS):
+        return True
+    return (
+        state.published_quiet_since_ms != state.quiet_since_ms
+        or state.published_drop_since_ms != state.drop_since_ms
+        or state.published_poor != state.poor_open
+    )
+
+
 def mark_published(state: AccountState, health: Health, policy: Policy) -> bool:
-    """Record ``health`` as published if it differs materially from the last publication.
+    """Record that a snapshot of ``state``, scored ``health``, was published.
+
+    What the snapshot shows besides its health (last activity, episodes) is recorded always, for
+    :func:`snapshot_behind`; the health only when it differs materially from the one recorded before, so
+    that small changes published one after another still add up to a material change.
 
     Args:
         state: Account state holding the last published snapshot.
-        health: A fresh snapshot.
+        health: The health of the snapshot published.
         policy: Effective policy.
 
     Returns:
-        True when the caller should publish ``health`` (the state now remembers it).
+        True when ``health`` differs materially from the last publication (the state now remembers it).
     """
+    state.published_activity_ms = state.last_activity_ms
+    state.published_quiet_since_ms, state.published_drop_since_ms = state.quiet_since_ms, state.drop_since_ms
+    state.published_poor = state.poor_open
     if not changed_since_published(state, health, policy):
         return False
     state.published_score, state.published_band = health.score, health.band

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.alerts import Alert, alert_to_dict, health_to_dict
-from streamer.core.engine import Outcome, advance, evaluate, mark_published, next_due_ms, record_event
+from streamer.core.engine import (
+    Outcome,
+    advance,
+    evaluate,
+    mark_published,
+    next_due_ms,
+    record_event,
+    snapshot_behind,
+)
 from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.state import AccountState, encode_state
@@ -525,6 +533,36 @@ def test_mark_published_only_accepts_material_changes() -> None:
     assert mark_published(s, h, POLICY) is False
     later, _ = evaluate(s, START + 12 * DAY_MS, POLICY)
     assert mark_published(s, later, POLICY) is True
+
+
+LAST = START + 2 * DAY_MS + 10 * HOUR + 2 * 60_000  # daily(0, 2, 3)'s last event
+
+
+@pytest.mark.parametrize(
+    ("changed", "behind"),
+    [
+        ({}, False),  # as published
+        ({"last_activity_ms": LAST + 13 * HOUR}, False),  # more activity the same UTC day (23:02)
+        ({"last_activity_ms": START + 3 * DAY_MS}, True),  # the first activity of the next day
+        ({"quiet_since_ms": START + 9 * DAY_MS}, True),  # an episode opened ...
+        ({"drop_since_ms": START + 2 * DAY_MS}, True),
+        ({"poor_open": True}, True),
+        ({"published_activity_ms": None}, True),  # ... or nothing shown yet (a state of version 3)
+    ],
+)
+def test_a_snapshot_is_behind_when_it_shows_another_day_of_activity_or_other_episodes(
+    changed: dict[str, Any], behind: bool
+) -> None:
+    s, _ = feed(None, daily(0, 2, 3))
+    h, _ = evaluate(s, LAST, POLICY)
+    mark_published(s, h, POLICY)
+    assert s.published_activity_ms == LAST and not snapshot_behind(s)
+    for name, value in changed.items():
+        setattr(s, name, value)
+    assert snapshot_behind(s) is behind
+    # Published again, what it shows is recorded even when its health is not a material change.
+    assert mark_published(s, h, POLICY) is False
+    assert not snapshot_behind(s)
 
 
 def test_alert_dicts_are_json_ready_with_rfc3339_utc_times() -> None:
