@@ -5,7 +5,15 @@ epoch milliseconds. The Kafka/HTTP adapters build on :mod:`streamer.core.engine`
 """
 
 from streamer.core.alerts import Alert, alert_to_dict, health_to_dict
-from streamer.core.engine import Outcome, advance, evaluate, mark_published, next_due_ms, record_event
+from streamer.core.engine import (
+    Outcome,
+    advance,
+    evaluate,
+    mark_published,
+    next_due_ms,
+    record_event,
+    snapshot_behind,
+)
 from streamer.core.events import (
     EventKind,
     InvalidEvent,
@@ -47,4 +55,5 @@ __all__ = [
     "parse_event_time",
     "record_event",
     "score",
+    "snapshot_behind",
 ]

@@ -15,7 +15,8 @@ Alert rules, each once per episode:
 
 * ``account_quiet``: no activity for ``quiet_after_days`` (7) *and* for as long as the account
   would normally have had ``quiet_missed_active_days`` (5) active days (:mod:`streamer.core.rhythm`),
-  at most ``quiet_max_days`` (28); excluded time is not silence. Closes on activity.
+  at most ``quiet_max_days`` (28); excluded time is not silence. Closes on activity dated at or after
+  its start (a late event dated before it means the silence began later, not that it ended).
 * ``usage_drop``: the user-days of the last ``drop_window_days`` (14) are at most ``drop_ratio``
   (0.4) of what the same weekdays of the ``drop_baseline_days`` (21) before them expected (or the
   account's weekly history, if higher), that few is unlikely under the account's own variability
@@ -25,7 +26,7 @@ Alert rules, each once per episode:
 * ``key_user_lost``: the account's most active user (at least ``key_user_share``, 30%, of its
   active user-days, and at least ``key_user_min_active_days``) has been away for two weeks or
   for ``key_user_missed_active_days`` of their own active days, while others stay active.
-  Closes when that user is back.
+  Closes when that user is back (active at or after the episode's start).
 * ``health_degraded``: the band falls to poor and stays there ``poor_persist_days`` (1), or a new
   account is still poor ``onboarding.check_days`` (21) after its start ("not taking off"); closes
   once the score stays at ``average_min + poor_recover_margin`` (50) or more for
@@ -69,7 +70,15 @@ from streamer.core.state import (
     event_id_hash,
 )
 
-__all__ = ["Outcome", "advance", "evaluate", "mark_published", "next_due_ms", "record_event"]
+__all__ = [
+    "Outcome",
+    "advance",
+    "evaluate",
+    "mark_published",
+    "next_due_ms",
+    "record_event",
+    "snapshot_behind",
+]
 
 _MAX_STEPS = 100_000
 _EMPTY = DayBucket()
@@ -205,9 +214,14 @@ def _alert(
     closes: str | None = None,
     **extra: Any,
 ) -> Alert:
+    last = state.last_activity_ms
     if closes is not None:
         extra["closed_episode"] = closes
-    last = state.last_activity_ms
+        # A recovery is learnt from activity, so it is never dated before activity already seen (a key
+        # user back in a late event, an evaluation behind the newest event): it is dated when known, by
+        # the account's newest event time, never by how far the worker's clock had got.
+        if last is not None:
+            at_ms = max(at_ms, last)
     evidence: dict[str, Any] = {
         "last_activity_ms": last,
         "quiet_for": human_duration(at_ms - last) if last is not None else None,
@@ -579,12 +593,22 @@ def _recover(
     t = event.occurred_at_ms
     now = max(t, state.clock_ms)
     closing: list[tuple[str, int, str]] = []
-    # Activity no newer than what the quiet episode was measured from says nothing new.
-    if state.quiet_since_ms is not None and (prev_last is None or t > prev_last):
+    # Only activity dated at or after an episode's start shows a return. Activity dated before it (a late
+    # event: a history replayed over one already read, as a second `make demo` does, or uploads a device
+    # held back) says that the absence began later than measured, not that it ended: one absence, one
+    # alert, not a recovery dated before its own episode and a new episode. The verdict compares two
+    # event times (the event's and the episode's start, itself a deadline computed from events), never
+    # the account's clock, which depends on when evaluations ran: a replay after a crash judges alike.
+    # (And activity no newer than what the quiet episode was measured from says nothing new.)
+    if (
+        state.quiet_since_ms is not None
+        and t >= state.quiet_since_ms
+        and (prev_last is None or t > prev_last)
+    ):
         started, state.quiet_since_ms = state.quiet_since_ms, None
         quiet = human_duration(t - prev_last) if prev_last is not None else "a while"
         closing.append((ACCOUNT_QUIET, started, f"Active again after {quiet} without activity"))
-    if state.key_user is not None and user == state.key_user:
+    if state.key_user is not None and user == state.key_user and t >= (state.key_since_ms or t):
         started = state.key_since_ms or t
         state.key_user = state.key_since_ms = None
         closing.append((KEY_USER_LOST, started, "Its most active user is back"))
@@ -671,17 +695,52 @@ def record_event(
     return state, outcome, alerts
 
 
+def snapshot_behind(state: AccountState) -> bool:
+    """Whether the last published snapshot shows another day of last activity, or other episodes.
+
+    Such a snapshot is republished whatever its score did, since what it shows besides the score (the
+    last activity, the daily activity behind the sparkline, the breakdown's explanations, the open
+    episodes) then contradicts the account's alerts. With this, a published snapshot is never a UTC day
+    behind the activity its worker has applied. It reads the state alone (event times, the episodes and
+    what was published), never a clock, so replay and live, one batch or many, and a restart decide
+    alike; and it asks for at most one more snapshot per account and day of activity, and one per
+    episode opened or closed.
+
+    Args:
+        state: Account state holding what its last published snapshot showed.
+
+    Returns:
+        True when the published snapshot's last activity is on another UTC day than the state's (or
+        none was shown), or its quiet, drop or poor episodes differ from the state's.
+    """
+    last, shown = state.last_activity_ms, state.published_activity_ms
+    if last is not None and (shown is None or shown // DAY_MS != last // DAY_MS):
+        return True
+    return (
+        state.published_quiet_since_ms != state.quiet_since_ms
+        or state.published_drop_since_ms != state.drop_since_ms
+        or state.published_poor != state.poor_open
+    )
+
+
 def mark_published(state: AccountState, health: Health, policy: Policy) -> bool:
-    """Record ``health`` as published if it differs materially from the last publication.
+    """Record that a snapshot of ``state``, scored ``health``, was published.
+
+    What the snapshot shows besides its health (last activity, episodes) is recorded always, for
+    :func:`snapshot_behind`; the health only when it differs materially from the one recorded before, so
+    that small changes published one after another still add up to a material change.
 
     Args:
         state: Account state holding the last published snapshot.
-        health: A fresh snapshot.
+        health: The health of the snapshot published.
         policy: Effective policy.
 
     Returns:
-        True when the caller should publish ``health`` (the state now remembers it).
+        True when ``health`` differs materially from the last publication (the state now remembers it).
     """
+    state.published_activity_ms = state.last_activity_ms
+    state.published_quiet_since_ms, state.published_drop_since_ms = state.quiet_since_ms, state.drop_since_ms
+    state.published_poor = state.poor_open
     if not changed_since_published(state, health, policy):
         return False
     state.published_score, state.published_band = health.score, health.band

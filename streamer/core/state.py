@@ -8,22 +8,25 @@ Distinct users and features are estimated with linear-counting sketches: each bu
 a 128-bit user bitmap and a 64-bit feature bitmap, and distinct counts over several days
 come from the OR of the bitmaps.
 
-Encoding (version 3, little endian): a fixed header, the account id and four fact strings
+Encoding (version 4, little endian): a fixed header, the account id and four fact strings
 (uint16 length + UTF-8, at most 128 characters so at most 512 bytes each), the buckets
 (uint16 count + 40 bytes each), the ring (uint16 count + 8 bytes each), then the episode
-extension (key user, pending episodes, the drop test's frozen baseline: 93 bytes) and the top
-users (uint8 count + 24 bytes each), and the weekly history (int32 + uint8 count + 13 bytes a
-week). Worst case with the default policy (42 buckets: the window is pruned a whole week at a
-time, 64 ring entries, 5 top users, 8 weeks) and 4-byte characters everywhere::
+extension (key user, pending episodes, the drop test's frozen baseline, what the last published
+snapshot showed: 117 bytes) and the top users (uint8 count + 24 bytes each), and the weekly
+history (int32 + uint8 count + 13 bytes a week). Worst case with the default policy (42 buckets:
+the window is pruned a whole week at a time, 64 ring entries, 5 top users, 8 weeks) and 4-byte
+characters everywhere::
 
     header 163 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 42*40
-    + ring 2 + 64*8 + extension 93 + top users 1 + 5*24 + history 5 + 8*13 = 5284 bytes
+    + ring 2 + 64*8 + extension 117 + top users 1 + 5*24 + history 5 + 8*13 = 5308 bytes
 
 Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
-from :func:`peek_state` without decoding every state; version 3 the user-based signals. Versions
-1 and 2 still decode.
+from :func:`peek_state` without decoding every state; version 3 the user-based signals; version 4
+the last activity and the episodes the last published snapshot showed. Versions 1 to 3 still
+decode: what an older state's snapshot showed is unknown, so it counts as nothing shown, and the
+account's snapshot is republished the next time the worker looks at it.
 
-A typical ASCII account with a full window is about 2.3 KB; a fresh one about 300 bytes.
+A typical ASCII account with a full window is about 2.4 KB; a fresh one about 300 bytes.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ __all__ = [
 
 USER_BITS = 128
 FEATURE_BITS = 64
-STATE_VERSION = 3
+STATE_VERSION = 4
 TOP_USERS = 5
 HISTORY_WEEKS = 8
 COMPONENT_NAMES = ("recency", "activity", "users", "stickiness", "utilization", "breadth", "sentiment")
@@ -71,10 +74,12 @@ _U32_MAX = 2**32 - 1
 _HEADER_V1 = struct.Struct("<B4qqbi4qBBhB5dqq")
 _HEADER_V2 = struct.Struct("<B4qqbi4qBBhB5dqqq")
 _HEADER = struct.Struct("<B4qqbi4qBBhB7dqqq")
-# flags (1 key user set), key user, key episode start, drop pending day, poor pending since, drop
-# dispersion, 7 weekday means. Doubles, like every float of the state: a state that stays in memory
-# and one read back from the store must judge alike.
-_EXTENSION = struct.Struct("<BQqiqd7d")
+# flags (1 key user set, 2 published poor), key user, key episode start, drop pending day, poor pending
+# since, drop dispersion, 7 weekday means, then (version 4) the published last activity, quiet since and
+# drop since. Doubles, like every float of the state: a state that stays in memory and one read back
+# from the store must judge alike.
+_EXTENSION_V3 = struct.Struct("<BQqiqd7d")
+_EXTENSION = struct.Struct("<BQqiqd7dqqq")
 _TOP_USER = struct.Struct("<Qdii")
 _WEEK = struct.Struct("<idB")
 _NO_DAY = -(2**31)
@@ -216,6 +221,13 @@ class AccountState:
     drop_dispersion: float = 1.0
     # Poor since then, not yet for long enough to alert (health_degraded persists a day).
     poor_pending_ms: int | None = None
+    # What the last published snapshot showed besides its health: the last activity and the open
+    # episodes. One that shows another day of activity or other episodes than the state is republished
+    # whatever the score did (engine.snapshot_behind).
+    published_activity_ms: int | None = None
+    published_quiet_since_ms: int | None = None
+    published_drop_since_ms: int | None = None
+    published_poor: bool = False
     # Weeks that left the daily window, newest last (at most HISTORY_WEEKS): (week index, user-days,
     # days counted), so a decline is measured against the account's level of the months before too.
     history: list[tuple[int, float, int]] = field(default_factory=list)
@@ -315,7 +327,13 @@ def check_encodable(s: AccountState) -> None:
         or len(s.history) > 255
     ):
         raise ValueError("state has too many buckets, ids or users")
-    for name in ("key_since_ms", "poor_pending_ms"):
+    for name in (
+        "key_since_ms",
+        "poor_pending_ms",
+        "published_activity_ms",
+        "published_quiet_since_ms",
+        "published_drop_since_ms",
+    ):
         v = getattr(s, name)
         if v is not None and not _I64_MIN < v <= _I64_MAX:
             raise ValueError(f"state field {name} out of range")
@@ -399,13 +417,16 @@ def encode_state(s: AccountState) -> bytes:
     out.append(_ring_struct(len(s.recent_ids)).pack(*s.recent_ids))
     out.append(
         _EXTENSION.pack(
-            1 if s.key_user is not None else 0,
+            (1 if s.key_user is not None else 0) | (2 if s.published_poor else 0),
             s.key_user or 0,
             _opt(s.key_since_ms),
             _NO_DAY if s.drop_pending_day is None else s.drop_pending_day,
             _opt(s.poor_pending_ms),
             s.drop_dispersion,
             *(s.drop_base or (math.nan,) * 7),
+            _opt(s.published_activity_ms),
+            _opt(s.published_quiet_since_ms),
+            _opt(s.published_drop_since_ms),
         )
     )
     out.append(bytes((len(s.top_users),)))
@@ -454,12 +475,12 @@ def decode_state(b: bytes) -> AccountState:
     Raises:
         ValueError: On an unknown version or truncated/corrupt input.
     """
-    if not b or b[0] not in (1, 2, STATE_VERSION):
+    if not b or b[0] not in (1, 2, 3, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
     version = b[0]
     r = _Reader(b)
     try:
-        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER)[version - 1])
+        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER)[version - 1])
         account_id = r.string()
         if account_id is None:
             raise ValueError("missing account id")
@@ -472,7 +493,7 @@ def decode_state(b: bytes) -> AccountState:
         s.poor_open, s.unpublished, s.last_band = bool(h[12] & 1), bool(h[12] & 2), _BANDS[h[13]]
         s.published_score = None if h[14] == -1 else h[14]
         s.published_band = _BANDS[h[15]]
-        names = COMPONENT_NAMES if version == STATE_VERSION else _V2_COMPONENTS
+        names = COMPONENT_NAMES if version >= 3 else _V2_COMPONENTS
         comps = zip(names, h[16 : 16 + len(names)], strict=True)
         s.published_components = {n: v for n, v in comps if not math.isnan(v)}
         rest = h[16 + len(names) :]
@@ -491,8 +512,16 @@ def decode_state(b: bytes) -> AccountState:
             for day, events, weight, low, high, features in zip(it, it, it, it, it, it, strict=True)
         }
         s.recent_ids = list(r.take(_ring_struct(r.count())))
-        if version == STATE_VERSION:
-            flags, key_user, key_since, pending, poor_pending, dispersion, *base = r.take(_EXTENSION)
+        if version >= 3:
+            flags, key_user, key_since, pending, poor_pending, dispersion, *more = r.take(
+                _EXTENSION if version == STATE_VERSION else _EXTENSION_V3
+            )
+            base, shown = more[:7], more[7:]
+            if shown:  # version 4; an older state's snapshot counts as having shown nothing yet
+                s.published_activity_ms, s.published_quiet_since_ms, s.published_drop_since_ms = map(
+                    _unopt, shown
+                )
+                s.published_poor = bool(flags & 2)
             s.poor_pending_ms = _unopt(poor_pending)
             s.key_user = key_user if flags & 1 else None
             s.key_since_ms = _unopt(key_since)
@@ -518,7 +547,7 @@ def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
     A restarted worker needs only these to rebuild its schedule and band counts; reading them costs a
     fraction of :func:`decode_state`.
     """
-    header = {2: _HEADER_V2, STATE_VERSION: _HEADER}.get(b[0]) if b else None
+    header = {2: _HEADER_V2, 3: _HEADER, STATE_VERSION: _HEADER}.get(b[0]) if b else None
     if header is None or len(b) < header.size:
         return None
     h = _PEEK.unpack_from(b)

@@ -35,7 +35,7 @@ from typing import Protocol
 import orjson
 
 from streamer.core.alerts import DATA_GAP, Alert, Severity, alert_id, alert_to_dict, human_duration
-from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event
+from streamer.core.engine import Outcome, advance, mark_published, next_due_ms, record_event, snapshot_behind
 from streamer.core.events import (
     InvalidEvent,
     Unattributed,
@@ -834,12 +834,18 @@ class PartitionProcessor:
             # Numbers first: most changes are not material, and explanations cost more than the score.
             ctx = self.context()
             sig = signals(state, now_ms, policy, ctx)
-            if not force and not changed_since_published(
-                state, score(state, now_ms, policy, ctx, False, sig), policy
+            # A snapshot showing another day of last activity or other episodes than the state is
+            # republished whatever the score did: decided on the state alone (event time), so it holds
+            # without clock ticks, through restarts and in a replay, unlike the settling below.
+            if (
+                not force
+                and not snapshot_behind(state)
+                and not changed_since_published(state, score(state, now_ms, policy, ctx, False, sig), policy)
             ):
                 # Not worth a snapshot now; if events changed what the published one shows (its counts,
-                # its last activity), it is brought up to date once the account has settled
-                # (_publish_settled). A re-evaluation as time passes alone waits for a material change.
+                # its last activity within the day), it is brought up to date once the account has
+                # settled (_publish_settled). A re-evaluation as time passes alone waits for a material
+                # change.
                 if settle:
                     self._stale.setdefault(state.account_id, now_wall_ms)
                 return

@@ -32,8 +32,9 @@ class WorkerSettings(KafkaSettings):
     health_settle_ms: int = Field(
         5_000,
         ge=0,
-        description="A change too small to publish a snapshot for is published this long after it anyway,"
-        " so that published health never lags the state by more.",
+        description="A change too small to publish a snapshot for (more activity the same UTC day) is"
+        " published this long after it anyway, once the partition has caught up; a new day of activity"
+        " or an episode opened or closed is published at once.",
     )
     max_users: int = Field(1_000_000, ge=1, description="Users kept in the user → account directory.")
     max_waiting: int = Field(

@@ -12,7 +12,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamer.core.alerts import Alert, alert_to_dict, health_to_dict
-from streamer.core.engine import Outcome, advance, evaluate, mark_published, next_due_ms, record_event
+from streamer.core.engine import (
+    Outcome,
+    advance,
+    evaluate,
+    mark_published,
+    next_due_ms,
+    record_event,
+    snapshot_behind,
+)
 from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.state import AccountState, encode_state
@@ -347,6 +355,76 @@ def test_no_key_user_alert_when_activity_is_shared_or_everyone_stops() -> None:
     assert only("key_user_lost", alerts) == []
 
 
+# --- late events ----------------------------------------------------------------------------
+
+
+def two_users(shift_ms: int, tag: str) -> list[UsageEvent]:
+    """u1 (the key user) every day of the first two weeks at 09:00, u2 every third day until day 24."""
+    u1 = [act(START + d * DAY_MS + 9 * HOUR + shift_ms, f"{tag}1-{d}", user="u1") for d in range(14)]
+    u2 = [act(START + d * DAY_MS + 11 * HOUR + shift_ms, f"{tag}2-{d}", user="u2") for d in range(0, 25, 3)]
+    return sorted([*u1, *u2], key=lambda e: e.occurred_at_ms)
+
+
+QUIET_SINCE = START + 31 * DAY_MS + 79_814_785  # two_users' deadline: five of its usual active days missed
+
+
+@pytest.mark.parametrize(
+    ("shift_hours", "clock_days"),
+    [
+        (6, 40),  # make demo again six hours later, over a first run whose clock reached day 40
+        (14, 32),  # u2's last replayed event falls on day 25; the clock had just passed the quiet alert
+        (14, 33),  # the same a day later: how far the clock had gone changes nothing
+        (14, 40),
+    ],
+)
+def test_a_history_replayed_over_the_first_neither_flaps_nor_dates_recoveries_before_activity(
+    shift_hours: int, clock_days: int
+) -> None:
+    s, alerts = feed(None, two_users(0, "a"))
+    alerts += advance(s, START + clock_days * DAY_MS, POLICY)
+    assert [(a.kind, a.detected_at_ms) for a in alerts] == [
+        ("usage_drop", START + 28 * DAY_MS),
+        ("key_user_lost", START + 31 * DAY_MS),
+        ("account_quiet", QUIET_SINCE),
+    ]
+    # The second run's events are late (the clock passed them), but newer than the first run's: they are
+    # dated before the episodes they fall in began, so they move the silence's start, not end it.
+    s, replayed = feed(s, two_users(shift_hours * HOUR, "b"))
+    assert replayed == []
+    assert (s.quiet_since_ms, s.key_since_ms) == (QUIET_SINCE, START + 31 * DAY_MS)
+    back = START + 45 * DAY_MS + HOUR  # the account really comes back
+    s, returned = feed(s, [act(back, "back", user="u2")])
+    returned += advance(s, back + DAY_MS, POLICY)
+    assert [
+        (a.kind, a.evidence["closed_episode"], a.evidence["episode_started_ms"], a.detected_at_ms)
+        for a in returned
+    ] == [("account_recovered", "account_quiet", QUIET_SINCE, back)]
+
+
+@pytest.mark.parametrize(
+    ("late_day", "recovered_at"),
+    [
+        (70, None),  # seen before it was found away (day 75): it left later than measured, still away
+        (80, START + 90 * DAY_MS + 11 * HOUR),  # back, learnt after the others' day 90: dated then
+    ],
+)
+def test_a_key_user_seen_in_a_late_event_closes_the_episode_only_after_its_start(
+    late_day: int, recovered_at: int | None
+) -> None:
+    s, alerts = feed(None, champion_team(60, 90))
+    assert [a.detected_at_ms for a in only("key_user_lost", alerts)] == [START + 75 * DAY_MS]
+    assert s.last_activity_ms == START + 90 * DAY_MS + 11 * HOUR
+    late = act(START + late_day * DAY_MS + 8 * HOUR, "late", user="champion")
+    s, _, back = record_event(s, late, POLICY)
+    if recovered_at is None:
+        assert back == [] and s.key_since_ms == START + 75 * DAY_MS
+    else:
+        assert [(a.evidence["closed_episode"], a.detected_at_ms) for a in back] == [
+            ("key_user_lost", recovered_at)
+        ]
+        assert back[0].evidence["last_activity_ms"] == recovered_at
+
+
 # --- cancelled ----------------------------------------------------------------------------
 
 
@@ -455,6 +533,36 @@ def test_mark_published_only_accepts_material_changes() -> None:
     assert mark_published(s, h, POLICY) is False
     later, _ = evaluate(s, START + 12 * DAY_MS, POLICY)
     assert mark_published(s, later, POLICY) is True
+
+
+LAST = START + 2 * DAY_MS + 10 * HOUR + 2 * 60_000  # daily(0, 2, 3)'s last event
+
+
+@pytest.mark.parametrize(
+    ("changed", "behind"),
+    [
+        ({}, False),  # as published
+        ({"last_activity_ms": LAST + 13 * HOUR}, False),  # more activity the same UTC day (23:02)
+        ({"last_activity_ms": START + 3 * DAY_MS}, True),  # the first activity of the next day
+        ({"quiet_since_ms": START + 9 * DAY_MS}, True),  # an episode opened ...
+        ({"drop_since_ms": START + 2 * DAY_MS}, True),
+        ({"poor_open": True}, True),
+        ({"published_activity_ms": None}, True),  # ... or nothing shown yet (a state of version 3)
+    ],
+)
+def test_a_snapshot_is_behind_when_it_shows_another_day_of_activity_or_other_episodes(
+    changed: dict[str, Any], behind: bool
+) -> None:
+    s, _ = feed(None, daily(0, 2, 3))
+    h, _ = evaluate(s, LAST, POLICY)
+    mark_published(s, h, POLICY)
+    assert s.published_activity_ms == LAST and not snapshot_behind(s)
+    for name, value in changed.items():
+        setattr(s, name, value)
+    assert snapshot_behind(s) is behind
+    # Published again, what it shows is recorded even when its health is not a material change.
+    assert mark_published(s, h, POLICY) is False
+    assert not snapshot_behind(s)
 
 
 def test_alert_dicts_are_json_ready_with_rfc3339_utc_times() -> None:

@@ -103,7 +103,9 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.history_through = 7
     s.key_user, s.key_since_ms, s.poor_pending_ms = 2**64 - 1, T0, T0
     s.drop_pending_day, s.drop_base, s.drop_dispersion = 20_000, (1.5,) * 7, 2.5
-    assert len(encode_state(s)) == 5284
+    s.published_activity_ms, s.published_quiet_since_ms, s.published_drop_since_ms = T0, T0, T0
+    s.published_poor = True
+    assert len(encode_state(s)) == 5308
     assert decode_state(encode_state(s)) == s
 
 
@@ -159,13 +161,15 @@ def states(draw: st.DrawFn) -> AccountState:
     s.drop_pending_day = draw(st.none() | st.integers(-(2**31) + 1, 2**31 - 1))
     s.drop_base = draw(st.just(()) | st.tuples(*(st.floats(0, 1e6),) * 7))
     s.drop_dispersion = draw(st.floats(1, 100))
+    s.published_activity_ms, s.published_quiet_since_ms = draw(opt_ms), draw(opt_ms)
+    s.published_drop_since_ms, s.published_poor = draw(opt_ms), draw(st.booleans())
     return s
 
 
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 3
+    assert encoded[0] == 4
     assert decode_state(encoded) == s
     assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
 
@@ -201,11 +205,41 @@ def test_version_2_and_1_states_still_decode_and_only_version_1_cannot_be_peeked
     assert peek_state(v1) is None
 
 
+# A state as version 3 wrote it (before the published snapshot's activity and episodes were kept).
+V3 = bytes.fromhex(
+    "030018748b9b0100000518748b9b010000ffffffffffffffff0018748b9b0100000000000000000080ff0000000000000000"
+    "000000800000000000000080e81b748b9b010000000000000000008001005000010000000000005940000000000000494000"
+    "0000000000f87f000000000000f87f000000000000f87f000000000000f87f000000000000f87f0000000000000080000000"
+    "000000008000749a909b010000040061636d65ffff0000000000000080ffff0000000000000080ffff0000000000000080ff"
+    "ff00000000000000800100ea4f00000300000000000000000008400500000000000000000000000000000003000000000000"
+    "000000012a000000000000000018748b9b010000000000800000000000000080000000000000f03f000000000000f87f0000"
+    "00000000f87f000000000000f87f000000000000f87f000000000000f87f000000000000f87f000000000000f87f012a0000"
+    "00000000000000000000000440ea4f0000ea4f00000000008000"
+)
+
+
+def test_a_version_3_state_decodes_as_one_whose_snapshot_showed_nothing_yet() -> None:
+    # What its snapshot showed is unknown: counted as nothing, so the account is republished the next time
+    # the worker looks at it (its snapshot may be days behind: the republish rule did not exist then).
+    s = AccountState("acme", T0, T0 + 5, last_activity_ms=T0, published_band=Band.GOOD, published_score=80)
+    s.days[T0 // DAY_MS] = DayBucket(3, 3.0, 0b101, 0b11)
+    s.published_components = {"activity": 50.0, "recency": 100.0}
+    s.quiet_since_ms, s.poor_open, s.due_ms = T0 + 1000, True, T0 + DAY_MS
+    s.key_user, s.key_since_ms = 42, T0
+    s.top_users = [TopUser(42, 2.5, T0 // DAY_MS, T0 // DAY_MS)]
+    decoded = decode_state(V3)
+    assert decoded == s
+    assert (decoded.published_activity_ms, decoded.published_quiet_since_ms) == (None, None)
+    assert (decoded.published_drop_since_ms, decoded.published_poor) == (None, False)
+    assert peek_state(V3) == (T0 + DAY_MS, "good", False)
+    assert encode_state(decoded)[0] == 4  # written back in the current version
+
+
 @pytest.mark.parametrize(
     "blob",
     [
         b"",  # empty
-        b"\x03" + bytes(200),  # unknown version
+        b"\x05" + bytes(200),  # unknown version
         encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
         encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
     ],

@@ -22,13 +22,15 @@ from streamer.worker.resends import read_source, with_source
 
 T0 = int(datetime(2026, 3, 2, 9, 0, tzinfo=UTC).timestamp() * 1000)
 QUIET_RULES = "[alerts]\nquiet_after_days = 1\n"
+HOUR = 3_600_000
 
 
 Store = MemoryStore  # the same two reads a Faust table gives the processor
 
 
-def event(account: str, event_id: str, at_ms: int) -> bytes:
-    return orjson.dumps({"event_id": event_id, "account_id": account, "event": "login", "timestamp": at_ms})
+def event(account: str, event_id: str, at_ms: int, user: str | None = None) -> bytes:
+    doc = {"event_id": event_id, "account_id": account, "event": "login", "timestamp": at_ms}
+    return orjson.dumps(doc if user is None else {**doc, "user_id": user})
 
 
 def processor(rules: str | None = None, owner: int = 0) -> PartitionProcessor:
@@ -317,6 +319,32 @@ def test_a_change_too_small_to_publish_is_published_once_the_account_has_settled
     [(account, snapshot)] = settled.health
     assert account == "acme" and sum(orjson.loads(snapshot)["daily"]["events"]) == 2
     assert proc.tick(T0 + 20_000, store, T0 + 20_000).health == []  # once
+
+
+def test_a_steady_account_has_a_snapshot_of_each_day_it_is_active_without_clock_ticks() -> None:
+    # Issue 18: a steady account's score stops moving after a few days, so with material changes alone
+    # its snapshot (last activity, daily chart, breakdown) stayed days behind wherever no clock tick
+    # settled it: a partition that never catches up, a backfill on event time, a restart in between.
+    # Two users each morning and a third each afternoon, a batch each; the worker restarts on day 10.
+    proc, store = processor(), Store()
+    shown = []
+    for day in range(21):
+        if day == 10:
+            proc = processor()  # what its snapshot showed is in the stored state
+        at = T0 + day * DAY_MS
+        morning = [
+            Record(0, 3 * day + u, b"acme", event("acme", f"e{day}-{u}", at + u * HOUR, f"u{u}"))
+            for u in range(2)
+        ]
+        afternoon = [Record(0, 3 * day + 2, b"acme", event("acme", f"e{day}-2", at + 5 * HOUR, "u2"))]
+        for records, wall in ((morning, at + HOUR), (afternoon, at + 5 * HOUR)):
+            out = apply(proc, store, records, wall)
+            shown += [(day, orjson.loads(snapshot)) for _, snapshot in out.health]
+    # Once a day, with the day's first activity; the afternoon's login waits to settle (on a tick).
+    assert [(day, snapshot["last_activity_at"]) for day, snapshot in shown] == [
+        (day, f"2026-03-{2 + day:02d}T10:00:00.000Z") for day in range(21)
+    ]
+    assert sum(shown[-1][1]["daily"]["events"]) == 3 * 20 + 2
 
 
 def test_a_message_re_sent_twice_across_a_crash_counts_once_however_many_events_come_between() -> None:
