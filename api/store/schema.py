@@ -33,14 +33,15 @@ from sqlalchemy import (
     Table,
     Text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
 # Lists order text as Python does (code points): PostgreSQL's "C" collation, SQLite's default.
 Ordered = Text().with_variant(Text(collation="C"), "postgresql")
-# Documents: JSONB on PostgreSQL, so BI tools can query inside them; JSON text on SQLite.
-Document = JSON().with_variant(JSONB(), "postgresql")
+# Documents: JSON text as they were read, on both. PostgreSQL checks the text is JSON and BI tools query
+# inside with -> and ->> (or a cast to jsonb); jsonb's parse of every number and key took half of the
+# server's CPU while a store was filled, and its re-serialisation a share of every lookup.
+Document = JSON()
 
 accounts = Table(
     "accounts",
