@@ -124,6 +124,31 @@ def test_facts_keep_the_newest_value_per_field_regardless_of_arrival_order() -> 
     assert (s.seats, s.plan, s.subscription, s.open_tickets) == (10, "pro", "active", 0)
 
 
+def test_revenue_facts_arr_from_mrr_currency_upper_cased_and_renewal_date_at_utc_midnight() -> None:
+    s, _ = feed(
+        None,
+        [
+            fact(START, EventKind.ACCOUNT_UPDATED, mrr=1250.5, currency="eur", renewal_at="2026-03-01"),
+            fact(START + HOUR, EventKind.ACCOUNT_UPDATED, contract="annual, net 30"),
+        ],
+    )
+    renewal = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    assert (s.arr, s.currency, s.renewal_ms, s.contract) == (15006.0, "EUR", renewal, "annual, net 30")
+
+
+def test_arr_wins_over_mrr_and_older_revenue_facts_never_win() -> None:
+    s, _ = feed(
+        None,
+        [
+            fact(START + 2 * HOUR, EventKind.ACCOUNT_UPDATED, arr=50_000, mrr=1),
+            fact(START + HOUR, EventKind.ACCOUNT_UPDATED, arr=10, currency="USD"),  # older: currency only
+            fact(START + 3 * HOUR, EventKind.ACCOUNT_UPDATED, renewal_at="2026-06-30T12:00:00+02:00"),
+        ],
+    )
+    renewal = int(datetime(2026, 6, 30, 10, tzinfo=UTC).timestamp() * 1000)
+    assert (s.arr, s.currency, s.renewal_ms) == (50_000.0, "USD", renewal)
+
+
 def test_reserved_events_only_add_weight_when_listed() -> None:
     policy = Policy(event_weights={"support_ticket_opened": -5.0})
     s, _ = feed(

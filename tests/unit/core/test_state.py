@@ -15,6 +15,7 @@ from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Band, Policy
 from streamer.core.state import (
     COMPONENT_NAMES,
+    REVENUE_FACTS,
     USER_BITS,
     AccountState,
     DayBucket,
@@ -103,7 +104,9 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.history_through = 7
     s.key_user, s.key_since_ms, s.poor_pending_ms = 2**64 - 1, T0, T0
     s.drop_pending_day, s.drop_base, s.drop_dispersion = 20_000, (1.5,) * 7, 2.5
-    assert len(encode_state(s)) == 5284
+    s.arr, s.currency, s.renewal_ms, s.contract = 1e13, "EUR", T0, wide
+    s.facts_at_ms = dict.fromkeys(("seats", "plan", "segment", "name", "owner", *REVENUE_FACTS), T0)
+    assert len(encode_state(s)) == 5851
     assert decode_state(encode_state(s)) == s
 
 
@@ -140,8 +143,13 @@ def states(draw: st.DrawFn) -> AccountState:
     s.seats = draw(st.none() | st.integers(0, 2**62))
     s.plan, s.segment, s.name, s.owner = (draw(short_text) for _ in range(4))
     s.facts_at_ms = draw(
-        st.dictionaries(st.sampled_from(["seats", "plan", "segment", "name", "owner"]), ms_values)
+        st.dictionaries(
+            st.sampled_from(["seats", "plan", "segment", "name", "owner", *REVENUE_FACTS]), ms_values
+        )
     )
+    s.arr = draw(st.none() | st.floats(0, 1e13))
+    s.currency = draw(st.none() | st.sampled_from(["EUR", "USD", "JPY"]))
+    s.renewal_ms, s.contract = draw(opt_ms), draw(short_text)
     s.nps_score = draw(st.none() | st.integers(0, 10))
     s.open_tickets = draw(st.integers(-(2**31), 2**31 - 1))
     s.subscription_started_ms, s.subscription_cancelled_ms = draw(opt_ms), draw(opt_ms)
@@ -165,7 +173,7 @@ def states(draw: st.DrawFn) -> AccountState:
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 3
+    assert encoded[0] == 4
     assert decode_state(encoded) == s
     assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
 
@@ -201,11 +209,27 @@ def test_version_2_and_1_states_still_decode_and_only_version_1_cannot_be_peeked
     assert peek_state(v1) is None
 
 
+def test_version_3_states_decode_without_revenue_facts() -> None:
+    s = _v2_state()
+    v4 = encode_state(s)
+    # Version 3 ends after the weekly history: without the revenue block (48 bytes) and two absent strings.
+    v3 = b"\x03" + v4[1:-52]
+    assert decode_state(v3) == s
+    assert peek_state(v3) == (T0 + DAY_MS, "good", False)
+
+
+def test_revenue_facts_round_trip() -> None:
+    s = _v2_state()
+    s.arr, s.currency, s.renewal_ms, s.contract = 120_000.5, "EUR", T0 + 30 * DAY_MS, "annual, net 30"
+    s.facts_at_ms.update(arr=T0, currency=T0, renewal_at=T0 + 1, contract=T0 + 2)
+    assert decode_state(encode_state(s)) == s
+
+
 @pytest.mark.parametrize(
     "blob",
     [
         b"",  # empty
-        b"\x03" + bytes(200),  # unknown version
+        b"\x05" + bytes(200),  # unknown version
         encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
         encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
     ],
