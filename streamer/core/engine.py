@@ -443,12 +443,40 @@ def evaluate(
     for kind, at, started, severity, reason, extra in opened:
         if kind == HEALTH_DEGRADED:
             reason = _degraded_reason(health, young=reason == "young", days=policy.onboarding_check_days)
+        near = _near_renewal(state, at, severity, policy)
+        if near is not None:
+            severity, renewal = near
+            reason = f"{reason}; {renewal['why'].split(',')[0]}"
+            extra = {**extra, "renewal": renewal}
         alerts.append(_alert(state, kind, at, started, severity, health, policy, reason, **extra))
     for kind, started, reason in closed:
         alerts.append(
             _alert(state, ACCOUNT_RECOVERED, t, started, Severity.INFO, health, policy, reason, closes=kind)
         )
     return health, alerts
+
+
+_RAISED = {Severity.MEDIUM: Severity.HIGH}
+
+
+def _near_renewal(
+    state: AccountState, at_ms: int, severity: Severity, policy: Policy
+) -> tuple[Severity, dict[str, Any]] | None:
+    """For an alert detected at ``at_ms`` within ``renewal.raise_within_days`` before the account's
+    renewal: its severity one step higher (``medium`` to ``high``; ``high`` stays) and the evidence
+    saying why. None otherwise.
+
+    It is judged at the detection time, not by a clock: a replay raises the same alerts alike.
+    """
+    renewal, within = state.renewal_ms, policy.renewal_raise_within_ms
+    if within <= 0 or renewal is None or not 0 <= renewal - at_ms <= within:
+        return None
+    days = (renewal - at_ms) // DAY_MS  # whole days left
+    raised = _RAISED.get(severity, severity)
+    why = f"renewal in {days} day{'s' if days != 1 else ''}"
+    if raised is not severity:
+        why += f", within {human_duration(within)}: {severity} raised to {raised}"
+    return raised, {"renewal_ms": renewal, "days": days, "raised_from": severity, "why": why}
 
 
 def _quiet_reason(state: AccountState, deadline: int, sig: Signals) -> str:
