@@ -25,6 +25,9 @@ class AccountRow(BaseModel):
                 "segment": "mid-market",
                 "plan": "pro",
                 "owner": "jane@example.com",
+                "arr": 48000.0,
+                "currency": "EUR",
+                "renewal_at": "2025-06-30T00:00:00.000Z",
             }
         }
     )
@@ -38,6 +41,9 @@ class AccountRow(BaseModel):
     segment: str | None = None
     plan: str | None = None
     owner: str | None = None
+    arr: float | None = None
+    currency: str | None = None
+    renewal_at: str | None = None
 
 
 class AccountPage(BaseModel):
@@ -169,3 +175,49 @@ class Status(BaseModel):
     status: str = Field(examples=["ok"])
     lag: int | None = None
     reason: str | None = Field(None, description="Why the API is not ready (on 503 only).")
+
+
+class ChurnMonth(BaseModel):
+    """Churn and retention of one calendar month (UTC)."""
+
+    month: str = Field(examples=["2025-03"])
+    active_at_start: int
+    new: int
+    lost: int
+    churn_rate: float | None = Field(description="lost / (active at start + new); None without any.")
+    retention_rate: float | None
+
+
+class NpsFigures(BaseModel):
+    """Net promoter score over the latest answer of each account."""
+
+    score: float | None
+    responses: int
+    promoters: int
+    passives: int
+    detractors: int
+
+
+class ArrFigures(BaseModel):
+    """Annual recurring revenue, each figure a mapping of currency (ISO 4217) to whole units.
+
+    Accounts that told no currency count under ``XXX``; accounts without ARR are left out.
+    """
+
+    at_risk: dict[str, int] = Field(description="ARR of accounts in band average or poor.")
+    by_band: dict[Band, dict[str, int]]
+    by_open_alert: dict[str, dict[str, int]] = Field(
+        description="ARR of accounts with an open account_quiet, usage_drop or health_degraded episode."
+    )
+
+
+class Portfolio(BaseModel):
+    """Figures over the latest snapshot of every account the key may read."""
+
+    as_of: str = Field(description="RFC 3339, UTC")
+    accounts: int
+    by_band: dict[Band, int]
+    churn: list[ChurnMonth] = Field(description="The last 12 calendar months, oldest first.")
+    nps: NpsFigures
+    open_alerts: dict[str, int] = Field(description="Accounts with an open episode of each alert kind.")
+    arr: ArrFigures

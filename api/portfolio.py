@@ -1,4 +1,4 @@
-"""Portfolio figures over the latest snapshots: bands, monthly churn and retention, NPS, open alerts.
+"""Portfolio figures over the latest snapshots: bands, monthly churn and retention, NPS, open alerts, ARR.
 
 Pure functions of the snapshots and an explicit ``now``; nothing here reads a clock.
 """
@@ -11,10 +11,15 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from api.query import arr_units
 from streamer.core.policy import Band
 
 MONTHS = 12
 BANDS = tuple(Band)
+AT_RISK_BANDS = (Band.AVERAGE, Band.POOR)
+# ISO 4217's code for "no currency": the ARR of accounts that did not say their currency.
+NO_CURRENCY = "XXX"
+_ALERT_FLAGS = (("account_quiet", "quiet"), ("usage_drop", "dropping"), ("health_degraded", "poor"))
 
 
 def month_starts(now: datetime, months: int = MONTHS) -> list[datetime]:
@@ -154,23 +159,41 @@ class PortfolioKey:
     quiet: bool
     dropping: bool
     poor: bool
+    # ARR in whole units of ``currency`` (see :func:`arr_units`), None when unknown.
+    arr: int | None = None
+    currency: str = NO_CURRENCY
 
     def marginals(self) -> list[tuple[str, str]]:
         """What the account adds to the portfolio figures, as (dimension, value) pairs, each counted
-        once: the figures are sums over accounts of these, never of combinations of them."""
+        once: the figures are sums over accounts of these, never of combinations of them. An account
+        with ARR adds its ARR to the sum of each ``arr_…`` pair (:meth:`arr_of`), by currency."""
         out = [("accounts", ""), ("band", self.band)]
         if self.started_month is not None:
             out.append(("subscription", f"{self.started_month}|{self.cancelled_month or ''}"))
         if self.nps_class is not None:
             out.append(("nps", self.nps_class))
-        out.extend((flag, "") for flag in ("quiet", "dropping", "poor") if getattr(self, flag))
+        flags = [flag for flag in ("quiet", "dropping", "poor") if getattr(self, flag)]
+        out.extend((flag, "") for flag in flags)
+        if self.arr is not None:
+            out.append(("arr_band", f"{self.band}|{self.currency}"))
+            out.extend((f"arr_{flag}", self.currency) for flag in flags)
         return out
+
+    def arr_of(self, dimension: str) -> int:
+        """What the account adds to the ARR sum of its pair of ``dimension``."""
+        return self.arr if self.arr is not None and dimension.startswith("arr_") else 0
+
+
+def currency_of(value: object) -> str:
+    """The currency the portfolio counts an account's ARR in: its code, else :data:`NO_CURRENCY`."""
+    return value if isinstance(value, str) and value else NO_CURRENCY
 
 
 def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
     """The :class:`PortfolioKey` of a snapshot."""
     sub = doc.get("subscription") or {}
     episodes = doc.get("episodes") or {}
+    facts = doc.get("facts") or {}
     return PortfolioKey(
         band=str(doc.get("band")),
         started_month=month_of(sub.get("started_at")),
@@ -179,6 +202,8 @@ def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
         quiet=bool(episodes.get("quiet_since")),
         dropping=bool(episodes.get("drop_since")),
         poor=bool(episodes.get("poor")),
+        arr=arr_units(facts.get("arr")),
+        currency=currency_of(facts.get("currency")),
     )
 
 
@@ -190,18 +215,48 @@ def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dic
         now: The current instant (tz-aware).
 
     Returns:
-        ``accounts``, ``by_band``, ``churn`` (monthly rows), ``nps`` and ``open_alerts`` by kind.
+        ``accounts``, ``by_band``, ``churn`` (monthly rows), ``nps``, ``open_alerts`` by kind and
+        ``arr`` (by band, at risk and by open alert kind, each by currency).
     """
-    counts = Counter(m for d in snapshots for m in portfolio_key(d).marginals())
-    return figures_from_marginals(((dim, value, n) for (dim, value), n in counts.items()), now)
+    counts: Counter[tuple[str, str]] = Counter()
+    sums: Counter[tuple[str, str]] = Counter()
+    for d in snapshots:
+        key = portfolio_key(d)
+        for dim, value in key.marginals():
+            counts[dim, value] += 1
+            sums[dim, value] += key.arr_of(dim)
+    return figures_from_marginals(
+        ((dim, value, n, sums[dim, value]) for (dim, value), n in counts.items()), now
+    )
 
 
-def figures_from_marginals(counts: Iterable[tuple[str, str, int]], now: datetime) -> dict[str, Any]:
+def _arr_figures(by: Mapping[str, Counter[str]]) -> dict[str, Any]:
+    by_band: dict[str, Counter[str]] = {band: Counter() for band in BANDS}
+    for pair, amount in by.get("arr_band", Counter()).items():
+        band, _, currency = pair.partition("|")
+        if band in by_band:
+            by_band[band][currency] += amount
+    at_risk: Counter[str] = Counter()
+    for band in AT_RISK_BANDS:
+        at_risk.update(by_band[band])
+    return {
+        "at_risk": _amounts(at_risk),
+        "by_band": {band: _amounts(amounts) for band, amounts in by_band.items()},
+        "by_open_alert": {kind: _amounts(by.get(f"arr_{flag}", Counter())) for kind, flag in _ALERT_FLAGS},
+    }
+
+
+def _amounts(amounts: Mapping[str, int]) -> dict[str, int]:
+    # Currencies in code order; one whose accounts all left (or have ARR 0) is left out.
+    return {currency: amounts[currency] for currency in sorted(amounts) if amounts[currency]}
+
+
+def figures_from_marginals(counts: Iterable[tuple[str, str, int, int]], now: datetime) -> dict[str, Any]:
     """:func:`portfolio_figures` from how many accounts have each (dimension, value) of
-    :meth:`PortfolioKey.marginals`."""
+    :meth:`PortfolioKey.marginals`, and the sum of their ARR (:meth:`PortfolioKey.arr_of`)."""
     by: dict[str, Counter[str]] = {}
-    for dim, value, n in counts:
-        by.setdefault(dim, Counter())[value] += n
+    for dim, value, n, arr in counts:
+        by.setdefault(dim, Counter())[value] += arr if dim.startswith("arr_") else n
     bands = by.get("band", Counter())
     subs = []
     for pair, n in by.get("subscription", Counter()).items():
@@ -219,4 +274,5 @@ def figures_from_marginals(counts: Iterable[tuple[str, str, int]], now: datetime
             "usage_drop": flags["dropping"],
             "health_degraded": flags["poor"],
         },
+        "arr": _arr_figures(by),
     }

@@ -7,12 +7,14 @@ import binascii
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
 import orjson
 from pydantic import BeforeValidator
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class AccountSort(StrEnum):
@@ -23,6 +25,45 @@ class AccountSort(StrEnum):
     LAST_ACTIVITY = "last_activity_at"
     LAST_ACTIVITY_DESC = "-last_activity_at"
     ACCOUNT_ID = "account_id"
+    # ARR, largest first (accounts without ARR last); renewal, soonest first (without one last).
+    ARR_DESC = "-arr"
+    RENEWAL = "renewal_at"
+
+
+NO_ARR = -1
+"""The ARR sort key of an account without ARR: last by ARR (descending)."""
+NO_RENEWAL_MS = 2**62
+"""The renewal sort key of an account without a renewal: last by renewal (ascending)."""
+
+
+def arr_units(value: object) -> int | None:
+    """ARR in whole currency units (half to even), as lists sort and the portfolio sums it; None when
+    not a number. Whole units keep every sum exact in any order of additions and removals, in memory and
+    in SQL."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 2**53:
+        return None
+    return round(value)
+
+
+def arr_key(doc: dict[str, Any]) -> int:
+    """The ARR an account is listed by: :func:`arr_units` of its ``facts.arr``, else :data:`NO_ARR`."""
+    units = arr_units((doc.get("facts") or {}).get("arr"))
+    return NO_ARR if units is None else units
+
+
+def renewal_key(doc: dict[str, Any]) -> int:
+    """The renewal an account is listed by, in ms since the epoch, else :data:`NO_RENEWAL_MS`."""
+    at = (doc.get("facts") or {}).get("renewal_at")
+    if not isinstance(at, str):
+        return NO_RENEWAL_MS
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        return NO_RENEWAL_MS
+    if when.tzinfo is None:
+        return NO_RENEWAL_MS
+    delta = when - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
 class InvalidCursor(ValueError):
@@ -120,6 +161,10 @@ def sort_key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:
         # Snapshot instants share one fixed-width UTC format, so text order is time order; never
         # active sorts first.
         return [doc.get("last_activity_at") or "", account]
+    if sort is AccountSort.ARR_DESC:
+        return [arr_key(doc), account]
+    if sort is AccountSort.RENEWAL:
+        return [renewal_key(doc), account]
     return [account]
 
 

@@ -13,14 +13,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from api.query import AccountFilters, AccountSort
+from api.query import AccountFilters, AccountSort, sort_key
 from api.readmodel import Doc, ReadModel
 from api.restrictions import AccountScope
 from streamer.core.policy import Band
 
-__all__ = ["AT_RISK_BANDS", "at_risk_accounts", "is_at_risk"]
+__all__ = ["AT_RISK_BANDS", "AT_RISK_SORTS", "at_risk_accounts", "is_at_risk"]
 
 AT_RISK_BANDS = (Band.POOR, Band.AVERAGE)
+# The orders of the at-risk list, with what the dashboard calls them.
+AT_RISK_SORTS = {
+    AccountSort.SCORE: "lowest score first",
+    AccountSort.ARR_DESC: "largest ARR first",
+    AccountSort.RENEWAL: "soonest renewal first",
+}
 
 
 def is_at_risk(doc: Mapping[str, Any]) -> bool:
@@ -33,22 +39,23 @@ def is_at_risk(doc: Mapping[str, Any]) -> bool:
     return bool(episodes.get("quiet_since") or episodes.get("drop_since") or episodes.get("poor"))
 
 
-def at_risk_accounts(model: ReadModel, limit: int, *, scope: AccountScope) -> list[Doc]:
-    """The ``limit`` lowest-scored at-risk accounts within ``scope``, lowest score first."""
+def at_risk_accounts(
+    model: ReadModel, limit: int, *, scope: AccountScope, sort: AccountSort = AccountSort.SCORE
+) -> list[Doc]:
+    """The first ``limit`` at-risk accounts within ``scope`` in the order ``sort`` (one of
+    :data:`AT_RISK_SORTS`): lowest score, largest ARR or soonest renewal first."""
     found: list[Doc] = []
     for band in AT_RISK_BANDS:
         kept = 0
         cursor: str | None = None
         while True:
             # Onboarding accounts are left out after they are read: a band may take more than a page.
-            docs, cursor = model.list_accounts(
-                AccountFilters(band=band), AccountSort.SCORE, cursor, limit, scope=scope
-            )
+            docs, cursor = model.list_accounts(AccountFilters(band=band), sort, cursor, limit, scope=scope)
             at_risk = [doc for doc in docs if is_at_risk(doc)]
             found.extend(at_risk)
             kept += len(at_risk)
             if kept >= limit or cursor is None:
                 break
-    # With per-segment bands a poor score can be above an average one: order the union by score.
-    found.sort(key=lambda doc: (doc.get("score", 0), str(doc.get("account_id", ""))))
+    # With per-segment bands a poor score can be above an average one: order the union as each band.
+    found.sort(key=lambda doc: sort_key(doc, sort), reverse=sort.value.startswith("-"))
     return found[:limit]

@@ -87,6 +87,24 @@ def ago(value: object, now: datetime) -> str:
     return f"{int(seconds // 86_400)} d ago"
 
 
+def until(value: object, now: datetime) -> str:
+    """A renewal (RFC 3339) from ``now``: "in 23 d", "today", "5 d ago"; "–" when unknown."""
+    at = _parse(value)
+    if at is None:
+        return "–"
+    days = (at - now).total_seconds() / 86_400
+    if 0 <= days < 1:
+        return "today"
+    return f"in {int(days)} d" if days > 0 else f"{int(-days)} d ago"
+
+
+def money(amount: object, currency: object) -> str:
+    """ARR as "EUR 48,000" (whole units); "–" when unknown."""
+    if isinstance(amount, bool) or not isinstance(amount, int | float):
+        return "–"
+    return f"{currency if isinstance(currency, str) else ''} {round(amount):,}".strip()
+
+
 def kind_label(kind: object) -> str:
     """The human label of an alert kind; a kind this version does not know reads as words."""
     text = str(kind or "")
@@ -120,6 +138,8 @@ def _short_time(value: object) -> str:
 
 _env.globals.update(
     ago=ago,
+    until=until,
+    money=money,
     alert_subject=alert_subject,
     kind_label=kind_label,
     pct=_pct,

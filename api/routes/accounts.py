@@ -111,6 +111,9 @@ def _row(doc: dict[str, Any]) -> AccountRow:
         segment=facts.get("segment"),
         plan=facts.get("plan"),
         owner=facts.get("owner"),
+        arr=facts.get("arr"),
+        currency=facts.get("currency"),
+        renewal_at=facts.get("renewal_at"),
     )
 
 

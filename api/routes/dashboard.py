@@ -10,6 +10,7 @@ the OpenAPI document: they serve the page, not API clients.
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -17,7 +18,7 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import render
-from api.dashboard.at_risk import at_risk_accounts
+from api.dashboard.at_risk import AT_RISK_SORTS, at_risk_accounts
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import api_error, bounded
 from api.history import DEFAULT_DAYS, read_history
@@ -52,10 +53,26 @@ def _fragment(html: str) -> HTMLResponse:
     return HTMLResponse(html, headers=_FRAGMENT_HEADERS)
 
 
+class AtRiskSort(StrEnum):
+    """The orders of the at-risk list (:data:`api.dashboard.at_risk.AT_RISK_SORTS`)."""
+
+    SCORE = AccountSort.SCORE.value
+    ARR_DESC = AccountSort.ARR_DESC.value
+    RENEWAL = AccountSort.RENEWAL.value
+
+
 @router.get("")
-async def page() -> HTMLResponse:
-    """The dashboard page (public; it holds no data)."""
-    html = render.render("page.html", base=BASE, kind_labels=render.kind_labels_json())
+async def page(sort: str = AtRiskSort.SCORE.value) -> HTMLResponse:
+    """The dashboard page (public; it holds no data). ``sort`` marks the at-risk list's order among
+    its links; the page's script asks for the rows in that order."""
+    current = AccountSort(sort) if sort in AtRiskSort.__members__.values() else AccountSort.SCORE
+    html = render.render(
+        "page.html",
+        base=BASE,
+        kind_labels=render.kind_labels_json(),
+        sorts=AT_RISK_SORTS,
+        current_sort=current,
+    )
     return HTMLResponse(html, headers=_PAGE_HEADERS)
 
 
@@ -65,9 +82,11 @@ async def at_risk(
     clock: ClockDep,
     reader: HealthReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    sort: AtRiskSort = AtRiskSort.SCORE,
 ) -> HTMLResponse:
-    """Table rows of the key's accounts at risk (``api.dashboard.at_risk``), lowest score first."""
-    docs = at_risk_accounts(model, limit, scope=reader.reads)
+    """Table rows of the key's accounts at risk (``api.dashboard.at_risk``), lowest score first, or
+    largest ARR or soonest renewal first."""
+    docs = at_risk_accounts(model, limit, scope=reader.reads, sort=AccountSort(sort.value))
     # An empty list says whether there is nothing at risk or nothing yet at all.
     any_account = bool(docs) or bool(
         model.list_accounts(AccountFilters(), AccountSort.ACCOUNT_ID, None, 1, scope=reader.reads)[0]

@@ -8,6 +8,7 @@ from fastapi import APIRouter
 
 from api.deps import ClockDep, HealthReader, ReadModelDep
 from api.errors import AUTH_ERRORS
+from api.models import Portfolio
 
 router = APIRouter(prefix="/v1", tags=["portfolio"])
 
@@ -27,13 +28,26 @@ _EXAMPLE = {
     ],
     "nps": {"score": 22.5, "responses": 40, "promoters": 17, "passives": 14, "detractors": 9},
     "open_alerts": {"account_quiet": 6, "usage_drop": 3, "health_degraded": 15},
+    "arr": {
+        "at_risk": {"EUR": 1_250_000, "USD": 300_000},
+        "by_band": {
+            "good": {"EUR": 4_800_000, "USD": 900_000},
+            "average": {"EUR": 750_000, "USD": 300_000},
+            "poor": {"EUR": 500_000},
+        },
+        "by_open_alert": {
+            "account_quiet": {"EUR": 120_000},
+            "usage_drop": {"USD": 300_000},
+            "health_degraded": {"EUR": 500_000},
+        },
+    },
 }
 
 
 @router.get(
     "/portfolio",
-    summary="Accounts per band, monthly churn and retention (12 months), NPS and open alerts by kind.",
-    response_model=dict[str, Any],
+    summary="Accounts per band, churn and retention (12 months), NPS, open alerts by kind, ARR at risk.",
+    response_model=Portfolio,
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}, **AUTH_ERRORS},
 )
 async def portfolio(model: ReadModelDep, clock: ClockDep, reader: HealthReader) -> dict[str, Any]:

@@ -6,7 +6,8 @@ when the store is new or was filled from another cluster:
 - ``accounts``: the latest snapshot per account (``doc``, the document the API serves) and the fields
   lists filter and sort on, each list served by an index.
 - ``portfolio_counts``: how many accounts have each value the portfolio figures count (a band, a
-  subscription's start and cancel months, an NPS class, an open episode), over all accounts, per owner,
+  subscription's start and cancel months, an NPS class, an open episode) and, for the ``arr_``
+  dimensions, the sum of their ARR by currency, over all accounts, per owner,
   per segment and per owner and segment (the scopes a key can have), kept as snapshots are applied:
   the portfolio is a read of a few hundred rows, never a scan of the accounts.
 - ``history``: one row per account and UTC day, the day's latest score, band and components, for
@@ -43,6 +44,12 @@ Ordered = Text().with_variant(Text(collation="C"), "postgresql")
 # server's CPU while a store was filled, and its re-serialisation a share of every lookup.
 Document = JSON()
 
+# The accounts' ARR and renewal, as lists sort them: without ARR last by ARR (descending), without a
+# renewal last by renewal (ascending). The migration that added them says the same.
+ARR_COMMENT = "ARR in whole units of currency; -1 when unknown"
+NO_RENEWAL = str(2**62)
+RENEWAL_COMMENT = "next renewal, ms since the epoch; 2**62 when unknown"
+
 accounts = Table(
     "accounts",
     metadata,
@@ -61,6 +68,9 @@ accounts = Table(
     Column("started_month", Text, comment="YYYY-MM (UTC) the subscription started"),
     Column("cancelled_month", Text),
     Column("nps_score", Integer),
+    Column("arr", BigInteger, nullable=False, server_default="-1", comment=ARR_COMMENT),
+    Column("currency", Text, comment="ISO 4217 code of arr"),
+    Column("renewal_ms", BigInteger, nullable=False, server_default=NO_RENEWAL, comment=RENEWAL_COMMENT),
     Column("doc", Document, nullable=False),
 )
 
@@ -70,6 +80,11 @@ Index("accounts_score", accounts.c.score, accounts.c.account_id)
 Index("accounts_last_activity", accounts.c.last_activity, accounts.c.account_id)
 Index("accounts_last_activity_ms", accounts.c.last_activity_ms)
 Index("accounts_band_last_activity", accounts.c.band, accounts.c.last_activity, accounts.c.account_id)
+# By ARR (largest first) and by renewal (soonest first), alone and within a band (the at-risk view).
+Index("accounts_arr", accounts.c.arr, accounts.c.account_id)
+Index("accounts_renewal", accounts.c.renewal_ms, accounts.c.account_id)
+Index("accounts_band_arr", accounts.c.band, accounts.c.arr, accounts.c.account_id)
+Index("accounts_band_renewal", accounts.c.band, accounts.c.renewal_ms, accounts.c.account_id)
 for _name in ("band", "segment", "plan", "owner"):
     Index(f"accounts_{_name}_score", accounts.c[_name], accounts.c.score, accounts.c.account_id)
     Index(f"accounts_{_name}_id", accounts.c[_name], accounts.c.account_id)
@@ -87,6 +102,7 @@ portfolio_counts = Table(
     ),
     Column("value", Text, nullable=False, comment="good; 2025-01|2025-06 (start|cancel month); promoter; ''"),
     Column("accounts", BigInteger, nullable=False),
+    Column("arr", BigInteger, nullable=False, server_default="0", comment="their ARR (arr_ dimensions)"),
 )
 Index(
     "portfolio_counts_scope", *(portfolio_counts.c[n] for n in ("by_owner", "by_segment", "owner", "segment"))

@@ -33,6 +33,7 @@ from sqlalchemy import (
     Engine,
     Table,
     and_,
+    case,
     create_engine,
     delete,
     event,
@@ -49,14 +50,23 @@ from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, DropIndex
 
 from api.errors import first_line
-from api.portfolio import PortfolioKey, figures_from_marginals, instant_ms, month_of, nps_class
+from api.portfolio import (
+    PortfolioKey,
+    currency_of,
+    figures_from_marginals,
+    instant_ms,
+    month_of,
+    nps_class,
+)
 from api.query import (
     AccountFilters,
     AccountSort,
     InvalidCursor,
     alert_position,
     alerts_cursor,
+    arr_key,
     encode_cursor,
+    renewal_key,
     sort_cursor,
     sort_key,
 )
@@ -185,6 +195,9 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
         "started_month": month_of(sub.get("started_at")),
         "cancelled_month": month_of(sub.get("cancelled_at")),
         "nps_score": nps if nps_class(nps) is not None else None,
+        "arr": arr_key(doc),
+        "currency": _text(facts.get("currency")),
+        "renewal_ms": renewal_key(doc),
         "doc": doc,
     }
 
@@ -193,7 +206,7 @@ _ACCOUNT_COLUMNS = tuple(c.name for c in t.accounts.c)
 assert _ACCOUNT_COLUMNS[-1] == "doc"  # noqa: S101 - the upsert's parameters end with the document's text
 _ACCOUNT_FIELDS = itemgetter(*_ACCOUNT_COLUMNS[:-1])
 _COUNTED = ("owner", "segment", "band", "started_month", "cancelled_month", "nps_score", "quiet_since")
-_COUNTED_ALSO = ("drop_since", "poor")
+_COUNTED_ALSO = ("drop_since", "poor", "arr", "currency")
 
 
 def _portfolio_key(row: Mapping[Any, Any]) -> PortfolioKey:
@@ -205,6 +218,8 @@ def _portfolio_key(row: Mapping[Any, Any]) -> PortfolioKey:
         quiet=bool(row["quiet_since"]),
         dropping=bool(row["drop_since"]),
         poor=bool(row["poor"]),
+        arr=None if row["arr"] < 0 else row["arr"],
+        currency=currency_of(row["currency"]),
     )
 
 
@@ -219,15 +234,19 @@ def _scopes(owner: str | None, segment: str | None) -> tuple[tuple[Any, ...], ..
     )
 
 
-def _count_keys(row: Mapping[str, Any]) -> list[tuple[Any, ...]]:
-    """The ``portfolio_counts`` keys an ``accounts`` row counts under: each of its marginals
-    (:meth:`PortfolioKey.marginals`) in each of its scopes."""
-    marginals = _portfolio_key(row).marginals()
-    scopes = _scopes(row["owner"], row["segment"])
-    return [(*scope, dim, value) for scope in scopes for dim, value in marginals]
+def _count(
+    counts: Counter[tuple[Any, ...]], sums: Counter[tuple[Any, ...]], row: Mapping[str, Any], sign: int
+) -> None:
+    """Add (``sign`` 1) or take away (-1) what an ``accounts`` row counts under ``portfolio_counts``: each
+    of its marginals (:meth:`PortfolioKey.marginals`) in each of its scopes, and its ARR to their sums."""
+    key = _portfolio_key(row)
+    for scope in _scopes(row["owner"], row["segment"]):
+        for dim, value in key.marginals():
+            counts[*scope, dim, value] += sign
+            sums[*scope, dim, value] += sign * key.arr_of(dim)
 
 
-def _count_row(key: tuple[Any, ...], delta: int) -> dict[str, Any]:
+def _count_row(key: tuple[Any, ...], delta: int, arr: int) -> dict[str, Any]:
     by_owner, owner, by_segment, segment, dimension, value = key
     return {
         "key": _dumps(list(key)),
@@ -238,6 +257,7 @@ def _count_row(key: tuple[Any, ...], delta: int) -> dict[str, Any]:
         "dimension": dimension,
         "value": value,
         "accounts": delta,
+        "arr": arr,
     }
 
 
@@ -333,7 +353,10 @@ class SqlReadModel(LoadProgress):
             t.portfolio_counts,
             ["key"],
             mark,
-            update={"accounts": '"portfolio_counts"."accounts" + excluded."accounts"'},
+            update={
+                "accounts": '"portfolio_counts"."accounts" + excluded."accounts"',
+                "arr": '"portfolio_counts"."arr" + excluded."arr"',
+            },
         )
         self._local = threading.local()
         self._lookups: list[Any] = []
@@ -409,7 +432,7 @@ class SqlReadModel(LoadProgress):
         """Before filling an empty store (or going on with a fill cut short): drop the accounts'
         secondary indexes and stop counting the portfolio row by row; :meth:`finish_fill` builds both
         once the fill has caught up. Building an index over a million rows costs a fraction of keeping
-        twelve of them up to date row by row (random inserts that miss the cache), and one count over
+        sixteen of them up to date row by row (random inserts that miss the cache), and one count over
         the finished table a fraction of a count per snapshot. A store in use is left as it is.
         Returns whether the store is filling."""
         a, m = t.accounts.c, t.meta.c
@@ -468,26 +491,36 @@ class SqlReadModel(LoadProgress):
     def _recount(self, conn: Connection) -> None:
         """Replace the portfolio counts by a count of the accounts stored: one pass over the table,
         grouped by what the counts depend on (an episode by whether it is open), each group's
-        marginals counted once per owner and segment, then in each scope (:func:`_count_keys`)."""
+        marginals counted once per owner and segment, then in each scope (:func:`_count`)."""
         a = t.accounts.c
         columns = [
             *(a[name] for name in _COUNTED if name != "quiet_since"),
             a.quiet_since.is_not(None).label("quiet_since"),
             a.drop_since.is_not(None).label("drop_since"),
             a.poor,
+            a.currency,
+            (a.arr >= 0).label("has_arr"),
         ]
-        groups = select(*columns, func.count().label("n")).group_by(*columns)
+        arr = func.sum(case((a.arr >= 0, a.arr), else_=0))
+        groups = select(*columns, func.count().label("n"), arr.label("arr")).group_by(*columns)
         marginals: Counter[tuple[Any, ...]] = Counter()
+        arr_sums: Counter[tuple[Any, ...]] = Counter()
         for row in conn.execute(groups):
-            group = row._mapping
-            for dim, value in _portfolio_key(group).marginals():
+            group = dict(row._mapping)
+            # The group's key carries the sum of its ARR: what its accounts add together.
+            group["arr"] = int(group["arr"] or 0) if group["has_arr"] else -1
+            key = _portfolio_key(group)
+            for dim, value in key.marginals():
                 marginals[group["owner"], group["segment"], dim, value] += group["n"]
+                arr_sums[group["owner"], group["segment"], dim, value] += key.arr_of(dim)
         counts: Counter[tuple[Any, ...]] = Counter()
+        sums: Counter[tuple[Any, ...]] = Counter()
         for (owner, segment, dim, value), n in marginals.items():
             for scope in _scopes(owner, segment):
                 counts[*scope, dim, value] += n
+                sums[*scope, dim, value] += arr_sums[owner, segment, dim, value]
         conn.execute(delete(t.portfolio_counts))
-        self._write_counts(conn, counts)
+        self._write_counts(conn, counts, sums)
 
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
         """Store one snapshot (None forgets the account)."""
@@ -545,20 +578,21 @@ class SqlReadModel(LoadProgress):
         texts: list[str] = []
         gone: list[str] = []
         counts: Counter[tuple[Any, ...]] = Counter()
+        sums: Counter[tuple[Any, ...]] = Counter()
         for account_id, (doc, text_) in latest.items():
             before = stored.get(account_id)
             if doc is None:
                 gone.append(account_id)
                 if before is not None:
-                    counts.subtract(_count_keys(before))
+                    _count(counts, sums, before, -1)
                 continue
             row = account_row(account_id, doc)
             if before is not None:
                 if before["at_ms"] > row["at_ms"]:
                     continue  # an older snapshot read again (a replay, or a replica behind)
-                counts.subtract(_count_keys(before))
+                _count(counts, sums, before, -1)
             if not self._filling:
-                counts.update(_count_keys(row))
+                _count(counts, sums, row, 1)
             rows.append(row)
             texts.append(text_ if text_ is not None else _dumps(doc))
         for ids in _chunks(gone):
@@ -569,10 +603,12 @@ class SqlReadModel(LoadProgress):
                 [(*_ACCOUNT_FIELDS(row), text_) for row, text_ in zip(rows, texts, strict=True)],
             )
         self._write_history(conn, *_history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()}))
-        self._write_counts(conn, counts)
+        self._write_counts(conn, counts, sums)
 
-    def _write_counts(self, conn: Connection, counts: Counter[tuple[Any, ...]]) -> None:
-        deltas = [_count_row(key, n) for key, n in counts.items() if n]
+    def _write_counts(
+        self, conn: Connection, counts: Counter[tuple[Any, ...]], sums: Counter[tuple[Any, ...]]
+    ) -> None:
+        deltas = [_count_row(key, n, sums[key]) for key, n in counts.items() if n or sums[key]]
         if not deltas:
             return
         names = [c.name for c in t.portfolio_counts.c]
@@ -765,6 +801,10 @@ class SqlReadModel(LoadProgress):
             columns, types = [a.score, a.account_id], (int, str)
         elif sort in (AccountSort.LAST_ACTIVITY, AccountSort.LAST_ACTIVITY_DESC):
             columns, types = [a.last_activity, a.account_id], (str, str)
+        elif sort is AccountSort.ARR_DESC:
+            columns, types = [a.arr, a.account_id], (int, str)
+        elif sort is AccountSort.RENEWAL:
+            columns, types = [a.renewal_ms, a.account_id], (int, str)
         else:
             columns, types = [a.account_id], (str,)
         desc = sort.value.startswith("-")
@@ -800,10 +840,12 @@ class SqlReadModel(LoadProgress):
             where.append(pc.owner == scope.owner)
         if scope.segment is not None:
             where.append(pc.segment == scope.segment)
-        query = select(pc.dimension, pc.value, pc.accounts).where(*where)
+        query = select(pc.dimension, pc.value, pc.accounts, pc.arr).where(*where)
         with self._engine.connect() as conn:
             rows = conn.execute(query).all()
-        return figures_from_marginals(((r.dimension, r.value, int(r.accounts)) for r in rows), now)
+        return figures_from_marginals(
+            ((r.dimension, r.value, int(r.accounts), int(r.arr)) for r in rows), now
+        )
 
     def alerts(  # see ReadModel
         self,

@@ -67,6 +67,7 @@ _TIME_KEYS = {
     "episode_started_ms": "episode_started_at",
     "gap_started_ms": "gap_started_at",
     "gap_ended_ms": "gap_ended_at",
+    "renewal_ms": "renewal_at",
 }
 
 

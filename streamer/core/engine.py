@@ -38,6 +38,7 @@ A cancelled account raises nothing more.
 from __future__ import annotations
 
 import functools
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -53,7 +54,7 @@ from streamer.core.alerts import (
     alert_id,
     human_duration,
 )
-from streamer.core.events import EventKind, UsageEvent
+from streamer.core.events import EventKind, UsageEvent, parse_renewal_at
 from streamer.core.partition import EMPTY_CONTEXT, Context, merge_spans
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.rhythm import DropStat, Rhythm, day_units, drop_stat, rhythm, time_of_missed, units
@@ -456,12 +457,40 @@ def evaluate(
     for kind, at, started, severity, reason, extra in opened:
         if kind == HEALTH_DEGRADED:
             reason = _degraded_reason(health, young=reason == "young", days=policy.onboarding_check_days)
+        near = _near_renewal(state, at, severity, policy)
+        if near is not None:
+            severity, renewal = near
+            reason = f"{reason}; {renewal['why'].split(',')[0]}"
+            extra = {**extra, "renewal": renewal}
         alerts.append(_alert(state, kind, at, started, severity, health, policy, reason, **extra))
     for kind, started, reason in closed:
         alerts.append(
             _alert(state, ACCOUNT_RECOVERED, t, started, Severity.INFO, health, policy, reason, closes=kind)
         )
     return health, alerts
+
+
+_RAISED = {Severity.MEDIUM: Severity.HIGH}
+
+
+def _near_renewal(
+    state: AccountState, at_ms: int, severity: Severity, policy: Policy
+) -> tuple[Severity, dict[str, Any]] | None:
+    """For an alert detected at ``at_ms`` within ``renewal.raise_within_days`` before the account's
+    renewal: its severity one step higher (``medium`` to ``high``; ``high`` stays) and the evidence
+    saying why. None otherwise.
+
+    It is judged at the detection time, not by a clock: a replay raises the same alerts alike.
+    """
+    renewal, within = state.renewal_ms, policy.renewal_raise_within_ms
+    if within <= 0 or renewal is None or not 0 <= renewal - at_ms <= within:
+        return None
+    days = (renewal - at_ms) // DAY_MS  # whole days left
+    raised = _RAISED.get(severity, severity)
+    why = f"renewal in {days} day{'s' if days != 1 else ''}"
+    if raised is not severity:
+        why += f", within {human_duration(within)}: {severity} raised to {raised}"
+    return raised, {"renewal_ms": renewal, "days": days, "raised_from": severity, "why": why}
 
 
 def _quiet_reason(state: AccountState, deadline: int, sig: Signals) -> str:
@@ -541,11 +570,13 @@ def advance(state: AccountState, until_ms: int, policy: Policy, ctx: Context = E
 def _apply_fact(state: AccountState, event: UsageEvent) -> None:
     t, props, kind = event.occurred_at_ms, event.properties, event.kind
     if kind is EventKind.ACCOUNT_UPDATED:
-        for key in ("seats", "plan", "segment", "name", "owner"):
+        for key in ("seats", "plan", "segment", "name", "owner", "contract"):
             value = props.get(key)
             if value is not None and state.facts_at_ms.get(key, t) <= t:
                 setattr(state, key, value)
                 state.facts_at_ms[key] = t
+        if props:
+            _apply_revenue(state, props, t)
     elif kind is EventKind.NPS_RESPONSE:
         if state.nps_at_ms is None or t >= state.nps_at_ms:
             state.nps_score, state.nps_at_ms = int(props["score"]), t
@@ -557,6 +588,21 @@ def _apply_fact(state: AccountState, event: UsageEvent) -> None:
         state.subscription_started_ms = max(t, state.subscription_started_ms or t)
     elif kind is EventKind.SUBSCRIPTION_CANCELLED:
         state.subscription_cancelled_ms = max(t, state.subscription_cancelled_ms or t)
+
+
+def _apply_revenue(state: AccountState, props: Mapping[str, Any], t: int) -> None:
+    """ARR (or 12 x MRR when only MRR is told), currency and renewal, each kept from its newest event."""
+    arr, mrr = props.get("arr"), props.get("mrr")
+    if arr is None and mrr is not None:
+        arr = 12 * mrr
+    if arr is not None and state.facts_at_ms.get("arr", t) <= t:
+        state.arr, state.facts_at_ms["arr"] = float(arr), t
+    currency = props.get("currency")
+    if currency is not None and state.facts_at_ms.get("currency", t) <= t:
+        state.currency, state.facts_at_ms["currency"] = currency.upper(), t
+    renewal = props.get("renewal_at")
+    if renewal is not None and state.facts_at_ms.get("renewal_at", t) <= t:
+        state.renewal_ms, state.facts_at_ms["renewal_at"] = parse_renewal_at(renewal), t
 
 
 def _touch_user(state: AccountState, user: int, day: int) -> None:

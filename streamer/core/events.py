@@ -29,6 +29,7 @@ import orjson
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "MAX_ARR",
     "MAX_LEN",
     "MAX_PROPERTY_DEPTH",
     "MAX_SEATS",
@@ -41,6 +42,7 @@ __all__ = [
     "encode_event",
     "parse_event",
     "parse_event_time",
+    "parse_renewal_at",
     "parse_record",
     "Unattributed",
     "links_user",
@@ -52,6 +54,9 @@ MAX_EVENT_BYTES = 256 * 1024
 # Bounds of every value that reaches an account's state or a published document. They are checked
 # where events are parsed, so the API and the worker reject the same events with the same message.
 MAX_SEATS = 10_000_000
+# Annual recurring revenue in the account's currency units, larger than any company's: a portfolio of
+# millions of accounts still sums to less than 2**63 whole units (the read store sums ARR as integers).
+MAX_ARR = 10**12
 # ``properties`` (or Segment ``traits``) nested deeper than this are rejected: the documents that
 # carry them are re-encoded downstream, and JSON encoders limit depth (orjson: 255).
 MAX_PROPERTY_DEPTH = 32
@@ -79,7 +84,10 @@ class EventKind(StrEnum):
 
 
 _KIND_BY_NAME: dict[str, EventKind] = {k.value: k for k in EventKind if k is not EventKind.ACTIVITY}
-_FACT_STRINGS = ("plan", "segment", "name", "owner")
+_FACT_STRINGS = ("plan", "segment", "name", "owner", "contract")
+_CURRENCY = re.compile(r"[A-Za-z]{3}\Z")
+_DATE = re.compile(r"\d{4}-\d\d-\d\d\Z")
+_RENEWAL_RULE = "must be an RFC 3339 date-time or a date (YYYY-MM-DD)"
 _SEGMENT_TYPES = frozenset({"track", "group", "identify", "page", "screen"})
 
 
@@ -218,11 +226,46 @@ def _check_json(value: object, path: str) -> None:
                 raise InvalidEvent(f"{where}.{key}", "must be a JSON value")
 
 
+def parse_renewal_at(value: object, field: str = "properties.renewal_at") -> int:
+    """The epoch milliseconds of a ``renewal_at`` fact: an RFC 3339 date-time, or a date (its UTC midnight).
+
+    Raises:
+        InvalidEvent: When it is neither, or outside 2000-01-01..2100-01-01, naming ``field``.
+    """
+    if type(value) is not str or (_DATE.match(value) is None and _RFC3339.match(value) is None):
+        raise InvalidEvent(field, _RENEWAL_RULE)
+    if _DATE.match(value) is None:
+        return parse_event_time(value, field)
+    try:
+        day = datetime.fromisoformat(value).replace(tzinfo=UTC)
+    except ValueError:
+        raise InvalidEvent(field, _RENEWAL_RULE) from None
+    ms = int((day - _EPOCH).total_seconds()) * 1000
+    if not MIN_EVENT_MS <= ms < MAX_EVENT_MS:
+        raise InvalidEvent(field, _RANGE_RULE)
+    return ms
+
+
+def _check_revenue(props: Mapping[str, Any], prefix: str) -> None:
+    for key in ("arr", "mrr"):
+        v = props.get(key)
+        bound = MAX_ARR if key == "arr" else MAX_ARR // 12
+        if v is not None and (type(v) not in (int, float) or not 0 <= v <= bound):
+            raise InvalidEvent(f"{prefix}.{key}", f"must be a number 0..{bound}")
+    currency = props.get("currency")
+    if currency is not None and (type(currency) is not str or _CURRENCY.match(currency) is None):
+        raise InvalidEvent(f"{prefix}.currency", "must be an ISO 4217 code of 3 letters")
+    renewal = props.get("renewal_at")
+    if renewal is not None:
+        parse_renewal_at(renewal, f"{prefix}.renewal_at")
+
+
 def _validate_reserved(kind: EventKind, props: Mapping[str, Any], prefix: str) -> None:
     if kind is EventKind.ACCOUNT_UPDATED:
         seats = props.get("seats")
         if seats is not None and (type(seats) is not int or not 0 <= seats <= MAX_SEATS):
             raise InvalidEvent(f"{prefix}.seats", f"must be an integer 0..{MAX_SEATS}")
+        _check_revenue(props, prefix)
         for key in _FACT_STRINGS:
             v = props.get(key)
             if v is not None and (type(v) is not str or len(v) > MAX_LEN):

@@ -101,11 +101,15 @@ class Policy:
     poor_persist_ms: int = DAY_MS
     poor_recover_ms: int = 14 * DAY_MS
     max_tracked_ids: int = 64
+    # An alert detected this close before the account's renewal is one severity higher (0: never).
+    renewal_raise_within_ms: int = 0
     # UTC days (epoch days) this account's holidays cover: left out of baselines, tests and silences.
     holiday_days: frozenset[int] = frozenset()
 
 
-_DAYS_TO_MS = frozenset({"quiet_after_ms", "quiet_max_ms", "poor_persist_ms", "poor_recover_ms"})
+_DAYS_TO_MS = frozenset(
+    {"quiet_after_ms", "quiet_max_ms", "poor_persist_ms", "poor_recover_ms", "renewal_raise_within_ms"}
+)
 # TOML section -> key -> (Policy field, expected type). Durations in days become ms.
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
     "window": {
@@ -147,6 +151,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "key_user_missed_active_days": ("key_user_missed_active_days", float),
     },
     "dedup": {"max_tracked_ids": ("max_tracked_ids", int)},
+    "renewal": {"raise_within_days": ("renewal_raise_within_ms", float)},
 }
 # Keys of earlier rules files, with what to do instead.
 _YOUNG = "young accounts are judged by stickiness and utilization now"
@@ -255,6 +260,8 @@ def _validate(p: Policy, where: str) -> Policy:
         raise bad("score: targets and recency_missed_scale must be > 0, min_rhythm_days >= 1")
     if p.recency_grace < 0:
         raise bad("score.recency_grace must be >= 0")
+    if not 0 <= p.renewal_raise_within_ms <= 3660 * DAY_MS:
+        raise bad("renewal.raise_within_days must be within 0..3660")
     if not 1 <= p.max_tracked_ids <= 4096:
         raise bad("dedup.max_tracked_ids must be within 1..4096")
     return p

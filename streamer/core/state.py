@@ -13,18 +13,20 @@ Encoding (version 4, little endian): a fixed header, the account id and four fac
 (uint16 count + 40 bytes each), the ring (uint16 count + 8 bytes each), then the episode
 extension (key user, pending episodes, the drop test's frozen baseline, what the last published
 snapshot showed: 117 bytes) and the top users (uint8 count + 24 bytes each), and the weekly
-history (int32 + uint8 count + 13 bytes a week). Worst case with the default policy (42 buckets:
-the window is pruned a whole week at a time, 64 ring entries, 5 top users, 8 weeks) and 4-byte
-characters everywhere::
+history (int32 + uint8 count + 13 bytes a week), then the revenue facts: ARR (double, NaN when
+unknown), renewal time, the four facts' timestamps, currency and contract (uint16 length + UTF-8).
+Worst case with the default policy (42 buckets: the window is pruned a whole week at a time, 64 ring
+entries, 5 top users, 8 weeks) and 4-byte characters everywhere::
 
     header 163 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 42*40
-    + ring 2 + 64*8 + extension 117 + top users 1 + 5*24 + history 5 + 8*13 = 5308 bytes
+    + ring 2 + 64*8 + extension 117 + top users 1 + 5*24 + history 5 + 8*13
+    + revenue 48 + currency 5 + contract 514 = 5875 bytes
 
 Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
 from :func:`peek_state` without decoding every state; version 3 the user-based signals; version 4
-the last activity and the episodes the last published snapshot showed. Versions 1 to 3 still
-decode: what an older state's snapshot showed is unknown, so it counts as nothing shown, and the
-account's snapshot is republished the next time the worker looks at it.
+the last activity and the episodes the last published snapshot showed, and the revenue facts.
+Versions 1 to 3 still decode: what an older state's snapshot showed is unknown, so it counts as
+nothing shown, and the account's snapshot is republished the next time the worker looks at it.
 
 A typical ASCII account with a full window is about 2.4 KB; a fresh one about 300 bytes.
 """
@@ -82,6 +84,9 @@ _EXTENSION_V3 = struct.Struct("<BQqiqd7d")
 _EXTENSION = struct.Struct("<BQqiqd7dqqq")
 _TOP_USER = struct.Struct("<Qdii")
 _WEEK = struct.Struct("<idB")
+# arr (NaN: unknown), renewal_ms, then when each revenue fact was set
+_REVENUE = struct.Struct("<dq4q")
+REVENUE_FACTS = ("arr", "currency", "renewal_at", "contract")
 _NO_DAY = -(2**31)
 _PEEK = struct.Struct("<B4qqbi4qBBhB")  # up to the published band
 _STR = struct.Struct("<H")
@@ -187,6 +192,11 @@ class AccountState:
     segment: str | None = None
     name: str | None = None
     owner: str | None = None
+    # Annual recurring revenue, in ``currency`` (ISO 4217, upper case); the next renewal; the contract.
+    arr: float | None = None
+    currency: str | None = None
+    renewal_ms: int | None = None
+    contract: str | None = None
     # Each fact keeps the time of the event that set it, so older updates never win.
     facts_at_ms: dict[str, int] = field(default_factory=dict)
     nps_score: int | None = None
@@ -302,6 +312,7 @@ def check_encodable(s: AccountState) -> None:
         "drop_since_ms",
         "seats",
         "due_ms",
+        "renewal_ms",
     ):
         v = getattr(s, name)
         # The lowest int64 stands for "absent" in the encoding, so it is not a value of its own.
@@ -313,7 +324,9 @@ def check_encodable(s: AccountState) -> None:
         raise ValueError("state field open_tickets out of range")
     if s.published_score is not None and not 0 <= s.published_score < 2**15:
         raise ValueError("state field published_score out of range")
-    for name in ("account_id", *FACT_STRINGS):
+    if s.arr is not None and not 0 <= s.arr < math.inf:
+        raise ValueError("state field arr out of range")
+    for name in ("account_id", *FACT_STRINGS, "currency", "contract"):
         v = getattr(s, name)
         if v is not None and len(v) * 4 >= _STR_NONE and len(v.encode()) >= _STR_NONE:
             raise ValueError(f"state field {name} too long")
@@ -434,6 +447,15 @@ def encode_state(s: AccountState) -> bytes:
     out.append(_I32.pack(_NO_DAY if s.history_through is None else s.history_through))
     out.append(bytes((len(s.history),)))
     out.extend(_WEEK.pack(*w) for w in s.history)
+    out.append(
+        _REVENUE.pack(
+            math.nan if s.arr is None else s.arr,
+            _opt(s.renewal_ms),
+            *(_opt(s.facts_at_ms.get(key)) for key in REVENUE_FACTS),
+        )
+    )
+    _put_str(out, s.currency)
+    _put_str(out, s.contract)
     return b"".join(out)
 
 
@@ -534,6 +556,14 @@ def decode_state(b: bytes) -> AccountState:
             s.history_through = None if through == _NO_DAY else through
             (n,) = r.take(_U8)
             s.history = [(w, units, days) for w, units, days in (r.take(_WEEK) for _ in range(n))]
+        if version >= 4:
+            arr, renewal, *set_at = r.take(_REVENUE)
+            s.arr = None if math.isnan(arr) else arr
+            s.renewal_ms = _unopt(renewal)
+            for key, t in zip(REVENUE_FACTS, set_at, strict=True):
+                if t != _NONE:
+                    s.facts_at_ms[key] = t
+            s.currency, s.contract = r.string(), r.string()
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
     if r.pos != len(b):

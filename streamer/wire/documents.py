@@ -89,6 +89,12 @@ class Facts(BaseModel):
     plan: str | None = None
     segment: str | None = None
     owner: str | None = None
+    arr: float | None = Field(
+        None, ge=0, description="Annual recurring revenue in `currency` (12 x MRR when only MRR was told)."
+    )
+    currency: str | None = Field(None, description="ISO 4217 code, upper case.", examples=["EUR"])
+    renewal_at: str | None = Field(None, description="RFC 3339, UTC: the next renewal of the contract.")
+    contract: str | None = None
 
 
 class Nps(BaseModel):

@@ -76,9 +76,17 @@ async def test_posted_event_comes_back_as_health(
         assert (await client.get("/v1/accounts/acme/health")).status_code == 404
         event = {"event_id": "e1", "account_id": "acme", "event": "login", "timestamp": at, "user_id": "ann"}
         bad = {**event, "event_id": "e2", "timestamp": "not a time"}
-        resp = await client.post("/v1/events", json=[event, bad])
+        terms = {"mrr": 1250.5, "currency": "eur", "renewal_at": "2030-01-31", "contract": "annual"}
+        revenue = {
+            **event,
+            "event_id": "e3",
+            "account_id": "globex",
+            "event": "account_updated",
+            "properties": terms,
+        }
+        resp = await client.post("/v1/events", json=[event, bad, revenue])
         assert resp.status_code == 202
-        assert resp.json()["accepted"] == 1
+        assert resp.json()["accepted"] == 2
         assert resp.json()["errors"][0]["index"] == 1
 
         async def health() -> dict[str, Any] | None:
@@ -86,13 +94,31 @@ async def test_posted_event_comes_back_as_health(
             return r.json() if r.status_code == 200 else None
 
         doc = await eventually(health, "health of acme via the API")
+
+        async def globex() -> dict[str, Any] | None:
+            r = await client.get("/v1/accounts/globex/health")
+            return r.json()["facts"] if r.status_code == 200 else None
+
+        facts = await eventually(globex, "facts of globex via the API")
         listed = (await client.get("/v1/accounts", params={"sort": "account_id"})).json()
+        by_arr = (await client.get("/v1/accounts", params={"sort": "-arr"})).json()
+        portfolio = (await client.get("/v1/portfolio")).json()
 
     assert doc["account_id"] == "acme"
     assert doc["last_activity_at"] == ms_to_rfc3339(at)
     assert sum(doc["daily"]["events"]) == 1  # the invalid item never reached the worker
     assert doc["open_alerts"] == []
-    assert [row["account_id"] for row in listed["items"]] == ["acme"]
+    assert [row["account_id"] for row in listed["items"]] == ["acme", "globex"]
+    # Revenue facts from the worker, through the contract and the read store: ARR is 12 x MRR.
+    assert (facts["arr"], facts["currency"], facts["renewal_at"], facts["contract"]) == (
+        15006.0,
+        "EUR",
+        "2030-01-31T00:00:00.000Z",
+        "annual",
+    )
+    assert [row["account_id"] for row in by_arr["items"]] == ["globex", "acme"]
+    band = next(row["band"] for row in listed["items"] if row["account_id"] == "globex")
+    assert portfolio["arr"]["by_band"][band] == {"EUR": 15006}
 
 
 async def test_read_model_loads_existing_records_before_turning_ready(

@@ -91,9 +91,15 @@
     }
   }
 
+  // The at-risk list's order: the one the server marked among the page's sort links.
+  function atRiskOrder() {
+    const sort = $("at-risk-body").closest("table").dataset.sort;
+    return sort ? "?sort=" + encodeURIComponent(sort) : "";
+  }
+
   async function loadOverview() {
     const [rows, kpis] = await Promise.all([
-      fetchText(BASE + "/fragments/at-risk"),
+      fetchText(BASE + "/fragments/at-risk" + atRiskOrder()),
       fetchText(BASE + "/fragments/portfolio"),
     ]);
     $("at-risk-body").innerHTML = rows; // server-rendered, escaped

@@ -147,10 +147,39 @@ async def test_filters_combine(client: httpx.AsyncClient, model: StoreModel) -> 
         "segment",
         "plan",
         "owner",
+        "arr",
+        "currency",
+        "renewal_at",
     }
     assert items[0]["name"] == "A6"
     band = await client.get("/v1/accounts", params={"band": "poor", "sort": "account_id"})
     assert [i["account_id"] for i in band.json()["items"]] == ["a2", "a4", "a6"]
+
+
+async def test_accounts_list_by_arr_and_by_renewal_with_them_in_each_row(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    revenue = [
+        ("r1", 5000.0, "2025-06-01T00:00:00.000Z"),
+        ("r2", None, "2025-04-01T00:00:00.000Z"),
+        ("r3", 9000.0, None),
+    ]
+    for account, arr, renewal in revenue:
+        facts = {"name": account, "arr": arr, "currency": "EUR" if arr else None, "renewal_at": renewal}
+        model.apply_health(account, snapshot(account, facts=facts))
+
+    by_arr = (await client.get("/v1/accounts", params={"sort": "-arr"})).json()["items"]
+    assert [(i["account_id"], i["arr"], i["currency"]) for i in by_arr] == [
+        ("r3", 9000.0, "EUR"),
+        ("r1", 5000.0, "EUR"),
+        ("r2", None, None),
+    ]
+    by_renewal = (await client.get("/v1/accounts", params={"sort": "renewal_at", "limit": 1})).json()
+    assert [i["renewal_at"] for i in by_renewal["items"]] == ["2025-04-01T00:00:00.000Z"]
+    rest = await client.get(
+        "/v1/accounts", params={"sort": "renewal_at", "cursor": by_renewal["next_cursor"]}
+    )
+    assert [i["account_id"] for i in rest.json()["items"]] == ["r1", "r3"]
 
 
 async def test_bad_cursor_limit_and_sort_are_rejected(client: httpx.AsyncClient, model: StoreModel) -> None:
@@ -182,7 +211,8 @@ async def test_bad_cursor_limit_and_sort_are_rejected(client: httpx.AsyncClient,
         ({"band": "POOR"}, "band must be one of 'good', 'average' or 'poor'"),
         (
             {"sort": "name"},
-            "sort must be one of 'score', '-score', 'last_activity_at', '-last_activity_at' or 'account_id'",
+            "sort must be one of 'score', '-score', 'last_activity_at', '-last_activity_at', 'account_id', "
+            "'-arr' or 'renewal_at'",
         ),
     ],
 )

@@ -144,6 +144,46 @@ async def test_at_risk_lists_poor_and_average_accounts_only_lowest_score_first(
     assert at_risk_ids(resp.text) == ["sinking", "edge", "strict", "middling"]
 
 
+def revenue(account_id: str, score: int, band: str, **facts: object) -> dict[str, object]:
+    return snapshot(account_id, score=score, band=band, facts={"name": account_id, **facts})
+
+
+async def test_at_risk_sorts_by_arr_or_renewal_with_accounts_without_them_last(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    put(
+        model,
+        revenue("big", 60, "average", arr=90_000, currency="EUR", renewal_at="2025-09-01T00:00:00.000Z"),
+    )
+    put(
+        model,
+        revenue("small", 10, "poor", arr=1_000.4, currency="EUR", renewal_at="2025-04-07T12:00:00.000Z"),
+    )
+    put(model, revenue("unknown", 20, "poor"))
+    put(model, revenue("rich-but-fine", 90, "good", arr=10**6, currency="EUR"))
+
+    by_arr = (await client.get("/dashboard/fragments/at-risk", params={"sort": "-arr"})).text
+    by_renewal = (await client.get("/dashboard/fragments/at-risk", params={"sort": "renewal_at"})).text
+
+    assert at_risk_ids(by_arr) == ["big", "small", "unknown"]
+    assert at_risk_ids(by_renewal) == ["small", "big", "unknown"]
+    # NOW is 2025-03-15 12:00: the renewal of "small" is 23 days away.
+    assert "EUR 90,000" in by_arr and "EUR 1,000" in by_arr and "in 23 d" in by_renewal
+    bad = await client.get("/dashboard/fragments/at-risk", params={"sort": "score,-arr"})
+    assert bad.status_code == 422
+
+
+async def test_the_page_links_each_at_risk_order_and_marks_the_current_one(client: httpx.AsyncClient) -> None:
+    page = (await client.get("/dashboard", params={"sort": "-arr"})).text
+    assert 'data-sort="-arr"' in page
+    assert re.findall(r'<a href="/dashboard\?sort=([^"]*)"( aria-current="true")?>', page) == [
+        ("score", ""),
+        ("-arr", ' aria-current="true"'),
+        ("renewal_at", ""),
+    ]
+    assert 'data-sort="score"' in (await client.get("/dashboard", params={"sort": "nonsense"})).text
+
+
 async def test_onboarding_accounts_are_at_risk_only_once_the_core_warns_of_them(
     client: httpx.AsyncClient, model: StoreModel
 ) -> None:

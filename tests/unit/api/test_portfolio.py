@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 import httpx
 import pytest
@@ -90,6 +91,38 @@ def test_portfolio_counts_bands_nps_and_open_episodes() -> None:
     assert out["nps"]["score"] == 0.0
     assert out["open_alerts"] == {"account_quiet": 2, "usage_drop": 1, "health_degraded": 1}
     assert out["churn"][-1]["month"] == "2025-03"
+
+
+def _facts(**revenue: Any) -> dict[str, Any]:
+    return {"name": "x", "seats": 5, "plan": "pro", "segment": "smb", "owner": "ann", **revenue}
+
+
+def test_arr_at_risk_sums_bands_average_and_poor_per_currency_and_by_open_alert() -> None:
+    quiet = {"quiet_since": "2025-02-20T00:00:00.000Z", "drop_since": None, "poor": True}
+    docs = [
+        snapshot("a", band="good", facts=_facts(arr=100_000, currency="EUR")),
+        snapshot("b", band="average", facts=_facts(arr=20_000.5, currency="EUR")),  # half to even: 20000
+        snapshot("c", band="poor", facts=_facts(arr=30_000, currency="USD"), episodes=quiet),
+        snapshot("d", band="poor", facts=_facts(arr=1_500.5)),  # no currency: XXX; rounds to 1500
+        snapshot("e", band="poor", facts=_facts()),  # no ARR: counted as an account, not in ARR
+    ]
+
+    out = portfolio_figures(docs, datetime(2025, 3, 1, tzinfo=UTC))
+
+    assert out["by_band"] == {"good": 1, "average": 1, "poor": 3}
+    assert out["arr"] == {
+        "at_risk": {"EUR": 20_000, "USD": 30_000, "XXX": 1_500},
+        "by_band": {
+            "good": {"EUR": 100_000},
+            "average": {"EUR": 20_000},
+            "poor": {"USD": 30_000, "XXX": 1_500},
+        },
+        "by_open_alert": {
+            "account_quiet": {"USD": 30_000},
+            "usage_drop": {},
+            "health_degraded": {"USD": 30_000},
+        },
+    }
 
 
 async def test_portfolio_route_uses_the_injected_clock(client: httpx.AsyncClient, model: StoreModel) -> None:

@@ -246,6 +246,34 @@ def test_a_fill_cut_short_is_finished_by_the_next_start_counting_what_the_first_
         second.close()
 
 
+def _revenue(account_id: str, band: str, at: str, **facts: Any) -> dict[str, Any]:
+    return snapshot(account_id, band=band, at=at, facts={"owner": "ann", "segment": "ent", **facts})
+
+
+def test_arr_sums_follow_each_snapshot_and_lists_sort_by_arr_and_renewal(store: SqlReadModel) -> None:
+    memory = InMemoryReadModel()
+    records = [
+        ("a", _revenue("a", "poor", _at(1), arr=5000, currency="EUR", renewal_at="2025-06-01T00:00:00.000Z")),
+        ("b", _revenue("b", "average", _at(2), arr=7000, currency="EUR")),
+        ("c", _revenue("c", "poor", _at(3), renewal_at="2025-04-01T00:00:00.000Z")),
+        ("b", _revenue("b", "poor", _at(4), arr=9000, currency="EUR")),  # moves band and ARR
+        ("a", None),  # forgotten
+        ("d", _revenue("d", "good", _at(5), arr=9000, currency="USD", renewal_at="2025-05-01T00:00:00.000Z")),
+    ]
+    for account_id, doc in records:
+        store.apply_health(account_id, doc)
+        memory.apply_health(account_id, doc)
+
+    for model in (store, memory):
+        arr = model.portfolio(NOW, scope=AccountScope(owner="ann"))["arr"]
+        assert arr["at_risk"] == {"EUR": 9000}
+        assert arr["by_band"] == {"good": {"USD": 9000}, "average": {}, "poor": {"EUR": 9000}}
+        # Equal ARR: by account id, descending like the ARR; without ARR last.
+        assert _listed(model, AccountFilters(), AccountSort.ARR_DESC, EVERY_ACCOUNT) == [["d", "b", "c"]]
+        # Soonest renewal first; without one last.
+        assert _listed(model, AccountFilters(), AccountSort.RENEWAL, EVERY_ACCOUNT) == [["c", "d", "b"]]
+
+
 # -- the same answers as the in-memory model ---------------------------------------------------------
 
 _owners = st.sampled_from(["ann", "bob", None])
@@ -269,6 +297,10 @@ def _snapshot(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
             "owner": draw(_owners),
             "segment": draw(_segments),
             "plan": draw(st.sampled_from(["pro", "free"])),
+            # Halves round to even: the same whole units in memory and in SQL.
+            "arr": draw(st.one_of(st.none(), st.integers(0, 3).map(lambda n: n * 1000.5), st.just(0))),
+            "currency": draw(st.sampled_from([None, "EUR", "USD"])),
+            "renewal_at": draw(_days),
         },
         episodes={"quiet_since": draw(_days), "drop_since": draw(_days), "poor": draw(st.booleans())},
         subscription={"status": None, "started_at": draw(_months), "cancelled_at": draw(_months)},

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamer.core.alerts import Alert, alert_to_dict, health_to_dict
+from streamer.core.alerts import Alert, alert_to_dict, health_to_dict, ms_to_rfc3339
 from streamer.core.engine import (
     Outcome,
     advance,
@@ -132,6 +132,31 @@ def test_facts_keep_the_newest_value_per_field_regardless_of_arrival_order() -> 
     assert (s.seats, s.plan, s.subscription, s.open_tickets) == (10, "pro", "active", 0)
 
 
+def test_revenue_facts_arr_from_mrr_currency_upper_cased_and_renewal_date_at_utc_midnight() -> None:
+    s, _ = feed(
+        None,
+        [
+            fact(START, EventKind.ACCOUNT_UPDATED, mrr=1250.5, currency="eur", renewal_at="2026-03-01"),
+            fact(START + HOUR, EventKind.ACCOUNT_UPDATED, contract="annual, net 30"),
+        ],
+    )
+    renewal = int(datetime(2026, 3, 1, tzinfo=UTC).timestamp() * 1000)
+    assert (s.arr, s.currency, s.renewal_ms, s.contract) == (15006.0, "EUR", renewal, "annual, net 30")
+
+
+def test_arr_wins_over_mrr_and_older_revenue_facts_never_win() -> None:
+    s, _ = feed(
+        None,
+        [
+            fact(START + 2 * HOUR, EventKind.ACCOUNT_UPDATED, arr=50_000, mrr=1),
+            fact(START + HOUR, EventKind.ACCOUNT_UPDATED, arr=10, currency="USD"),  # older: currency only
+            fact(START + 3 * HOUR, EventKind.ACCOUNT_UPDATED, renewal_at="2026-06-30T12:00:00+02:00"),
+        ],
+    )
+    renewal = int(datetime(2026, 6, 30, 10, tzinfo=UTC).timestamp() * 1000)
+    assert (s.arr, s.currency, s.renewal_ms) == (50_000.0, "USD", renewal)
+
+
 def test_reserved_events_only_add_weight_when_listed() -> None:
     policy = Policy(event_weights={"support_ticket_opened": -5.0})
     s, _ = feed(
@@ -239,6 +264,63 @@ def test_usage_drop_fires_once_when_two_weeks_of_user_days_fall_improbably_low()
     # Detected once the 14-day window is down to 40% of usual: 12 days into it (12 + 2 x 4 user-days
     # of 56 expected; after 11 days it is 41%).
     assert drop.detected_at_ms == START + (HISTORY + 12) * DAY_MS
+
+
+DETECTED = START + (HISTORY + 12) * DAY_MS  # when the drop below is detected
+RENEWAL_POLICY = Policy(renewal_raise_within_ms=60 * DAY_MS)
+
+
+def _drop_with_renewal(renewal_ms: int | None, policy: Policy = RENEWAL_POLICY) -> Alert:
+    facts = (
+        []
+        if renewal_ms is None
+        else [fact(START, EventKind.ACCOUNT_UPDATED, renewal_at=ms_to_rfc3339(renewal_ms))]
+    )
+    _, alerts = feed(
+        None, [*facts, *team(0, HISTORY - 1, 4), *team(HISTORY, HISTORY + 20, 1, tag="x")], policy
+    )
+    [drop] = only("usage_drop", alerts)
+    assert drop.detected_at_ms == DETECTED
+    return drop
+
+
+def test_an_alert_detected_within_the_renewal_window_is_one_severity_higher_and_says_why() -> None:
+    renewal = DETECTED + 23 * DAY_MS + HOUR
+    drop = _drop_with_renewal(renewal)
+    assert drop.severity == "high"
+    assert drop.reason.startswith("Active user-days down to ")
+    assert drop.reason.endswith("; renewal in 23 days")
+    assert drop.evidence["renewal"] == {
+        "renewal_ms": renewal,
+        "days": 23,
+        "raised_from": "medium",
+        "why": "renewal in 23 days, within 60 days: medium raised to high",
+    }
+    assert alert_to_dict(drop)["evidence"]["renewal"]["renewal_at"] == ms_to_rfc3339(renewal)
+
+
+@pytest.mark.parametrize(
+    ("renewal_ms", "policy"),
+    [
+        (DETECTED + 60 * DAY_MS + 1, RENEWAL_POLICY),  # one ms beyond the window
+        (DETECTED - 1, RENEWAL_POLICY),  # renewed the moment before: past
+        (None, RENEWAL_POLICY),  # no renewal known
+        (DETECTED + DAY_MS, POLICY),  # the rule is off by default
+    ],
+)
+def test_an_alert_outside_the_renewal_window_keeps_its_severity(
+    renewal_ms: int | None, policy: Policy
+) -> None:
+    drop = _drop_with_renewal(renewal_ms, policy)
+    assert drop.severity == "medium"
+    assert "renewal" not in drop.evidence
+
+
+def test_the_renewal_window_ends_on_the_renewal_instant() -> None:
+    drop = _drop_with_renewal(DETECTED + 60 * DAY_MS)  # exactly 60 days: within
+    assert (drop.severity, drop.evidence["renewal"]["days"]) == ("high", 60)
+    drop = _drop_with_renewal(DETECTED)  # renewing the instant it is detected
+    assert (drop.severity, drop.reason.endswith("; renewal in 0 days")) == ("high", True)
 
 
 def test_fewer_events_from_the_same_users_are_no_drop() -> None:

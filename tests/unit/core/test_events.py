@@ -22,6 +22,7 @@ from streamer.core.events import (
     encode_event,
     parse_event,
     parse_event_time,
+    parse_renewal_at,
     with_account,
 )
 
@@ -424,6 +425,56 @@ def test_values_that_could_not_be_stored_or_re_encoded_are_rejected_at_parse(
     with pytest.raises(InvalidEvent) as err:
         parse_event(doc)
     assert str(err.value) == error
+
+
+@pytest.mark.parametrize(
+    ("props", "error"),
+    [
+        ({"arr": -1}, "properties.arr: must be a number 0..1000000000000"),  # negative revenue
+        ({"arr": "100"}, "properties.arr: must be a number 0..1000000000000"),  # a string
+        ({"arr": True}, "properties.arr: must be a number 0..1000000000000"),  # a boolean is no number
+        ({"arr": 10**12 + 1}, "properties.arr: must be a number 0..1000000000000"),  # beyond the bound
+        ({"mrr": 10**11}, "properties.mrr: must be a number 0..83333333333"),  # 12 x it beyond ARR's bound
+        ({"currency": "EURO"}, "properties.currency: must be an ISO 4217 code of 3 letters"),
+        ({"currency": "E1R"}, "properties.currency: must be an ISO 4217 code of 3 letters"),
+        ({"currency": 978}, "properties.currency: must be an ISO 4217 code of 3 letters"),  # numeric code
+        (
+            {"renewal_at": "next year"},
+            "properties.renewal_at: must be an RFC 3339 date-time or a date (YYYY-MM-DD)",
+        ),
+        (
+            {"renewal_at": 1_780_000_000_000},
+            "properties.renewal_at: must be an RFC 3339 date-time or a date (YYYY-MM-DD)",
+        ),  # epoch ms are not accepted for a date people write
+        (
+            {"renewal_at": "2026-02-30"},
+            "properties.renewal_at: must be an RFC 3339 date-time or a date (YYYY-MM-DD)",
+        ),
+        ({"renewal_at": "2100-01-01"}, "properties.renewal_at: out of range 2000-01-01..2100-01-01"),
+        (
+            {"renewal_at": "2026-03-01T00:00:00"},
+            "properties.renewal_at: must be an RFC 3339 date-time or a date (YYYY-MM-DD)",
+        ),  # naive
+        ({"contract": "x" * 129}, "properties.contract: must be a string of at most 128 characters"),
+    ],
+)
+def test_invalid_revenue_facts_are_rejected_naming_the_field(props: dict[str, Any], error: str) -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse_event({**BOUNDS_BASE, "event": "account_updated", "properties": props})
+    assert str(err.value) == error
+
+
+def test_revenue_facts_in_segment_group_traits_are_checked_under_traits() -> None:
+    with pytest.raises(InvalidEvent) as err:
+        parse_event({**SEGMENT_BASE, "type": "group", "traits": {"currency": "dollars"}})
+    assert str(err.value) == "traits.currency: must be an ISO 4217 code of 3 letters"
+    e = parse_event({**SEGMENT_BASE, "type": "group", "traits": {"arr": 1e12, "renewal_at": "2026-12-31"}})
+    assert (e.kind, e.properties["arr"]) == (EventKind.ACCOUNT_UPDATED, 1e12)
+
+
+def test_renewal_at_is_a_date_time_or_a_date_at_utc_midnight() -> None:
+    assert parse_renewal_at("2026-03-01") == ms(datetime(2026, 3, 1, tzinfo=UTC))
+    assert parse_renewal_at("2026-03-01T09:30:00-01:00") == ms(datetime(2026, 3, 1, 10, 30, tzinfo=UTC))
 
 
 def test_values_at_the_bounds_are_accepted() -> None:

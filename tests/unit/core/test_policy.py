@@ -74,6 +74,15 @@ def test_fractional_quiet_days_and_weights_are_loaded() -> None:
     assert p.weights.activity == 1.0
 
 
+def test_renewal_raise_within_days_is_read_in_days_and_per_override() -> None:
+    rules = load_policy(
+        "[renewal]\nraise_within_days = 60\n"
+        "[[overrides]]\nsegment = 'ent'\nrenewal = { raise_within_days = 1.5 }"
+    )
+    assert rules.for_account(None, None).renewal_raise_within_ms == 60 * DAY_MS
+    assert rules.for_account("ent", None).renewal_raise_within_ms == 36 * 3_600_000
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -115,6 +124,8 @@ def test_fractional_quiet_days_and_weights_are_loaded() -> None:
         ("[data_gaps]\nenabled = 'no'", "data_gaps.enabled: must be true or false"),  # not a boolean
         ("[data_gaps]\nsilence_min = 0", "data_gaps.silence_min: must be a number > 0"),  # never a gap
         ("[data_gaps]\nsilence = 5", "data_gaps.silence: unknown key"),  # misspelt
+        ("[renewal]\nraise_within = 60", "renewal.raise_within: unknown key"),  # misspelt
+        ("[renewal]\nraise_within_days = -1", "renewal.raise_within_days must be within 0..3660"),
         ("[data_gaps]\nmin_accounts = 2.5", "data_gaps.min_accounts: must be an integer >= 0"),  # fractional
         ("[[overrides]]\nplan = 'pro'\n[overrides.data_gaps]\nenabled = false", "overrides[0].data_gaps"),
     ],

@@ -15,6 +15,7 @@ from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Band, Policy
 from streamer.core.state import (
     COMPONENT_NAMES,
+    REVENUE_FACTS,
     USER_BITS,
     AccountState,
     DayBucket,
@@ -105,7 +106,9 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.drop_pending_day, s.drop_base, s.drop_dispersion = 20_000, (1.5,) * 7, 2.5
     s.published_activity_ms, s.published_quiet_since_ms, s.published_drop_since_ms = T0, T0, T0
     s.published_poor = True
-    assert len(encode_state(s)) == 5308
+    s.arr, s.currency, s.renewal_ms, s.contract = 1e13, "EUR", T0, wide
+    s.facts_at_ms = dict.fromkeys(("seats", "plan", "segment", "name", "owner", *REVENUE_FACTS), T0)
+    assert len(encode_state(s)) == 5875
     assert decode_state(encode_state(s)) == s
 
 
@@ -142,8 +145,13 @@ def states(draw: st.DrawFn) -> AccountState:
     s.seats = draw(st.none() | st.integers(0, 2**62))
     s.plan, s.segment, s.name, s.owner = (draw(short_text) for _ in range(4))
     s.facts_at_ms = draw(
-        st.dictionaries(st.sampled_from(["seats", "plan", "segment", "name", "owner"]), ms_values)
+        st.dictionaries(
+            st.sampled_from(["seats", "plan", "segment", "name", "owner", *REVENUE_FACTS]), ms_values
+        )
     )
+    s.arr = draw(st.none() | st.floats(0, 1e13))
+    s.currency = draw(st.none() | st.sampled_from(["EUR", "USD", "JPY"]))
+    s.renewal_ms, s.contract = draw(opt_ms), draw(short_text)
     s.nps_score = draw(st.none() | st.integers(0, 10))
     s.open_tickets = draw(st.integers(-(2**31), 2**31 - 1))
     s.subscription_started_ms, s.subscription_cancelled_ms = draw(opt_ms), draw(opt_ms)
@@ -233,6 +241,13 @@ def test_a_version_3_state_decodes_as_one_whose_snapshot_showed_nothing_yet() ->
     assert (decoded.published_drop_since_ms, decoded.published_poor) == (None, False)
     assert peek_state(V3) == (T0 + DAY_MS, "good", False)
     assert encode_state(decoded)[0] == 4  # written back in the current version
+
+
+def test_revenue_facts_round_trip() -> None:
+    s = _v2_state()
+    s.arr, s.currency, s.renewal_ms, s.contract = 120_000.5, "EUR", T0 + 30 * DAY_MS, "annual, net 30"
+    s.facts_at_ms.update(arr=T0, currency=T0, renewal_at=T0 + 1, contract=T0 + 2)
+    assert decode_state(encode_state(s)) == s
 
 
 @pytest.mark.parametrize(
