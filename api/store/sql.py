@@ -235,14 +235,19 @@ def _scopes(owner: str | None, segment: str | None) -> tuple[tuple[Any, ...], ..
 
 
 def _count(
-    counts: Counter[tuple[Any, ...]], sums: Counter[tuple[Any, ...]], row: Mapping[str, Any], sign: int
+    counts: Counter[tuple[Any, ...]],
+    sums: Counter[tuple[Any, ...]],
+    row: Mapping[str, Any],
+    sign: int,
+    accounts: int = 1,
 ) -> None:
     """Add (``sign`` 1) or take away (-1) what an ``accounts`` row counts under ``portfolio_counts``: each
-    of its marginals (:meth:`PortfolioKey.marginals`) in each of its scopes, and its ARR to their sums."""
+    of its marginals (:meth:`PortfolioKey.marginals`) in each of its scopes, and its ARR to their sums.
+    A row may stand for ``accounts`` alike, its ``arr`` then their sum."""
     key = _portfolio_key(row)
     for scope in _scopes(row["owner"], row["segment"]):
         for dim, value in key.marginals():
-            counts[*scope, dim, value] += sign
+            counts[*scope, dim, value] += sign * accounts
             sums[*scope, dim, value] += sign * key.arr_of(dim)
 
 
@@ -490,8 +495,8 @@ class SqlReadModel(LoadProgress):
 
     def _recount(self, conn: Connection) -> None:
         """Replace the portfolio counts by a count of the accounts stored: one pass over the table,
-        grouped by what the counts depend on (an episode by whether it is open), each group's
-        marginals counted once per owner and segment, then in each scope (:func:`_count`)."""
+        grouped by what the counts depend on (an episode by whether it is open), each group counted
+        once (:func:`_count`)."""
         a = t.accounts.c
         columns = [
             *(a[name] for name in _COUNTED if name != "quiet_since"),
@@ -503,22 +508,13 @@ class SqlReadModel(LoadProgress):
         ]
         arr = func.sum(case((a.arr >= 0, a.arr), else_=0))
         groups = select(*columns, func.count().label("n"), arr.label("arr")).group_by(*columns)
-        marginals: Counter[tuple[Any, ...]] = Counter()
-        arr_sums: Counter[tuple[Any, ...]] = Counter()
+        counts: Counter[tuple[Any, ...]] = Counter()
+        sums: Counter[tuple[Any, ...]] = Counter()
         for row in conn.execute(groups):
             group = dict(row._mapping)
             # The group's key carries the sum of its ARR: what its accounts add together.
             group["arr"] = int(group["arr"] or 0) if group["has_arr"] else -1
-            key = _portfolio_key(group)
-            for dim, value in key.marginals():
-                marginals[group["owner"], group["segment"], dim, value] += group["n"]
-                arr_sums[group["owner"], group["segment"], dim, value] += key.arr_of(dim)
-        counts: Counter[tuple[Any, ...]] = Counter()
-        sums: Counter[tuple[Any, ...]] = Counter()
-        for (owner, segment, dim, value), n in marginals.items():
-            for scope in _scopes(owner, segment):
-                counts[*scope, dim, value] += n
-                sums[*scope, dim, value] += arr_sums[owner, segment, dim, value]
+            _count(counts, sums, group, 1, accounts=group["n"])
         conn.execute(delete(t.portfolio_counts))
         self._write_counts(conn, counts, sums)
 
