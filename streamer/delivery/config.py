@@ -50,6 +50,7 @@ from streamer.delivery.signing import decode_secret
 __all__ = [
     "BANDS",
     "DESTINATION_TYPES",
+    "DIGEST",
     "KINDS",
     "AlertFacts",
     "DeliveryConfig",
@@ -61,9 +62,14 @@ __all__ = [
     "alert_facts",
     "load_delivery_config",
     "targets",
+    "targets_for",
 ]
 
-KINDS = frozenset({ACCOUNT_QUIET, USAGE_DROP, HEALTH_DEGRADED, ACCOUNT_RECOVERED})
+DIGEST = "daily_digest"
+"""The kind routes and snoozes name the daily digest by (see :mod:`streamer.delivery.digest`)."""
+KINDS = frozenset({ACCOUNT_QUIET, USAGE_DROP, HEALTH_DEGRADED, ACCOUNT_RECOVERED, DIGEST})
+# Ledger record keys that are not (destination, alert) pairs start with these.
+_RESERVED_PREFIXES = ("disabled:", "baseline:")
 BANDS = frozenset(Band)
 DESTINATION_TYPES = frozenset({"slack", "webhook"})
 _SELECTORS = {"kinds": "kind", "bands": "band", "segments": "segment", "plans": "plan", "owners": "owner"}
@@ -208,7 +214,11 @@ def targets(config: DeliveryConfig, alert: Mapping[str, Any], now_ms: int) -> li
     Returns:
         Each destination of every matching route once, in file order, with its snooze state.
     """
-    facts = alert_facts(alert)
+    return targets_for(config, alert_facts(alert), now_ms)
+
+
+def targets_for(config: DeliveryConfig, facts: AlertFacts, now_ms: int) -> list[Target]:
+    """Route whatever has these facts (an alert, or a digest with its owner and kind)."""
     seen: dict[str, None] = {}
     for route in config.routes:
         if route.matches(facts):
@@ -265,6 +275,8 @@ def _instant_ms(value: object, path: str) -> int:
 def _destination(body: dict[str, Any], path: str) -> Destination:
     _unknown(body, {"name", "type", "url", "secret"}, path)
     name = _string(body.get("name"), f"{path}.name")
+    if name.startswith(_RESERVED_PREFIXES):
+        raise DeliveryConfigError(f"{path}.name: must not start with {' or '.join(_RESERVED_PREFIXES)}")
     kind = _string(body.get("type"), f"{path}.type")
     if kind not in DESTINATION_TYPES:
         raise DeliveryConfigError(f"{path}.type: must be one of {sorted(DESTINATION_TYPES)}")

@@ -14,6 +14,7 @@ import orjson
 from streamer.core.alerts import ms_to_rfc3339
 
 __all__ = [
+    "BASELINE_PREFIX",
     "DEAD",
     "DELIVERED",
     "DISABLED",
@@ -29,6 +30,8 @@ DELIVERED = "delivered"
 DEAD = "dead"
 DISABLED = "disabled"
 _DISABLED_PREFIX = "disabled:"
+BASELINE_PREFIX = "baseline:"
+"""Keys of the daily digest's account baselines (:mod:`streamer.delivery.digest`), not deliveries."""
 
 
 def ledger_key(destination: str, alert_id: str) -> str:
@@ -102,6 +105,8 @@ class Ledger:
         if key is None:
             return
         text = key.decode()
+        if text.startswith(BASELINE_PREFIX):
+            return
         if text.startswith(_DISABLED_PREFIX):
             fingerprint = text[len(_DISABLED_PREFIX) :]
             if value is not None and _status(value) == DISABLED:

@@ -14,7 +14,7 @@ from urllib.parse import quote
 from streamer.core.snapshot import trend
 from streamer.delivery.config import alert_facts
 
-__all__ = ["HEADER_MAX", "health_url", "slack_message"]
+__all__ = ["DIGEST_LINES", "HEADER_MAX", "digest_slack_message", "health_url", "slack_message"]
 
 # Slack rejects a header whose plain_text is longer than this.
 HEADER_MAX = 150
@@ -106,6 +106,79 @@ def slack_message(alert: Mapping[str, Any], public_url: str) -> dict[str, Any]:
                         "text": _plain("Open account health", 75),
                         "url": url,
                         "action_id": "open_health",
+                    }
+                ],
+            },
+        ],
+    }
+
+
+# Slack allows 50 blocks and 3,000 characters per section text: a few lines per section, then a count.
+DIGEST_LINES = 10
+_ALERT_TITLES = {"account_quiet": "quiet", "usage_drop": "usage dropped", "health_degraded": "poor health"}
+
+
+def _who(item: Mapping[str, Any]) -> str:
+    return f"*{item['name']}* ({item['account_id']})" if item.get("name") else f"*{item['account_id']}*"
+
+
+def _money(item: Mapping[str, Any]) -> str:
+    arr = _number(item.get("arr"))
+    return f", ARR {arr:,.0f} {item.get('currency') or ''}".rstrip() if arr is not None else ""
+
+
+def _section(title: str, lines: list[str], total: int) -> dict[str, Any]:
+    shown = lines[:DIGEST_LINES]
+    if total > len(shown):
+        shown.append(f"…and {total - len(shown)} more")
+    text = f"*{title} ({total})*\n" + ("\n".join(f"• {line}" for line in shown) if shown else "none")
+    return {"type": "section", "text": _mrkdwn(text[:3000])}
+
+
+def digest_slack_message(doc: Mapping[str, Any], public_url: str) -> dict[str, Any]:
+    """Build the Block Kit message of one owner's daily digest.
+
+    Args:
+        doc: The digest document (as built by :func:`streamer.delivery.digest.digest_document`).
+        public_url: The externally reachable base URL of the churnwatch API.
+
+    Returns:
+        The JSON body for a Slack incoming webhook: what got worse, the open alerts, the renewals.
+    """
+    owner = doc.get("owner") or "unowned accounts"
+    title = f"Daily digest for {owner}, {doc['date']}"
+    totals = doc["totals"]
+    worse = [
+        f"{_who(w)}: {w['score_before']} ({w['band_before']}) → {w['score']} ({w['band']}){_money(w)}"
+        for w in doc["worse"]
+    ]
+    alerts = [
+        f"{_who(a)}: {_ALERT_TITLES.get(a['kind'], a['kind'])}"
+        + (f" since {str(a['since'])[:10]}" if a.get("since") else "")
+        + f", score {a['score']} ({a['band']}){_money(a)}"
+        for a in doc["open_alerts"]
+    ]
+    renewals = [
+        f"{_who(r)}: renews {str(r['renewal_at'])[:10]} (in {r['days_left']} days), "
+        f"score {r['score']} ({r['band']}){_money(r)}"
+        for r in doc["renewals"]
+    ]
+    return {
+        "text": title,
+        "blocks": [
+            {"type": "header", "text": _plain(title, HEADER_MAX)},
+            {"type": "context", "elements": [_mrkdwn(f"Since {doc['since']} ({doc['time_zone']})")]},
+            _section("Got worse", worse, totals["worse"]),
+            _section("Open alerts", alerts, totals["open_alerts"]),
+            _section("Renewals due", renewals, totals["renewals"]),
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "text": _plain("Open the dashboard", 75),
+                        "url": f"{public_url.rstrip('/')}/dashboard",
+                        "action_id": "open_dashboard",
                     }
                 ],
             },
