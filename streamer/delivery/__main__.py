@@ -34,7 +34,7 @@ from prometheus_client import start_http_server
 
 from streamer.cliutil import parser_for
 from streamer.delivery.config import DeliveryConfig, load_delivery_config
-from streamer.delivery.service import DeliveryService, ensure_delivery_topics
+from streamer.delivery.service import DeliveryService, ensure_delivery_topics, health_partitions
 from streamer.delivery.settings import DeliverySettings
 from streamer.logfilter import downgrade_transient_kafka_errors, rate_limit_logging
 
@@ -67,6 +67,7 @@ def build_service(settings: DeliverySettings, config: DeliveryConfig) -> Deliver
         auto_offset_reset="earliest",
     )
     reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    health = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     return DeliveryService(
         settings,
         config,
@@ -75,6 +76,8 @@ def build_service(settings: DeliverySettings, config: DeliveryConfig) -> Deliver
         consumer=consumer,
         reader=reader,
         ensure_topics=functools.partial(ensure_delivery_topics, settings),
+        health_reader=health if settings.digest_enabled else None,
+        health_partitions=functools.partial(health_partitions, settings),
     )
 
 

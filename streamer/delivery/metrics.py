@@ -22,3 +22,13 @@ DISABLED = Gauge(
     "1 for a destination disabled by 410 Gone (until its configuration changes), else 0.",
     ["destination"],
 )
+DIGESTS = Counter(
+    "churnwatch_digests_total",
+    "Daily digests per destination by outcome: queued (then counted as deliveries), snoozed, empty.",
+    ["destination", "outcome"],
+)
+DIGEST_ACCOUNTS = Gauge("churnwatch_digest_accounts", "Accounts the daily digest keeps in memory.")
+DIGEST_UNTRACKED = Gauge(
+    "churnwatch_digest_untracked_accounts",
+    "Accounts the daily digest does not track because CHURNWATCH_DIGEST_MAX_ACCOUNTS was reached.",
+)

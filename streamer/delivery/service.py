@@ -28,7 +28,9 @@ from pydantic import ValidationError
 from streamer.delivery import metrics
 from streamer.delivery.backoff import Action, decide, parse_retry_after
 from streamer.delivery.config import DeliveryConfig, Destination, targets
+from streamer.delivery.digests import DigestRunner, HealthPartitions
 from streamer.delivery.ledger import (
+    BASELINE_PREFIX,
     DEAD,
     DELIVERED,
     Ledger,
@@ -76,6 +78,7 @@ class Job:
     alert: Mapping[str, Any]
     alert_id: str
     timestamp_ms: int
+    slack: Mapping[str, Any] | None = None  # the Slack message when it is not the alert's (a digest)
 
 
 async def ensure_delivery_topics(settings: DeliverySettings) -> int:
@@ -111,6 +114,26 @@ async def ensure_delivery_topics(settings: DeliverySettings) -> int:
                 return len(parts)
             await asyncio.sleep(0.2)
         raise RuntimeError(f"topic {settings.delivery_ledger_topic} has no leaders")
+    finally:
+        await admin.close()
+
+
+async def health_partitions(settings: DeliverySettings) -> int:
+    """The health topic's partition count, once it exists with leaders (the worker creates it)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        waited = False
+        while True:
+            if settings.health_topic in set(await admin.list_topics()):
+                (described,) = await admin.describe_topics([settings.health_topic])
+                parts = described.get("partitions") or []
+                if parts and all(p["leader"] >= 0 for p in parts):
+                    return len(parts)
+            if not waited:
+                log.warning("digest: waiting for topic %s (the worker creates it)", settings.health_topic)
+                waited = True
+            await asyncio.sleep(1.0)
     finally:
         await admin.close()
 
@@ -193,7 +216,12 @@ class Sender:
     async def _attempt(self, job: Job) -> tuple[int | None, float | None, str]:
         dest = self.dest
         if dest.type == "slack":
-            body = orjson.dumps(slack_message(job.alert, self.service.settings.public_url))
+            message = (
+                job.slack
+                if job.slack is not None
+                else slack_message(job.alert, self.service.settings.public_url)
+            )
+            body = orjson.dumps(message)
             headers = {"content-type": "application/json"}
         else:
             body = job.value
@@ -245,6 +273,9 @@ class DeliveryService:
         reader: LedgerReader,
         ensure_topics: EnsureTopics,
         retry_wait: RetryWait = wait_or_stop,
+        health_reader: LedgerReader | None = None,
+        health_partitions: HealthPartitions | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         """Wire the service to its clients; :meth:`run` starts them and closes them all at the end.
 
@@ -257,6 +288,10 @@ class DeliveryService:
             reader: A group-less consumer for the ledger topic.
             ensure_topics: Makes sure the DLQ and ledger exist; returns the ledger's partitions.
             retry_wait: Waits between attempts (tests record the delays instead of sleeping).
+            health_reader: A group-less consumer for the health topic; with ``health_partitions``
+                and ``digest_enabled``, the daily digest runs.
+            health_partitions: Returns the health topic's partition count.
+            clock: The current time, for the digest's schedule.
         """
         self.settings = settings
         self.config = config
@@ -277,6 +312,32 @@ class DeliveryService:
         self.acks: set[asyncio.Task[None]] = set()
         self.failed: BaseException | None = None
         self._paused = False
+        self.clock = clock
+        self.digests = (
+            DigestRunner(self, health_reader, health_partitions, clock)
+            if settings.digest_enabled and health_reader is not None and health_partitions is not None
+            else None
+        )
+
+    def now_ms(self) -> int:
+        """The current time in epoch milliseconds, from the injected clock."""
+        return round(self.clock().timestamp() * 1000)
+
+    def queue_digest(
+        self,
+        destination: str,
+        owner: str,
+        digest_id: str,
+        body: bytes,
+        slack: Mapping[str, Any] | None,
+        now_ms: int,
+    ) -> None:
+        """Hand one digest to a destination's sender; it is delivered and recorded like an alert.
+
+        It belongs to no alert offset (partition -1), so finishing it moves no commit.
+        """
+        job = Job(-1, -1, 0, owner.encode(), body, {}, digest_id, now_ms, slack)
+        self.senders[destination].queue.put_nowait(job)
 
     async def write_ledger(self, destination: str, alert_id: str, status: str) -> None:
         """Produce the ledger record and wait for its acknowledgement, then remember it locally."""
@@ -346,6 +407,10 @@ class DeliveryService:
         self.tracker.finish(job.partition, job.offset, job.epoch)
 
     def _apply(self, rec: Record) -> None:
+        if rec.key is not None and rec.key.startswith(BASELINE_PREFIX.encode()):
+            if self.digests is not None:
+                self.digests.apply_baseline(rec.key, rec.value)
+            return
         self.ledger.apply(rec.key, rec.value, rec.timestamp, _now_ms())
 
     async def load_ledger(self, partitions: int) -> None:
@@ -450,6 +515,8 @@ class DeliveryService:
             await self.consumer.start()
             tasks = [asyncio.create_task(snd.run(), name=f"send-{n}") for n, snd in self.senders.items()]
             tasks.append(asyncio.create_task(self.follow_ledger(), name="ledger"))
+            if self.digests is not None:
+                tasks.append(asyncio.create_task(self.digests.run(), name="digest"))
             log.info(
                 "churnwatch delivery ready: %d destinations, %d routes",
                 len(self.senders),
@@ -472,6 +539,8 @@ class DeliveryService:
                 await self.commit()
             await self.consumer.stop()
             await reader.stop()
+            if self.digests is not None and self.digests.started:
+                await self.digests.reader.stop()
             await self.producer.stop()
             await self.http.aclose()
             log.info("churnwatch delivery stopped")

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from streamer.kafka.settings import KafkaSettings
 
@@ -46,3 +47,26 @@ class DeliverySettings(KafkaSettings):
     delivery_seed: int | None = Field(None, description="Seed of the backoff jitter (tests).")
     metrics_host: str = Field("127.0.0.1", description="Interface of the metrics endpoint.")
     delivery_metrics_port: int = Field(9103, ge=0, description="Prometheus metrics port; 0 disables it.")
+    health_topic: str = Field(
+        "account-health", description="Latest health snapshot per account, read by the daily digest."
+    )
+    digest_enabled: bool = Field(False, description="Send each owner a daily digest (off by default).")
+    digest_hour: int = Field(8, ge=0, le=23, description="Local hour at which the daily digest is due.")
+    digest_time_zone: str = Field("UTC", description="IANA time zone of the digest hour and dates.")
+    digest_renewal_days: int = Field(30, ge=0, description="Renewals due within this many days are listed.")
+    digest_min_score_drop: int = Field(
+        10, ge=1, description="A score fall of this many points since the last digest is 'got worse'."
+    )
+    digest_max_items: int = Field(50, ge=1, description="Entries per section of a digest webhook.")
+    digest_max_accounts: int = Field(
+        200_000, ge=1, description="Accounts the digest keeps in memory; further ones are not tracked."
+    )
+
+    @field_validator("digest_time_zone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r}") from None
+        return value

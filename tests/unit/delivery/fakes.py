@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import httpx
@@ -21,7 +22,7 @@ from streamer.delivery.config import DeliveryConfig
 from streamer.delivery.service import DeliveryService, RetryWait
 from streamer.delivery.settings import DeliverySettings
 
-ALERTS, DLQ, LEDGER = "alerts", "alerts-dlq", "deliveries"
+ALERTS, DLQ, LEDGER, HEALTH = "alerts", "alerts-dlq", "deliveries", "health"
 
 
 @dataclass(frozen=True)
@@ -237,13 +238,15 @@ def harness(
     config: DeliveryConfig,
     handler: Handler,
     retry_wait: RetryWait | None = None,
+    clock: Callable[[], datetime] | None = None,
     **settings: Any,
 ) -> Harness:
     """A service wired to ``broker`` and ``handler``; retry waits are recorded, not slept.
 
-    With ``retry_wait`` given, waits go through it instead (still recorded).
+    With ``retry_wait`` given, waits go through it instead (still recorded). With
+    ``digest_enabled=True`` the daily digest reads the ``health`` topic, on ``clock`` when given.
     """
-    for topic, partitions in ((ALERTS, 2), (DLQ, 1), (LEDGER, 1)):
+    for topic, partitions in ((ALERTS, 2), (DLQ, 1), (LEDGER, 1), (HEALTH, 2)):
         broker.create(topic, partitions)
     values: dict[str, Any] = {
         "alerts_topic": ALERTS,
@@ -253,6 +256,7 @@ def harness(
         "delivery_commit_interval_ms": 10,
         "delivery_shutdown_grace_s": 5.0,
         "public_url": "https://churnwatch.example.com",
+        "health_topic": HEALTH,
         **settings,
     }
     delays: list[float] = []
@@ -267,6 +271,9 @@ def harness(
     async def ensure_topics() -> int:
         return len(broker.topics[LEDGER])
 
+    async def health_partitions() -> int:
+        return len(broker.topics[HEALTH])
+
     http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
     service = DeliveryService(
         DeliverySettings(**values),
@@ -277,6 +284,9 @@ def harness(
         reader=FakeConsumer(broker),
         ensure_topics=ensure_topics,
         retry_wait=record_wait,
+        health_reader=FakeConsumer(broker),
+        health_partitions=health_partitions,
+        **({"clock": clock} if clock is not None else {}),
     )
     return Harness(broker, service, http, delays)
 
