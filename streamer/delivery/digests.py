@@ -108,10 +108,18 @@ class DigestRunner:
             if rec.key is not None:
                 self.book.apply_snapshot(rec.key.decode(errors="replace"), rec.value)
 
-    async def load(self) -> None:
-        """Read the health topic to its end (the reader then follows it)."""
+    async def load(self) -> bool:
+        """Read the health topic to its end (the reader then follows it); False when stopped first."""
         topic = self.service.settings.health_topic
-        tps = [TopicPartition(topic, p) for p in range(await self.partitions())]
+        # The topic may not exist yet (the worker creates it): a stop must not wait for it.
+        counting = asyncio.ensure_future(self.partitions())
+        stopping = asyncio.ensure_future(self.service.stopping.wait())
+        await asyncio.wait({counting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not counting.done():
+            counting.cancel()
+            return False
+        tps = [TopicPartition(topic, p) for p in range(counting.result())]
         reader = self.reader
         await reader.start()
         self.started = True
@@ -122,6 +130,7 @@ class DigestRunner:
             for records in (await reader.getmany(*tps, timeout_ms=500)).values():
                 self._apply(list(records))
         self._report()
+        return True
 
     def _report(self) -> None:
         book = self.book
@@ -141,7 +150,8 @@ class DigestRunner:
     async def run(self) -> None:
         """Follow the health topic; whenever a day's digests are due and not done, send them."""
         svc = self.service
-        await self.load()
+        if not await self.load():
+            return
         while not svc.stopping.is_set():
             for records in (await self.reader.getmany(timeout_ms=200)).values():
                 self._apply(list(records))

@@ -190,7 +190,7 @@ def test_the_documented_example_delivery_file_loads() -> None:
     text = (Path(__file__).resolve().parents[3] / "deploy" / "delivery.example.toml").read_text()
     config = load_delivery_config(text)
     assert set(config.destinations) == {"cs-slack", "crm"}
-    assert len(config.routes) == 2 and len(config.snoozes) == 1
+    assert len(config.routes) == 3 and len(config.snoozes) == 1
 
 
 def test_the_fingerprint_changes_with_every_part_of_a_destination() -> None:
@@ -210,3 +210,17 @@ def test_the_fingerprint_changes_with_every_part_of_a_destination() -> None:
         Destination("cr", "mwebhook", base.url, base.secret),
     ]
     assert len({base.fingerprint, *(v.fingerprint for v in variants)}) == 6
+
+
+def test_daily_digest_is_a_kind_for_routes_and_snoozes_and_ledger_prefixes_are_not_names() -> None:
+    config = load_delivery_config(
+        '[[destinations]]\nname = "s"\ntype = "slack"\nurl = "https://hooks.slack.com/x"\n'
+        '[[routes]]\nkind = "daily_digest"\ndestinations = ["s"]\n'
+        '[[snoozes]]\nkind = "daily_digest"\nuntil = 2026-12-01T09:00:00Z\n'
+    )
+    assert config.routes[0].kinds == frozenset({"daily_digest"})
+    for name in ("baseline:x", "disabled:y"):
+        with pytest.raises(DeliveryConfigError, match=r"destinations\[0\]\.name: must not start with"):
+            load_delivery_config(
+                f'[[destinations]]\nname = "{name}"\ntype = "slack"\nurl = "https://h.example"\n'
+            )

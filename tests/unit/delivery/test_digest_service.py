@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import UTC, datetime
 from typing import Any
@@ -119,3 +120,20 @@ async def test_digest_waits_for_its_hour_and_is_off_by_default() -> None:
     assert hits == []
     off = harness(broker, CONFIG, receiving(hits), clock=lambda: NOW)
     assert off.service.digests is None
+
+
+async def test_a_stop_does_not_wait_for_a_health_topic_that_does_not_exist_yet() -> None:
+    broker, hits, never = FakeBroker(), list[httpx.Request](), asyncio.Event()
+    h = harness(broker, CONFIG, receiving(hits), clock=lambda: NOW, **DIGEST)
+    digests = h.service.digests
+    assert digests is not None
+
+    async def missing_topic() -> int:
+        await never.wait()
+        return 1
+
+    digests.partitions = missing_topic
+    h.start()
+    await until(lambda: bool(h.consumer.assignment()), "the alert partitions assigned")
+    await h.finish(timeout_s=2.0)
+    assert not digests.started
