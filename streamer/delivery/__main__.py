@@ -16,6 +16,9 @@ that id. A planned stop (SIGTERM) lets requests in flight finish first, so it do
 A destination that answers 410 Gone is disabled until its configuration (name, type, URL or
 secret) changes, across restarts; its alerts go to the DLQ with the reason
 ``destination disabled (410)``.
+
+With ``CHURNWATCH_DIGEST_ENABLED=true`` it also follows ``account-health`` and sends each owner a
+daily digest through the same senders and ledger (:mod:`streamer.delivery.digests`).
 """
 
 from __future__ import annotations
@@ -67,7 +70,12 @@ def build_service(settings: DeliverySettings, config: DeliveryConfig) -> Deliver
         auto_offset_reset="earliest",
     )
     reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    health = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    # Only built when used: an aiokafka client that is never started or closed warns when collected.
+    health = (
+        AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+        if settings.digest_enabled
+        else None
+    )
     return DeliveryService(
         settings,
         config,
@@ -76,7 +84,7 @@ def build_service(settings: DeliverySettings, config: DeliveryConfig) -> Deliver
         consumer=consumer,
         reader=reader,
         ensure_topics=functools.partial(ensure_delivery_topics, settings),
-        health_reader=health if settings.digest_enabled else None,
+        health_reader=health,
         health_partitions=functools.partial(health_partitions, settings),
     )
 
@@ -85,7 +93,9 @@ DESCRIPTION = """\
 Deliver alerts from the alert topic to Slack and signed webhooks (Standard Webhooks), as routed by
 the delivery file (CHURNWATCH_DELIVERY_FILE). At least once, deduplicated through a compacted ledger
 topic; retries with backoff and Retry-After; a destination answering 410 stays disabled until its
-configuration changes. Stops on SIGTERM or SIGINT after requests in flight finish."""
+configuration changes. With CHURNWATCH_DIGEST_ENABLED=true, also each owner's daily digest, once a
+day at CHURNWATCH_DIGEST_HOUR in CHURNWATCH_DIGEST_TIME_ZONE. Stops on SIGTERM or SIGINT after
+requests in flight finish."""
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:

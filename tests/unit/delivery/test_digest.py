@@ -325,3 +325,14 @@ def test_book_is_bounded_and_ignores_older_and_invalid_snapshots() -> None:
     )
     assert Baseline.from_json({"day": "2026-12-02", "score": 3, "band": "awful"}) is None
     assert Baseline.from_json({"status": "delivered"}) is None
+
+
+def test_settings_reject_an_unknown_time_zone_and_default_to_off() -> None:
+    from pydantic import ValidationError
+
+    from streamer.delivery.settings import DeliverySettings
+
+    with pytest.raises(ValidationError, match="unknown IANA time zone 'Mars/Olympus'"):
+        DeliverySettings(digest_time_zone="Mars/Olympus")
+    settings = DeliverySettings(digest_time_zone="Europe/Paris")
+    assert (settings.digest_enabled, settings.digest_hour, settings.digest_renewal_days) == (False, 8, 30)
