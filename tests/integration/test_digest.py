@@ -6,6 +6,7 @@ health snapshots are produced to a fresh compacted topic as the worker publishes
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,17 +30,24 @@ def receiver() -> Any:
     r.stop()
 
 
+@dataclass
+class DigestSetup(Setup):
+    """The delivery test's topics and processes, and a health topic."""
+
+    health: str = ""
+
+
 @pytest.fixture
 async def setup(kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path) -> Any:
     """Fresh alert, DLQ, ledger and health topics; every delivery process is stopped afterwards."""
-    s = Setup(
+    s = DigestSetup(
         kafka_bootstrap,
         await topic_factory("alerts", 3),
         await topic_factory("alerts-dlq", 1),
         await topic_factory("deliveries", 1, {"cleanup.policy": "compact"}),
         tmp_path,
     )
-    s.health = await topic_factory("health", 2, {"cleanup.policy": "compact"})  # type: ignore[attr-defined]
+    s.health = await topic_factory("health", 2, {"cleanup.policy": "compact"})
     yield s
     for proc in s.procs:
         await proc.stop()
@@ -49,7 +57,9 @@ def at(moment: datetime) -> str:
     return ms_to_rfc3339(round(moment.timestamp() * 1000))
 
 
-async def test_one_digest_per_owner_across_a_crash_and_a_restart(setup: Setup, receiver: Receiver) -> None:
+async def test_one_digest_per_owner_across_a_crash_and_a_restart(
+    setup: DigestSetup, receiver: Receiver
+) -> None:
     now = datetime.now(UTC)
     today = now.date()
     if now - datetime(today.year, today.month, today.day, tzinfo=UTC) < timedelta(minutes=2):
@@ -68,7 +78,7 @@ async def test_one_digest_per_owner_across_a_crash_and_a_restart(setup: Setup, r
         # carol's account has nothing to report: no message.
         snapshot("c1", at(before), 90, "good", owner="carol"),
     ]  # fmt: skip
-    health: str = setup.health  # type: ignore[attr-defined]
+    health = setup.health
     await produce(setup.bootstrap, health, [(d["account_id"].encode(), orjson.dumps(d)) for d in docs])
     day = today.isoformat()
     ids = {f"digest:{day}:owner:alice", f"digest:{day}:owner:bob", f"digest:{day}:unowned"}
