@@ -449,7 +449,7 @@ class SqlReadModel(LoadProgress):
         """Before filling an empty store (or going on with a fill cut short): drop the accounts'
         secondary indexes and stop counting the portfolio row by row; :meth:`finish_fill` builds both
         once the fill has caught up. Building an index over a million rows costs a fraction of keeping
-        sixteen of them up to date row by row (random inserts that miss the cache), and one count over
+        twenty of them up to date row by row (random inserts that miss the cache), and one count over
         the finished table a fraction of a count per snapshot. A store in use is left as it is.
         Returns whether the store is filling."""
         a, m = t.accounts.c, t.meta.c
