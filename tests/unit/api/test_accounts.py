@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -241,7 +242,7 @@ async def test_an_unknown_band_or_sort_is_422_listing_the_allowed_values(
     assert resp.json()["error"]["message"] == message
 
 
-def _lifecycle(status: str | None, days_7: int, days_28: int | None) -> dict[str, object]:
+def _lifecycle(status: str | None, days_7: int, days_28: int | None) -> dict[str, Any]:
     return {"lifecycle": {"status": status, "active_days_7": days_7, "active_days_28": days_28}}
 
 
@@ -255,7 +256,7 @@ async def test_accounts_are_listed_by_lifecycle_and_active_days_with_them_in_eac
     model.apply_health("l5", snapshot("l5", score=50))  # written before lifecycles: no block
     model.apply_health("l6", snapshot("l6", score=60, **_lifecycle("returning", 2, 9)))
 
-    async def listed(**params: object) -> list[str]:
+    async def listed(**params: Any) -> list[str]:
         resp = await client.get("/v1/accounts", params={"sort": "score", **params})
         assert resp.status_code == 200, resp.text
         return [i["account_id"] for i in resp.json()["items"]]

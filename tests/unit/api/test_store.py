@@ -322,7 +322,7 @@ _months = st.one_of(
 )
 
 # No block (a snapshot written before lifecycles), or one with or without a status and a 28-day count.
-_lifecycles = st.one_of(
+_lifecycles: st.SearchStrategy[dict[str, Any]] = st.one_of(
     st.just({}),
     st.fixed_dictionaries(
         {
