@@ -71,11 +71,6 @@ class Lifecycle:
         }
 
 
-def _active(state: AccountState, day: int) -> bool:
-    b = state.days.get(day)
-    return b is not None and b.events > 0
-
-
 def _remembers_since_first_seen(state: AccountState) -> bool:
     """Whether every day since the account was first seen is still in a bucket or a weekly total."""
     through = state.history_through
@@ -86,14 +81,12 @@ def _remembers_since_first_seen(state: AccountState) -> bool:
     return state.first_seen_ms // DAY_MS >= remembered_from
 
 
-def _active_before(state: AccountState, yesterday: int) -> bool:
-    """Whether the account was (or, beyond what the state remembers, may have been) active before
-    ``yesterday``, the account being active today and not yesterday."""
-    if any(b.events > 0 for d, b in state.days.items() if d < yesterday):
-        return True
+def _active_before_memory(state: AccountState, today: int) -> bool:
+    """Whether an account active ``today`` whose buckets show no earlier activity was (or, beyond what
+    the state remembers, may have been) active before."""
     if any(units > 0 for _, units, _ in state.history):
         return True
-    if any(u.first_day < yesterday for u in state.top_users):
+    if any(u.first_day < today for u in state.top_users):
         return True
     return not _remembers_since_first_seen(state) and len(state.top_users) >= TOP_USERS
 
@@ -111,21 +104,33 @@ def lifecycle(state: AccountState, at_ms: int, policy: Policy) -> Lifecycle:
         28 days ending today, today included (the 28 None when the window keeps fewer days).
     """
     today = at_ms // DAY_MS
-    yesterday = today - 1
-    active_7 = sum(1 for d in range(today - 6, today + 1) if _active(state, d))
-    active_28 = (
-        sum(1 for d in range(today - 27, today + 1) if _active(state, d))
-        if policy.window_days >= 28
-        else None
-    )
-    active_today, active_yesterday = _active(state, today), _active(state, yesterday)
+    # One pass over the buckets (at most a window and a week of them): on the hot path of every snapshot.
+    active_7 = active_28 = 0
+    active_today = active_yesterday = active_earlier = False
+    for day, bucket in state.days.items():
+        if bucket.events <= 0:
+            continue
+        age = today - day
+        if age < 0:
+            continue
+        if age < 7:
+            active_7 += 1
+        if age < 28:
+            active_28 += 1
+        if age == 0:
+            active_today = True
+        elif age == 1:
+            active_yesterday = True
+        else:
+            active_earlier = True
     status: LifecycleStatus | None
     if active_today and active_yesterday:
         status = LifecycleStatus.RETURNING
     elif active_today:
-        status = LifecycleStatus.RESURRECTING if _active_before(state, yesterday) else LifecycleStatus.NEW
+        before = active_earlier or _active_before_memory(state, today)
+        status = LifecycleStatus.RESURRECTING if before else LifecycleStatus.NEW
     elif active_yesterday:
         status = LifecycleStatus.DORMANT
     else:
         status = None
-    return Lifecycle(status, active_7, active_28)
+    return Lifecycle(status, active_7, active_28 if policy.window_days >= 28 else None)

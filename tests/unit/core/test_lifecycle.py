@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamer.core.engine import record_event
 from streamer.core.events import EventKind, UsageEvent
@@ -150,3 +152,32 @@ def test_an_account_back_after_more_than_the_state_remembers_is_resurrecting() -
 def test_anonymous_activity_pruned_long_ago_is_not_remembered() -> None:
     s = _fed(_event(0, NOON - 200 * DAY_MS, user=None), _event(1, NOON, user=None))
     assert lifecycle(s, NOON, POLICY) == Lifecycle(NEW, 1, 1)  # the documented limit
+
+
+def _by_definition(active: set[int], window_days: int) -> Lifecycle:
+    """The lifecycle of today (offset 0) read off the definitions, for an account remembered whole."""
+    today, yesterday, earlier = 0 in active, -1 in active, any(d < -1 for d in active)
+    if today and yesterday:
+        status: LifecycleStatus | None = RETURNING
+    elif today:
+        status = RESURRECTING if earlier else NEW
+    else:
+        status = DORMANT if yesterday else None
+    days_28 = sum(1 for d in active if -28 < d <= 0) if window_days >= 28 else None
+    return Lifecycle(status, sum(1 for d in active if -7 < d <= 0), days_28)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    active=st.sets(st.integers(-35, 0)),
+    facts_only=st.sets(st.integers(-35, 0)),
+    window_days=st.sampled_from([22, 28, 36]),
+)
+def test_lifecycle_agrees_with_its_definition(
+    active: set[int], facts_only: set[int], window_days: int
+) -> None:
+    policy = Policy(window_days=window_days, baseline_days=14, drop_window_days=7, drop_baseline_days=14)
+    s = state(sorted(active), first_seen=min(active | facts_only, default=0))
+    for d in facts_only - active:
+        s.days[TODAY + d] = DayBucket(0, 2.0, 0, 0)  # a fact's reserved weight: not activity
+    assert lifecycle(s, NOON, policy) == _by_definition(active, window_days)
