@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -28,6 +29,9 @@ class AccountRow(BaseModel):
                 "arr": 48000.0,
                 "currency": "EUR",
                 "renewal_at": "2025-06-30T00:00:00.000Z",
+                "lifecycle": "resurrecting",
+                "active_days_7": 1,
+                "active_days_28": 6,
             }
         }
     )
@@ -44,6 +48,15 @@ class AccountRow(BaseModel):
     arr: float | None = None
     currency: str | None = None
     renewal_at: str | None = None
+    lifecycle: Literal["new", "returning", "resurrecting", "dormant"] | None = Field(
+        None,
+        description="Lifecycle status on the UTC day of the account's latest snapshot (its `at`); null "
+        "when active neither that day nor the day before, or the snapshot tells none.",
+    )
+    active_days_7: int | None = Field(None, description="Active days of the 7 days ending that day.")
+    active_days_28: int | None = Field(
+        None, description="Active days of the 28 days ending that day; null when unknown."
+    )
 
 
 class AccountPage(BaseModel):
@@ -221,3 +234,8 @@ class Portfolio(BaseModel):
     nps: NpsFigures
     open_alerts: dict[str, int] = Field(description="Accounts with an open episode of each alert kind.")
     arr: ArrFigures
+    lifecycle: dict[Literal["new", "returning", "resurrecting", "dormant"], int] = Field(
+        description="Accounts per lifecycle status, each as of the UTC day of its latest snapshot (an "
+        "account without a status, or whose snapshot tells none, counts in none).",
+        examples=[{"new": 3, "returning": 120, "resurrecting": 8, "dormant": 11}],
+    )

@@ -1,4 +1,5 @@
-"""Portfolio figures over the latest snapshots: bands, monthly churn and retention, NPS, open alerts, ARR.
+"""Portfolio figures over the latest snapshots: bands, monthly churn and retention, NPS, open alerts, ARR,
+lifecycle statuses.
 
 Pure functions of the snapshots and an explicit ``now``; nothing here reads a clock.
 """
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from api.query import arr_units
+from api.query import Lifecycle, arr_units, lifecycle_of
 from streamer.core.policy import Band
 
 MONTHS = 12
@@ -162,6 +163,8 @@ class PortfolioKey:
     # ARR in whole units of ``currency`` (see :func:`arr_units`), None when unknown.
     arr: int | None = None
     currency: str = NO_CURRENCY
+    # The lifecycle status on the day of the account's snapshot, None when it tells none.
+    lifecycle: str | None = None
 
     def marginals(self) -> list[tuple[str, str]]:
         """What the account adds to the portfolio figures, as (dimension, value) pairs, each counted
@@ -172,6 +175,8 @@ class PortfolioKey:
             out.append(("subscription", f"{self.started_month}|{self.cancelled_month or ''}"))
         if self.nps_class is not None:
             out.append(("nps", self.nps_class))
+        if self.lifecycle is not None:
+            out.append(("lifecycle", self.lifecycle))
         flags = [flag for flag in ("quiet", "dropping", "poor") if getattr(self, flag)]
         out.extend((flag, "") for flag in flags)
         if self.arr is not None:
@@ -204,6 +209,7 @@ def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
         poor=bool(episodes.get("poor")),
         arr=arr_units(facts.get("arr")),
         currency=currency_of(facts.get("currency")),
+        lifecycle=lifecycle_of(doc)[0],
     )
 
 
@@ -216,7 +222,8 @@ def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dic
 
     Returns:
         ``accounts``, ``by_band``, ``churn`` (monthly rows), ``nps``, ``open_alerts`` by kind and
-        ``arr`` (by band, at risk and by open alert kind, each by currency).
+        ``arr`` (by band, at risk and by open alert kind, each by currency) and ``lifecycle`` (accounts
+        per lifecycle status, each as of its snapshot's day).
     """
     counts: Counter[tuple[str, str]] = Counter()
     sums: Counter[tuple[str, str]] = Counter()
@@ -258,6 +265,7 @@ def figures_from_marginals(counts: Iterable[tuple[str, str, int, int]], now: dat
     for dim, value, n, arr in counts:
         by.setdefault(dim, Counter())[value] += arr if dim.startswith("arr_") else n
     bands = by.get("band", Counter())
+    lifecycle = by.get("lifecycle", Counter())
     subs = []
     for pair, n in by.get("subscription", Counter()).items():
         started, cancelled = pair.split("|")
@@ -275,4 +283,5 @@ def figures_from_marginals(counts: Iterable[tuple[str, str, int, int]], now: dat
             "health_degraded": flags["poor"],
         },
         "arr": _arr_figures(by),
+        "lifecycle": {status.value: lifecycle.get(status.value, 0) for status in Lifecycle},
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -66,6 +66,39 @@ def renewal_key(doc: dict[str, Any]) -> int:
     return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
 
 
+class Lifecycle(StrEnum):
+    """Lifecycle statuses an account list can be filtered on (the snapshot's ``lifecycle.status``)."""
+
+    NEW = "new"
+    RETURNING = "returning"
+    RESURRECTING = "resurrecting"
+    DORMANT = "dormant"
+
+
+_STATUSES = frozenset(Lifecycle)
+
+
+def _count(value: object, most: int) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= most:
+        return None
+    return value
+
+
+def lifecycle_of(doc: Mapping[str, Any]) -> tuple[str | None, int | None, int | None]:
+    """A snapshot's lifecycle status and active days of 7 and of 28, as lists filter and the portfolio
+    counts them; None for each that the snapshot does not tell (written before lifecycles, or 28 days
+    when its policy keeps fewer)."""
+    block = doc.get("lifecycle")
+    if not isinstance(block, Mapping):
+        return None, None, None
+    status = block.get("status")
+    return (
+        status if status in _STATUSES else None,
+        _count(block.get("active_days_7"), 7),
+        _count(block.get("active_days_28"), 28),
+    )
+
+
 class InvalidCursor(ValueError):
     """The cursor was not produced by this API (or belongs to another sort order)."""
 
@@ -81,6 +114,22 @@ class AccountFilters:
     min_score: int | None = None
     max_score: int | None = None
     quiet_since: datetime | None = None
+    lifecycle: str | None = None
+    min_active_days_7: int | None = None
+    max_active_days_7: int | None = None
+    min_active_days_28: int | None = None
+    max_active_days_28: int | None = None
+
+    def active_days_bounds(self) -> list[tuple[int, int | None, int | None]]:
+        """(7 or 28, at least, at most) for each count of active days with a bound."""
+        return [
+            (days, low, high)
+            for days, low, high in (
+                (7, self.min_active_days_7, self.max_active_days_7),
+                (28, self.min_active_days_28, self.max_active_days_28),
+            )
+            if low is not None or high is not None
+        ]
 
     def matches(self, doc: dict[str, Any]) -> bool:
         """Whether a snapshot meets every condition."""
@@ -99,6 +148,16 @@ class AccountFilters:
         if self.quiet_since is not None:
             last = doc.get("last_activity_at")
             if last is None or datetime.fromisoformat(last) > self.quiet_since:
+                return False
+        if self.lifecycle is None and not self.active_days_bounds():
+            return True
+        status, *active = lifecycle_of(doc)
+        if self.lifecycle is not None and status != self.lifecycle:
+            return False
+        for days, low, high in self.active_days_bounds():
+            # An unknown count meets no bound, as a NULL compares in SQL.
+            count = active[0 if days == 7 else 1]
+            if count is None or (low is not None and count < low) or (high is not None and count > high):
                 return False
         return True
 

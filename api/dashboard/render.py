@@ -19,7 +19,16 @@ from api.dashboard.history import CHART_HEIGHT, CHART_WIDTH, change_lines, detra
 from api.models import AccountHistory
 from streamer.core.alerts import AlertKind
 
-__all__ = ["KIND_LABELS", "ago", "alert_subject", "kind_label", "render", "sparkline_points"]
+__all__ = [
+    "KIND_LABELS",
+    "LIFECYCLE_LABELS",
+    "ago",
+    "alert_subject",
+    "kind_label",
+    "lifecycle_line",
+    "render",
+    "sparkline_points",
+]
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
@@ -35,6 +44,16 @@ KIND_LABELS: dict[str, str] = {
     AlertKind.KEY_USER_LOST: "Key user lost",
     AlertKind.ACCOUNT_RECOVERED: "Account recovered",
     AlertKind.DATA_GAP: "Data stopped arriving",
+}
+
+# What a person reads for a lifecycle status (the snapshot's lifecycle.status; None: active neither on
+# the snapshot's day nor the day before), and what it means.
+LIFECYCLE_LABELS: dict[str | None, tuple[str, str]] = {
+    "new": ("New", "its first active day"),
+    "returning": ("Returning", "active that day and the day before"),
+    "resurrecting": ("Back after a break", "active again after a day or more without activity"),
+    "dormant": ("Dormant", "no activity that day, after activity the day before"),
+    None: ("Inactive", "no activity that day nor the day before"),
 }
 
 _env = Environment(
@@ -122,6 +141,22 @@ def alert_subject(alert: Mapping[str, Any]) -> str:
     return f"partition {partition}" if partition is not None else ""
 
 
+def lifecycle_line(doc: Mapping[str, Any], long: bool = False) -> str:
+    """A snapshot's lifecycle status and active days in words ("Returning · active 5 of 7 days, 19 of
+    28"); "" for a snapshot without them. ``long`` adds what the status means and the day it is of."""
+    block = doc.get("lifecycle")
+    if not isinstance(block, Mapping):
+        return ""
+    label, meaning = LIFECYCLE_LABELS.get(block.get("status"), LIFECYCLE_LABELS[None])
+    days_7, days_28 = block.get("active_days_7"), block.get("active_days_28")
+    of_28 = f", {days_28} of 28" if isinstance(days_28, int) else ""
+    if not long:
+        return f"{label} · active {days_7} of 7 days{of_28}"
+    at = _parse(doc.get("at"))
+    day = at.astimezone(UTC).date().isoformat() if at else "the snapshot's day"
+    return f"{label} on {day} ({meaning}) · active {days_7} of the last 7 days{of_28}"
+
+
 def kind_labels_json() -> str:
     """:data:`KIND_LABELS` as JSON, for the page's ``data-kind-labels`` (escaped there like any text)."""
     return json.dumps({str(kind): label for kind, label in KIND_LABELS.items()}, sort_keys=True)
@@ -142,6 +177,7 @@ _env.globals.update(
     money=money,
     alert_subject=alert_subject,
     kind_label=kind_label,
+    lifecycle_line=lifecycle_line,
     pct=_pct,
     short_time=_short_time,
     sparkline_points=sparkline_points,

@@ -10,7 +10,7 @@ from api.deps import ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, OrjsonResponse, api_error, bounded
 from api.history import DEFAULT_DAYS, read_history
 from api.models import AccountHistory, AccountPage, AccountRow
-from api.query import AccountFilters, AccountSort, InvalidCursor, Rfc3339
+from api.query import AccountFilters, AccountSort, InvalidCursor, Lifecycle, Rfc3339, lifecycle_of
 from streamer.core.policy import Band
 from streamer.wire.documents import AccountHealth
 
@@ -114,6 +114,7 @@ def _row(doc: dict[str, Any]) -> AccountRow:
         arr=facts.get("arr"),
         currency=facts.get("currency"),
         renewal_at=facts.get("renewal_at"),
+        **dict(zip(("lifecycle", "active_days_7", "active_days_28"), lifecycle_of(doc), strict=True)),
     )
 
 
@@ -139,6 +140,37 @@ async def list_accounts(
             examples=["2025-03-01T00:00:00Z"],
         ),
     ] = None,
+    lifecycle: Annotated[
+        Lifecycle | None,
+        Query(
+            description="Only accounts with this lifecycle status on the UTC day of their latest snapshot.",
+            examples=["dormant"],
+        ),
+    ] = None,
+    min_active_days_7: Annotated[
+        int | None, Query(ge=0, le=7, description="Only accounts active on at least this many of 7 days.")
+    ] = None,
+    max_active_days_7: Annotated[
+        int | None, Query(ge=0, le=7, description="Only accounts active on at most this many of 7 days.")
+    ] = None,
+    min_active_days_28: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=28,
+            description="Only accounts active on at least this many of 28 days (never those whose count is "
+            "unknown).",
+        ),
+    ] = None,
+    max_active_days_28: Annotated[
+        int | None,
+        Query(
+            ge=0,
+            le=28,
+            description="Only accounts active on at most this many of 28 days (never those whose count is "
+            "unknown).",
+        ),
+    ] = None,
     sort: AccountSort = AccountSort.SCORE,
     cursor: Annotated[
         str | None, Query(description="next_cursor of the previous page; empty or absent for the first page.")
@@ -148,7 +180,20 @@ async def list_accounts(
     """Accounts matching every given filter."""
     if quiet_since is not None and quiet_since.tzinfo is None:
         raise api_error(422, "quiet_since needs a UTC offset (RFC 3339)")
-    filters = AccountFilters(band, segment, plan, owner, min_score, max_score, quiet_since)
+    filters = AccountFilters(
+        band,
+        segment,
+        plan,
+        owner,
+        min_score,
+        max_score,
+        quiet_since,
+        None if lifecycle is None else lifecycle.value,
+        min_active_days_7,
+        max_active_days_7,
+        min_active_days_28,
+        max_active_days_28,
+    )
     try:
         docs, nxt = model.list_accounts(filters, sort, cursor or None, limit, scope=reader.reads)
     except InvalidCursor as err:

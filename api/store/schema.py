@@ -49,6 +49,9 @@ Document = JSON()
 ARR_COMMENT = "ARR in whole units of currency; -1 when unknown"
 NO_RENEWAL = str(2**62)
 RENEWAL_COMMENT = "next renewal, ms since the epoch; 2**62 when unknown"
+# The snapshot's lifecycle block; NULL where it tells none. The migration that added them says the same.
+LIFECYCLE_COMMENT = "new, returning, resurrecting or dormant on the snapshot's day; NULL: none"
+ACTIVE_DAYS_COMMENT = "active days of the {} ending on the snapshot's day; NULL: unknown"
 
 accounts = Table(
     "accounts",
@@ -71,6 +74,9 @@ accounts = Table(
     Column("arr", BigInteger, nullable=False, server_default="-1", comment=ARR_COMMENT),
     Column("currency", Text, comment="ISO 4217 code of arr"),
     Column("renewal_ms", BigInteger, nullable=False, server_default=NO_RENEWAL, comment=RENEWAL_COMMENT),
+    Column("lifecycle", Text, comment=LIFECYCLE_COMMENT),
+    Column("active_days_7", Integer, comment=ACTIVE_DAYS_COMMENT.format(7)),
+    Column("active_days_28", Integer, comment=ACTIVE_DAYS_COMMENT.format(28)),
     Column("doc", Document, nullable=False),
 )
 
@@ -85,9 +91,12 @@ Index("accounts_arr", accounts.c.arr, accounts.c.account_id)
 Index("accounts_renewal", accounts.c.renewal_ms, accounts.c.account_id)
 Index("accounts_band_arr", accounts.c.band, accounts.c.arr, accounts.c.account_id)
 Index("accounts_band_renewal", accounts.c.band, accounts.c.renewal_ms, accounts.c.account_id)
-for _name in ("band", "segment", "plan", "owner"):
+# The lifecycle filters, with the default order (score) and by id; active days by score only.
+for _name in ("band", "segment", "plan", "owner", "lifecycle"):
     Index(f"accounts_{_name}_score", accounts.c[_name], accounts.c.score, accounts.c.account_id)
     Index(f"accounts_{_name}_id", accounts.c[_name], accounts.c.account_id)
+for _name in ("active_days_7", "active_days_28"):
+    Index(f"accounts_{_name}_score", accounts.c[_name], accounts.c.score, accounts.c.account_id)
 
 portfolio_counts = Table(
     "portfolio_counts",

@@ -66,6 +66,7 @@ from api.query import (
     alerts_cursor,
     arr_key,
     encode_cursor,
+    lifecycle_of,
     renewal_key,
     sort_cursor,
     sort_key,
@@ -198,6 +199,7 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
         "arr": arr_key(doc),
         "currency": _text(facts.get("currency")),
         "renewal_ms": renewal_key(doc),
+        **dict(zip(("lifecycle", "active_days_7", "active_days_28"), lifecycle_of(doc), strict=True)),
         "doc": doc,
     }
 
@@ -205,7 +207,16 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
 _ACCOUNT_COLUMNS = tuple(c.name for c in t.accounts.c)
 assert _ACCOUNT_COLUMNS[-1] == "doc"  # noqa: S101 - the upsert's parameters end with the document's text
 _ACCOUNT_FIELDS = itemgetter(*_ACCOUNT_COLUMNS[:-1])
-_COUNTED = ("owner", "segment", "band", "started_month", "cancelled_month", "nps_score", "quiet_since")
+_COUNTED = (
+    "owner",
+    "segment",
+    "band",
+    "started_month",
+    "cancelled_month",
+    "nps_score",
+    "lifecycle",
+    "quiet_since",
+)
 _COUNTED_ALSO = ("drop_since", "poor", "arr", "currency")
 
 
@@ -220,6 +231,7 @@ def _portfolio_key(row: Mapping[Any, Any]) -> PortfolioKey:
         poor=bool(row["poor"]),
         arr=None if row["arr"] < 0 else row["arr"],
         currency=currency_of(row["currency"]),
+        lifecycle=row["lifecycle"],
     )
 
 
@@ -437,7 +449,7 @@ class SqlReadModel(LoadProgress):
         """Before filling an empty store (or going on with a fill cut short): drop the accounts'
         secondary indexes and stop counting the portfolio row by row; :meth:`finish_fill` builds both
         once the fill has caught up. Building an index over a million rows costs a fraction of keeping
-        sixteen of them up to date row by row (random inserts that miss the cache), and one count over
+        twenty of them up to date row by row (random inserts that miss the cache), and one count over
         the finished table a fraction of a count per snapshot. A store in use is left as it is.
         Returns whether the store is filling."""
         a, m = t.accounts.c, t.meta.c
@@ -782,10 +794,16 @@ class SqlReadModel(LoadProgress):
     ) -> Page:
         a = t.accounts.c
         where = self._scoped(scope)
-        for name in ("band", "segment", "plan", "owner"):
+        for name in ("band", "segment", "plan", "owner", "lifecycle"):
             value = getattr(filters, name)
             if value is not None:
                 where.append(a[name] == value)
+        for days, low, high in filters.active_days_bounds():
+            column = a[f"active_days_{days}"]
+            if low is not None:
+                where.append(column >= low)
+            if high is not None:
+                where.append(column <= high)
         if filters.min_score is not None:
             where.append(a.score >= filters.min_score)
         if filters.max_score is not None:

@@ -1,8 +1,9 @@
 """The published view of an account: health plus the facts and activity behind it.
 
 This is the value of the compacted ``account-health`` topic and what the API serves, so it is
-self-contained: score, band and breakdown, daily activity for the window, facts, sentiment,
-subscription and the open alert episodes.
+self-contained: score, band and breakdown, daily activity for the window, lifecycle and active days
+(:mod:`streamer.core.lifecycle`, as of the UTC day it was scored on), facts, sentiment, subscription
+and the open alert episodes.
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ from functools import lru_cache
 from typing import Any
 
 from streamer.core.alerts import health_to_dict, ms_to_rfc3339
+from streamer.core.lifecycle import lifecycle
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.scoring import Health
 from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, estimate_distinct
 
 __all__ = ["SNAPSHOT_VERSION", "account_snapshot", "trend"]
 
+# Fields are only added (with a default for readers of older snapshots), so the version stays: the
+# lifecycle block came without a new version, and a snapshot without it reads as one without a status.
 SNAPSHOT_VERSION = 1
 
 
@@ -88,4 +92,5 @@ def account_snapshot(
             "poor": state.poor_open,
         },
         "daily": daily,
+        "lifecycle": lifecycle(state, health.at_ms, policy).to_dict(),
     }

@@ -24,6 +24,7 @@ __all__ = [
     "AlertDocument",
     "ComponentDocument",
     "HealthDocument",
+    "LifecycleDocument",
     "SnapshotDocument",
 ]
 
@@ -139,6 +140,28 @@ class Daily(BaseModel):
     features: list[int]
 
 
+class LifecycleDocument(BaseModel):
+    """Lifecycle status and active days as of the UTC day of the snapshot's ``at``.
+
+    A day is active with at least one counted usage event (facts never count). Statuses, PostHog's
+    applied to accounts and UTC days: ``new`` (active, never before), ``returning`` (active, and the day
+    before), ``resurrecting`` (active, not the day before, but earlier), ``dormant`` (not active, but the
+    day before); null when active neither that day nor the day before.
+    """
+
+    model_config = _CONFIG
+
+    status: Literal["new", "returning", "resurrecting", "dormant"] | None = None
+    active_days_7: int = Field(ge=0, le=7, description="Active days of the 7 days ending that day.")
+    active_days_28: int | None = Field(
+        None,
+        ge=0,
+        le=28,
+        description="Active days of the 28 days ending that day; null when the account's policy keeps "
+        "fewer days (window.days below 28).",
+    )
+
+
 class SnapshotDocument(HealthDocument):
     """The latest health snapshot of an account, as published on ``account-health``."""
 
@@ -153,6 +176,9 @@ class SnapshotDocument(HealthDocument):
     subscription: Subscription
     episodes: Episodes
     daily: Daily
+    lifecycle: LifecycleDocument | None = Field(
+        None, description="Absent (null) in snapshots written before lifecycles were published."
+    )
 
 
 class AccountHealth(SnapshotDocument):

@@ -102,13 +102,19 @@ async def test_posted_event_comes_back_as_health(
         facts = await eventually(globex, "facts of globex via the API")
         listed = (await client.get("/v1/accounts", params={"sort": "account_id"})).json()
         by_arr = (await client.get("/v1/accounts", params={"sort": "-arr"})).json()
+        new = (await client.get("/v1/accounts", params={"lifecycle": "new", "min_active_days_28": 1})).json()
         portfolio = (await client.get("/v1/portfolio")).json()
 
     assert doc["account_id"] == "acme"
     assert doc["last_activity_at"] == ms_to_rfc3339(at)
     assert sum(doc["daily"]["events"]) == 1  # the invalid item never reached the worker
     assert doc["open_alerts"] == []
+    # acme's first active day; globex told facts only, which are not activity
+    assert doc["lifecycle"] == {"status": "new", "active_days_7": 1, "active_days_28": 1}
     assert [row["account_id"] for row in listed["items"]] == ["acme", "globex"]
+    assert [(row["lifecycle"], row["active_days_7"]) for row in listed["items"]] == [("new", 1), (None, 0)]
+    assert [row["account_id"] for row in new["items"]] == ["acme"]
+    assert portfolio["lifecycle"] == {"new": 1, "returning": 0, "resurrecting": 0, "dormant": 0}
     # Revenue facts from the worker, through the contract and the read store: ARR is 12 x MRR.
     assert (facts["arr"], facts["currency"], facts["renewal_at"], facts["contract"]) == (
         15006.0,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from typing import Any
 from urllib.parse import quote
 
 import httpx
@@ -150,6 +151,9 @@ async def test_filters_combine(client: httpx.AsyncClient, model: StoreModel) -> 
         "arr",
         "currency",
         "renewal_at",
+        "lifecycle",
+        "active_days_7",
+        "active_days_28",
     }
     assert items[0]["name"] == "A6"
     band = await client.get("/v1/accounts", params={"band": "poor", "sort": "account_id"})
@@ -214,6 +218,16 @@ async def test_bad_cursor_limit_and_sort_are_rejected(client: httpx.AsyncClient,
             "sort must be one of 'score', '-score', 'last_activity_at', '-last_activity_at', 'account_id', "
             "'-arr' or 'renewal_at'",
         ),
+        (
+            {"lifecycle": "inactive"},
+            "lifecycle must be one of 'new', 'returning', 'resurrecting' or 'dormant'",
+        ),
+        ({"min_active_days_28": "29"}, "min_active_days_28: Input should be less than or equal to 28"),
+        ({"max_active_days_7": "-1"}, "max_active_days_7: Input should be greater than or equal to 0"),
+        (
+            {"min_active_days_7": "two"},
+            "min_active_days_7: Input should be a valid integer, unable to parse string as an integer",
+        ),
     ],
 )
 async def test_an_unknown_band_or_sort_is_422_listing_the_allowed_values(
@@ -226,6 +240,46 @@ async def test_an_unknown_band_or_sort_is_422_listing_the_allowed_values(
     assert resp.status_code == 422
     assert resp.json()["error"]["code"] == "invalid_request"
     assert resp.json()["error"]["message"] == message
+
+
+def _lifecycle(status: str | None, days_7: int, days_28: int | None) -> dict[str, Any]:
+    return {"lifecycle": {"status": status, "active_days_7": days_7, "active_days_28": days_28}}
+
+
+async def test_accounts_are_listed_by_lifecycle_and_active_days_with_them_in_each_row(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    model.apply_health("l1", snapshot("l1", score=10, **_lifecycle("returning", 6, 22)))
+    model.apply_health("l2", snapshot("l2", score=20, **_lifecycle("dormant", 1, 3)))
+    model.apply_health("l3", snapshot("l3", score=30, **_lifecycle("resurrecting", 2, None)))
+    model.apply_health("l4", snapshot("l4", score=40, **_lifecycle(None, 0, 0)))
+    model.apply_health("l5", snapshot("l5", score=50))  # written before lifecycles: no block
+    model.apply_health("l6", snapshot("l6", score=60, **_lifecycle("returning", 2, 9)))
+
+    async def listed(**params: Any) -> list[str]:
+        resp = await client.get("/v1/accounts", params={"sort": "score", **params})
+        assert resp.status_code == 200, resp.text
+        return [i["account_id"] for i in resp.json()["items"]]
+
+    assert await listed(lifecycle="returning") == ["l1", "l6"]
+    assert await listed(lifecycle="dormant") == ["l2"]
+    assert await listed(lifecycle="new") == []
+    assert await listed(min_active_days_7=2) == ["l1", "l3", "l6"]
+    assert await listed(max_active_days_7=1) == ["l2", "l4"]
+    assert await listed(min_active_days_7=2, max_active_days_7=2) == ["l3", "l6"]
+    # an unknown count of 28 days (l3's policy keeps fewer; l5 tells none) meets no bound
+    assert await listed(min_active_days_28=0) == ["l1", "l2", "l4", "l6"]
+    assert await listed(max_active_days_28=9) == ["l2", "l4", "l6"]
+    assert await listed(lifecycle="returning", min_active_days_28=10) == ["l1"]
+    rows = (await client.get("/v1/accounts", params={"sort": "score", "limit": 6})).json()["items"]
+    assert [(r["lifecycle"], r["active_days_7"], r["active_days_28"]) for r in rows] == [
+        ("returning", 6, 22),
+        ("dormant", 1, 3),
+        ("resurrecting", 2, None),
+        (None, 0, 0),
+        (None, None, None),
+        ("returning", 2, 9),
+    ]
 
 
 async def test_a_repeated_query_parameter_is_rejected_not_silently_overridden(

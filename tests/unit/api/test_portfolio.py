@@ -125,6 +125,40 @@ def test_arr_at_risk_sums_bands_average_and_poor_per_currency_and_by_open_alert(
     }
 
 
+def _lifecycle(status: str | None) -> dict[str, Any]:
+    return {"lifecycle": {"status": status, "active_days_7": 1, "active_days_28": 1}}
+
+
+def test_portfolio_counts_accounts_per_lifecycle_status() -> None:
+    docs = [
+        snapshot("a", **_lifecycle("returning")),
+        snapshot("b", **_lifecycle("returning")),
+        snapshot("c", **_lifecycle("dormant")),
+        snapshot("d", **_lifecycle("new")),
+        snapshot("e", **_lifecycle(None)),  # active neither on its day nor the day before
+        snapshot("f"),  # written before lifecycles
+    ]
+
+    out = portfolio_figures(docs, datetime(2025, 3, 1, tzinfo=UTC))
+
+    assert out["accounts"] == 6
+    assert out["lifecycle"] == {"new": 1, "returning": 2, "resurrecting": 0, "dormant": 1}
+
+
+async def test_portfolio_route_counts_lifecycle_statuses_as_snapshots_replace_each_other(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    model.apply_health("a", snapshot("a", **_lifecycle("new"), at="2025-03-10T00:00:00.000Z"))
+    model.apply_health("b", snapshot("b", **_lifecycle("resurrecting")))
+    model.apply_health("a", snapshot("a", **_lifecycle("returning"), at="2025-03-11T00:00:00.000Z"))
+    model.apply_health("c", snapshot("c", **_lifecycle("dormant")))
+    model.apply_health("c", None)  # forgotten
+
+    body = (await client.get("/v1/portfolio")).json()
+
+    assert body["lifecycle"] == {"new": 0, "returning": 1, "resurrecting": 1, "dormant": 0}
+
+
 async def test_portfolio_route_uses_the_injected_clock(client: httpx.AsyncClient, model: StoreModel) -> None:
     sub = {
         "status": "cancelled",

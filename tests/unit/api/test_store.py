@@ -6,18 +6,23 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
+from alembic.config import Config
 from alembic.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, InMemoryReadModel
 from api.restrictions import EVERY_ACCOUNT, AccountScope
+from api.store import sql as sql_module
 from api.store.schema import metadata
 from api.store.sql import SqlReadModel, StoreError, engine_for, migrate
 from streamer.core.alerts import ms_to_rfc3339
@@ -40,6 +45,11 @@ FILTERS = [
     AccountFilters(owner="bob"),
     AccountFilters(min_score=30, max_score=70),
     AccountFilters(quiet_since=datetime(2025, 3, 10, 12, tzinfo=UTC)),
+    AccountFilters(lifecycle="dormant"),
+    AccountFilters(lifecycle="returning", min_active_days_7=3),
+    AccountFilters(min_active_days_28=10),
+    AccountFilters(max_active_days_28=10),
+    AccountFilters(min_active_days_7=2, max_active_days_7=5),
 ]
 
 
@@ -67,6 +77,34 @@ def test_the_migrations_create_exactly_the_tables_the_store_uses(url: str) -> No
     finally:
         engine.dispose()
     assert differences == []
+
+
+def test_rows_stored_before_the_lifecycle_migration_have_none_until_their_next_snapshot(url: str) -> None:
+    engine = engine_for(url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(Path(sql_module.__file__).with_name("migrations")))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0004")
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
+                    " VALUES ('old', 1, 50, 'average', '', false, :doc)"
+                ),
+                {"doc": orjson.dumps(snapshot("old", at="2025-03-01T00:00:00.000Z")).decode()},
+            )
+    finally:
+        engine.dispose()
+    store = SqlReadModel(url)  # migrates to the newest revision
+    try:
+        returning = AccountFilters(lifecycle="returning")
+        assert _listed(store, AccountFilters(min_active_days_7=0), AccountSort.SCORE, EVERY_ACCOUNT) == [[]]
+        later = {"status": "returning", "active_days_7": 2, "active_days_28": 2}
+        store.apply_health("old", snapshot("old", at="2025-03-02T00:00:00.000Z", lifecycle=later))
+        assert _listed(store, returning, AccountSort.SCORE, EVERY_ACCOUNT) == [["old"]]
+    finally:
+        store.close()
 
 
 def _at(i: int) -> str:
@@ -283,6 +321,22 @@ _months = st.one_of(
     st.none(), st.integers(1, 14).map(lambda m: f"{2024 + (m - 1) // 12}-{(m - 1) % 12 + 1:02d}-05T10:00:00Z")
 )
 
+# No block (a snapshot written before lifecycles), or one with or without a status and a 28-day count.
+_lifecycles: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    st.just({}),
+    st.fixed_dictionaries(
+        {
+            "lifecycle": st.fixed_dictionaries(
+                {
+                    "status": st.sampled_from([None, "new", "returning", "resurrecting", "dormant"]),
+                    "active_days_7": st.integers(0, 7),
+                    "active_days_28": st.one_of(st.none(), st.integers(0, 28)),
+                }
+            )
+        }
+    ),
+)
+
 
 @st.composite
 def _snapshot(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
@@ -305,6 +359,7 @@ def _snapshot(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
         episodes={"quiet_since": draw(_days), "drop_since": draw(_days), "poor": draw(st.booleans())},
         subscription={"status": None, "started_at": draw(_months), "cancelled_at": draw(_months)},
         nps={"score": draw(st.one_of(st.none(), st.integers(0, 10))), "at": None},
+        **draw(_lifecycles),
     )
 
 

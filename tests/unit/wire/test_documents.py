@@ -50,10 +50,23 @@ def test_a_document_of_a_newer_worker_is_read_and_one_of_an_older_worker_gets_de
     newer = {**doc, "churn_probability": 0.3}
     assert "churn_probability" not in _round_trip(SnapshotDocument, newer)
     older = {
-        k: v for k, v in doc.items() if k not in {"user_days_week", "user_days_usual", "missed_active_days"}
+        k: v
+        for k, v in doc.items()
+        if k not in {"user_days_week", "user_days_usual", "missed_active_days", "lifecycle"}
     }
     read = SnapshotDocument.model_validate(older)
     assert (read.user_days_week, read.user_days_usual, read.missed_active_days) == (0.0, None, 0.0)
+    assert read.lifecycle is None
+
+
+def test_the_worker_s_snapshots_carry_the_lifecycle_of_their_day() -> None:
+    docs = [orjson.loads(value) for _, value in _worker_output().health]
+    # acme: active on its first day (new), quiet the next day until an event comes back (returning)
+    assert [(d["at"], d["lifecycle"]) for d in docs] == [
+        ("2026-03-02T09:00:00.002Z", {"status": "new", "active_days_7": 1, "active_days_28": 1}),
+        ("2026-03-03T09:00:00.001Z", {"status": "dormant", "active_days_7": 1, "active_days_28": 1}),
+        ("2026-03-03T09:00:00.002Z", {"status": "returning", "active_days_7": 2, "active_days_28": 2}),
+    ]
 
 
 def test_the_api_answer_is_the_snapshot_plus_its_open_alerts() -> None:
