@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -213,6 +213,11 @@ class Setup:
         self.procs.append(proc)
         return proc
 
+    async def stop_all(self) -> None:
+        """Stop every delivery process this setup started."""
+        for proc in self.procs:
+            await proc.stop()
+
     async def produce_alerts(self, docs: list[dict[str, Any]]) -> None:
         """Produce alerts keyed by account id, as the worker does."""
         await produce(
@@ -220,19 +225,26 @@ class Setup:
         )
 
 
-@pytest.fixture
-async def setup(kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path) -> Any:
-    """Fresh alert, DLQ and ledger topics; every delivery process is stopped afterwards."""
-    s = Setup(
+S = TypeVar("S", bound=Setup)
+
+
+async def new_setup(kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path, kind: type[S]) -> S:
+    """A ``kind`` of setup with fresh alert, DLQ and ledger topics (shared with the digest test)."""
+    return kind(
         kafka_bootstrap,
         await topic_factory("alerts", 3),
         await topic_factory("alerts-dlq", 1),
         await topic_factory("deliveries", 1, {"cleanup.policy": "compact"}),
         tmp_path,
     )
+
+
+@pytest.fixture
+async def setup(kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path) -> Any:
+    """Fresh alert, DLQ and ledger topics; every delivery process is stopped afterwards."""
+    s = await new_setup(kafka_bootstrap, topic_factory, tmp_path, Setup)
     yield s
-    for proc in s.procs:
-        await proc.stop()
+    await s.stop_all()
 
 
 def webhook_toml(port: int, name: str = "crm") -> str:

@@ -18,7 +18,7 @@ from standardwebhooks.webhooks import Webhook
 from streamer.core.alerts import ms_to_rfc3339
 from tests.integration.conftest import TopicFactory
 from tests.integration.kafkautil import produce, read_all
-from tests.integration.test_delivery import SECRET, Receiver, Setup, wait_for, webhook_toml
+from tests.integration.test_delivery import SECRET, Receiver, Setup, new_setup, wait_for, webhook_toml
 from tests.integration.workers import free_port
 from tests.unit.delivery.snapshots import snapshot
 
@@ -40,17 +40,10 @@ class DigestSetup(Setup):
 @pytest.fixture
 async def setup(kafka_bootstrap: str, topic_factory: TopicFactory, tmp_path: Path) -> Any:
     """Fresh alert, DLQ, ledger and health topics; every delivery process is stopped afterwards."""
-    s = DigestSetup(
-        kafka_bootstrap,
-        await topic_factory("alerts", 3),
-        await topic_factory("alerts-dlq", 1),
-        await topic_factory("deliveries", 1, {"cleanup.policy": "compact"}),
-        tmp_path,
-    )
+    s = await new_setup(kafka_bootstrap, topic_factory, tmp_path, DigestSetup)
     s.health = await topic_factory("health", 2, {"cleanup.policy": "compact"})
     yield s
-    for proc in s.procs:
-        await proc.stop()
+    await s.stop_all()
 
 
 def at(moment: datetime) -> str:
