@@ -8,11 +8,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from streamer.core.policy import Band
-from streamer.wire.documents import AlertDocument, WhatChanged
+from streamer.wire.documents import AlertDocument
 
 # What changed is part of the worker's documents too; the API's history answers it alike.
 from streamer.wire.documents import ComponentMove as ComponentMove
 from streamer.wire.documents import Detractor as Detractor
+from streamer.wire.documents import WhatChanged as WhatChanged
 
 
 class AccountRow(BaseModel):
