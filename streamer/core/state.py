@@ -30,7 +30,7 @@ the scored days (:mod:`streamer.core.changes`). Versions 1 to 4 still decode: a 
 scored days; a version 1 to 3 one also as if its snapshot had shown nothing (what it showed is unknown),
 so the account's snapshot is republished the next time the worker looks at it.
 
-A typical ASCII account with a full window is about 2.4 KB; a fresh one about 300 bytes.
+A typical ASCII account with a full window is about 2.7 KB; a fresh one about 300 bytes.
 """
 
 from __future__ import annotations

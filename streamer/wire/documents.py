@@ -246,8 +246,8 @@ class SnapshotDocument(HealthDocument):
     what_changed: WhatChanged | None = Field(
         None,
         description="What moved the score since the day 7 days before the snapshot's, and what holds it "
-        "down most; null until the worker has evaluated the account once (the first UTC midnight after "
-        "its first activity), and in snapshots written before it was published.",
+        "down most; null until the worker has evaluated the account once (at the latest the first UTC "
+        "midnight after its first activity), and in snapshots written before it was published.",
     )
 
 
