@@ -3,8 +3,9 @@
 The worker keeps, per account, the health of the last :data:`KEPT` UTC days it evaluated the account
 on (:func:`remember`, one per day, the day's last evaluation), in the state. Evaluations run at the
 account's due points (each UTC midnight while it has activity in its window, its quiet deadline) and
-after events that can lower the score, never by a clock, so a replay, a live run, any cutting into
-batches and a restart remember the same days.
+after events that can lower the score or come late, never by a clock, so a replay, a live run, any
+cutting into batches and a restart remember the same days. (Not at publication: when a snapshot is
+published depends on batches and the wall clock.)
 
 :func:`what_changed` compares a health with the day :data:`WEEK_DAYS` before it, the same way the API
 compares its stored history's latest day with it (:func:`compare`, :func:`week_before`).
