@@ -12,10 +12,12 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from api.models import AccountHistory, ComponentMove, Detractor, HistoryPoint, WhatChanged
+from api.models import AccountHistory, HistoryPoint, WhatChanged
 from api.readmodel import ReadModel
 from api.restrictions import AccountScope
 from streamer.core.alerts import ms_to_rfc3339
+from streamer.core.changes import MOVED_MOST, WEEK_DAYS, compare, date_of, week_before
+from streamer.core.scoring import Component
 
 __all__ = [
     "DEFAULT_DAYS",
@@ -28,8 +30,7 @@ __all__ = [
 ]
 
 DEFAULT_DAYS = 90  # what a history shows unless asked for another number of days
-WEEK_DAYS = 7  # "what changed" compares the latest day with the one this many days before it
-MOVED_MOST = 3  # components listed as those that moved most
+_EPOCH = date(1970, 1, 1)
 
 Row = Mapping[str, Any]
 
@@ -66,58 +67,34 @@ def daily_points(rows: Sequence[Row], days: int, today: date) -> list[HistoryPoi
     ]
 
 
-def _points_lost(component: Row) -> float:
-    # A component's share of 100 less what it contributes: the points of the score it costs.
-    return round(100 * float(component["weight"]) - float(component["contribution"]), 1)
-
-
 def what_changed(rows: Sequence[Row], today: date) -> WhatChanged:
     """What moved between the latest day and the day :data:`WEEK_DAYS` before it (or the first day
-    kept, when the history is shorter), and which component costs the score most on the latest day.
-
-    Components are compared by the points of the score they add (their contribution), so a small
-    component moving a lot ranks below a heavy one moving less; only components scored on both days
-    are compared (one that appears or goes away changes every weight).
-    """
-    series = daily(rows, WEEK_DAYS + 1, today)
-    if not series:
+    kept, when the history is shorter), and which component costs the score most on the latest day:
+    the worker's comparison (:func:`streamer.core.changes.compare`) over the stored days."""
+    days = [(date.fromisoformat(str(row["day"])) - _EPOCH).days for row in rows]
+    found = week_before(days, (today - _EPOCH).days)
+    if found is None:
         return WhatChanged(since=None, score_change=0, moved=[], top_detractor=None)
-    (since, before), (_, after) = series[0], series[-1]
-    earlier = {str(c["name"]): c for c in before["components"]}
-    moved: list[ComponentMove] = []
-    for component in after["components"]:
-        old = earlier.get(str(component["name"]))
-        if old is None:
-            continue
-        change = round(float(component["value"]) - float(old["value"]), 1)
-        points = round(float(component["contribution"]) - float(old["contribution"]), 1)
-        if change or points:
-            moved.append(
-                ComponentMove(
-                    name=str(component["name"]),
-                    before=float(old["value"]),
-                    after=float(component["value"]),
-                    change=change,
-                    points=points,
-                )
-            )
-    moved.sort(key=lambda m: (-abs(m.points), -abs(m.change), m.name))
-    detractor = None
-    costs = [(_points_lost(c), c) for c in after["components"]]
-    if costs:
-        lost, worst = max(costs, key=lambda item: item[0])  # the first of equals, in the snapshot's order
-        if lost > 0:
-            detractor = Detractor(
-                name=str(worst["name"]),
-                value=float(worst["value"]),
-                points=lost,
-                explanation=str(worst.get("explanation", "")),
-            )
-    return WhatChanged(
-        since=since,
-        score_change=int(after["score"]) - int(before["score"]),
-        moved=moved[:MOVED_MOST],
-        top_detractor=detractor,
+    since, i = found
+    before, after = rows[i], rows[-1]
+    return WhatChanged.model_validate(
+        compare(
+            date_of(since),
+            int(before["score"]),
+            {str(c["name"]): (float(c["value"]), float(c["contribution"])) for c in before["components"]},
+            int(after["score"]),
+            [_component(c) for c in after["components"]],
+        )
+    )
+
+
+def _component(c: Row) -> Component:
+    return Component(
+        str(c["name"]),
+        float(c["value"]),
+        float(c["weight"]),
+        float(c["contribution"]),
+        str(c.get("explanation", "")),
     )
 
 

@@ -10,6 +10,11 @@ from pydantic import BaseModel, ConfigDict, Field
 from streamer.core.policy import Band
 from streamer.wire.documents import AlertDocument
 
+# What changed is part of the worker's documents too; the API's history answers it alike.
+from streamer.wire.documents import ComponentMove as ComponentMove
+from streamer.wire.documents import Detractor as Detractor
+from streamer.wire.documents import WhatChanged as WhatChanged
+
 
 class AccountRow(BaseModel):
     """One account in a list."""
@@ -100,50 +105,6 @@ class HistoryPoint(BaseModel):
     band: Band
     components: dict[str, float] = Field(
         description="Each component's value, 0..100, by name.", examples=[{"activity": 38.0, "recency": 45.1}]
-    )
-
-
-class ComponentMove(BaseModel):
-    """How one component moved between two days."""
-
-    name: str = Field(examples=["activity"])
-    before: float = Field(description="Its value (0..100) on the earlier day.", examples=[92.0])
-    after: float = Field(description="Its value (0..100) on the later day.", examples=[38.0])
-    change: float = Field(description="after - before.", examples=[-54.0])
-    points: float = Field(
-        description="How many points of the score it adds or costs more than on the earlier day.",
-        examples=[-12.4],
-    )
-
-
-class Detractor(BaseModel):
-    """The component that costs the score the most points."""
-
-    name: str = Field(examples=["activity"])
-    value: float = Field(description="0..100", examples=[38.0])
-    points: float = Field(
-        description="The points of the score it costs: its share of 100 less its contribution.",
-        examples=[15.5],
-    )
-    explanation: str = Field(examples=["11 user-days in the last 7 days vs 29.0 usually (38%)"])
-
-
-class WhatChanged(BaseModel):
-    """What moved the score over the last 7 days, and what holds it down most today."""
-
-    since: dt.date | None = Field(
-        description="The day compared with: 7 days before the latest, or the first day kept when the "
-        "history is shorter; null without history.",
-        examples=["2025-03-01"],
-    )
-    score_change: int = Field(description="The score's change since then.", examples=[-23])
-    moved: list[ComponentMove] = Field(
-        description="The components (of those scored on both days) whose points of the score moved "
-        "most, at most 3, largest move first; none that did not move."
-    )
-    top_detractor: Detractor | None = Field(
-        description="Of the latest day's components, the one costing the score the most points; null "
-        "when none costs any."
     )
 
 

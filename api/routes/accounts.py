@@ -27,6 +27,17 @@ _HEALTH_EXAMPLE = {
     "facts": {"name": "Acme Corp", "seats": 25, "plan": "pro", "segment": "mid-market", "owner": "jane"},
     "episodes": {"quiet_since": "2025-03-01T09:30:00.000Z", "drop_since": None, "poor": True},
     "open_alerts": [{"alert_id": "5f0c7d2e9b8a4c1d3e2f1a0b9c8d7e6f", "kind": "account_quiet"}],
+    "what_changed": {
+        "since": "2025-03-01",
+        "score_change": -23,
+        "moved": [{"name": "activity", "before": 92.0, "after": 38.0, "change": -54.0, "points": -12.4}],
+        "top_detractor": {
+            "name": "activity",
+            "value": 38.0,
+            "points": 15.5,
+            "explanation": "11 user-days in the last 7 days vs 29.0 usually (38%)",
+        },
+    },
 }
 
 _NOT_FOUND = {

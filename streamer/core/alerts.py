@@ -86,6 +86,9 @@ class Alert:
     account: Mapping[str, Any] = field(default_factory=dict)
     # One line a person reads first: what happened, in words and human units.
     reason: str = ""
+    # What moved the score in the last week, and what holds it down most (streamer.core.changes);
+    # None when the account has no scored day kept (and for an operations alert).
+    what_changed: Mapping[str, Any] | None = None
 
 
 def alert_id(account_id: str | None, kind: str, episode_start_ms: int, closes: str | None = None) -> str:
@@ -181,4 +184,5 @@ def alert_to_dict(a: Alert) -> dict[str, Any]:
         "health": health_to_dict(a.health) if a.health is not None else None,
         "evidence": _jsonable(a.evidence),
         "account": dict(a.account),
+        "what_changed": a.what_changed,
     }

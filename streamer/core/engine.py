@@ -54,6 +54,7 @@ from streamer.core.alerts import (
     alert_id,
     human_duration,
 )
+from streamer.core.changes import remember, what_changed
 from streamer.core.events import EventKind, UsageEvent, parse_renewal_at
 from streamer.core.partition import EMPTY_CONTEXT, Context, merge_spans
 from streamer.core.policy import DAY_MS, Policy
@@ -260,6 +261,7 @@ def _alert(
             "seats": state.seats,
         },
         reason=reason,
+        what_changed=what_changed(state.scored, health),
     )
 
 
@@ -359,6 +361,7 @@ def evaluate(
     _prune(state, policy, ctx)
     sig = signals(state, t, policy, ctx)
     quick = score(state, t, policy, ctx, explain=False, sig=sig)
+    remember(state, quick)
     if state.subscription == "cancelled":
         # A cancelled account is not warned about: its episodes end without a word.
         state.quiet_since_ms = state.drop_since_ms = state.key_user = state.key_since_ms = None

@@ -13,6 +13,7 @@ from functools import lru_cache
 from typing import Any
 
 from streamer.core.alerts import health_to_dict, ms_to_rfc3339
+from streamer.core.changes import what_changed
 from streamer.core.lifecycle import lifecycle
 from streamer.core.policy import DAY_MS, Policy
 from streamer.core.scoring import Health
@@ -93,4 +94,5 @@ def account_snapshot(
         },
         "daily": daily,
         "lifecycle": lifecycle(state, health.at_ms, policy).to_dict(),
+        "what_changed": what_changed(state.scored, health),
     }

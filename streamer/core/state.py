@@ -8,27 +8,29 @@ Distinct users and features are estimated with linear-counting sketches: each bu
 a 128-bit user bitmap and a 64-bit feature bitmap, and distinct counts over several days
 come from the OR of the bitmaps.
 
-Encoding (version 4, little endian): a fixed header, the account id and four fact strings
+Encoding (version 5, little endian): a fixed header, the account id and four fact strings
 (uint16 length + UTF-8, at most 128 characters so at most 512 bytes each), the buckets
 (uint16 count + 40 bytes each), the ring (uint16 count + 8 bytes each), then the episode
 extension (key user, pending episodes, the drop test's frozen baseline, what the last published
 snapshot showed: 117 bytes) and the top users (uint8 count + 24 bytes each), and the weekly
 history (int32 + uint8 count + 13 bytes a week), then the revenue facts: ARR (double, NaN when
-unknown), renewal time, the four facts' timestamps, currency and contract (uint16 length + UTF-8).
+unknown), renewal time, the four facts' timestamps, currency and contract (uint16 length + UTF-8),
+then the scored days (uint8 count + 33 bytes each: day, score, 7 components' value and contribution).
 Worst case with the default policy (42 buckets: the window is pruned a whole week at a time, 64 ring
-entries, 5 top users, 8 weeks) and 4-byte characters everywhere::
+entries, 5 top users, 8 weeks, 8 scored days) and 4-byte characters everywhere::
 
     header 163 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 42*40
     + ring 2 + 64*8 + extension 117 + top users 1 + 5*24 + history 5 + 8*13
-    + revenue 48 + currency 5 + contract 514 = 5875 bytes
+    + revenue 48 + currency 5 + contract 514 + scored days 1 + 8*33 = 6140 bytes
 
 Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
 from :func:`peek_state` without decoding every state; version 3 the user-based signals; version 4
-the last activity and the episodes the last published snapshot showed, and the revenue facts.
-Versions 1 to 3 still decode: what an older state's snapshot showed is unknown, so it counts as
-nothing shown, and the account's snapshot is republished the next time the worker looks at it.
+the last activity and the episodes the last published snapshot showed, and the revenue facts; version 5
+the scored days (:mod:`streamer.core.changes`). Versions 1 to 4 still decode: a version 4 state with no
+scored days; a version 1 to 3 one also as if its snapshot had shown nothing (what it showed is unknown),
+so the account's snapshot is republished the next time the worker looks at it.
 
-A typical ASCII account with a full window is about 2.4 KB; a fresh one about 300 bytes.
+A typical ASCII account with a full window is about 2.7 KB; a fresh one about 300 bytes.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ __all__ = [
     "COMPONENT_NAMES",
     "AccountState",
     "DayBucket",
+    "Scored",
     "TopUser",
     "bit_for",
     "check_encodable",
@@ -59,7 +62,7 @@ __all__ = [
 
 USER_BITS = 128
 FEATURE_BITS = 64
-STATE_VERSION = 4
+STATE_VERSION = 5
 TOP_USERS = 5
 HISTORY_WEEKS = 8
 COMPONENT_NAMES = ("recency", "activity", "users", "stickiness", "utilization", "breadth", "sentiment")
@@ -88,6 +91,8 @@ _WEEK = struct.Struct("<idB")
 _REVENUE = struct.Struct("<dq4q")
 REVENUE_FACTS = ("arr", "currency", "renewal_at", "contract")
 _NO_DAY = -(2**31)
+# day, score, then per component of COMPONENT_NAMES its value and contribution in tenths
+_SCORED = struct.Struct(f"<iB{4 * len(COMPONENT_NAMES)}s")
 _PEEK = struct.Struct("<B4qqbi4qBBhB")  # up to the published band
 _STR = struct.Struct("<H")
 _STR_NONE = 0xFFFF
@@ -168,6 +173,16 @@ class DayBucket(NamedTuple):
     features: int = 0
 
 
+class Scored(NamedTuple):
+    """The health of one UTC day, as last evaluated that day (see :mod:`streamer.core.changes`)."""
+
+    day: int
+    score: int
+    # Per component of COMPONENT_NAMES, in that order: its value and its contribution in tenths (two
+    # little-endian int16), -32768 for one not scored. Packed: an account keeps several days of them.
+    parts: bytes
+
+
 class TopUser(NamedTuple):
     """One of an account's most active users: a hash of the user id and its recent active days."""
 
@@ -242,6 +257,9 @@ class AccountState:
     # days counted), so a decline is measured against the account's level of the months before too.
     history: list[tuple[int, float, int]] = field(default_factory=list)
     history_through: int | None = None  # the last week added
+    # The health of the last days evaluated (at most changes.KEPT, one per UTC day), oldest first: what
+    # "what changed" compares the current health with.
+    scored: list[Scored] = field(default_factory=list)
     # Not stored: the engine's last quiet deadline and what it was computed from (engine._quiet_deadline).
     quiet_cache: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
@@ -263,6 +281,7 @@ _CONTAINERS = (
     "top_users",
     "quiet_cache",
     "history",
+    "scored",
 )
 
 
@@ -274,7 +293,8 @@ def _make_clone() -> Any:
         "def clone_state(s):\n"
         f"    return AccountState({args}, days=dict(s.days), facts_at_ms=dict(s.facts_at_ms),"
         " recent_ids=list(s.recent_ids), published_components=dict(s.published_components),"
-        " top_users=list(s.top_users), history=list(s.history))\n"
+        " top_users=list(s.top_users), history=list(s.history),"
+        " scored=list(s.scored))\n"
     )
     namespace: dict[str, Any] = {"AccountState": AccountState}
     exec(source, namespace)  # noqa: S102 - fixed source built from the dataclass's own field names
@@ -338,6 +358,7 @@ def check_encodable(s: AccountState) -> None:
         or len(s.recent_ids) >= _STR_NONE
         or len(s.top_users) > 255
         or len(s.history) > 255
+        or len(s.scored) > 255
     ):
         raise ValueError("state has too many buckets, ids or users")
     for name in (
@@ -352,6 +373,9 @@ def check_encodable(s: AccountState) -> None:
             raise ValueError(f"state field {name} out of range")
     if len(s.drop_base) not in (0, 7):
         raise ValueError("state field drop_base must hold 7 weekday means")
+    for day, score, parts in s.scored:
+        if not (_I32_MIN <= day <= _I32_MAX and 0 <= score <= 255 and len(parts) == _SCORED.size - 5):
+            raise ValueError("state field scored out of range")
 
 
 def _opt(v: int | None) -> int:
@@ -456,6 +480,8 @@ def encode_state(s: AccountState) -> bytes:
     )
     _put_str(out, s.currency)
     _put_str(out, s.contract)
+    out.append(bytes((len(s.scored),)))
+    out.extend(_SCORED.pack(*day) for day in s.scored)
     return b"".join(out)
 
 
@@ -497,12 +523,12 @@ def decode_state(b: bytes) -> AccountState:
     Raises:
         ValueError: On an unknown version or truncated/corrupt input.
     """
-    if not b or b[0] not in (1, 2, 3, STATE_VERSION):
+    if not b or b[0] not in (1, 2, 3, 4, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
     version = b[0]
     r = _Reader(b)
     try:
-        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER)[version - 1])
+        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER, _HEADER)[version - 1])
         account_id = r.string()
         if account_id is None:
             raise ValueError("missing account id")
@@ -536,7 +562,7 @@ def decode_state(b: bytes) -> AccountState:
         s.recent_ids = list(r.take(_ring_struct(r.count())))
         if version >= 3:
             flags, key_user, key_since, pending, poor_pending, dispersion, *more = r.take(
-                _EXTENSION if version == STATE_VERSION else _EXTENSION_V3
+                _EXTENSION if version >= 4 else _EXTENSION_V3
             )
             base, shown = more[:7], more[7:]
             if shown:  # version 4; an older state's snapshot counts as having shown nothing yet
@@ -564,6 +590,9 @@ def decode_state(b: bytes) -> AccountState:
                 if t != _NONE:
                     s.facts_at_ms[key] = t
             s.currency, s.contract = r.string(), r.string()
+        if version >= 5:
+            (n,) = r.take(_U8)
+            s.scored = [Scored(*r.take(_SCORED)) for _ in range(n)]
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
     if r.pos != len(b):
@@ -577,7 +606,7 @@ def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
     A restarted worker needs only these to rebuild its schedule and band counts; reading them costs a
     fraction of :func:`decode_state`.
     """
-    header = {2: _HEADER_V2, 3: _HEADER, STATE_VERSION: _HEADER}.get(b[0]) if b else None
+    header = {2: _HEADER_V2, 3: _HEADER, 4: _HEADER, STATE_VERSION: _HEADER}.get(b[0]) if b else None
     if header is None or len(b) < header.size:
         return None
     h = _PEEK.unpack_from(b)

@@ -12,6 +12,7 @@ an older worker wrote; unknown fields are ignored, so an older reader accepts a 
 
 from __future__ import annotations
 
+import datetime as dt
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -23,9 +24,12 @@ __all__ = [
     "AccountHealth",
     "AlertDocument",
     "ComponentDocument",
+    "ComponentMove",
+    "Detractor",
     "HealthDocument",
     "LifecycleDocument",
     "SnapshotDocument",
+    "WhatChanged",
 ]
 
 _CONFIG = ConfigDict(frozen=True, extra="ignore")
@@ -64,6 +68,60 @@ class HealthDocument(BaseModel):
     onboarding: bool
 
 
+class ComponentMove(BaseModel):
+    """How one component moved between two days."""
+
+    model_config = _CONFIG
+
+    name: str = Field(examples=["activity"])
+    before: float = Field(description="Its value (0..100) on the earlier day.", examples=[92.0])
+    after: float = Field(description="Its value (0..100) on the later day.", examples=[38.0])
+    change: float = Field(description="after - before.", examples=[-54.0])
+    points: float = Field(
+        description="How many points of the score it adds or costs more than on the earlier day.",
+        examples=[-12.4],
+    )
+
+
+class Detractor(BaseModel):
+    """The component that costs the score the most points."""
+
+    model_config = _CONFIG
+
+    name: str = Field(examples=["activity"])
+    value: float = Field(description="0..100", examples=[38.0])
+    points: float = Field(
+        description="The points of the score it costs: its share of 100 less its contribution.",
+        examples=[15.5],
+    )
+    explanation: str = Field(examples=["11 user-days in the last 7 days vs 29.0 usually (38%)"])
+
+
+class WhatChanged(BaseModel):
+    """What moved the score over the last 7 days, and what holds it down most today.
+
+    Computed by the worker for its snapshots and alerts from the scores it keeps a day for a week
+    (:mod:`streamer.core.changes`), and by the API for an account's history from its stored days, alike.
+    """
+
+    model_config = _CONFIG
+
+    since: dt.date | None = Field(
+        description="The day compared with: 7 days before the latest (the snapshot's or alert's day, or "
+        "the history's latest), or the first day kept when fewer are kept; null without history.",
+        examples=["2025-03-01"],
+    )
+    score_change: int = Field(description="The score's change since then.", examples=[-23])
+    moved: list[ComponentMove] = Field(
+        description="The components (of those scored on both days) whose points of the score moved "
+        "most, at most 3, largest move first; none that did not move."
+    )
+    top_detractor: Detractor | None = Field(
+        description="Of the latest day's components, the one costing the score the most points; null "
+        "when none costs any."
+    )
+
+
 class AlertDocument(BaseModel):
     """An alert as published on ``churn-alerts`` (and sent to webhooks)."""
 
@@ -78,6 +136,12 @@ class AlertDocument(BaseModel):
     health: HealthDocument | None = None
     evidence: dict[str, Any] = Field(default_factory=dict)
     account: dict[str, Any] = Field(default_factory=dict, description="Name, segment, plan, owner, seats.")
+    what_changed: WhatChanged | None = Field(
+        None,
+        description="What moved the score since the day 7 days before the alert's, and what holds it down "
+        "most, as for the account's snapshot; null for an operations alert, for an account without a "
+        "day's score kept yet, and in alerts written before it was published.",
+    )
 
 
 class Facts(BaseModel):
@@ -178,6 +242,12 @@ class SnapshotDocument(HealthDocument):
     daily: Daily
     lifecycle: LifecycleDocument | None = Field(
         None, description="Absent (null) in snapshots written before lifecycles were published."
+    )
+    what_changed: WhatChanged | None = Field(
+        None,
+        description="What moved the score since the day 7 days before the snapshot's, and what holds it "
+        "down most; null until the worker has evaluated the account once (at the latest the first UTC "
+        "midnight after its first activity), and in snapshots written before it was published.",
     )
 
 

@@ -10,6 +10,10 @@ import pytest
 
 from api.history import daily, daily_points, what_changed
 from api.models import ComponentMove, Detractor, HistoryPoint, WhatChanged
+from streamer.core.changes import scored
+from streamer.core.changes import what_changed as core_what_changed
+from streamer.core.policy import DAY_MS, Band
+from streamer.core.scoring import Component, Health
 from tests.unit.api.conftest import WRITER, AppFactory, StoreModel, client_for, snapshot
 
 TODAY = date(2025, 3, 14)
@@ -283,3 +287,61 @@ async def test_the_openapi_document_bounds_days_by_the_days_kept(make_app: AppFa
         1,
         45,
     )
+
+
+# -- the worker's what_changed, and the API's alike -----------------------------------------------------
+
+WORKER_CHANGED = {
+    "since": "2025-03-07",
+    "score_change": -39,
+    "moved": [{"name": "activity", "before": 90.0, "after": 40.0, "change": -50.0, "points": -15.0}],
+    "top_detractor": {
+        "name": "activity",
+        "value": 40.0,
+        "points": 15.0,
+        "explanation": "11 user-days in the last 7 days vs 29.0 usually (38%)",
+    },
+}
+
+
+def test_the_history_says_what_the_worker_would_say_over_the_same_days() -> None:
+    def health_of(day: date, score: int, components: list[dict[str, Any]]) -> Health:
+        parts = tuple(Component(**c) for c in components)
+        at_ms = (day - date(1970, 1, 1)).days * DAY_MS + 10 * 3_600_000
+        return Health("acme", at_ms, score, Band.POOR, parts, 0.0, 0.0, 0, 0, False)
+
+    days = [
+        (date(2025, 3, 5), 80, WEEK_AGO),
+        (date(2025, 3, 10), 61, WEEK_AGO[:2]),
+        (TODAY, 41, NOW_COMPONENTS),
+    ]
+    kept = [scored((d - date(1970, 1, 1)).days, s, health_of(d, s, c).components) for d, s, c in days]
+    rows = [row(d.isoformat(), s, c) for d, s, c in days]
+
+    worker = core_what_changed(kept, health_of(TODAY, 41, NOW_COMPONENTS))
+    assert worker is not None
+    assert what_changed(rows, TODAY) == WhatChanged.model_validate(worker)
+    assert worker["since"] == "2025-03-07" and worker["score_change"] == -39
+
+
+async def test_the_health_route_serves_the_snapshot_s_what_changed(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    model.apply_health("acme", snapshot("acme", score=41, what_changed=WORKER_CHANGED))
+    model.apply_health("globex", snapshot("globex", score=41))  # written before it was published
+
+    acme = (await client.get("/v1/accounts/acme/health")).json()
+    globex = (await client.get("/v1/accounts/globex/health")).json()
+
+    assert acme["what_changed"] == WORKER_CHANGED
+    assert "what_changed" not in globex  # served as written: an older worker's snapshot has none
+
+
+async def test_the_openapi_document_types_what_changed_in_snapshots_and_alerts(make_app: AppFactory) -> None:
+    async with client_for(make_app()) as client:
+        schemas = (await client.get("/openapi.json")).json()["components"]["schemas"]
+
+    for name in ("AccountHealth", "AlertDocument"):
+        field = schemas[name]["properties"]["what_changed"]
+        assert {"$ref": "#/components/schemas/WhatChanged"} in field["anyOf"], name
+    assert set(schemas["WhatChanged"]["properties"]) == {"since", "score_change", "moved", "top_detractor"}

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streamer.core.changes import KEPT
 from streamer.core.engine import record_event
 from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Band, Policy
@@ -19,6 +20,7 @@ from streamer.core.state import (
     USER_BITS,
     AccountState,
     DayBucket,
+    Scored,
     TopUser,
     bit_for,
     check_encodable,
@@ -108,7 +110,8 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.published_poor = True
     s.arr, s.currency, s.renewal_ms, s.contract = 1e13, "EUR", T0, wide
     s.facts_at_ms = dict.fromkeys(("seats", "plan", "segment", "name", "owner", *REVENUE_FACTS), T0)
-    assert len(encode_state(s)) == 5875
+    s.scored = [Scored(20_000 + d, 100, b"\xff" * 28) for d in range(KEPT)]
+    assert len(encode_state(s)) == 6140
     assert decode_state(encode_state(s)) == s
 
 
@@ -128,6 +131,12 @@ top_users = st.lists(
         TopUser, st.integers(0, 2**64 - 1), st.floats(0, 50), st.integers(0, 30_000), st.integers(0, 30_000)
     ),
     max_size=5,
+)
+scored_days = st.lists(
+    st.builds(
+        Scored, st.integers(-(2**31), 2**31 - 1), st.integers(0, 255), st.binary(min_size=28, max_size=28)
+    ),
+    max_size=KEPT,
 )
 weeks = st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 1e6), st.integers(0, 7)), max_size=8)
 bands = st.sampled_from([None, *Band])
@@ -171,13 +180,14 @@ def states(draw: st.DrawFn) -> AccountState:
     s.drop_dispersion = draw(st.floats(1, 100))
     s.published_activity_ms, s.published_quiet_since_ms = draw(opt_ms), draw(opt_ms)
     s.published_drop_since_ms, s.published_poor = draw(opt_ms), draw(st.booleans())
+    s.scored = draw(scored_days)
     return s
 
 
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 4
+    assert encoded[0] == 5
     assert decode_state(encoded) == s
     assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
 
@@ -240,7 +250,34 @@ def test_a_version_3_state_decodes_as_one_whose_snapshot_showed_nothing_yet() ->
     assert (decoded.published_activity_ms, decoded.published_quiet_since_ms) == (None, None)
     assert (decoded.published_drop_since_ms, decoded.published_poor) == (None, False)
     assert peek_state(V3) == (T0 + DAY_MS, "good", False)
-    assert encode_state(decoded)[0] == 4  # written back in the current version
+    assert encode_state(decoded)[0] == 5  # written back in the current version
+
+
+# A state as version 4 wrote it (before the scored days were kept): _v2_state with revenue facts.
+V4 = bytes.fromhex(
+    "040018748b9b0100000518748b9b010000ffffffffffffffff0018748b9b0100000000000000000080ff0000000000000000"
+    "000000800000000000000080e81b748b9b010000000000000000008000005000010000000000005940000000000000494000"
+    "0000000000f87f000000000000f87f000000000000f87f000000000000f87f00000000008051400c00000000000000001874"
+    "8b9b01000000749a909b010000040061636d65030070726f0018748b9b010000ffff0000000000000080ffff000000000000"
+    "0080ffff00000000000000800100ea4f00000300000000000000000008400500000000000000000000000000000003000000"
+    "0000000002000700000000000000090000000000000000000000000000000000000000000000800000008000000000000000"
+    "80000000000000f03f000000000000f87f000000000000f87f000000000000f87f000000000000f87f000000000000f87f00"
+    "0000000000f87f000000000000f87f0018748b9b010000000000000000008000000000000000800000000080000000000008"
+    "4cfd4000e0f2259c0100000018748b9b0100000018748b9b0100000118748b9b0100000218748b9b01000003004555520600"
+    "616e6e75616c"
+)
+
+
+def test_a_version_4_state_decodes_with_no_scored_days_and_is_written_back_as_version_5() -> None:
+    s = _v2_state()
+    s.arr, s.currency, s.renewal_ms, s.contract = 120_000.5, "EUR", T0 + 30 * DAY_MS, "annual"
+    s.facts_at_ms.update(arr=T0, currency=T0, renewal_at=T0 + 1, contract=T0 + 2)
+    s.published_activity_ms = T0
+    decoded = decode_state(V4)
+    assert decoded == s and decoded.scored == []
+    assert peek_state(V4) == (T0 + DAY_MS, "good", False)
+    # Version 5 appends the scored days (a count of 0 here) and nothing else.
+    assert encode_state(decoded) == b"\x05" + V4[1:] + b"\x00"
 
 
 def test_revenue_facts_round_trip() -> None:
@@ -254,7 +291,7 @@ def test_revenue_facts_round_trip() -> None:
     "blob",
     [
         b"",  # empty
-        b"\x05" + bytes(200),  # unknown version
+        b"\xff" + bytes(200),  # unknown version
         encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
         encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
     ],
@@ -270,6 +307,7 @@ def _full_state() -> AccountState:
     s.recent_ids = list(range(64))
     s.facts_at_ms = {"plan": T0, "seats": T0}
     s.published_components = {"activity": 50.0}
+    s.scored = [Scored(T0 // DAY_MS, 60, bytes(28))]
     return s
 
 
@@ -283,6 +321,7 @@ def test_a_clone_is_independent_of_its_original() -> None:
     copy.facts_at_ms["plan"] = 0
     copy.published_components["recency"] = 1.0
     copy.seats, copy.quiet_since_ms = 5, T0
+    copy.scored.append(Scored(1, 2, bytes(28)))
     assert encode_state(original) == encoded
 
 
@@ -345,3 +384,20 @@ def test_check_encodable_accepts_the_values_at_the_documented_bounds() -> None:
     check_encodable(s)
     s.applied_offset = 2**63 - 1
     check_encodable(s)
+    s.scored = [Scored(2**31 - 1, 255, bytes(28))] * 255
+    check_encodable(s)
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        Scored(2**31, 50, bytes(28)),  # a day past int32
+        Scored(0, 256, bytes(28)),  # a score past uint8
+        Scored(0, 50, bytes(27)),  # parts of another size
+    ],
+)
+def test_check_encodable_rejects_a_scored_day_the_encoder_cannot_write(entry: Scored) -> None:
+    s = _full_state()
+    s.scored = [entry]
+    with pytest.raises(ValueError, match="scored"):
+        check_encodable(s)

@@ -52,11 +52,11 @@ def test_a_document_of_a_newer_worker_is_read_and_one_of_an_older_worker_gets_de
     older = {
         k: v
         for k, v in doc.items()
-        if k not in {"user_days_week", "user_days_usual", "missed_active_days", "lifecycle"}
+        if k not in {"user_days_week", "user_days_usual", "missed_active_days", "lifecycle", "what_changed"}
     }
     read = SnapshotDocument.model_validate(older)
     assert (read.user_days_week, read.user_days_usual, read.missed_active_days) == (0.0, None, 0.0)
-    assert read.lifecycle is None
+    assert read.lifecycle is None and read.what_changed is None
 
 
 def test_the_worker_s_snapshots_carry_the_lifecycle_of_their_day() -> None:
@@ -67,6 +67,25 @@ def test_the_worker_s_snapshots_carry_the_lifecycle_of_their_day() -> None:
         ("2026-03-03T09:00:00.001Z", {"status": "dormant", "active_days_7": 1, "active_days_28": 1}),
         ("2026-03-03T09:00:00.002Z", {"status": "returning", "active_days_7": 2, "active_days_28": 2}),
     ]
+
+
+def test_snapshots_and_alerts_say_what_changed_once_the_worker_has_kept_a_day_s_score() -> None:
+    out = _worker_output()
+    # acme's first snapshot comes before any evaluation; its first midnight keeps a score of the day.
+    kept = {
+        "since": "2026-03-03",
+        "score_change": 0,
+        "moved": [],
+        "top_detractor": {
+            "name": "sentiment",
+            "value": 70.0,
+            "points": 4.4,
+            "explanation": "no NPS response, 0 open support tickets",
+        },
+    }
+    assert [orjson.loads(value)["what_changed"] for _, value in out.health] == [None, kept, kept]
+    # The operations alert (data_gap) is of no account.
+    assert [orjson.loads(value)["what_changed"] for _, value in out.encoded_alerts] == [kept, kept, None]
 
 
 def test_the_api_answer_is_the_snapshot_plus_its_open_alerts() -> None:
