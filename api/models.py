@@ -37,6 +37,8 @@ class AccountRow(BaseModel):
                 "lifecycle": "resurrecting",
                 "active_days_7": 1,
                 "active_days_28": 6,
+                "onboarding_status": "behind",
+                "onboarding_overdue_days": 4,
             }
         }
     )
@@ -61,6 +63,16 @@ class AccountRow(BaseModel):
     active_days_7: int | None = Field(None, description="Active days of the 7 days ending that day.")
     active_days_28: int | None = Field(
         None, description="Active days of the 28 days ending that day; null when unknown."
+    )
+    onboarding_status: Literal["on_track", "behind", "stuck", "complete"] | None = Field(
+        None,
+        description="The onboarding milestones' status in the latest snapshot (`onboarding.status`); null "
+        "when no milestone applies or the snapshot tells none.",
+    )
+    onboarding_overdue_days: int | None = Field(
+        None,
+        description="Days the worst missing onboarding milestone is overdue (the largest "
+        "`onboarding.missing[].overdue_days`); null when none is missing.",
     )
 
 
@@ -185,6 +197,30 @@ class ArrFigures(BaseModel):
     )
 
 
+class OnboardingCohort(BaseModel):
+    """The onboarding of the accounts whose subscription started in one calendar month (UTC)."""
+
+    month: str = Field(examples=["2025-03"])
+    started: int = Field(description="Accounts whose subscription started in the month.")
+    completed: int = Field(description="Of them, those whose onboarding status is complete.")
+    completed_share: float | None = Field(description="completed / started; null when none started.")
+    in_progress: int = Field(
+        description="Of them, those still in their first onboarding days and not complete."
+    )
+
+
+class OnboardingFigures(BaseModel):
+    """Onboarding milestones over the latest snapshot of each account."""
+
+    by_status: dict[Literal["on_track", "behind", "stuck", "complete"], int] = Field(
+        description="Accounts per onboarding status (an account whose snapshot tells none counts in none).",
+        examples=[{"on_track": 14, "behind": 5, "stuck": 2, "complete": 31}],
+    )
+    cohorts: list[OnboardingCohort] = Field(
+        description="The last 12 calendar months of subscription start, oldest first."
+    )
+
+
 class Portfolio(BaseModel):
     """Figures over the latest snapshot of every account the key may read."""
 
@@ -200,3 +236,4 @@ class Portfolio(BaseModel):
         "account without a status, or whose snapshot tells none, counts in none).",
         examples=[{"new": 3, "returning": 120, "resurrecting": 8, "dormant": 11}],
     )
+    onboarding: OnboardingFigures

@@ -1,5 +1,5 @@
 """Portfolio figures over the latest snapshots: bands, monthly churn and retention, NPS, open alerts, ARR,
-lifecycle statuses.
+lifecycle statuses, onboarding statuses and cohorts.
 
 Pure functions of the snapshots and an explicit ``now``; nothing here reads a clock.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from api.query import Lifecycle, arr_units, lifecycle_of
+from api.query import Lifecycle, OnboardingStatus, arr_units, lifecycle_of, onboarding_of
 from streamer.core.policy import Band
 
 MONTHS = 12
@@ -119,6 +119,43 @@ def churn_by_month(
     return rows
 
 
+# What a start month's cohort counts of an account: its onboarding is complete, or still in progress
+# (in its first onboarding days and not complete).
+COMPLETED = "completed"
+IN_PROGRESS = "in_progress"
+
+
+def onboarding_cohorts(
+    started: Mapping[str, int], progress: Mapping[tuple[str, str], int], now: datetime
+) -> list[dict[str, Any]]:
+    """Onboarding per month of subscription start, over the calendar months of :func:`month_starts`.
+
+    Args:
+        started: Accounts per start month (YYYY-MM, UTC).
+        progress: Accounts per (start month, :data:`COMPLETED` or :data:`IN_PROGRESS`).
+        now: The current instant; the last month is the one holding it.
+
+    Returns:
+        One row per month, oldest first: month, started, completed, completed_share (of started,
+        None when none started) and in_progress.
+    """
+    rows = []
+    for start in month_starts(now):
+        month = f"{start.year:04d}-{start.month:02d}"
+        n = started.get(month, 0)
+        completed = progress.get((month, COMPLETED), 0)
+        rows.append(
+            {
+                "month": month,
+                "started": n,
+                "completed": completed,
+                "completed_share": round(completed / n, 4) if n else None,
+                "in_progress": progress.get((month, IN_PROGRESS), 0),
+            }
+        )
+    return rows
+
+
 NPS_CLASSES = ("promoter", "passive", "detractor")
 
 
@@ -165,6 +202,15 @@ class PortfolioKey:
     currency: str = NO_CURRENCY
     # The lifecycle status on the day of the account's snapshot, None when it tells none.
     lifecycle: str | None = None
+    # The onboarding milestone status, None when the snapshot tells none; whether in its first days.
+    onboarding_status: str | None = None
+    onboarding_active: bool = False
+
+    def onboarding_progress(self) -> str | None:
+        """:data:`COMPLETED`, :data:`IN_PROGRESS` or None: what the account's start month counts of it."""
+        if self.onboarding_status == OnboardingStatus.COMPLETE:
+            return COMPLETED
+        return IN_PROGRESS if self.onboarding_active else None
 
     def marginals(self) -> list[tuple[str, str]]:
         """What the account adds to the portfolio figures, as (dimension, value) pairs, each counted
@@ -177,6 +223,12 @@ class PortfolioKey:
             out.append(("nps", self.nps_class))
         if self.lifecycle is not None:
             out.append(("lifecycle", self.lifecycle))
+        if self.onboarding_status is not None:
+            out.append(("onboarding", self.onboarding_status))
+        progress = self.onboarding_progress()
+        if self.started_month is not None and progress is not None:
+            # Only accounts with a progress add a pair: rows stored before onboarding was kept add none.
+            out.append(("onboarding_cohort", f"{self.started_month}|{progress}"))
         flags = [flag for flag in ("quiet", "dropping", "poor") if getattr(self, flag)]
         out.extend((flag, "") for flag in flags)
         if self.arr is not None:
@@ -199,6 +251,7 @@ def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
     sub = doc.get("subscription") or {}
     episodes = doc.get("episodes") or {}
     facts = doc.get("facts") or {}
+    onboarding = onboarding_of(doc)
     return PortfolioKey(
         band=str(doc.get("band")),
         started_month=month_of(sub.get("started_at")),
@@ -210,6 +263,8 @@ def portfolio_key(doc: Mapping[str, Any]) -> PortfolioKey:
         arr=arr_units(facts.get("arr")),
         currency=currency_of(facts.get("currency")),
         lifecycle=lifecycle_of(doc)[0],
+        onboarding_status=onboarding[1],
+        onboarding_active=onboarding[0],
     )
 
 
@@ -222,8 +277,9 @@ def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dic
 
     Returns:
         ``accounts``, ``by_band``, ``churn`` (monthly rows), ``nps``, ``open_alerts`` by kind and
-        ``arr`` (by band, at risk and by open alert kind, each by currency) and ``lifecycle`` (accounts
-        per lifecycle status, each as of its snapshot's day).
+        ``arr`` (by band, at risk and by open alert kind, each by currency), ``lifecycle`` (accounts
+        per lifecycle status, each as of its snapshot's day) and ``onboarding`` (accounts per onboarding
+        status, ``by_status``, and per start month, ``cohorts``: see :func:`onboarding_cohorts`).
     """
     counts: Counter[tuple[str, str]] = Counter()
     sums: Counter[tuple[str, str]] = Counter()
@@ -267,9 +323,16 @@ def figures_from_marginals(counts: Iterable[tuple[str, str, int, int]], now: dat
     bands = by.get("band", Counter())
     lifecycle = by.get("lifecycle", Counter())
     subs = []
+    started_in: Counter[str] = Counter()
     for pair, n in by.get("subscription", Counter()).items():
         started, cancelled = pair.split("|")
         subs.append((started, cancelled or None, n))
+        started_in[started] += n
+    progress: Counter[tuple[str, str]] = Counter()
+    for pair, n in by.get("onboarding_cohort", Counter()).items():
+        month, _, state = pair.partition("|")
+        progress[month, state] += n
+    onboarding = by.get("onboarding", Counter())
     flags = {flag: by.get(flag, Counter()).get("", 0) for flag in ("quiet", "dropping", "poor")}
     return {
         "as_of": now.astimezone(UTC).isoformat().replace("+00:00", "Z"),
@@ -284,4 +347,8 @@ def figures_from_marginals(counts: Iterable[tuple[str, str, int, int]], now: dat
         },
         "arr": _arr_figures(by),
         "lifecycle": {status.value: lifecycle.get(status.value, 0) for status in Lifecycle},
+        "onboarding": {
+            "by_status": {status.value: onboarding.get(status.value, 0) for status in OnboardingStatus},
+            "cohorts": onboarding_cohorts(started_in, progress, now),
+        },
     }

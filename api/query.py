@@ -28,6 +28,8 @@ class AccountSort(StrEnum):
     # ARR, largest first (accounts without ARR last); renewal, soonest first (without one last).
     ARR_DESC = "-arr"
     RENEWAL = "renewal_at"
+    # Overdue days of the worst missing onboarding milestone, most first (accounts missing none last).
+    ONBOARDING_OVERDUE_DESC = "-onboarding_overdue"
 
 
 NO_ARR = -1
@@ -99,6 +101,58 @@ def lifecycle_of(doc: Mapping[str, Any]) -> tuple[str | None, int | None, int | 
     )
 
 
+class OnboardingStatus(StrEnum):
+    """Onboarding statuses an account list can be filtered on (the snapshot's ``onboarding.status``)."""
+
+    ON_TRACK = "on_track"
+    BEHIND = "behind"
+    STUCK = "stuck"
+    COMPLETE = "complete"
+
+
+_ONBOARDING_STATUSES = frozenset(OnboardingStatus)
+_MOST_DAYS = 2**31 - 1  # what an integer column holds
+NO_OVERDUE = -1
+"""The onboarding sort key of an account missing no milestone: last by overdue days (descending)."""
+
+
+def onboarding_active(doc: Mapping[str, Any]) -> bool:
+    """Whether a snapshot's account is in its first ``onboarding.days``: the ``onboarding`` boolean of
+    snapshots written before milestones, or the ``active`` of the object that replaced it."""
+    value = doc.get("onboarding")
+    if isinstance(value, Mapping):
+        value = value.get("active")
+    return value is True
+
+
+def onboarding_of(doc: Mapping[str, Any]) -> tuple[bool, str | None, int | None]:
+    """A snapshot's onboarding: whether it is active (:func:`onboarding_active`), its milestone status
+    and the overdue days of its worst missing milestone, as lists filter and sort and the portfolio
+    counts them; None for each that the snapshot does not tell (a boolean ``onboarding``, no status,
+    no missing milestone)."""
+    block = doc.get("onboarding")
+    if not isinstance(block, Mapping):
+        return onboarding_active(doc), None, None
+    status = block.get("status")
+    missing = block.get("missing")
+    overdue = [
+        days
+        for m in (missing if isinstance(missing, list) else ())
+        if isinstance(m, Mapping) and (days := _count(m.get("overdue_days"), _MOST_DAYS)) is not None
+    ]
+    return (
+        onboarding_active(doc),
+        status if status in _ONBOARDING_STATUSES else None,
+        max(overdue) if overdue else None,
+    )
+
+
+def overdue_key(doc: Mapping[str, Any]) -> int:
+    """The overdue days an account is listed by: :func:`onboarding_of`'s, else :data:`NO_OVERDUE`."""
+    overdue = onboarding_of(doc)[2]
+    return NO_OVERDUE if overdue is None else overdue
+
+
 class InvalidCursor(ValueError):
     """The cursor was not produced by this API (or belongs to another sort order)."""
 
@@ -119,6 +173,9 @@ class AccountFilters:
     max_active_days_7: int | None = None
     min_active_days_28: int | None = None
     max_active_days_28: int | None = None
+    onboarding_status: str | None = None
+    # Only accounts in their first onboarding days (the dashboard's onboarding view; no query parameter).
+    onboarding_active: bool | None = None
 
     def active_days_bounds(self) -> list[tuple[int, int | None, int | None]]:
         """(7 or 28, at least, at most) for each count of active days with a bound."""
@@ -148,6 +205,12 @@ class AccountFilters:
         if self.quiet_since is not None:
             last = doc.get("last_activity_at")
             if last is None or datetime.fromisoformat(last) > self.quiet_since:
+                return False
+        if self.onboarding_status is not None or self.onboarding_active is not None:
+            onboarding, onboarding_status, _ = onboarding_of(doc)
+            if self.onboarding_status is not None and onboarding_status != self.onboarding_status:
+                return False
+            if self.onboarding_active is not None and onboarding != self.onboarding_active:
                 return False
         if self.lifecycle is None and not self.active_days_bounds():
             return True
@@ -224,6 +287,8 @@ def sort_key(doc: dict[str, Any], sort: AccountSort) -> list[Any]:
         return [arr_key(doc), account]
     if sort is AccountSort.RENEWAL:
         return [renewal_key(doc), account]
+    if sort is AccountSort.ONBOARDING_OVERDUE_DESC:
+        return [overdue_key(doc), account]
     return [account]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from api.query import AccountFilters, AccountSort, sort_key
+from api.query import AccountFilters, AccountSort, onboarding_active, sort_key
 from api.readmodel import Doc, ReadModel
 from api.restrictions import AccountScope
 from streamer.core.policy import Band
@@ -33,7 +33,7 @@ def is_at_risk(doc: Mapping[str, Any]) -> bool:
     """Whether a snapshot belongs in the at-risk list (see the module docstring)."""
     if doc.get("band") not in AT_RISK_BANDS:
         return False
-    if not doc.get("onboarding"):
+    if not onboarding_active(doc):
         return True
     episodes = doc.get("episodes") or {}
     return bool(episodes.get("quiet_since") or episodes.get("drop_since") or episodes.get("poor"))

@@ -16,7 +16,9 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from api.dashboard.history import CHART_HEIGHT, CHART_WIDTH, change_lines, detractor_line, score_chart
+from api.dashboard.onboarding import milestones
 from api.models import AccountHistory
+from api.query import onboarding_active
 from streamer.core.alerts import AlertKind
 
 __all__ = [
@@ -44,6 +46,9 @@ KIND_LABELS: dict[str, str] = {
     AlertKind.KEY_USER_LOST: "Key user lost",
     AlertKind.ACCOUNT_RECOVERED: "Account recovered",
     AlertKind.DATA_GAP: "Data stopped arriving",
+    AlertKind.MILESTONE_MISSED: "Onboarding milestone missed",
+    AlertKind.MILESTONE_REACHED: "Onboarding milestone reached",
+    AlertKind.ONBOARDING_COMPLETE: "Onboarding complete",
 }
 
 # What a person reads for a lifecycle status (the snapshot's lifecycle.status; None: active neither on
@@ -178,6 +183,8 @@ _env.globals.update(
     alert_subject=alert_subject,
     kind_label=kind_label,
     lifecycle_line=lifecycle_line,
+    milestones=milestones,
+    onboarding_active=onboarding_active,
     pct=_pct,
     short_time=_short_time,
     sparkline_points=sparkline_points,
@@ -219,6 +226,12 @@ def portfolio_cards(figures: Mapping[str, Any]) -> str:
     """The KPI cards over the portfolio figures of :func:`api.portfolio.portfolio_figures`."""
     churn = [row for row in figures.get("churn", []) if row.get("churn_rate") is not None]
     return render("portfolio.html", p=figures, churn=churn[-3:])
+
+
+def onboarding_rows(docs: Sequence[Mapping[str, Any]]) -> str:
+    """The onboarding table body (:mod:`api.dashboard.onboarding`): one row per snapshot, in the given
+    order; without rows it says there is none."""
+    return render("onboarding.html", docs=docs)
 
 
 def alert_items(alerts: Sequence[Mapping[str, Any]]) -> str:

@@ -10,7 +10,16 @@ from api.deps import ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import AUTH_ERRORS, PAGED_ERRORS, ErrorBody, OrjsonResponse, api_error, bounded
 from api.history import DEFAULT_DAYS, read_history
 from api.models import AccountHistory, AccountPage, AccountRow
-from api.query import AccountFilters, AccountSort, InvalidCursor, Lifecycle, Rfc3339, lifecycle_of
+from api.query import (
+    AccountFilters,
+    AccountSort,
+    InvalidCursor,
+    Lifecycle,
+    OnboardingStatus,
+    Rfc3339,
+    lifecycle_of,
+    onboarding_of,
+)
 from streamer.core.policy import Band
 from streamer.wire.documents import AccountHealth
 
@@ -126,6 +135,7 @@ def _row(doc: dict[str, Any]) -> AccountRow:
         currency=facts.get("currency"),
         renewal_at=facts.get("renewal_at"),
         **dict(zip(("lifecycle", "active_days_7", "active_days_28"), lifecycle_of(doc), strict=True)),
+        **dict(zip(("onboarding_status", "onboarding_overdue_days"), onboarding_of(doc)[1:], strict=True)),
     )
 
 
@@ -182,6 +192,13 @@ async def list_accounts(
             "unknown).",
         ),
     ] = None,
+    onboarding_status: Annotated[
+        OnboardingStatus | None,
+        Query(
+            description="Only accounts whose latest snapshot has this onboarding milestone status.",
+            examples=["stuck"],
+        ),
+    ] = None,
     sort: AccountSort = AccountSort.SCORE,
     cursor: Annotated[
         str | None, Query(description="next_cursor of the previous page; empty or absent for the first page.")
@@ -204,6 +221,7 @@ async def list_accounts(
         max_active_days_7,
         min_active_days_28,
         max_active_days_28,
+        None if onboarding_status is None else onboarding_status.value,
     )
     try:
         docs, nxt = model.list_accounts(filters, sort, cursor or None, limit, scope=reader.reads)

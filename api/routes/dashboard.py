@@ -19,6 +19,7 @@ from fastapi.staticfiles import StaticFiles
 
 from api.dashboard import render
 from api.dashboard.at_risk import AT_RISK_SORTS, at_risk_accounts
+from api.dashboard.onboarding import onboarding_accounts
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import api_error, bounded
 from api.history import DEFAULT_DAYS, read_history
@@ -98,6 +99,15 @@ async def at_risk(
 async def portfolio(model: ReadModelDep, clock: ClockDep, reader: HealthReader) -> HTMLResponse:
     """KPI cards over the key's accounts: accounts per band, monthly churn, NPS, open alerts."""
     return _fragment(render.portfolio_cards(model.portfolio(clock(), scope=reader.reads)))
+
+
+@router.get("/fragments/onboarding")
+async def onboarding(
+    model: ReadModelDep, reader: HealthReader, limit: Annotated[int, Query(ge=1, le=500)] = 50
+) -> HTMLResponse:
+    """Table rows of the key's accounts in their onboarding days (``api.dashboard.onboarding``): stuck
+    first, then behind, on track and complete, each by the overdue days of its worst missing milestone."""
+    return _fragment(render.onboarding_rows(onboarding_accounts(model, limit, scope=reader.reads)))
 
 
 @router.get("/fragments/alerts")

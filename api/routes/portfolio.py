@@ -41,12 +41,20 @@ _EXAMPLE = {
             "health_degraded": {"EUR": 500_000},
         },
     },
+    "lifecycle": {"new": 3, "returning": 90, "resurrecting": 8, "dormant": 11},
+    "onboarding": {
+        "by_status": {"on_track": 6, "behind": 2, "stuck": 1, "complete": 9},
+        "cohorts": [
+            {"month": "2025-03", "started": 4, "completed": 1, "completed_share": 0.25, "in_progress": 3}
+        ],
+    },
 }
 
 
 @router.get(
     "/portfolio",
-    summary="Accounts per band, churn and retention (12 months), NPS, open alerts by kind, ARR at risk.",
+    summary="Accounts per band, churn and retention (12 months), NPS, open alerts by kind, ARR at risk, "
+    "lifecycle and onboarding.",
     response_model=Portfolio,
     responses={200: {"content": {"application/json": {"example": _EXAMPLE}}}, **AUTH_ERRORS},
 )

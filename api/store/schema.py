@@ -33,6 +33,7 @@ from sqlalchemy import (
     MetaData,
     Table,
     Text,
+    false,
 )
 
 metadata = MetaData()
@@ -52,6 +53,10 @@ RENEWAL_COMMENT = "next renewal, ms since the epoch; 2**62 when unknown"
 # The snapshot's lifecycle block; NULL where it tells none. The migration that added them says the same.
 LIFECYCLE_COMMENT = "new, returning, resurrecting or dormant on the snapshot's day; NULL: none"
 ACTIVE_DAYS_COMMENT = "active days of the {} ending on the snapshot's day; NULL: unknown"
+# The snapshot's onboarding object (or the boolean it replaced). The migration that added them says the same.
+ONBOARDING_STATUS_COMMENT = "on_track, behind, stuck or complete; NULL: none"
+ONBOARDING_OVERDUE_COMMENT = "overdue days of the worst missing onboarding milestone; -1 when none"
+ONBOARDING_ACTIVE_COMMENT = "in its first onboarding days"
 
 accounts = Table(
     "accounts",
@@ -77,6 +82,21 @@ accounts = Table(
     Column("lifecycle", Text, comment=LIFECYCLE_COMMENT),
     Column("active_days_7", Integer, comment=ACTIVE_DAYS_COMMENT.format(7)),
     Column("active_days_28", Integer, comment=ACTIVE_DAYS_COMMENT.format(28)),
+    Column("onboarding_status", Text, comment=ONBOARDING_STATUS_COMMENT),
+    Column(
+        "onboarding_overdue_days",
+        Integer,
+        nullable=False,
+        server_default="-1",
+        comment=ONBOARDING_OVERDUE_COMMENT,
+    ),
+    Column(
+        "onboarding_active",
+        Boolean,
+        nullable=False,
+        server_default=false(),
+        comment=ONBOARDING_ACTIVE_COMMENT,
+    ),
     Column("doc", Document, nullable=False),
 )
 
@@ -91,12 +111,21 @@ Index("accounts_arr", accounts.c.arr, accounts.c.account_id)
 Index("accounts_renewal", accounts.c.renewal_ms, accounts.c.account_id)
 Index("accounts_band_arr", accounts.c.band, accounts.c.arr, accounts.c.account_id)
 Index("accounts_band_renewal", accounts.c.band, accounts.c.renewal_ms, accounts.c.account_id)
-# The lifecycle filters, with the default order (score) and by id; active days by score only.
-for _name in ("band", "segment", "plan", "owner", "lifecycle"):
+# The lifecycle and onboarding status filters, with the default order (score) and by id; active days by
+# score only.
+for _name in ("band", "segment", "plan", "owner", "lifecycle", "onboarding_status"):
     Index(f"accounts_{_name}_score", accounts.c[_name], accounts.c.score, accounts.c.account_id)
     Index(f"accounts_{_name}_id", accounts.c[_name], accounts.c.account_id)
 for _name in ("active_days_7", "active_days_28"):
     Index(f"accounts_{_name}_score", accounts.c[_name], accounts.c.score, accounts.c.account_id)
+# By overdue onboarding days (most first), alone and within a status (the dashboard's onboarding view).
+Index("accounts_onboarding_overdue", accounts.c.onboarding_overdue_days, accounts.c.account_id)
+Index(
+    "accounts_onboarding_status_overdue",
+    accounts.c.onboarding_status,
+    accounts.c.onboarding_overdue_days,
+    accounts.c.account_id,
+)
 
 portfolio_counts = Table(
     "portfolio_counts",

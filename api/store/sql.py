@@ -67,6 +67,8 @@ from api.query import (
     arr_key,
     encode_cursor,
     lifecycle_of,
+    onboarding_of,
+    overdue_key,
     renewal_key,
     sort_cursor,
     sort_key,
@@ -180,6 +182,7 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
     sub = _facts(doc, "subscription")
     last = _text(doc.get("last_activity_at"))
     nps = (doc.get("nps") or {}).get("score")
+    onboarding, onboarding_status, _ = onboarding_of(doc)
     return {
         "account_id": account_id,
         "at_ms": instant_ms(doc.get("at")) or 0,
@@ -200,6 +203,9 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
         "currency": _text(facts.get("currency")),
         "renewal_ms": renewal_key(doc),
         **dict(zip(("lifecycle", "active_days_7", "active_days_28"), lifecycle_of(doc), strict=True)),
+        "onboarding_status": onboarding_status,
+        "onboarding_overdue_days": overdue_key(doc),
+        "onboarding_active": onboarding,
         "doc": doc,
     }
 
@@ -215,6 +221,8 @@ _COUNTED = (
     "cancelled_month",
     "nps_score",
     "lifecycle",
+    "onboarding_status",
+    "onboarding_active",
     "quiet_since",
 )
 _COUNTED_ALSO = ("drop_since", "poor", "arr", "currency")
@@ -232,6 +240,8 @@ def _portfolio_key(row: Mapping[Any, Any]) -> PortfolioKey:
         arr=None if row["arr"] < 0 else row["arr"],
         currency=currency_of(row["currency"]),
         lifecycle=row["lifecycle"],
+        onboarding_status=row["onboarding_status"],
+        onboarding_active=bool(row["onboarding_active"]),
     )
 
 
@@ -794,7 +804,15 @@ class SqlReadModel(LoadProgress):
     ) -> Page:
         a = t.accounts.c
         where = self._scoped(scope)
-        for name in ("band", "segment", "plan", "owner", "lifecycle"):
+        for name in (
+            "band",
+            "segment",
+            "plan",
+            "owner",
+            "lifecycle",
+            "onboarding_status",
+            "onboarding_active",
+        ):
             value = getattr(filters, name)
             if value is not None:
                 where.append(a[name] == value)
@@ -819,6 +837,8 @@ class SqlReadModel(LoadProgress):
             columns, types = [a.arr, a.account_id], (int, str)
         elif sort is AccountSort.RENEWAL:
             columns, types = [a.renewal_ms, a.account_id], (int, str)
+        elif sort is AccountSort.ONBOARDING_OVERDUE_DESC:
+            columns, types = [a.onboarding_overdue_days, a.account_id], (int, str)
         else:
             columns, types = [a.account_id], (str,)
         desc = sort.value.startswith("-")

@@ -44,6 +44,10 @@ class AlertKind(StrEnum):
     ACCOUNT_RECOVERED = "account_recovered"
     # An operations alert, of a partition rather than an account: its data stopped or fell together.
     DATA_GAP = "data_gap"
+    # Onboarding milestones: one missed its due date, one was reached, all were.
+    MILESTONE_MISSED = "milestone_missed"
+    MILESTONE_REACHED = "milestone_reached"
+    ONBOARDING_COMPLETE = "onboarding_complete"
 
 
 class Severity(StrEnum):

@@ -28,6 +28,7 @@ __all__ = [
     "Detractor",
     "HealthDocument",
     "LifecycleDocument",
+    "OnboardingDocument",
     "SnapshotDocument",
     "WhatChanged",
 ]
@@ -45,6 +46,50 @@ class ComponentDocument(BaseModel):
     weight: float = Field(description="Its share of the score, renormalised over the available components.")
     contribution: float = Field(description="Points it adds to (or, below 50, takes from) the score.")
     explanation: str = Field(examples=["34 user-days in the last 7 days vs 41.0 usually (83%)"])
+
+
+class MilestoneReached(BaseModel):
+    """An onboarding milestone the account reached."""
+
+    model_config = _CONFIG
+
+    name: str
+    at: str = Field(description="RFC 3339, UTC")
+
+
+class MilestoneMissing(BaseModel):
+    """An onboarding milestone past its due date and not reached."""
+
+    model_config = _CONFIG
+
+    name: str
+    due_at: str = Field(description="RFC 3339, UTC")
+    overdue_days: int = Field(ge=0)
+
+
+class MilestoneNext(BaseModel):
+    """The next onboarding milestone due."""
+
+    model_config = _CONFIG
+
+    name: str
+    due_at: str = Field(description="RFC 3339, UTC")
+
+
+class OnboardingDocument(BaseModel):
+    """Onboarding milestones: the object that replaced the ``onboarding`` boolean."""
+
+    model_config = _CONFIG
+
+    active: bool = Field(description="In its first onboarding.days (the former boolean).")
+    status: Literal["on_track", "behind", "stuck", "complete"] | None = Field(
+        None, description="Null when no milestone applies."
+    )
+    reached: list[MilestoneReached] = Field(default_factory=list)
+    missing: list[MilestoneMissing] = Field(default_factory=list)
+    next: MilestoneNext | None = None
+    done: int = 0
+    total: int = 0
 
 
 class HealthDocument(BaseModel):
@@ -65,7 +110,10 @@ class HealthDocument(BaseModel):
     user_days_usual: float | None = Field(None, description="What the account's rhythm expected for them.")
     missed_active_days: float = Field(0.0, description="Usual active days gone by without activity.")
     features_28d: int
-    onboarding: bool
+    onboarding: bool | OnboardingDocument = Field(
+        description="Onboarding milestones; a boolean (in its first onboarding.days) in snapshots written "
+        "before them."
+    )
 
 
 class ComponentMove(BaseModel):

@@ -98,12 +98,14 @@
   }
 
   async function loadOverview() {
-    const [rows, kpis] = await Promise.all([
+    const [rows, kpis, onboarding] = await Promise.all([
       fetchText(BASE + "/fragments/at-risk" + atRiskOrder()),
       fetchText(BASE + "/fragments/portfolio"),
+      fetchText(BASE + "/fragments/onboarding"),
     ]);
     $("at-risk-body").innerHTML = rows; // server-rendered, escaped
     $("kpis").innerHTML = kpis;
+    $("onboarding-body").innerHTML = onboarding;
     $("error").textContent = "";
     markSelected();
   }
@@ -343,14 +345,17 @@
       clearInterval(refreshTimer);
       showLogin("");
     });
-    $("at-risk-body").addEventListener("click", (ev) => {
-      const row = ev.target.closest("tr.account-row");
-      if (row) openAccount(row.dataset.account);
-    });
-    $("at-risk-body").addEventListener("keydown", (ev) => {
-      const row = ev.target.closest("tr.account-row");
-      if (row && ev.key === "Enter") openAccount(row.dataset.account);
-    });
+    const lists = [["at-risk-body", "tr.account-row"], ["onboarding-body", "tr.onboarding-row"]];
+    for (const [body, rows] of lists) {
+      $(body).addEventListener("click", (ev) => {
+        const row = ev.target.closest(rows);
+        if (row) openAccount(row.dataset.account);
+      });
+      $(body).addEventListener("keydown", (ev) => {
+        const row = ev.target.closest(rows);
+        if (row && ev.key === "Enter") openAccount(row.dataset.account);
+      });
+    }
     $("detail-close").addEventListener("click", dismissDetail);
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && !$("detail-panel").hidden) dismissDetail();

@@ -154,6 +154,8 @@ async def test_filters_combine(client: httpx.AsyncClient, model: StoreModel) -> 
         "lifecycle",
         "active_days_7",
         "active_days_28",
+        "onboarding_status",
+        "onboarding_overdue_days",
     }
     assert items[0]["name"] == "A6"
     band = await client.get("/v1/accounts", params={"band": "poor", "sort": "account_id"})
@@ -216,7 +218,7 @@ async def test_bad_cursor_limit_and_sort_are_rejected(client: httpx.AsyncClient,
         (
             {"sort": "name"},
             "sort must be one of 'score', '-score', 'last_activity_at', '-last_activity_at', 'account_id', "
-            "'-arr' or 'renewal_at'",
+            "'-arr', 'renewal_at' or '-onboarding_overdue'",
         ),
         (
             {"lifecycle": "inactive"},

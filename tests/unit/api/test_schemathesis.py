@@ -22,6 +22,17 @@ def _schema(request: pytest.FixtureRequest, store: str) -> Any:
     model = open_model(request, store)
     for i, band in enumerate(["good", "average", "poor"]):
         model.apply_health(f"acct-{i}", snapshot(f"acct-{i}", score=30 * i + 10, band=band))
+    # A snapshot with onboarding milestones (the others carry the boolean of older snapshots).
+    milestones = {
+        "active": True,
+        "status": "behind",
+        "reached": [{"name": "signed_up", "at": "2025-03-01T00:00:00.000Z"}],
+        "missing": [{"name": "invite_team", "due_at": "2025-03-05T00:00:00.000Z", "overdue_days": 10}],
+        "next": {"name": "first_report", "due_at": "2025-03-20T00:00:00.000Z"},
+        "done": 1,
+        "total": 4,
+    }
+    model.apply_health("acct-3", snapshot("acct-3", score=45, band="average", onboarding=milestones))
     # Rate limits and the failed-authentication throttle are tested on their own; here they would only
     # turn generated requests into 429s.
     settings = api_settings(

@@ -50,6 +50,9 @@ FILTERS = [
     AccountFilters(min_active_days_28=10),
     AccountFilters(max_active_days_28=10),
     AccountFilters(min_active_days_7=2, max_active_days_7=5),
+    AccountFilters(onboarding_status="behind"),
+    AccountFilters(onboarding_status="stuck", onboarding_active=True),
+    AccountFilters(onboarding_active=True),
 ]
 
 
@@ -103,6 +106,52 @@ def test_rows_stored_before_the_lifecycle_migration_have_none_until_their_next_s
         later = {"status": "returning", "active_days_7": 2, "active_days_28": 2}
         store.apply_health("old", snapshot("old", at="2025-03-02T00:00:00.000Z", lifecycle=later))
         assert _listed(store, returning, AccountSort.SCORE, EVERY_ACCOUNT) == [["old"]]
+    finally:
+        store.close()
+
+
+def test_rows_stored_before_the_onboarding_migration_have_none_until_their_next_snapshot(url: str) -> None:
+    engine = engine_for(url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(Path(sql_module.__file__).with_name("migrations")))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0005")
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
+                    " VALUES ('old', 1, 50, 'average', '', false, :doc)"
+                ),
+                {
+                    "doc": orjson.dumps(
+                        snapshot("old", at="2025-03-01T00:00:00.000Z", onboarding=True)
+                    ).decode()
+                },
+            )
+    finally:
+        engine.dispose()
+    store = SqlReadModel(url)  # migrates to the newest revision
+    try:
+        onboarding = AccountFilters(onboarding_active=True)
+        stuck = AccountFilters(onboarding_status="stuck")
+        assert _listed(store, onboarding, AccountSort.ONBOARDING_OVERDUE_DESC, EVERY_ACCOUNT) == [[]]
+        later = {
+            "active": True,
+            "status": "stuck",
+            "missing": [{"name": "invite", "due_at": "2025-03-01T00:00:00.000Z", "overdue_days": 3}],
+            "done": 0,
+            "total": 2,
+        }
+        store.apply_health("old", snapshot("old", at="2025-03-02T00:00:00.000Z", onboarding=later))
+        assert _listed(store, stuck, AccountSort.ONBOARDING_OVERDUE_DESC, EVERY_ACCOUNT) == [["old"]]
+        assert _listed(store, onboarding, AccountSort.SCORE, EVERY_ACCOUNT) == [["old"]]
+        assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["onboarding"]["by_status"] == {
+            "on_track": 0,
+            "behind": 0,
+            "stuck": 1,
+            "complete": 0,
+        }
     finally:
         store.close()
 
@@ -337,6 +386,34 @@ _lifecycles: st.SearchStrategy[dict[str, Any]] = st.one_of(
     ),
 )
 
+_milestone_missing = st.fixed_dictionaries(
+    {
+        "name": st.sampled_from(["invite", "report"]),
+        "due_at": st.just("2025-03-01T00:00:00.000Z"),
+        "overdue_days": st.integers(0, 40),
+    }
+)
+# The boolean of snapshots written before milestones, or the object with or without a status and missing
+# milestones.
+_onboardings: st.SearchStrategy[dict[str, Any]] = st.one_of(
+    st.fixed_dictionaries({"onboarding": st.booleans()}),
+    st.fixed_dictionaries(
+        {
+            "onboarding": st.fixed_dictionaries(
+                {
+                    "active": st.booleans(),
+                    "status": st.sampled_from([None, "on_track", "behind", "stuck", "complete"]),
+                    "reached": st.just([]),
+                    "missing": st.lists(_milestone_missing, max_size=2),
+                    "next": st.none(),
+                    "done": st.integers(0, 3),
+                    "total": st.just(3),
+                }
+            )
+        }
+    ),
+)
+
 
 @st.composite
 def _snapshot(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
@@ -360,6 +437,7 @@ def _snapshot(draw: st.DrawFn, account_id: str) -> dict[str, Any]:
         subscription={"status": None, "started_at": draw(_months), "cancelled_at": draw(_months)},
         nps={"score": draw(st.one_of(st.none(), st.integers(0, 10))), "at": None},
         **draw(_lifecycles),
+        **draw(_onboardings),
     )
 
 
