@@ -16,6 +16,7 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from api.dashboard.history import CHART_HEIGHT, CHART_WIDTH, change_lines, detractor_line, score_chart
+from api.dashboard.weeks import WEEKS_HEIGHT, WEEKS_WIDTH, arr_chart, arr_currency, band_chart
 from api.models import AccountHistory
 from streamer.core.alerts import AlertKind
 
@@ -189,6 +190,11 @@ _env.globals.update(
     detractor_line=detractor_line,
     chart_w=CHART_WIDTH,
     chart_h=CHART_HEIGHT,
+    band_chart=band_chart,
+    arr_chart=arr_chart,
+    arr_currency=arr_currency,
+    weeks_w=WEEKS_WIDTH,
+    weeks_h=WEEKS_HEIGHT,
 )
 
 
@@ -219,6 +225,16 @@ def portfolio_cards(figures: Mapping[str, Any]) -> str:
     """The KPI cards over the portfolio figures of :func:`api.portfolio.portfolio_figures`."""
     churn = [row for row in figures.get("churn", []) if row.get("churn_rate") is not None]
     return render("portfolio.html", p=figures, churn=churn[-3:])
+
+
+def portfolio_weeks(weeks: Sequence[Mapping[str, Any]]) -> str:
+    """The weekly charts over the weeks of :func:`api.portfolio_history.weekly_figures`, oldest first."""
+    return render("weeks.html", weeks=weeks)
+
+
+def owner_options(owners: Sequence[str], current: str | None) -> str:
+    """The owner filter's options: every owner, ``current`` selected (kept even when it owns nothing)."""
+    return render("owners.html", owners=owners, current=current or "")
 
 
 def alert_items(alerts: Sequence[Mapping[str, Any]]) -> str:
