@@ -23,7 +23,7 @@ __all__ = [
 ]
 
 WEEKS_SHOWN = 12
-WEEKS_WIDTH = 360
+WEEKS_WIDTH = 480
 WEEKS_HEIGHT = 120
 _LEFT, _RIGHT, _TOP, _BOTTOM = 34, 4, 6, 16  # room for the scale on the left, the weeks below
 # Bottom to top: the bands at risk first, where the eye starts.
