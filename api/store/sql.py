@@ -693,10 +693,15 @@ class SqlReadModel(LoadProgress):
             return
         self._days_from = first.isoformat()
         key_columns = [pd.by_owner, pd.owner, pd.by_segment, pd.segment, pd.day, pd.dimension, pd.value]
-        old = conn.execute(select(*key_columns, pd.accounts, pd.arr).where(pd.day < self._days_from)).all()
+        query = select(pd.key, *key_columns, pd.accounts, pd.arr).where(pd.day < self._days_from)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()  # a replica adding to these rows meanwhile waits for the fold
+        old = conn.execute(query).all()
         if not old:
             return
-        conn.execute(delete(t.portfolio_days).where(pd.day < self._days_from))
+        # Only the rows read: one another replica inserts meanwhile is folded at the next new week.
+        for keys in _chunks([r.key for r in old]):
+            conn.execute(delete(t.portfolio_days).where(pd.key.in_(keys)))
         # SQLite answers booleans as 0 and 1: the keys are rebuilt as they were written.
         held: list[tuple[DayKey, int, int]] = [
             (
