@@ -61,13 +61,13 @@ from api.portfolio import (
 from api.portfolio_history import (
     Counted,
     DayKey,
-    add_counted,
     counted_of,
     day_deltas,
     day_of_ms,
     fold_before,
     kept_from,
     scope_of,
+    scopes_of,
     weekly_figures,
 )
 from api.query import (
@@ -556,12 +556,11 @@ class SqlReadModel(LoadProgress):
 
     def _recount(self, conn: Connection) -> None:
         """Replace the portfolio counts and days by a count of the accounts stored: one pass over the
-        table, grouped by what the counts depend on (an episode by whether it is open, a snapshot's time
-        by its UTC day), each group counted once (:func:`_count`); each account enters the days on its
-        snapshot's day."""
+        table for each, grouped by what they depend on (an episode by whether it is open; for the days,
+        a snapshot's time by its UTC day), each group counted once (:func:`_count`); each account enters
+        the days on its snapshot's day."""
         a = t.accounts.c
         columns = [
-            (a.at_ms // _DAY_MS).label("epoch_day"),
             *(a[name] for name in _COUNTED if name != "quiet_since"),
             a.quiet_since.is_not(None).label("quiet_since"),
             a.drop_since.is_not(None).label("drop_since"),
@@ -573,21 +572,48 @@ class SqlReadModel(LoadProgress):
         groups = select(*columns, func.count().label("n"), arr.label("arr")).group_by(*columns)
         counts: Counter[tuple[Any, ...]] = Counter()
         sums: Counter[tuple[Any, ...]] = Counter()
-        days: Counter[DayKey] = Counter()
-        day_sums: Counter[DayKey] = Counter()
         for row in conn.execute(groups):
             group = dict(row._mapping)
             # The group's key carries the sum of its ARR: what its accounts add together.
             group["arr"] = int(group["arr"] or 0) if group["has_arr"] else -1
             _count(counts, sums, group, 1, accounts=group["n"])
-            group["at_ms"] = int(group["epoch_day"]) * _DAY_MS
-            counted = _counted(group)
-            add_counted(days, day_sums, counted, day_of_ms(counted.at_ms), 1, accounts=group["n"])
         conn.execute(delete(t.portfolio_counts))
         self._write_counts(conn, counts, sums)
+        self._recount_days(conn)
+
+    def _recount_days(self, conn: Connection) -> None:
+        # Grouped by what the days count alone (a group per account would cost a PortfolioKey each),
+        # counted as PortfolioKey.marginals does for those dimensions; the equivalence test holds them.
+        a = t.accounts.c
+        columns = [
+            (a.at_ms // _DAY_MS).label("epoch_day"),
+            a.owner,
+            a.segment,
+            a.band,
+            a.lifecycle,
+            a.currency,
+            (a.arr >= 0).label("has_arr"),
+        ]
+        arr = func.sum(case((a.arr >= 0, a.arr), else_=0))
+        groups = select(*columns, func.count().label("n"), arr.label("arr")).group_by(*columns)
+        days: Counter[DayKey] = Counter()
+        sums: Counter[DayKey] = Counter()
+        names: dict[int, str] = {}
+        rows: list[tuple[Any, ...]] = [tuple(row) for row in conn.execute(groups)]
+        for epoch_day, owner, segment, band, lifecycle, currency, has_arr, n, amount in rows:
+            day = names.get(epoch_day) or names.setdefault(epoch_day, day_of_ms(int(epoch_day) * _DAY_MS))
+            arr_value = f"{band}|{currency_of(currency)}"
+            for scope in scopes_of(owner, segment):
+                days[*scope, day, "band", band] += n
+                if lifecycle is not None:
+                    days[*scope, day, "lifecycle", lifecycle] += n
+                if has_arr:
+                    key: DayKey = (*scope, day, "arr_band", arr_value)
+                    days[key] += n
+                    sums[key] += int(amount or 0)
         conn.execute(delete(t.portfolio_days))
         self._days_from = ""
-        self._write_days(conn, days, day_sums)
+        self._write_days(conn, days, sums, fresh=True)
 
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
         """Store one snapshot (None forgets the account)."""
@@ -678,16 +704,21 @@ class SqlReadModel(LoadProgress):
             days, day_sums, _ = day_deltas(runs, {i: _counted(r) for i, r in stored.items()})
             self._write_days(conn, days, day_sums)
 
-    def _write_days(self, conn: Connection, days: Counter[DayKey], sums: Counter[DayKey]) -> None:
-        """Add changes to ``portfolio_days``, drop the rows they bring to nothing, and sum the days
-        before the weeks kept (:func:`~api.portfolio_history.kept_from`) into one row each."""
+    def _write_days(
+        self, conn: Connection, days: Counter[DayKey], sums: Counter[DayKey], *, fresh: bool = False
+    ) -> None:
+        """Add changes to ``portfolio_days``, drop the rows they bring to nothing (none when the table
+        was ``fresh``ly emptied), and sum the days before the weeks kept
+        (:func:`~api.portfolio_history.kept_from`) into one row each."""
         changed = [key for key in days.keys() | sums.keys() if days[key] or sums[key]]
         if not changed:
             return
         pd = t.portfolio_days.c
-        conn.exec_driver_sql(self._add_days, [_day_row(key, days[key], sums[key]) for key in changed])
-        for keys in _chunks([_dumps(list(key)) for key in changed]):
-            conn.execute(delete(t.portfolio_days).where(pd.key.in_(keys), pd.accounts == 0, pd.arr == 0))
+        rows = [_day_row(key, days[key], sums[key]) for key in changed]
+        conn.exec_driver_sql(self._add_days, rows)
+        if not fresh:
+            for keys in _chunks([row[0] for row in rows]):
+                conn.execute(delete(t.portfolio_days).where(pd.key.in_(keys), pd.accounts == 0, pd.arr == 0))
         first = kept_from(datetime.fromisoformat(max(key[4] for key in changed)).date())
         if first.isoformat() <= self._days_from:
             return
