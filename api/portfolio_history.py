@@ -25,7 +25,6 @@ __all__ = [
     "WEEKS_KEPT",
     "Counted",
     "DayKey",
-    "add_counted",
     "counted_of",
     "day_deltas",
     "day_of_ms",
@@ -117,16 +116,17 @@ def counted_of(doc: Mapping[str, Any], at_ms: int) -> Counted:
     )
 
 
-def add_counted(
-    deltas: Counter[DayKey], sums: Counter[DayKey], counted: Counted, day: str, sign: int, accounts: int = 1
-) -> None:
-    """Add (``sign`` 1) or take away (-1) on ``day`` what ``counted`` counts under, in each of its
-    scopes; it may stand for ``accounts`` alike, its key's ``arr`` then their sum."""
-    for scope in scopes_of(counted.owner, counted.segment):
-        for dim, value in counted.key.marginals():
-            if dim in DIMENSIONS:
-                deltas[*scope, day, dim, value] += sign * accounts
-                sums[*scope, day, dim, value] += sign * counted.key.arr_of(dim)
+# (owner, segment, day, dimension, value): a change before it is counted in each of its scopes.
+_Change = tuple[str | None, str | None, str, str, str]
+
+
+def _add(changes: dict[_Change, list[int]], counted: Counted, day: str, sign: int) -> None:
+    key = counted.key
+    for dim, value in key.marginals():
+        if dim in DIMENSIONS:
+            held = changes.setdefault((counted.owner, counted.segment, day, dim, value), [0, 0])
+            held[0] += sign
+            held[1] += sign * key.arr_of(dim)
 
 
 def day_deltas(
@@ -145,22 +145,29 @@ def day_deltas(
         the snapshot it counted by.
     """
     state: dict[str, Counted | None] = {account: counted.get(account) for account, _ in snapshots}
-    deltas: Counter[DayKey] = Counter()
-    sums: Counter[DayKey] = Counter()
+    # Summed by owner and segment first, then spread over the scopes: a batch's accounts share them.
+    changes: dict[_Change, list[int]] = {}
     for account, new in snapshots:
         held = state[account]
         if new is None:
             if held is not None:
-                add_counted(deltas, sums, held, day_of_ms(held.at_ms), -1)
+                _add(changes, held, day_of_ms(held.at_ms), -1)
             state[account] = None
             continue
         if held is not None and new.at_ms < held.at_ms:
             continue
         day = day_of_ms(new.at_ms)
         if held is not None:
-            add_counted(deltas, sums, held, day, -1)
-        add_counted(deltas, sums, new, day, 1)
+            _add(changes, held, day, -1)
+        _add(changes, new, day, 1)
         state[account] = new
+    deltas: Counter[DayKey] = Counter()
+    sums: Counter[DayKey] = Counter()
+    for (owner, segment, day, dim, value), (accounts, arr) in changes.items():
+        if accounts or arr:
+            for scope in scopes_of(owner, segment):
+                deltas[*scope, day, dim, value] += accounts
+                sums[*scope, day, dim, value] += arr
     return deltas, sums, state
 
 

@@ -717,7 +717,9 @@ class SqlReadModel(LoadProgress):
         rows = [_day_row(key, days[key], sums[key]) for key in changed]
         conn.exec_driver_sql(self._add_days, rows)
         if not fresh:
-            for keys in _chunks([row[0] for row in rows]):
+            # Only a row that lost accounts or ARR can have come to nothing.
+            fell = [row[0] for row, key in zip(rows, changed, strict=True) if days[key] < 0 or sums[key] < 0]
+            for keys in _chunks(fell):
                 conn.execute(delete(t.portfolio_days).where(pd.key.in_(keys), pd.accounts == 0, pd.arr == 0))
         first = kept_from(datetime.fromisoformat(max(key[4] for key in changed)).date())
         if first.isoformat() <= self._days_from:
