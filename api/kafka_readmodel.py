@@ -282,6 +282,14 @@ class KafkaReadModel:
     def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
         return self._store.portfolio(now, scope=scope)
 
+    def portfolio_history(
+        self, weeks: int, now: datetime, *, scope: AccountScope
+    ) -> list[dict[str, Any]]:  # see ReadModel
+        return self._store.portfolio_history(weeks, now, scope=scope)
+
+    def owners(self, *, scope: AccountScope) -> list[str]:  # see ReadModel
+        return self._store.owners(scope=scope)
+
     def alerts(  # see ReadModel
         self,
         since: datetime | None,

@@ -237,3 +237,33 @@ class Portfolio(BaseModel):
         examples=[{"new": 3, "returning": 120, "resurrecting": 8, "dormant": 11}],
     )
     onboarding: OnboardingFigures
+
+
+class WeekArr(BaseModel):
+    """ARR of one week, each figure a mapping of currency (ISO 4217) to whole units, as in ``Portfolio``."""
+
+    at_risk: dict[str, int] = Field(description="ARR of accounts in band average or poor.")
+    by_band: dict[Band, dict[str, int]]
+
+
+class PortfolioWeek(BaseModel):
+    """The portfolio as of the end of one ISO week."""
+
+    week: dt.date = Field(description="The week's Monday.", examples=["2025-03-03"])
+    as_of: dt.date | None = Field(
+        description="The UTC day the figures are as of: the week's Sunday, or today for the current week; "
+        "null (and every figure 0) when the store holds nothing that old."
+    )
+    accounts: int
+    by_band: dict[Band, int]
+    arr: WeekArr
+    lifecycle: dict[Literal["new", "returning", "resurrecting", "dormant"], int] = Field(
+        description="Accounts per lifecycle status, each as of its latest snapshot up to as_of."
+    )
+
+
+class PortfolioHistory(BaseModel):
+    """The portfolio per ISO week, oldest first, the current week last."""
+
+    as_of: str = Field(description="RFC 3339, UTC")
+    weeks: list[PortfolioWeek]

@@ -13,10 +13,20 @@ import asyncio
 from bisect import insort
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Protocol, runtime_checkable
 
 from api.portfolio import instant_ms, portfolio_figures
+from api.portfolio_history import (
+    Counted,
+    DayKey,
+    counted_of,
+    day_deltas,
+    fold_before,
+    kept_from,
+    scope_of,
+    weekly_figures,
+)
 from api.query import AccountFilters, AccountSort, alert_position, alerts_cursor, page_accounts
 from api.restrictions import AccountScope
 from streamer.core.alerts import AlertKind
@@ -159,6 +169,13 @@ class ReadModel(Protocol):
     def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:
         """Portfolio figures over the latest snapshot of every account within ``scope``, as of ``now``."""
 
+    def portfolio_history(self, weeks: int, now: datetime, *, scope: AccountScope) -> list[Doc]:
+        """The portfolio of each of the ``weeks`` ISO weeks ending with ``now``'s, oldest first, over the
+        accounts within ``scope`` (:func:`api.portfolio_history.weekly_figures`)."""
+
+    def owners(self, *, scope: AccountScope) -> list[str]:
+        """The owners (``facts.owner``) of the accounts within ``scope``, in code-point order."""
+
     def alerts(
         self,
         since: datetime | None,
@@ -228,6 +245,10 @@ class InMemoryReadModel(LoadProgress):
         self._feed: list[tuple[int, int, Doc]] = []
         self._alert_buffer = alert_buffer
         self._latest: dict[str, dict[str, Doc]] = {}
+        # As the SQL store's ``portfolio_days``: how each account counts, and each row's (accounts, ARR).
+        self._counted: dict[str, Counted] = {}
+        self._days: dict[DayKey, tuple[int, int]] = {}
+        self._days_from = ""  # the first day kept apart (see api.portfolio_history.kept_from)
         self._seq = 0
         self._ids: set[object] = set()  # alert ids in the feed
         self._subscribers = AlertSubscribers()
@@ -258,6 +279,9 @@ class InMemoryReadModel(LoadProgress):
         self._history.clear()
         self._history_newest.clear()
         self._history_cutoff = ""
+        self._counted.clear()
+        self._days.clear()
+        self._days_from = ""
         self._feed.clear()
         self._ids.clear()
         self._latest.clear()
@@ -271,6 +295,7 @@ class InMemoryReadModel(LoadProgress):
 
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
         """Store the newest snapshot of an account; None (a tombstone) forgets it and its history."""
+        self._count_day(account_id, doc)
         if doc is None:
             self._accounts.pop(account_id, None)
             self._history.pop(account_id, None)
@@ -294,6 +319,33 @@ class InMemoryReadModel(LoadProgress):
             for held in self._history.values():
                 for old in [d for d in held if d <= cutoff]:
                     del held[old]
+
+    def _count_day(self, account_id: str, doc: Doc | None) -> None:
+        new = None if doc is None else counted_of(doc, instant_ms(doc.get("at")) or 0)
+        deltas, sums, state = day_deltas([(account_id, new)], self._counted)
+        counted = state[account_id]
+        if counted is None:
+            self._counted.pop(account_id, None)
+        else:
+            self._counted[account_id] = counted
+        for key in deltas.keys() | sums.keys():
+            accounts, arr = self._days.get(key, (0, 0))
+            held = (accounts + deltas[key], arr + sums[key])
+            if held == (0, 0):
+                self._days.pop(key, None)
+            else:
+                self._days[key] = held
+        if not deltas and not sums:
+            return
+        first = kept_from(date.fromisoformat(max(key[4] for key in deltas.keys() | sums.keys())))
+        if first.isoformat() > self._days_from:
+            self._days_from = first.isoformat()
+            old = [(key, *held) for key, held in self._days.items() if key[4] < self._days_from]
+            for key, *_ in old:
+                del self._days[key]
+            for key, held in fold_before(old, first).items():
+                if held != (0, 0):
+                    self._days[key] = held
 
     def apply_alert(self, doc: Doc) -> None:
         """Append an alert to the feed and hand it to every live subscriber."""
@@ -351,6 +403,17 @@ class InMemoryReadModel(LoadProgress):
 
     def portfolio(self, now: datetime, *, scope: AccountScope) -> Doc:  # see ReadModel
         return portfolio_figures(self._snapshots(scope), now)
+
+    def portfolio_history(
+        self, weeks: int, now: datetime, *, scope: AccountScope
+    ) -> list[Doc]:  # see ReadModel
+        rows = scope_of(scope)
+        held = ((k[4], k[5], k[6], n, arr) for k, (n, arr) in self._days.items() if k[:4] == rows)
+        return weekly_figures(held, weeks, now.astimezone(UTC).date())
+
+    def owners(self, *, scope: AccountScope) -> list[str]:  # see ReadModel
+        found = {(d.get("facts") or {}).get("owner") for d in self._snapshots(scope)}
+        return sorted(owner for owner in found if isinstance(owner, str))
 
     @property
     def subscribers(self) -> int:

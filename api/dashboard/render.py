@@ -17,6 +17,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from api.dashboard.history import CHART_HEIGHT, CHART_WIDTH, change_lines, detractor_line, score_chart
 from api.dashboard.onboarding import milestones
+from api.dashboard.weeks import WEEKS_HEIGHT, WEEKS_WIDTH, arr_chart, arr_currency, band_chart
 from api.models import AccountHistory
 from api.query import onboarding_active
 from streamer.core.alerts import AlertKind
@@ -196,6 +197,11 @@ _env.globals.update(
     detractor_line=detractor_line,
     chart_w=CHART_WIDTH,
     chart_h=CHART_HEIGHT,
+    band_chart=band_chart,
+    arr_chart=arr_chart,
+    arr_currency=arr_currency,
+    weeks_w=WEEKS_WIDTH,
+    weeks_h=WEEKS_HEIGHT,
 )
 
 
@@ -232,6 +238,16 @@ def onboarding_rows(docs: Sequence[Mapping[str, Any]]) -> str:
     """The onboarding table body (:mod:`api.dashboard.onboarding`): one row per snapshot, in the given
     order; without rows it says there is none."""
     return render("onboarding.html", docs=docs)
+
+
+def portfolio_weeks(weeks: Sequence[Mapping[str, Any]]) -> str:
+    """The weekly charts over the weeks of :func:`api.portfolio_history.weekly_figures`, oldest first."""
+    return render("weeks.html", weeks=weeks)
+
+
+def owner_options(owners: Sequence[str], current: str | None) -> str:
+    """The owner filter's options: every owner, ``current`` selected (kept even when it owns nothing)."""
+    return render("owners.html", owners=owners, current=current or "")
 
 
 def alert_items(alerts: Sequence[Mapping[str, Any]]) -> str:

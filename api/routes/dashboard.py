@@ -10,6 +10,7 @@ the OpenAPI document: they serve the page, not API clients.
 
 from __future__ import annotations
 
+from datetime import UTC
 from enum import StrEnum
 from typing import Annotated
 
@@ -20,10 +21,14 @@ from fastapi.staticfiles import StaticFiles
 from api.dashboard import render
 from api.dashboard.at_risk import AT_RISK_SORTS, at_risk_accounts
 from api.dashboard.onboarding import onboarding_accounts
+from api.dashboard.weeks import WEEKS_SHOWN
 from api.deps import AlertReader, ClockDep, HealthReader, ReadModelDep, SettingsDep
 from api.errors import api_error, bounded
 from api.history import DEFAULT_DAYS, read_history
+from api.portfolio import portfolio_figures
+from api.portfolio_history import weekly_figures
 from api.query import AccountFilters, AccountSort
+from api.restrictions import AccountScope
 
 BASE = "/dashboard"
 # The page loads only its own script and stylesheet and talks only to this origin.
@@ -54,6 +59,22 @@ def _fragment(html: str) -> HTMLResponse:
     return HTMLResponse(html, headers=_FRAGMENT_HEADERS)
 
 
+# "My accounts": the fragments narrow the key's accounts to one owner's (facts.owner), never widen them.
+OwnerQuery = Annotated[
+    str | None, Query(max_length=128, description="Only the accounts of this owner (facts.owner).")
+]
+
+
+def owned(scope: AccountScope, owner: str | None) -> AccountScope | None:
+    """The accounts of ``scope`` that ``owner`` owns (all of them without one); None when the key may
+    read none of that owner's (it is restricted to another owner)."""
+    if not owner:
+        return scope
+    if scope.owner is not None and scope.owner != owner:
+        return None
+    return AccountScope(owner=owner, segment=scope.segment)
+
+
 class AtRiskSort(StrEnum):
     """The orders of the at-risk list (:data:`api.dashboard.at_risk.AT_RISK_SORTS`)."""
 
@@ -63,9 +84,10 @@ class AtRiskSort(StrEnum):
 
 
 @router.get("")
-async def page(sort: str = AtRiskSort.SCORE.value) -> HTMLResponse:
+async def page(sort: str = AtRiskSort.SCORE.value, owner: str = "") -> HTMLResponse:
     """The dashboard page (public; it holds no data). ``sort`` marks the at-risk list's order among
-    its links; the page's script asks for the rows in that order."""
+    its links and ``owner`` the owner it shows the accounts of; the page's script asks for the rows,
+    the KPIs and the charts so."""
     current = AccountSort(sort) if sort in AtRiskSort.__members__.values() else AccountSort.SCORE
     html = render.render(
         "page.html",
@@ -73,6 +95,7 @@ async def page(sort: str = AtRiskSort.SCORE.value) -> HTMLResponse:
         kind_labels=render.kind_labels_json(),
         sorts=AT_RISK_SORTS,
         current_sort=current,
+        owner=owner[:128],
     )
     return HTMLResponse(html, headers=_PAGE_HEADERS)
 
@@ -84,10 +107,12 @@ async def at_risk(
     reader: HealthReader,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     sort: AtRiskSort = AtRiskSort.SCORE,
+    owner: OwnerQuery = None,
 ) -> HTMLResponse:
     """Table rows of the key's accounts at risk (``api.dashboard.at_risk``), lowest score first, or
-    largest ARR or soonest renewal first."""
-    docs = at_risk_accounts(model, limit, scope=reader.reads, sort=AccountSort(sort.value))
+    largest ARR or soonest renewal first; only ``owner``'s when given."""
+    scope = owned(reader.reads, owner)
+    docs = [] if scope is None else at_risk_accounts(model, limit, scope=scope, sort=AccountSort(sort.value))
     # An empty list says whether there is nothing at risk or nothing yet at all.
     any_account = bool(docs) or bool(
         model.list_accounts(AccountFilters(), AccountSort.ACCOUNT_ID, None, 1, scope=reader.reads)[0]
@@ -96,9 +121,34 @@ async def at_risk(
 
 
 @router.get("/fragments/portfolio")
-async def portfolio(model: ReadModelDep, clock: ClockDep, reader: HealthReader) -> HTMLResponse:
-    """KPI cards over the key's accounts: accounts per band, monthly churn, NPS, open alerts."""
-    return _fragment(render.portfolio_cards(model.portfolio(clock(), scope=reader.reads)))
+async def portfolio(
+    model: ReadModelDep, clock: ClockDep, reader: HealthReader, owner: OwnerQuery = None
+) -> HTMLResponse:
+    """KPI cards over the key's accounts (``owner``'s only, when given): accounts per band, monthly
+    churn, NPS, open alerts."""
+    now, scope = clock(), owned(reader.reads, owner)
+    figures = portfolio_figures([], now) if scope is None else model.portfolio(now, scope=scope)
+    return _fragment(render.portfolio_cards(figures))
+
+
+@router.get("/fragments/portfolio-weeks")
+async def portfolio_weeks(
+    model: ReadModelDep, clock: ClockDep, reader: HealthReader, owner: OwnerQuery = None
+) -> HTMLResponse:
+    """The charts of the last 12 ISO weeks over the key's accounts (``owner``'s only, when given):
+    accounts per band and ARR at risk."""
+    now, scope = clock(), owned(reader.reads, owner)
+    if scope is None:
+        weeks = weekly_figures([], WEEKS_SHOWN, now.astimezone(UTC).date())
+    else:
+        weeks = model.portfolio_history(WEEKS_SHOWN, now, scope=scope)
+    return _fragment(render.portfolio_weeks(weeks))
+
+
+@router.get("/fragments/owners")
+async def owners(model: ReadModelDep, reader: HealthReader, owner: OwnerQuery = None) -> HTMLResponse:
+    """The owner filter's options: the owners of the key's accounts, ``owner`` selected."""
+    return _fragment(render.owner_options(model.owners(scope=reader.reads), owner))
 
 
 @router.get("/fragments/onboarding")

@@ -10,6 +10,10 @@ when the store is new or was filled from another cluster:
   dimensions, the sum of their ARR by currency, over all accounts, per owner,
   per segment and per owner and segment (the scopes a key can have), kept as snapshots are applied:
   the portfolio is a read of a few hundred rows, never a scan of the accounts.
+- ``portfolio_days``: per scope (as ``portfolio_counts``) and UTC day, how the accounts per band and
+  lifecycle status and the ARR per band and currency changed that day, as snapshots are applied: the
+  portfolio as of a day is the sum of the changes up to it. Changes older than 53 ISO weeks (counted
+  back from the newest day held) are summed into one row per value.
 - ``history``: one row per account and UTC day, the day's latest score, band and components, for
   ``history_days`` days.
 - ``alerts``: the most recently detected alerts (``detected_ms``, then ``seq``, their arrival
@@ -146,6 +150,27 @@ Index(
     "portfolio_counts_scope", *(portfolio_counts.c[n] for n in ("by_owner", "by_segment", "owner", "segment"))
 )
 
+portfolio_days = Table(
+    "portfolio_days",
+    metadata,
+    Column(
+        "key", Text, primary_key=True, comment="the columns below but accounts and arr, as one JSON array"
+    ),
+    Column("by_owner", Boolean, nullable=False, comment="changes of one owner's accounts (else of all)"),
+    Column("owner", Text),
+    Column("by_segment", Boolean, nullable=False, comment="changes of one segment's accounts (else of all)"),
+    Column("segment", Text),
+    Column("day", Text, nullable=False, comment="YYYY-MM-DD (UTC) of the snapshots that made the change"),
+    Column("dimension", Text, nullable=False, comment="band, arr_band, lifecycle"),
+    Column("value", Text, nullable=False, comment="good; poor|EUR (a band's ARR in a currency); dormant"),
+    Column("accounts", BigInteger, nullable=False, comment="change of the accounts with the value that day"),
+    Column("arr", BigInteger, nullable=False, comment="change of their ARR (arr_band)"),
+)
+Index(
+    "portfolio_days_scope",
+    *(portfolio_days.c[n] for n in ("by_owner", "by_segment", "owner", "segment", "day")),
+)
+
 history = Table(
     "history",
     metadata,
@@ -199,5 +224,5 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
-DATA_TABLES = (accounts, portfolio_counts, history, alerts, latest_alerts, offsets)
+DATA_TABLES = (accounts, portfolio_counts, portfolio_days, history, alerts, latest_alerts, offsets)
 """What a refill empties (``meta`` says what it was filled from)."""

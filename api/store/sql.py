@@ -19,7 +19,7 @@ import threading
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from operator import itemgetter
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,18 @@ from api.portfolio import (
     month_of,
     nps_class,
 )
+from api.portfolio_history import (
+    Counted,
+    DayKey,
+    counted_of,
+    day_deltas,
+    day_of_ms,
+    fold_before,
+    kept_from,
+    scope_of,
+    scopes_of,
+    weekly_figures,
+)
 from api.query import (
     AccountFilters,
     AccountSort,
@@ -92,6 +104,9 @@ log = logging.getLogger("churnwatch.api.store")
 _CHUNK = 500  # ids per IN (...) list
 _SOURCE = "source"  # the meta key naming the cluster and topics the store was filled from
 _FILLING = "filling"  # the meta key of a fill from empty not yet finished (see begin_fill)
+# The meta key migration 0006 leaves: the days of the portfolio are to be counted from the accounts stored.
+_COUNT_DAYS = "count_portfolio_days"
+_DAY_MS = 86_400_000
 _BUILD_MMAP_BYTES = 1 << 40  # as much of the file as SQLite maps (its limit is lower)
 _MIGRATION_LOCK = 0x636877  # PostgreSQL advisory lock: one replica migrates at a time
 
@@ -288,6 +303,16 @@ def _count_row(key: tuple[Any, ...], delta: int, arr: int) -> dict[str, Any]:
     }
 
 
+def _day_row(key: DayKey, delta: int, arr: int) -> tuple[Any, ...]:
+    """The ``portfolio_days`` row (parameters in column order) of a change."""
+    return (_dumps(list(key)), *key, delta, arr)
+
+
+def _counted(row: Mapping[Any, Any]) -> Counted:
+    """How a stored ``accounts`` row counts in ``portfolio_days``."""
+    return Counted(int(row["at_ms"]), row["owner"], row["segment"], _portfolio_key(row))
+
+
 def _history_days(
     snapshots: Sequence[tuple[str, Doc | None]], stored_ms: Mapping[str, int]
 ) -> tuple[list[Doc], set[str]]:
@@ -385,6 +410,16 @@ class SqlReadModel(LoadProgress):
                 "arr": '"portfolio_counts"."arr" + excluded."arr"',
             },
         )
+        self._add_days = _upsert_sql(
+            t.portfolio_days,
+            ["key"],
+            mark,
+            update={
+                "accounts": '"portfolio_days"."accounts" + excluded."accounts"',
+                "arr": '"portfolio_days"."arr" + excluded."arr"',
+            },
+        )
+        self._days_from = ""  # the first day kept apart in portfolio_days (see kept_from)
         self._local = threading.local()
         self._lookups: list[Any] = []
         self.alert_buffer = alert_buffer
@@ -393,6 +428,18 @@ class SqlReadModel(LoadProgress):
         self._filling = False
         self._subscribers = AlertSubscribers()
         super().__init__(ready)
+        self._count_days_after_migration()
+
+    def _count_days_after_migration(self) -> None:
+        m = t.meta.c
+        with self._writing() as conn:
+            if self.dialect == "postgresql":
+                conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _MIGRATION_LOCK})
+            if conn.execute(select(m.value).where(m.key == _COUNT_DAYS)).first() is None:
+                return
+            if conn.execute(select(m.value).where(m.key == _FILLING)).first() is None:
+                self._recount(conn)  # a fill cut short counts both when it is finished
+            conn.execute(delete(t.meta).where(m.key == _COUNT_DAYS))
 
     # -- ReadModel: lifecycle ------------------------------------------------------------------------
 
@@ -442,6 +489,7 @@ class SqlReadModel(LoadProgress):
             if known is not None:
                 for table in t.DATA_TABLES:
                     conn.execute(delete(table))
+                self._days_from = ""
             upsert = self._insert(t.meta)
             conn.execute(
                 upsert.on_conflict_do_update(index_elements=["key"], set_={"value": upsert.excluded.value}),
@@ -454,6 +502,7 @@ class SqlReadModel(LoadProgress):
         with self._writing() as conn:
             for table in t.DATA_TABLES:
                 conn.execute(delete(table))
+        self._days_from = ""
 
     def begin_fill(self) -> bool:
         """Before filling an empty store (or going on with a fill cut short): drop the accounts'
@@ -516,9 +565,10 @@ class SqlReadModel(LoadProgress):
         return created
 
     def _recount(self, conn: Connection) -> None:
-        """Replace the portfolio counts by a count of the accounts stored: one pass over the table,
-        grouped by what the counts depend on (an episode by whether it is open), each group counted
-        once (:func:`_count`)."""
+        """Replace the portfolio counts and days by a count of the accounts stored: one pass over the
+        table for each, grouped by what they depend on (an episode by whether it is open; for the days,
+        a snapshot's time by its UTC day), each group counted once (:func:`_count`); each account enters
+        the days on its snapshot's day."""
         a = t.accounts.c
         columns = [
             *(a[name] for name in _COUNTED if name != "quiet_since"),
@@ -539,6 +589,41 @@ class SqlReadModel(LoadProgress):
             _count(counts, sums, group, 1, accounts=group["n"])
         conn.execute(delete(t.portfolio_counts))
         self._write_counts(conn, counts, sums)
+        self._recount_days(conn)
+
+    def _recount_days(self, conn: Connection) -> None:
+        # Grouped by what the days count alone (a group per account would cost a PortfolioKey each),
+        # counted as PortfolioKey.marginals does for those dimensions; the equivalence test holds them.
+        a = t.accounts.c
+        columns = [
+            (a.at_ms // _DAY_MS).label("epoch_day"),
+            a.owner,
+            a.segment,
+            a.band,
+            a.lifecycle,
+            a.currency,
+            (a.arr >= 0).label("has_arr"),
+        ]
+        arr = func.sum(case((a.arr >= 0, a.arr), else_=0))
+        groups = select(*columns, func.count().label("n"), arr.label("arr")).group_by(*columns)
+        days: Counter[DayKey] = Counter()
+        sums: Counter[DayKey] = Counter()
+        names: dict[int, str] = {}
+        rows: list[tuple[Any, ...]] = [tuple(row) for row in conn.execute(groups)]
+        for epoch_day, owner, segment, band, lifecycle, currency, has_arr, n, amount in rows:
+            day = names.get(epoch_day) or names.setdefault(epoch_day, day_of_ms(int(epoch_day) * _DAY_MS))
+            arr_value = f"{band}|{currency_of(currency)}"
+            for scope in scopes_of(owner, segment):
+                days[*scope, day, "band", band] += n
+                if lifecycle is not None:
+                    days[*scope, day, "lifecycle", lifecycle] += n
+                if has_arr:
+                    key: DayKey = (*scope, day, "arr_band", arr_value)
+                    days[key] += n
+                    sums[key] += int(amount or 0)
+        conn.execute(delete(t.portfolio_days))
+        self._days_from = ""
+        self._write_days(conn, days, sums, fresh=True)
 
     def apply_health(self, account_id: str, doc: Doc | None) -> None:
         """Store one snapshot (None forgets the account)."""
@@ -622,6 +707,57 @@ class SqlReadModel(LoadProgress):
             )
         self._write_history(conn, *_history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()}))
         self._write_counts(conn, counts, sums)
+        if not self._filling:  # a fill counts the days at its end, as the counts
+            runs = [
+                (i, None if d is None else counted_of(d, instant_ms(d.get("at")) or 0)) for i, d in snapshots
+            ]
+            days, day_sums, _ = day_deltas(runs, {i: _counted(r) for i, r in stored.items()})
+            self._write_days(conn, days, day_sums)
+
+    def _write_days(
+        self, conn: Connection, days: Counter[DayKey], sums: Counter[DayKey], *, fresh: bool = False
+    ) -> None:
+        """Add changes to ``portfolio_days``, drop the rows they bring to nothing (none when the table
+        was ``fresh``ly emptied), and sum the days before the weeks kept
+        (:func:`~api.portfolio_history.kept_from`) into one row each."""
+        changed = [key for key in days.keys() | sums.keys() if days[key] or sums[key]]
+        if not changed:
+            return
+        pd = t.portfolio_days.c
+        rows = [_day_row(key, days[key], sums[key]) for key in changed]
+        conn.exec_driver_sql(self._add_days, rows)
+        if not fresh:
+            # Only a row that lost accounts or ARR can have come to nothing.
+            fell = [row[0] for row, key in zip(rows, changed, strict=True) if days[key] < 0 or sums[key] < 0]
+            for keys in _chunks(fell):
+                conn.execute(delete(t.portfolio_days).where(pd.key.in_(keys), pd.accounts == 0, pd.arr == 0))
+        first = kept_from(datetime.fromisoformat(max(key[4] for key in changed)).date())
+        if first.isoformat() <= self._days_from:
+            return
+        self._days_from = first.isoformat()
+        key_columns = [pd.by_owner, pd.owner, pd.by_segment, pd.segment, pd.day, pd.dimension, pd.value]
+        query = select(pd.key, *key_columns, pd.accounts, pd.arr).where(pd.day < self._days_from)
+        if self.dialect == "postgresql":
+            query = query.with_for_update()  # a replica adding to these rows meanwhile waits for the fold
+        old = conn.execute(query).all()
+        if not old:
+            return
+        # Only the rows read: one another replica inserts meanwhile is folded at the next new week.
+        for keys in _chunks([r.key for r in old]):
+            conn.execute(delete(t.portfolio_days).where(pd.key.in_(keys)))
+        # SQLite answers booleans as 0 and 1: the keys are rebuilt as they were written.
+        held: list[tuple[DayKey, int, int]] = [
+            (
+                (bool(r.by_owner), r.owner, bool(r.by_segment), r.segment, r.day, r.dimension, r.value),
+                int(r.accounts),
+                int(r.arr),
+            )
+            for r in old
+        ]
+        folded = fold_before(held, first)
+        rows = [_day_row(key, n, arr) for key, (n, arr) in folded.items() if n or arr]
+        if rows:
+            conn.exec_driver_sql(self._add_days, rows)
 
     def _write_counts(
         self, conn: Connection, counts: Counter[tuple[Any, ...]], sums: Counter[tuple[Any, ...]]
@@ -880,6 +1016,46 @@ class SqlReadModel(LoadProgress):
         return figures_from_marginals(
             ((r.dimension, r.value, int(r.accounts), int(r.arr)) for r in rows), now
         )
+
+    def portfolio_history(
+        self, weeks: int, now: datetime, *, scope: AccountScope
+    ) -> list[Doc]:  # see ReadModel
+        pd = t.portfolio_days.c
+        by_owner, owner, by_segment, segment = scope_of(scope)
+        today = now.astimezone(UTC).date()
+        where: list[ColumnElement[bool]] = [
+            pd.by_owner == by_owner,
+            pd.by_segment == by_segment,
+            pd.day <= today.isoformat(),
+        ]
+        if owner is not None:
+            where.append(pd.owner == owner)
+        if segment is not None:
+            where.append(pd.segment == segment)
+        query = select(pd.day, pd.dimension, pd.value, pd.accounts, pd.arr).where(*where)
+        with self._engine.connect() as conn:
+            rows = conn.execute(query).all()
+        return weekly_figures(
+            ((r.day, r.dimension, r.value, int(r.accounts), int(r.arr)) for r in rows), weeks, today
+        )
+
+    def owners(self, *, scope: AccountScope) -> list[str]:  # see ReadModel
+        # The owners' own counts of accounts: a read of as many rows as there are owners.
+        pc = t.portfolio_counts.c
+        where: list[ColumnElement[bool]] = [
+            pc.by_owner.is_(True),
+            pc.by_segment == (scope.segment is not None),
+            pc.dimension == "accounts",
+            pc.accounts > 0,
+            pc.owner.is_not(None),
+        ]
+        if scope.owner is not None:
+            where.append(pc.owner == scope.owner)
+        if scope.segment is not None:
+            where.append(pc.segment == scope.segment)
+        with self._engine.connect() as conn:
+            found = conn.execute(select(pc.owner).where(*where)).scalars()
+            return sorted(set(found))
 
     def alerts(  # see ReadModel
         self,

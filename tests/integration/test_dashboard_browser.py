@@ -44,8 +44,12 @@ DAY_MS = 86_400_000
 RULES = "[onboarding]\ndays = 7\n"
 
 
-def facts(account: str, name: str, owner: str, at_ms: int | None = None, seats: int = 5) -> bytes:
-    props = {"name": name, "seats": seats, "plan": "pro", "segment": "smb", "owner": owner}
+def facts(
+    account: str, name: str, owner: str, at_ms: int | None = None, seats: int = 5, arr: float | None = None
+) -> bytes:
+    props: dict[str, Any] = {"name": name, "seats": seats, "plan": "pro", "segment": "smb", "owner": owner}
+    if arr is not None:
+        props |= {"arr": arr, "currency": "EUR"}
     return orjson.dumps(
         {
             "event_id": f"{account}-facts",
@@ -142,7 +146,7 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
         kafka_bootstrap,
         topics["events"],
         [
-            (b"steady", facts("steady", "Steady Industries", "ana@example.com", settled)),
+            (b"steady", facts("steady", "Steady Industries", "ana@example.com", settled, arr=48_000)),
             (b"steady", event("steady", "s1", at, "report_exported")),
             (b"evil", facts("evil", EVIL, "ben@example.com", settled)),
             (b"evil", event("evil", "e1", at, "login")),
@@ -184,6 +188,18 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
                 assert await page.evaluate("window.__pwned") is None
                 assert await page.locator("tr.account-row svg.sparkline polyline").count() == 3
                 await expect(page.locator("#kpis")).to_contain_text("accounts")
+                # The portfolio over time: accounts per band and ARR at risk of the last 12 weeks, each
+                # bar with its figures as a title, and the current week in words.
+                weeks = page.locator("#weeks")
+                await expect(weeks.locator("svg.weeks")).to_have_count(2)
+                await expect(weeks.locator("svg.weeks g.bar")).to_have_count(24)
+                await expect(weeks).to_contain_text(re.compile(r"As of \d{4}-\d\d-\d\d: 4 accounts"))
+                await expect(weeks).to_contain_text("At risk as of")
+                await expect(weeks).to_contain_text("EUR 48,000")
+                last_bar = weeks.locator("svg.weeks").first.locator("g.bar").last
+                await expect(last_bar.locator("title")).to_have_text(
+                    re.compile(r"^week of \d{4}-\d\d-\d\d: 1 good, \d average, \d poor$")
+                )
 
                 # The detail of an account whose id holds a slash (the page encodes it into the path)
                 # opens in view, and the URL names it.
@@ -273,6 +289,11 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
                 await expect(phone.locator("tr.account-row")).to_have_count(4, timeout=WAIT_MS)
                 assert await fits_the_width(phone, "#detail-panel")
                 await _save(phone, "dashboard-phone.png")
+                # The weekly charts fit the phone's width: nothing scrolls sideways.
+                await expect(phone.locator("#weeks svg.weeks").first).to_be_visible()
+                chart_box = await phone.locator("#weeks svg.weeks").first.bounding_box()
+                assert chart_box is not None and chart_box["x"] + chart_box["width"] <= 390
+                assert await phone.evaluate("document.documentElement.scrollWidth") <= 390
                 # Closed, and another account opened from the bottom of the page: in view again.
                 await phone.click("#detail-close")
                 await expect(phone.locator("#detail-panel")).to_be_hidden()
@@ -281,6 +302,35 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
                 await phone.locator("tr.account-row[data-account=steady]").click()
                 await detail_in_view(phone, "steady")
                 await phone.close()
+
+                # "My accounts": a link naming an owner shows that owner's accounts only, in the rows,
+                # the KPIs and the charts; choosing another owner puts it in the URL.
+                mine = await browser.new_page(viewport={"width": 1280, "height": 900})
+                mine.on("pageerror", lambda err: problems.append(f"page error: {err}"))
+                mine.on("console", lambda msg: _console(msg, problems))
+                await mine.goto(f"{base}/dashboard?owner={quote('ben@example.com')}#key={KEY}")
+                await expect(mine.locator("#live-status")).to_have_text("live", timeout=WAIT_MS)
+                await expect(mine.locator("tr.account-row")).to_have_count(1, timeout=WAIT_MS)
+                await expect(mine.locator("tr.account-row td.owner")).to_have_text("ben@example.com")
+                await expect(mine.locator("#kpi-accounts")).to_have_text("1")
+                await expect(mine.locator("#weeks")).to_contain_text(re.compile(r"As of [-\d]+: 1 account,"))
+                owners = mine.locator("#owner-select option")
+                await expect(owners).to_have_count(6)  # all owners, then the five owners present
+                assert await owners.all_inner_texts() == [
+                    "All owners",
+                    "ana@example.com",
+                    "ben@example.com",
+                    "chloe@example.com",
+                    "dan@example.com",
+                    "eve@example.com",
+                ]
+                await expect(mine.locator("#owner-select")).to_have_value("ben@example.com")
+                await mine.select_option("#owner-select", "dan@example.com")
+                await mine.wait_for_url(re.compile(r"owner=dan%40example\.com"))
+                await expect(mine.locator("tr.account-row")).to_have_count(1, timeout=WAIT_MS)
+                await expect(mine.locator("tr.account-row td.owner")).to_have_text("dan@example.com")
+                await expect(mine.locator("#owner-select")).to_have_value("dan@example.com")
+                await mine.close()
 
                 assert problems == []
             finally:

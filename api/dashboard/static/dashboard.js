@@ -91,23 +91,34 @@
     }
   }
 
-  // The at-risk list's order: the one the server marked among the page's sort links.
-  function atRiskOrder() {
-    const sort = $("at-risk-body").closest("table").dataset.sort;
-    return sort ? "?sort=" + encodeURIComponent(sort) : "";
+  // The at-risk list's order and the owner whose accounts are shown ("" for all): what the server
+  // rendered the page with, from its URL (/dashboard?sort=…&owner=…), so a link shows the same.
+  function query(withSort) {
+    const table = $("at-risk-body").closest("table");
+    const params = new URLSearchParams();
+    if (withSort && table.dataset.sort) params.set("sort", table.dataset.sort);
+    if (table.dataset.owner) params.set("owner", table.dataset.owner);
+    const text = params.toString();
+    return text ? "?" + text : "";
   }
 
   async function loadOverview() {
-    const [rows, kpis, onboarding] = await Promise.all([
-      fetchText(BASE + "/fragments/at-risk" + atRiskOrder()),
-      fetchText(BASE + "/fragments/portfolio"),
+    const [rows, kpis, weeks, onboarding] = await Promise.all([
+      fetchText(BASE + "/fragments/at-risk" + query(true)),
+      fetchText(BASE + "/fragments/portfolio" + query(false)),
+      fetchText(BASE + "/fragments/portfolio-weeks" + query(false)),
       fetchText(BASE + "/fragments/onboarding"),
     ]);
     $("at-risk-body").innerHTML = rows; // server-rendered, escaped
     $("kpis").innerHTML = kpis;
+    $("weeks").innerHTML = weeks;
     $("onboarding-body").innerHTML = onboarding;
     $("error").textContent = "";
     markSelected();
+  }
+
+  async function loadOwners() {
+    $("owner-select").innerHTML = await fetchText(BASE + "/fragments/owners" + query(false));
   }
 
   async function loadFeed() {
@@ -322,7 +333,7 @@
     $("app").hidden = false;
     $("logout").hidden = false;
     try {
-      await Promise.all([loadOverview(), loadFeed()]);
+      await Promise.all([loadOverview(), loadFeed(), loadOwners()]);
     } catch (err) {
       return fail(err);
     }
@@ -356,6 +367,8 @@
         if (row && ev.key === "Enter") openAccount(row.dataset.account);
       });
     }
+    // Choosing an owner loads the page for it: the choice is in the URL, so it can be linked to.
+    $("owner-select").addEventListener("change", () => $("owner-filter").requestSubmit());
     $("detail-close").addEventListener("click", dismissDetail);
     document.addEventListener("keydown", (ev) => {
       if (ev.key === "Escape" && !$("detail-panel").hidden) dismissDetail();

@@ -247,6 +247,9 @@ async def test_portfolio_figures_count_only_the_keys_accounts(
         *march,
     )
     assert f'<div class="value" id="kpi-accounts">{accounts}</div>' in cards
+    # The week's figures over the same accounts (every snapshot is of the current week).
+    week = (await _get(app, key, "/v1/portfolio/history", weeks=1)).json()["weeks"][0]
+    assert (week["accounts"], week["by_band"]) == (accounts, body["by_band"])
 
 
 @KEYS
@@ -290,6 +293,10 @@ async def test_dashboard_fragments_hold_only_the_keys_accounts_and_alerts(app: F
     expected = [a for a in VISIBLE[key] if a in at_risk_ids]
     assert re.findall(r'<tr class="account-row" data-account="([^"]*)"', at_risk) == expected
     assert re.findall(r'data-alert="([^"]*)"', feed) == ALERTS_SEEN[key][::-1]
+    # The owner filter offers the owners of the key's accounts only.
+    owners = (await _get(app, key, "/dashboard/fragments/owners")).text
+    expected_owners = sorted({a[3]["owner"] for a in ACCOUNTS if a[0] in VISIBLE[key] and a[3]})
+    assert re.findall(r'<option value="([^"]+)"', owners) == expected_owners
 
 
 async def test_the_dashboard_detail_of_a_permitted_account_shows_its_alert_history(app: FastAPI) -> None:

@@ -156,6 +156,48 @@ def test_rows_stored_before_the_onboarding_migration_have_none_until_their_next_
         store.close()
 
 
+def test_accounts_stored_before_the_days_migration_are_counted_on_their_snapshots_day(url: str) -> None:
+    engine = engine_for(url)
+    try:
+        config = Config()
+        config.set_main_option("script_location", str(Path(sql_module.__file__).with_name("migrations")))
+        with engine.begin() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, "0006")
+            conn.execute(
+                text(
+                    "INSERT INTO accounts (account_id, at_ms, score, band, owner, last_activity, poor, doc)"
+                    " VALUES ('old', :at, 20, 'poor', 'ann', '', false, :doc)"
+                ),
+                {"at": T0 - 7 * 86_400_000, "doc": orjson.dumps(snapshot("old")).decode()},
+            )
+    finally:
+        engine.dispose()
+    store = SqlReadModel(url)  # migrates to the newest revision and counts the days
+    try:
+        weeks = store.portfolio_history(4, NOW, scope=AccountScope(owner="ann"))
+        # Stored on Saturday 2025-03-08: in the weeks from 03-03 on, not before.
+        assert [(str(w["week"]), w["by_band"]["poor"]) for w in weeks] == [
+            ("2025-02-24", 0),
+            ("2025-03-03", 1),
+            ("2025-03-10", 1),
+            ("2025-03-17", 1),
+        ]
+        store.apply_health("old", snapshot("old", band="good", at="2025-03-11T00:00:00.000Z"))
+        assert store.portfolio_history(1, NOW, scope=EVERY_ACCOUNT)[0]["by_band"] == {
+            "good": 1,
+            "average": 0,
+            "poor": 0,
+        }
+    finally:
+        store.close()
+    reopened = SqlReadModel(url)  # counted once: a second start changes nothing
+    try:
+        assert reopened.portfolio_history(1, NOW, scope=EVERY_ACCOUNT)[0]["accounts"] == 1
+    finally:
+        reopened.close()
+
+
 def _at(i: int) -> str:
     return ms_to_rfc3339(T0 + i * 1000)
 
@@ -307,6 +349,12 @@ def test_a_fill_builds_the_accounts_indexes_and_counts_once_at_the_end_and_a_sto
     assert sorted(store.finish_fill()) == sorted(of_accounts)
     assert _index_names(store) == every
     assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 3, "average": 0, "poor": 3}
+    # The days too, each account on its snapshot's day.
+    assert store.portfolio_history(1, NOW, scope=EVERY_ACCOUNT)[0]["by_band"] == {
+        "good": 3,
+        "average": 0,
+        "poor": 3,
+    }
     assert store.finish_fill() == []
     # A store holding accounts is not one to fill: its indexes stay, and it counts as it goes.
     assert not store.begin_fill()
@@ -331,6 +379,34 @@ def test_a_fill_cut_short_is_finished_by_the_next_start_counting_what_the_first_
         assert not second.begin_fill()
     finally:
         second.close()
+
+
+def test_the_days_of_the_portfolio_keep_53_weeks_and_answer_as_the_in_memory_model(
+    store: SqlReadModel,
+) -> None:
+    memory = InMemoryReadModel()
+    # Two accounts moving between bands every week for 70 weeks, applied a week per batch.
+    for week in range(70):
+        at = ms_to_rfc3339(T0 + week * 7 * 86_400_000)
+        batch = Batch()
+        for i, owner in enumerate(["ann", "bob"]):
+            band = ("good", "average", "poor")[(week + i) % 3]
+            doc = snapshot(f"w{i}", band=band, at=at, facts={"owner": owner, "segment": "smb", "arr": 100.0})
+            memory.apply_health(f"w{i}", doc)
+            batch.snapshots.append((f"w{i}", doc))
+        asyncio.run(store.apply_batch(batch))
+    now = datetime.fromtimestamp((T0 + 69 * 7 * 86_400_000) / 1000, UTC)
+
+    for scope in SCOPES:
+        assert store.portfolio_history(52, now, scope=scope) == memory.portfolio_history(52, now, scope=scope)
+    weeks = store.portfolio_history(52, now, scope=EVERY_ACCOUNT)
+    assert all(w["accounts"] == 2 for w in weeks)
+    assert weeks[-1]["by_band"] == {"good": 1, "average": 1, "poor": 0}  # week 69: w0 good, w1 average
+    assert weeks[-2]["by_band"] == {"good": 1, "average": 0, "poor": 1}  # week 68: w0 poor, w1 good
+    assert weeks[0]["by_band"] == weeks[-1]["by_band"]  # week 18, from the rows folded before week 17
+    # Each account changes 2 band rows and 2 ARR rows a week in 4 scopes: 53 weeks of them and one folded
+    # row per value before, never 70 weeks.
+    assert store.counts()["portfolio_days"] <= 53 * 2 * 2 * 2 * 4 + 3 * 2 * 4
 
 
 def _revenue(account_id: str, band: str, at: str, **facts: Any) -> dict[str, Any]:
@@ -510,6 +586,8 @@ def test_every_query_answers_as_the_in_memory_model(
                     filters,
                 )
         assert store.portfolio(NOW, scope=scope) == memory.portfolio(NOW, scope=scope)
+        assert store.portfolio_history(2, NOW, scope=scope) == memory.portfolio_history(2, NOW, scope=scope)
+        assert store.owners(scope=scope) == memory.owners(scope=scope)
         for kind, account in ((None, None), ("account_quiet", None), (None, ACCOUNTS[0])):
             assert _feed(store, kind, account, scope) == _feed(memory, kind, account, scope)
         for account_id in ACCOUNTS:
