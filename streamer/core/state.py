@@ -14,7 +14,11 @@ Encoding (version 4, little endian): a fixed header, the account id and four fac
 extension (key user, pending episodes, the drop test's frozen baseline, what the last published
 snapshot showed: 117 bytes) and the top users (uint8 count + 24 bytes each), and the weekly
 history (int32 + uint8 count + 13 bytes a week), then the revenue facts: ARR (double, NaN when
-unknown), renewal time, the four facts' timestamps, currency and contract (uint16 length + UTF-8).
+unknown), renewal time, the four facts' timestamps, currency and contract (uint16 length + UTF-8),
+then (version 5) the onboarding progress: the first activity time (int64), what the last published
+snapshot showed of it (uint16) and one entry per milestone (uint8 count; a 32-bit hash of its name,
+when it was reached, how many matching events were counted, whether its miss was alerted, and the
+distinct users seen so far as 32-bit hashes: 16 + 4 bytes each).
 Worst case with the default policy (42 buckets: the window is pruned a whole week at a time, 64 ring
 entries, 5 top users, 8 weeks) and 4-byte characters everywhere::
 
@@ -22,9 +26,13 @@ entries, 5 top users, 8 weeks) and 4-byte characters everywhere::
     + ring 2 + 64*8 + extension 117 + top users 1 + 5*24 + history 5 + 8*13
     + revenue 48 + currency 5 + contract 514 = 5875 bytes
 
+plus, with milestones configured (at most 16, each counting at most 16 users), at most
+8 + 2 + 1 + 16 * (16 + 16*4) = 1291 bytes of onboarding progress: 7166 bytes in all.
+
 Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
 from :func:`peek_state` without decoding every state; version 3 the user-based signals; version 4
-the last activity and the episodes the last published snapshot showed, and the revenue facts.
+the last activity and the episodes the last published snapshot showed, and the revenue facts; version 5
+the onboarding progress (a version 4 state decodes as no progress yet).
 Versions 1 to 3 still decode: what an older state's snapshot showed is unknown, so it counts as
 nothing shown, and the account's snapshot is republished the next time the worker looks at it.
 
@@ -46,6 +54,7 @@ __all__ = [
     "COMPONENT_NAMES",
     "AccountState",
     "DayBucket",
+    "MilestoneProgress",
     "TopUser",
     "bit_for",
     "check_encodable",
@@ -54,12 +63,13 @@ __all__ = [
     "encode_state",
     "estimate_distinct",
     "event_id_hash",
+    "milestone_key",
     "peek_state",
 ]
 
 USER_BITS = 128
 FEATURE_BITS = 64
-STATE_VERSION = 4
+STATE_VERSION = 5
 TOP_USERS = 5
 HISTORY_WEEKS = 8
 COMPONENT_NAMES = ("recency", "activity", "users", "stickiness", "utilization", "breadth", "sentiment")
@@ -96,6 +106,11 @@ _I64 = struct.Struct("<q")
 _U8 = struct.Struct("<B")
 _I32 = struct.Struct("<i")
 _U64 = 2**64 - 1
+# Onboarding progress (version 5): first activity, what the published snapshot showed, then per
+# milestone its key, reached at, events counted, flags (1: its miss was alerted), how many user hashes follow.
+_PROGRESS = struct.Struct("<qHB")
+_MILESTONE = struct.Struct("<IqHBB")
+_U16_MAX = 2**16 - 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -166,6 +181,20 @@ class DayBucket(NamedTuple):
     weight: float = 0.0
     users: int = 0
     features: int = 0
+
+
+def milestone_key(name: str) -> int:
+    """The 32-bit key a milestone's progress is stored under (a stable hash of its name)."""
+    return _blake64(name) & 0xFFFF_FFFF
+
+
+class MilestoneProgress(NamedTuple):
+    """How far an account got towards one onboarding milestone (immutable, like :class:`DayBucket`)."""
+
+    reached_ms: int | None = None
+    events: int = 0  # matching events counted, at most the milestone's count
+    users: tuple[int, ...] = ()  # 32-bit hashes of the distinct users counted, at most its users
+    missed: bool = False  # its milestone_missed alert was raised
 
 
 class TopUser(NamedTuple):
@@ -242,6 +271,12 @@ class AccountState:
     # days counted), so a decline is measured against the account's level of the months before too.
     history: list[tuple[int, float, int]] = field(default_factory=list)
     history_through: int | None = None  # the last week added
+    # Onboarding milestones (streamer.core.milestones): the first product activity, which decides whether
+    # the account is judged on them at all, and the progress per milestone, by milestone_key.
+    first_activity_ms: int | None = None
+    milestones: dict[int, MilestoneProgress] = field(default_factory=dict)
+    # Milestones reached, and misses alerted (times 256), as the last published snapshot showed them.
+    published_milestones: int = 0
     # Not stored: the engine's last quiet deadline and what it was computed from (engine._quiet_deadline).
     quiet_cache: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
@@ -263,6 +298,7 @@ _CONTAINERS = (
     "top_users",
     "quiet_cache",
     "history",
+    "milestones",
 )
 
 
@@ -274,7 +310,7 @@ def _make_clone() -> Any:
         "def clone_state(s):\n"
         f"    return AccountState({args}, days=dict(s.days), facts_at_ms=dict(s.facts_at_ms),"
         " recent_ids=list(s.recent_ids), published_components=dict(s.published_components),"
-        " top_users=list(s.top_users), history=list(s.history))\n"
+        " top_users=list(s.top_users), history=list(s.history), milestones=dict(s.milestones))\n"
     )
     namespace: dict[str, Any] = {"AccountState": AccountState}
     exec(source, namespace)  # noqa: S102 - fixed source built from the dataclass's own field names
@@ -313,6 +349,7 @@ def check_encodable(s: AccountState) -> None:
         "seats",
         "due_ms",
         "renewal_ms",
+        "first_activity_ms",
     ):
         v = getattr(s, name)
         # The lowest int64 stands for "absent" in the encoding, so it is not a value of its own.
@@ -352,6 +389,13 @@ def check_encodable(s: AccountState) -> None:
             raise ValueError(f"state field {name} out of range")
     if len(s.drop_base) not in (0, 7):
         raise ValueError("state field drop_base must hold 7 weekday means")
+    if len(s.milestones) > 255 or not 0 <= s.published_milestones <= _U16_MAX:
+        raise ValueError("state has too many milestones")
+    for mkey, m in s.milestones.items():
+        if not 0 <= mkey <= _U32_MAX or not 0 <= m.events <= _U16_MAX or len(m.users) > 255:
+            raise ValueError("state field milestones out of range")
+        if m.reached_ms is not None and not _I64_MIN < m.reached_ms <= _I64_MAX:
+            raise ValueError("state field milestones out of range")
 
 
 def _opt(v: int | None) -> int:
@@ -456,6 +500,11 @@ def encode_state(s: AccountState) -> bytes:
     )
     _put_str(out, s.currency)
     _put_str(out, s.contract)
+    out.append(_PROGRESS.pack(_opt(s.first_activity_ms), s.published_milestones, len(s.milestones)))
+    for mkey in sorted(s.milestones):
+        m = s.milestones[mkey]
+        out.append(_MILESTONE.pack(mkey, _opt(m.reached_ms), m.events, int(m.missed), len(m.users)))
+        out.append(struct.pack(f"<{len(m.users)}I", *m.users))
     return b"".join(out)
 
 
@@ -497,12 +546,12 @@ def decode_state(b: bytes) -> AccountState:
     Raises:
         ValueError: On an unknown version or truncated/corrupt input.
     """
-    if not b or b[0] not in (1, 2, 3, STATE_VERSION):
+    if not b or b[0] not in (1, 2, 3, 4, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
     version = b[0]
     r = _Reader(b)
     try:
-        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER)[version - 1])
+        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER, _HEADER)[version - 1])
         account_id = r.string()
         if account_id is None:
             raise ValueError("missing account id")
@@ -536,7 +585,7 @@ def decode_state(b: bytes) -> AccountState:
         s.recent_ids = list(r.take(_ring_struct(r.count())))
         if version >= 3:
             flags, key_user, key_since, pending, poor_pending, dispersion, *more = r.take(
-                _EXTENSION if version == STATE_VERSION else _EXTENSION_V3
+                _EXTENSION if version >= 4 else _EXTENSION_V3
             )
             base, shown = more[:7], more[7:]
             if shown:  # version 4; an older state's snapshot counts as having shown nothing yet
@@ -564,6 +613,13 @@ def decode_state(b: bytes) -> AccountState:
                 if t != _NONE:
                     s.facts_at_ms[key] = t
             s.currency, s.contract = r.string(), r.string()
+        if version >= 5:  # an older state has no onboarding progress yet
+            first_activity, s.published_milestones, n = r.take(_PROGRESS)
+            s.first_activity_ms = _unopt(first_activity)
+            for _ in range(n):
+                mkey, reached, events, flags, users = r.take(_MILESTONE)
+                hashes = r.take(struct.Struct(f"<{users}I"))
+                s.milestones[mkey] = MilestoneProgress(_unopt(reached), events, hashes, bool(flags & 1))
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
     if r.pos != len(b):
@@ -577,7 +633,7 @@ def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
     A restarted worker needs only these to rebuild its schedule and band counts; reading them costs a
     fraction of :func:`decode_state`.
     """
-    header = {2: _HEADER_V2, 3: _HEADER, STATE_VERSION: _HEADER}.get(b[0]) if b else None
+    header = {2: _HEADER_V2, 3: _HEADER, 4: _HEADER, STATE_VERSION: _HEADER}.get(b[0]) if b else None
     if header is None or len(b) < header.size:
         return None
     h = _PEEK.unpack_from(b)

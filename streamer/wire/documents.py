@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from streamer.core.alerts import AlertKind, Severity
 from streamer.core.policy import Band
@@ -25,6 +25,7 @@ __all__ = [
     "ComponentDocument",
     "HealthDocument",
     "LifecycleDocument",
+    "OnboardingDocument",
     "SnapshotDocument",
 ]
 
@@ -41,6 +42,58 @@ class ComponentDocument(BaseModel):
     weight: float = Field(description="Its share of the score, renormalised over the available components.")
     contribution: float = Field(description="Points it adds to (or, below 50, takes from) the score.")
     explanation: str = Field(examples=["34 user-days in the last 7 days vs 41.0 usually (83%)"])
+
+
+class MilestoneReached(BaseModel):
+    """An onboarding milestone the account reached."""
+
+    model_config = _CONFIG
+
+    name: str
+    at: str = Field(description="RFC 3339, UTC: the time of the event that reached it.")
+
+
+class MilestoneMissing(BaseModel):
+    """An onboarding milestone not reached yet."""
+
+    model_config = _CONFIG
+
+    name: str
+    due_at: str = Field(description="RFC 3339, UTC: its deadline.")
+    overdue_days: int = Field(ge=0, description="Whole days past the deadline (0 while not due).")
+
+
+class MilestoneNext(BaseModel):
+    """The missing milestone due first."""
+
+    model_config = _CONFIG
+
+    name: str
+    due_at: str
+
+
+class OnboardingDocument(BaseModel):
+    """Where the account stands in its onboarding (README, "Onboarding milestones").
+
+    Documents written before milestones had ``onboarding`` as a boolean; it reads as ``active``.
+    """
+
+    model_config = _CONFIG
+
+    active: bool = Field(description="Within its first onboarding.days.")
+    status: Literal["on_track", "behind", "stuck", "complete"] | None = Field(
+        None, description="Null when no milestone applies to the account."
+    )
+    reached: list[MilestoneReached] = Field(default_factory=list)
+    missing: list[MilestoneMissing] = Field(default_factory=list)
+    next: MilestoneNext | None = None
+    done: int = Field(0, ge=0)
+    total: int = Field(0, ge=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_boolean(cls, data: Any) -> Any:
+        return {"active": data} if isinstance(data, bool) else data
 
 
 class HealthDocument(BaseModel):
@@ -61,7 +114,7 @@ class HealthDocument(BaseModel):
     user_days_usual: float | None = Field(None, description="What the account's rhythm expected for them.")
     missed_active_days: float = Field(0.0, description="Usual active days gone by without activity.")
     features_28d: int
-    onboarding: bool
+    onboarding: OnboardingDocument
 
 
 class AlertDocument(BaseModel):

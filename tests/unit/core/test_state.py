@@ -19,6 +19,7 @@ from streamer.core.state import (
     USER_BITS,
     AccountState,
     DayBucket,
+    MilestoneProgress,
     TopUser,
     bit_for,
     check_encodable,
@@ -108,7 +109,14 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.published_poor = True
     s.arr, s.currency, s.renewal_ms, s.contract = 1e13, "EUR", T0, wide
     s.facts_at_ms = dict.fromkeys(("seats", "plan", "segment", "name", "owner", *REVENUE_FACTS), T0)
-    assert len(encode_state(s)) == 5875
+    assert len(encode_state(s)) == 5886  # 5875 and the empty onboarding progress (11 bytes)
+    assert decode_state(encode_state(s)) == s
+    # At most 16 milestones, each counting at most 16 users: the documented worst case.
+    s.first_activity_ms = T0
+    s.milestones = {
+        2**32 - 1 - k: MilestoneProgress(T0, 2**16 - 1, tuple(range(16)), True) for k in range(16)
+    }
+    assert len(encode_state(s)) == 7166
     assert decode_state(encode_state(s)) == s
 
 
@@ -131,6 +139,17 @@ top_users = st.lists(
 )
 weeks = st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 1e6), st.integers(0, 7)), max_size=8)
 bands = st.sampled_from([None, *Band])
+progress = st.dictionaries(
+    st.integers(0, 2**32 - 1),
+    st.builds(
+        MilestoneProgress,
+        opt_ms,
+        st.integers(0, 2**16 - 1),
+        st.lists(st.integers(0, 2**32 - 1), max_size=16).map(tuple),
+        st.booleans(),
+    ),
+    max_size=16,
+)
 
 
 @st.composite
@@ -171,13 +190,15 @@ def states(draw: st.DrawFn) -> AccountState:
     s.drop_dispersion = draw(st.floats(1, 100))
     s.published_activity_ms, s.published_quiet_since_ms = draw(opt_ms), draw(opt_ms)
     s.published_drop_since_ms, s.published_poor = draw(opt_ms), draw(st.booleans())
+    s.first_activity_ms, s.milestones = draw(opt_ms), draw(progress)
+    s.published_milestones = draw(st.integers(0, 2**16 - 1))
     return s
 
 
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 4
+    assert encoded[0] == 5
     assert decode_state(encoded) == s
     assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
 
@@ -240,7 +261,19 @@ def test_a_version_3_state_decodes_as_one_whose_snapshot_showed_nothing_yet() ->
     assert (decoded.published_activity_ms, decoded.published_quiet_since_ms) == (None, None)
     assert (decoded.published_drop_since_ms, decoded.published_poor) == (None, False)
     assert peek_state(V3) == (T0 + DAY_MS, "good", False)
-    assert encode_state(decoded)[0] == 4  # written back in the current version
+    assert encode_state(decoded)[0] == 5  # written back in the current version
+
+
+def test_a_version_4_state_decodes_as_one_without_onboarding_progress() -> None:
+    s = _v2_state()
+    s.arr, s.currency = 1000.0, "EUR"
+    # Version 4 ended with the revenue facts: the same bytes without the progress block (11 bytes empty).
+    v4 = b"\x04" + encode_state(s)[1:-11]
+    assert decode_state(v4) == s
+    assert peek_state(v4) == (T0 + DAY_MS, "good", False)
+    s.first_activity_ms = T0
+    s.milestones = {7: MilestoneProgress(None, 2, (1, 2), False), 9: MilestoneProgress(T0, 1, (), True)}
+    assert decode_state(encode_state(s)) == s
 
 
 def test_revenue_facts_round_trip() -> None:
@@ -254,7 +287,7 @@ def test_revenue_facts_round_trip() -> None:
     "blob",
     [
         b"",  # empty
-        b"\x05" + bytes(200),  # unknown version
+        b"\x06" + bytes(200),  # unknown version
         encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
         encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
     ],
