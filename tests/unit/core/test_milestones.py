@@ -83,7 +83,7 @@ def feed(events: list[UsageEvent], policy: Policy = POLICY) -> tuple[AccountStat
 
 
 def milestone_alerts(alerts: list[Alert]) -> list[tuple[str, str, int]]:
-    out = []
+    out: list[tuple[str, str, int]] = []
     for a in alerts:
         if a.kind in ("milestone_missed", "milestone_reached"):
             out.append((a.kind, a.evidence["milestone"]["name"], a.detected_at_ms))
