@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -503,3 +504,24 @@ def test_milestone_alerts_are_the_same_live_as_replayed_however_the_clock_advanc
     replayed = run(events, [])  # a backlog: no clock between events
     assert run(events, [START + t for t in ticks]) == replayed  # live: the clock ticking in between
     assert len({a for a, _, _ in replayed}) == len(replayed)  # each once
+
+
+def test_the_default_set_of_the_example_file_is_the_one_the_demo_gives_its_trials() -> None:
+    deploy = Path(__file__).resolve().parents[3] / "deploy"
+    lines = deploy.joinpath("rules.example.toml").read_text().splitlines()
+    first = lines.index("# [[onboarding.milestones]]")
+    block = []
+    for line in lines[first:]:
+        if not line.startswith("#"):
+            break  # the commented-out set ends with the comment
+        block.append(line.removeprefix("#").removeprefix(" "))
+    milestones = load_policy("\n".join(block)).for_account(None, None).milestones
+    assert [m.name for m in milestones] == [
+        "first report exported",
+        "team invited",
+        "three users active",
+        "integration connected",
+    ]
+    demo = load_policy(deploy.joinpath("rules.demo.toml").read_text())
+    assert demo.for_account("smb", "trial").milestones == milestones
+    assert demo.for_account("smb", "pro").milestones == ()
