@@ -10,9 +10,10 @@ account stands at an instant: ``on_track`` (nothing overdue), ``behind`` (a mile
 deadline by less than ``onboarding.stuck_days``), ``stuck`` (by that much or more) or ``complete``.
 Both are pure and read event times only, so replay and live, one batch or many, agree.
 
-Only accounts whose first product activity falls within their first ``onboarding.days`` are judged
-(:func:`applies`): an account older than that when churnwatch first saw it is past its onboarding,
-and one with no activity yet is not judged, as no quiet alert is raised for it either.
+Only accounts whose first product activity comes before the last milestone deadline (and within their
+first ``onboarding.days``) are judged (:func:`applies`): an account older than that when churnwatch
+first saw it is past its onboarding, and one with no activity yet is not judged, as no quiet alert is
+raised for it either.
 """
 
 from __future__ import annotations
@@ -88,13 +89,17 @@ def start_ms(state: AccountState) -> int:
 
 def applies(state: AccountState, policy: Policy) -> bool:
     """Whether the account is judged on milestones: some are configured and its first product activity
-    fell within its first ``onboarding.days``."""
+    came before the last of their deadlines and within its first ``onboarding.days``.
+
+    An account first active after every deadline (an existing customer whose subscription started
+    months before churnwatch saw it) would otherwise miss them all at once, dated before anything of it
+    was seen.
+    """
     first = state.first_activity_ms
-    return (
-        bool(policy.milestones)
-        and first is not None
-        and first - start_ms(state) < policy.onboarding_days * DAY_MS
-    )
+    if not policy.milestones or first is None:
+        return False
+    last_deadline = max(m.deadline_ms for m in policy.milestones)
+    return first - start_ms(state) < min(policy.onboarding_days * DAY_MS, last_deadline)
 
 
 def record(

@@ -404,6 +404,24 @@ def test_an_account_past_its_onboarding_when_first_active_is_not_judged() -> Non
     assert score(s, START, POLICY).onboarding.status is None
 
 
+@pytest.mark.parametrize(
+    ("first_active_days", "judged"),
+    [
+        (0, True),  # active from the start
+        (20.9, True),  # a slow starter, before the last deadline (21 days)
+        (21, False),  # first seen once every deadline had passed: nothing it could have been warned of
+        (60, False),  # an existing customer
+    ],
+)
+def test_an_account_is_judged_when_first_active_before_the_last_deadline(
+    first_active_days: float, judged: bool
+) -> None:
+    s, _ = feed([started(), ev(START + round(first_active_days * DAY_MS), "view")])
+    alerts = advance(s, START + 90 * DAY_MS, POLICY)
+    assert (score(s, START + 90 * DAY_MS, POLICY).onboarding.status is not None) is judged
+    assert bool(milestone_alerts(alerts)) is judged
+
+
 def test_a_cancelled_account_raises_no_milestone_alert() -> None:
     s, _ = feed([started(), ev(START + HOUR, "view"), cancelled(START + 2 * DAY_MS)])
     assert milestone_alerts(advance(s, START + 60 * DAY_MS, POLICY)) == []
