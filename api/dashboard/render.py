@@ -43,10 +43,10 @@ KIND_LABELS: dict[str, str] = {
     AlertKind.HEALTH_DEGRADED: "Health degraded",
     AlertKind.KEY_USER_LOST: "Key user lost",
     AlertKind.ACCOUNT_RECOVERED: "Account recovered",
+    AlertKind.DATA_GAP: "Data stopped arriving",
     AlertKind.MILESTONE_MISSED: "Onboarding milestone missed",
     AlertKind.MILESTONE_REACHED: "Onboarding milestone reached",
     AlertKind.ONBOARDING_COMPLETE: "Onboarding complete",
-    AlertKind.DATA_GAP: "Data stopped arriving",
 }
 
 # What a person reads for a lifecycle status (the snapshot's lifecycle.status; None: active neither on

@@ -48,12 +48,12 @@ class AlertKind(StrEnum):
     HEALTH_DEGRADED = "health_degraded"
     KEY_USER_LOST = "key_user_lost"
     ACCOUNT_RECOVERED = "account_recovered"
-    # Onboarding milestones (streamer.core.milestones): one alert per milestone, and one when all are reached.
+    # An operations alert, of a partition rather than an account: its data stopped or fell together.
+    DATA_GAP = "data_gap"
+    # Onboarding milestones: one missed its due date, one was reached, all were.
     MILESTONE_MISSED = "milestone_missed"
     MILESTONE_REACHED = "milestone_reached"
     ONBOARDING_COMPLETE = "onboarding_complete"
-    # An operations alert, of a partition rather than an account: its data stopped or fell together.
-    DATA_GAP = "data_gap"
 
 
 class Severity(StrEnum):

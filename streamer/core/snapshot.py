@@ -22,7 +22,7 @@ __all__ = ["SNAPSHOT_VERSION", "account_snapshot", "trend"]
 
 # Fields are added with a default for readers of older snapshots: the lifecycle block came without a new
 # version, and a snapshot without it reads as one without a status. Version 2: ``onboarding`` changed
-# from a boolean to an object (streamer.core.milestones); a version 1 boolean reads as its ``active``.
+# from a boolean to an object (streamer.core.milestones), whose ``active`` is the former boolean.
 SNAPSHOT_VERSION = 2
 
 

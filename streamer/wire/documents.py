@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 from streamer.core.alerts import AlertKind, Severity
 from streamer.core.policy import Band
@@ -50,50 +50,42 @@ class MilestoneReached(BaseModel):
     model_config = _CONFIG
 
     name: str
-    at: str = Field(description="RFC 3339, UTC: the time of the event that reached it.")
+    at: str = Field(description="RFC 3339, UTC")
 
 
 class MilestoneMissing(BaseModel):
-    """An onboarding milestone not reached yet."""
+    """An onboarding milestone past its due date and not reached."""
 
     model_config = _CONFIG
 
     name: str
-    due_at: str = Field(description="RFC 3339, UTC: its deadline.")
-    overdue_days: int = Field(ge=0, description="Whole days past the deadline (0 while not due).")
+    due_at: str = Field(description="RFC 3339, UTC")
+    overdue_days: int = Field(ge=0)
 
 
 class MilestoneNext(BaseModel):
-    """The missing milestone due first."""
+    """The next onboarding milestone due."""
 
     model_config = _CONFIG
 
     name: str
-    due_at: str
+    due_at: str = Field(description="RFC 3339, UTC")
 
 
 class OnboardingDocument(BaseModel):
-    """Where the account stands in its onboarding (README, "Onboarding milestones").
-
-    Documents written before milestones had ``onboarding`` as a boolean; it reads as ``active``.
-    """
+    """Onboarding milestones: the object that replaced the ``onboarding`` boolean."""
 
     model_config = _CONFIG
 
-    active: bool = Field(description="Within its first onboarding.days.")
+    active: bool = Field(description="In its first onboarding.days (the former boolean).")
     status: Literal["on_track", "behind", "stuck", "complete"] | None = Field(
-        None, description="Null when no milestone applies to the account."
+        None, description="Null when no milestone applies."
     )
     reached: list[MilestoneReached] = Field(default_factory=list)
     missing: list[MilestoneMissing] = Field(default_factory=list)
     next: MilestoneNext | None = None
-    done: int = Field(0, ge=0)
-    total: int = Field(0, ge=0)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _from_boolean(cls, data: Any) -> Any:
-        return {"active": data} if isinstance(data, bool) else data
+    done: int = 0
+    total: int = 0
 
 
 class HealthDocument(BaseModel):
@@ -114,7 +106,10 @@ class HealthDocument(BaseModel):
     user_days_usual: float | None = Field(None, description="What the account's rhythm expected for them.")
     missed_active_days: float = Field(0.0, description="Usual active days gone by without activity.")
     features_28d: int
-    onboarding: OnboardingDocument
+    onboarding: bool | OnboardingDocument = Field(
+        description="Onboarding milestones; a boolean (in its first onboarding.days) in snapshots written "
+        "before them."
+    )
 
 
 class AlertDocument(BaseModel):

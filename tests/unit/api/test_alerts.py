@@ -73,7 +73,7 @@ async def test_an_unknown_alert_kind_is_422_listing_the_kinds(
     assert resp.status_code == 422
     assert resp.json()["error"]["message"] == (
         "kind must be one of 'account_quiet', 'usage_drop', 'health_degraded', 'key_user_lost', "
-        "'account_recovered', 'milestone_missed', 'milestone_reached', 'onboarding_complete' or 'data_gap'"
+        "'account_recovered', 'data_gap', 'milestone_missed', 'milestone_reached' or 'onboarding_complete'"
     )
 
 
