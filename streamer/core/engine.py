@@ -611,7 +611,9 @@ def _milestones_due(state: AccountState, policy: Policy) -> list[tuple[Milestone
 def _milestones_reached(state: AccountState, event: UsageEvent, policy: Policy, ctx: Context) -> list[Alert]:
     """Count the event towards the account's milestones; ``milestone_reached`` (and ``onboarding_complete``)
     for those it reached."""
-    state.milestones, reached = record(state.milestones, event, policy)
+    progress, reached = record(state.milestones, event, policy)
+    if progress is not state.milestones:
+        state.milestones = dict(progress)
     if not reached or state.subscription == "cancelled" or not applies(state, policy):
         return []
     t = event.occurred_at_ms

@@ -104,7 +104,7 @@ def applies(state: AccountState, policy: Policy) -> bool:
 
 def record(
     progress: Mapping[int, MilestoneProgress], event: UsageEvent, policy: Policy
-) -> tuple[dict[int, MilestoneProgress], list[Milestone]]:
+) -> tuple[Mapping[int, MilestoneProgress], list[Milestone]]:
     """Count one event towards the milestones it matches.
 
     Args:
@@ -113,15 +113,17 @@ def record(
         policy: The account's rules (its ``milestones``).
 
     Returns:
-        The new progress (the same mapping's content when nothing changed) and the milestones this
-        event reached, in the rules file's order.
+        The new progress (``progress`` itself when the event changed nothing, as for most events) and
+        the milestones this event reached, in the rules file's order.
     """
-    out = dict(progress)
+    out: dict[int, MilestoneProgress] | None = None
     reached: list[Milestone] = []
     t = event.occurred_at_ms
     for m in policy.milestones:
         if not m.matches(event.name, event.properties):
             continue
+        if out is None:
+            out = dict(progress)
         key = milestone_key(m.name)
         p = out.get(key, _EMPTY)
         if p.reached_ms is not None:
@@ -142,7 +144,7 @@ def record(
             reached.append(m)
         else:
             out[key] = MilestoneProgress(None, count, users, p.missed)
-    return out, reached
+    return (progress if out is None else out), reached
 
 
 def progress_text(m: Milestone, p: MilestoneProgress) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -219,7 +220,7 @@ def test_an_event_matches_a_milestone_by_name_and_properties(
 def test_count_and_distinct_users_are_counted_until_reached_at_the_event_time() -> None:
     policy = Policy(milestones=(Milestone("team", "login", 7 * DAY_MS, count=3, users=2),))
     key = milestone_key("team")
-    p: dict[int, MilestoneProgress] = {}
+    p: Mapping[int, MilestoneProgress] = {}
     p, reached = record(p, ev(START + 1, "login", "ann"), policy)
     assert (p[key].events, len(p[key].users), reached) == (1, 1, [])
     p, reached = record(p, ev(START + 2, "login", "ann", i=1), policy)  # the same user again
@@ -231,10 +232,11 @@ def test_count_and_distinct_users_are_counted_until_reached_at_the_event_time() 
     assert (p[key], [m.name for m in reached]) == (MilestoneProgress(START + 4, 3, ()), ["team"])
     p2, reached = record(p, ev(START + 5, "login", "cat"), policy)
     assert (p2, reached) == (p, [])
+    assert record(p, ev(START + 6, "view", "cat"), policy)[0] is p  # an event no milestone wants: no copy
 
 
 def test_a_milestone_counts_only_events_after_the_one_it_follows() -> None:
-    p: dict[int, MilestoneProgress] = {}
+    p: Mapping[int, MilestoneProgress] = {}
     for i, user in enumerate(["a", "b", "c"]):
         p, _ = record(p, ev(START + i, "login", user), POLICY)
     assert milestone_key("three users active") not in p  # logins before the team was invited
@@ -249,7 +251,7 @@ def test_a_milestone_counts_only_events_after_the_one_it_follows() -> None:
 
 def test_users_are_kept_only_up_to_the_number_needed() -> None:
     policy = Policy(milestones=(Milestone("m", "view", DAY_MS, count=50, users=2),))
-    p: dict[int, MilestoneProgress] = {}
+    p: Mapping[int, MilestoneProgress] = {}
     for i in range(10):
         p, _ = record(p, ev(START + i, "view", f"u{i}"), policy)
     assert len(p[milestone_key("m")].users) == 2

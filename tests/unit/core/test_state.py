@@ -316,6 +316,7 @@ def test_a_clone_is_independent_of_its_original() -> None:
     copy.facts_at_ms["plan"] = 0
     copy.published_components["recency"] = 1.0
     copy.seats, copy.quiet_since_ms = 5, T0
+    copy.milestones[1] = MilestoneProgress(T0, 1)
     assert encode_state(original) == encoded
 
 
