@@ -5,14 +5,14 @@ Pure functions of plain values. Conventions, as a data scientist would state the
 * **Ranking**: risk is ``100 - score``; the positive class is "cancels within the horizon after the
   evaluation date". AUC is the Mann-Whitney statistic (ties count half). Top-decile lift is the
   cancellation rate among the 10% riskiest rows over the rate among all rows.
-* **Alerts** (recoveries excluded): an alert is *followed* by a cancellation when its account
-  cancels within ``follow_days`` (60) after it; precision is measured on alerts whose whole
-  follow-up window lies inside the history, and compared with the **base rate**, the share of
-  live accounts that cancel within the same number of days of an evaluation date. **Recall** is the
-  share of cancellations preceded by an alert of the kind within ``follow_days`` before them, over
-  cancellations at least ``follow_days`` after the history starts (earlier ones had no chance);
-  **lead time** is the cancellation time minus the first such alert. **Volume** is alerts per 100
-  live accounts per 30-day month, counted over live account-days.
+* **Alerts** (recoveries and onboarding progress excluded): an alert is *followed* by a cancellation
+  when its account cancels within ``follow_days`` (60) after it; precision is measured on alerts
+  whose whole follow-up window lies inside the history, and compared with the **base rate**, the
+  share of live accounts that cancel within the same number of days of an evaluation date.
+  **Recall** is the share of cancellations preceded by an alert of the kind within ``follow_days``
+  before them, over cancellations at least ``follow_days`` after the history starts (earlier ones
+  had no chance); **lead time** is the cancellation time minus the first such alert. **Volume** is
+  alerts per 100 live accounts per 30-day month, counted over live account-days.
 """
 
 from __future__ import annotations
@@ -23,7 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from streamer.core.alerts import POSITIVE_KINDS
+
 __all__ = [
+    "POSITIVE",
     "AlertFact",
     "KindQuality",
     "auc",
@@ -33,7 +36,8 @@ __all__ = [
 ]
 
 DAY_MS = 86_400_000
-RECOVERY = "account_recovered"
+# Good news (a recovery, onboarding progress) is no warning: left out of every warning figure.
+POSITIVE = frozenset(str(k) for k in POSITIVE_KINDS)
 
 
 def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
@@ -119,9 +123,9 @@ def kind_quality(
     base_rate: float | None,
     follow_days: int = 60,
 ) -> KindQuality:
-    """The figures of one alert kind (``"any"`` pools every kind but recoveries)."""
+    """The figures of one alert kind (``"any"`` pools every kind but recoveries and onboarding progress)."""
     follow = follow_days * DAY_MS
-    mine = [a for a in alerts if a.kind != RECOVERY and (kind == "any" or a.kind == kind)]
+    mine = [a for a in alerts if a.kind not in POSITIVE and (kind == "any" or a.kind == kind)]
     complete = [a for a in mine if a.at_ms + follow <= last_ms]
     hit = 0
     for a in complete:
@@ -169,7 +173,7 @@ def week_start(ms: int) -> str:
 def busiest_weeks(
     alerts: Iterable[AlertFact], first_ms: int, last_ms: int, top: int = 5
 ) -> tuple[float, list[tuple[str, int, float]]]:
-    """The median weekly count of alerts (recoveries excluded) and the ``top`` weeks with their ratio to it.
+    """The median weekly count of warnings (no recoveries or onboarding progress) and the ``top`` weeks.
 
     Only whole weeks inside the history count, so a half week at either end is neither busy nor quiet;
     the caller passes ``first_ms`` after its warm-up (until an account has a baseline, its alerts
@@ -184,7 +188,7 @@ def busiest_weeks(
         weeks.append(week_start(monday * DAY_MS))
         monday += 7
     for a in alerts:
-        if a.kind != RECOVERY:
+        if a.kind not in POSITIVE:
             counts[week_start(a.at_ms)] += 1
     if not weeks:
         return 0.0, []

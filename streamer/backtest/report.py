@@ -15,7 +15,7 @@ from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from streamer.backtest.metrics import week_start
+from streamer.backtest.metrics import POSITIVE, week_start
 from streamer.backtest.replay import Replay
 from streamer.core.alerts import ms_to_rfc3339
 from streamer.core.events import parse_event_time
@@ -140,7 +140,7 @@ def _lead_plot(doc: Mapping[str, Any], replay: Replay, cancellations: Mapping[st
     follow = doc["alerts"]["follow_days"] * DAY_MS
     times: dict[str, list[int]] = defaultdict(list)
     for alert, _ in replay.alerts:
-        if alert.account_id is not None and alert.kind != "account_recovered":
+        if alert.account_id is not None and alert.kind not in POSITIVE:
             times[alert.account_id].append(alert.detected_at_ms)
     for t in times.values():
         t.sort()
@@ -180,7 +180,7 @@ def _weeks_plot(replay: Replay, first_ms: int, last_ms: int) -> str:
         weeks[week_start(week)]
         week += 7 * DAY_MS
     for alert, _ in replay.alerts:
-        if alert.account_id is not None and alert.kind != "account_recovered":
+        if alert.account_id is not None and alert.kind not in POSITIVE:
             weeks[week_start(alert.detected_at_ms)][alert.kind] += 1
     names = sorted(weeks)
     kinds = sorted({k for c in weeks.values() for k in c})
@@ -206,7 +206,12 @@ def _weeks_plot(replay: Replay, first_ms: int, last_ms: int) -> str:
     legend = "".join(
         _text(_W - 150, 24 + 16 * j, k, "tick start", _COLORS.get(k, "#555")) for j, k in enumerate(kinds)
     )
-    return _svg("Alerts per week by kind (recoveries excluded)", body + legend, "week (Monday)", "alerts")
+    return _svg(
+        "Alerts per week by kind (recoveries and onboarding progress excluded)",
+        body + legend,
+        "week (Monday)",
+        "alerts",
+    )
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

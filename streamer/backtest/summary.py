@@ -12,7 +12,15 @@ from typing import Any
 import orjson
 
 from streamer.backtest.history import History
-from streamer.backtest.metrics import AlertFact, auc, busiest_weeks, kind_quality, lift_at, week_start
+from streamer.backtest.metrics import (
+    POSITIVE,
+    AlertFact,
+    auc,
+    busiest_weeks,
+    kind_quality,
+    lift_at,
+    week_start,
+)
 from streamer.backtest.reference import fit_reference
 from streamer.backtest.replay import Replay, ScoreRow
 from streamer.core.alerts import ms_to_rfc3339
@@ -132,7 +140,7 @@ def summarize(
                 follow_days=follow_days,
             )
         )
-        for kind in (*KINDS, *sorted({f.kind for f in facts} - {*KINDS, "account_recovered"}), "any")
+        for kind in (*KINDS, *sorted({f.kind for f in facts} - {*KINDS, *POSITIVE}), "any")
     ]
     warmed = first_ms + warmup_days * DAY_MS
     median_week, weeks = busiest_weeks([f for f in facts if f.at_ms >= warmed], warmed, last_ms)
@@ -183,7 +191,7 @@ def _by_archetype(
 ) -> dict[str, Any]:
     alerts_of: dict[str, list[int]] = defaultdict(list)
     for f in facts:
-        if f.kind != "account_recovered":
+        if f.kind not in POSITIVE:
             alerts_of[f.account_id].append(f.at_ms)
     for times in alerts_of.values():
         times.sort()

@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from streamer.core.milestones import Onboarding
 from streamer.core.scoring import Health
 
 __all__ = [
@@ -22,6 +23,10 @@ __all__ = [
     "DATA_GAP",
     "HEALTH_DEGRADED",
     "KEY_USER_LOST",
+    "MILESTONE_MISSED",
+    "MILESTONE_REACHED",
+    "ONBOARDING_COMPLETE",
+    "POSITIVE_KINDS",
     "USAGE_DROP",
     "Alert",
     "AlertKind",
@@ -31,6 +36,7 @@ __all__ = [
     "health_to_dict",
     "human_duration",
     "ms_to_rfc3339",
+    "onboarding_to_dict",
 ]
 
 
@@ -51,7 +57,7 @@ class AlertKind(StrEnum):
 
 
 class Severity(StrEnum):
-    """How urgent an alert is: ``info`` for an all-clear."""
+    """How urgent an alert is: ``info`` for an all-clear or good news."""
 
     INFO = "info"
     MEDIUM = "medium"
@@ -64,6 +70,11 @@ HEALTH_DEGRADED = AlertKind.HEALTH_DEGRADED
 KEY_USER_LOST = AlertKind.KEY_USER_LOST
 ACCOUNT_RECOVERED = AlertKind.ACCOUNT_RECOVERED
 DATA_GAP = AlertKind.DATA_GAP
+MILESTONE_MISSED = AlertKind.MILESTONE_MISSED
+MILESTONE_REACHED = AlertKind.MILESTONE_REACHED
+ONBOARDING_COMPLETE = AlertKind.ONBOARDING_COMPLETE
+# Good news, not warnings: left out of warning counts and of a kind's precision against cancellations.
+POSITIVE_KINDS = frozenset({ACCOUNT_RECOVERED, MILESTONE_REACHED, ONBOARDING_COMPLETE})
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Evidence keys holding instants; they are rendered as RFC 3339 under an ``_at`` name.
 _TIME_KEYS = {
@@ -72,6 +83,8 @@ _TIME_KEYS = {
     "gap_started_ms": "gap_started_at",
     "gap_ended_ms": "gap_ended_at",
     "renewal_ms": "renewal_at",
+    "due_ms": "due_at",
+    "reached_ms": "reached_at",
 }
 
 
@@ -95,7 +108,13 @@ class Alert:
     what_changed: Mapping[str, Any] | None = None
 
 
-def alert_id(account_id: str | None, kind: str, episode_start_ms: int, closes: str | None = None) -> str:
+def alert_id(
+    account_id: str | None,
+    kind: str,
+    episode_start_ms: int,
+    closes: str | None = None,
+    milestone: str | None = None,
+) -> str:
     """Derive a deterministic alert id.
 
     Args:
@@ -104,11 +123,16 @@ def alert_id(account_id: str | None, kind: str, episode_start_ms: int, closes: s
         episode_start_ms: Start of the episode the alert belongs to.
         closes: For ``account_recovered``, the kind of episode closed; it keeps a quiet and
             a drop episode that started at the same instant from sharing an id.
+        milestone: For the onboarding kinds, which are raised once per milestone (or once per
+            account, ``onboarding_complete``, with ``""``): its name, in place of the episode start.
 
     Returns:
         The first 32 hex characters of SHA-256 over ``account_id|kind|episode_start_ms``
-        (with ``|closes`` appended for recoveries).
+        (with ``|closes`` appended for recoveries), or over ``account_id|kind|milestone|name``.
     """
+    if milestone is not None:
+        key = f"{account_id}|{kind}|milestone|{milestone}"
+        return hashlib.sha256(key.encode()).hexdigest()[:32]
     key = f"{account_id}|{kind}|{episode_start_ms}"
     if closes is not None:
         key += f"|{closes}"
@@ -160,7 +184,23 @@ def health_to_dict(h: Health) -> dict[str, Any]:
         "user_days_usual": h.user_days_usual,
         "missed_active_days": h.missed_active_days,
         "features_28d": h.features_28d,
-        "onboarding": h.onboarding,
+        "onboarding": onboarding_to_dict(h.onboarding),
+    }
+
+
+def onboarding_to_dict(o: Onboarding) -> dict[str, Any]:
+    """The JSON-ready form of an onboarding view (the ``onboarding`` of snapshots and alerts)."""
+    return {
+        "active": o.active,
+        "status": o.status,
+        "reached": [{"name": n, "at": ms_to_rfc3339(at)} for n, at in o.reached],
+        "missing": [
+            {"name": m.name, "due_at": ms_to_rfc3339(m.due_ms), "overdue_days": m.overdue_days}
+            for m in o.missing
+        ],
+        "next": None if o.next is None else {"name": o.next[0], "due_at": ms_to_rfc3339(o.next[1])},
+        "done": o.done,
+        "total": o.total,
     }
 
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from streamer.core.policy import DAY_MS
 from streamer.core.scoring import Component, Health
-from streamer.core.state import COMPONENT_NAMES, AccountState, Scored
+from streamer.core.state import SCORED_COMPONENTS, AccountState, Scored
 
 __all__ = [
     "KEPT",
@@ -41,8 +41,8 @@ WEEK_DAYS = 7  # "what changed" compares with the day this many days before
 KEPT = WEEK_DAYS + 1
 MOVED_MOST = 3  # components listed as those that moved most
 _ABSENT = -(2**15)
-_PARTS = struct.Struct(f"<{2 * len(COMPONENT_NAMES)}h")
-_INDEX = {name: i for i, name in enumerate(COMPONENT_NAMES)}
+_PARTS = struct.Struct(f"<{2 * len(SCORED_COMPONENTS)}h")
+_INDEX = {name: i for i, name in enumerate(SCORED_COMPONENTS)}
 _EPOCH = date(1970, 1, 1)
 
 
@@ -56,9 +56,9 @@ def scored(day: int, score: int, components: Iterable[Component]) -> Scored:
     to tenths when scored, so nothing is lost).
 
     Raises:
-        ValueError: For a component not in :data:`~streamer.core.state.COMPONENT_NAMES`.
+        ValueError: For a component not in :data:`~streamer.core.state.SCORED_COMPONENTS`.
     """
-    tenths = [_ABSENT] * (2 * len(COMPONENT_NAMES))
+    tenths = [_ABSENT] * (2 * len(SCORED_COMPONENTS))
     for c in components:
         i = _INDEX.get(c.name)
         if i is None:
@@ -72,7 +72,7 @@ def scored_parts(entry: Scored) -> dict[str, tuple[float, float]]:
     tenths = _PARTS.unpack(entry.parts)
     return {
         name: (tenths[2 * i] / 10, tenths[2 * i + 1] / 10)
-        for i, name in enumerate(COMPONENT_NAMES)
+        for i, name in enumerate(SCORED_COMPONENTS)
         if tenths[2 * i] != _ABSENT
     }
 

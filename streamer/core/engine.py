@@ -32,6 +32,14 @@ Alert rules, each once per episode:
   once the score stays at ``average_min + poor_recover_margin`` (50) or more for
   ``poor_recover_days`` (14).
 
+Onboarding milestones (:mod:`streamer.core.milestones`), each alert once per milestone, with ids from the
+account, the kind and the milestone's name:
+
+* ``milestone_missed``: a milestone is not reached by its deadline; detected at the deadline (a due
+  point, so it fires without new events).
+* ``milestone_reached``: the event that reached it (``info``), and ``onboarding_complete`` with the
+  last one (``info``).
+
 A cancelled account raises nothing more.
 """
 
@@ -47,6 +55,9 @@ from streamer.core.alerts import (
     ACCOUNT_RECOVERED,
     HEALTH_DEGRADED,
     KEY_USER_LOST,
+    MILESTONE_MISSED,
+    MILESTONE_REACHED,
+    ONBOARDING_COMPLETE,
     USAGE_DROP,
     Alert,
     AlertKind,
@@ -56,20 +67,24 @@ from streamer.core.alerts import (
 )
 from streamer.core.changes import remember, what_changed
 from streamer.core.events import EventKind, UsageEvent, parse_renewal_at
+from streamer.core.milestones import applies, progress_text, record, start_ms
 from streamer.core.partition import EMPTY_CONTEXT, Context, merge_spans
-from streamer.core.policy import DAY_MS, Policy
+from streamer.core.policy import DAY_MS, Milestone, Policy
 from streamer.core.rhythm import DropStat, Rhythm, day_units, drop_stat, rhythm, time_of_missed, units
 from streamer.core.scoring import Band, Health, Signals, changed_since_published, score, signals
 from streamer.core.state import (
+    COMPONENT_NAMES,
     FEATURE_BITS,
     HISTORY_WEEKS,
     TOP_USERS,
     USER_BITS,
     AccountState,
     DayBucket,
+    MilestoneProgress,
     TopUser,
     bit_for,
     event_id_hash,
+    milestone_key,
 )
 
 __all__ = [
@@ -214,6 +229,7 @@ def _alert(
     policy: Policy,
     reason: str,
     closes: str | None = None,
+    milestone_id: str | None = None,
     **extra: Any,
 ) -> Alert:
     last = state.last_activity_ms
@@ -246,7 +262,7 @@ def _alert(
         **extra,
     }
     return Alert(
-        alert_id=alert_id(state.account_id, kind, started_ms, closes),
+        alert_id=alert_id(state.account_id, kind, started_ms, closes, milestone_id),
         kind=kind,
         account_id=state.account_id,
         detected_at_ms=at_ms,
@@ -417,6 +433,30 @@ def evaluate(
                 {"key_user": {"share": round(share, 3), "last_active_day": user.last_day}},
             )
         )
+    for m, due in _milestones_due(state, policy):
+        if due > t:
+            continue
+        p = state.milestones.get(milestone_key(m.name), _NO_PROGRESS)
+        state.milestones[milestone_key(m.name)] = p._replace(missed=True)
+        days = round(m.deadline_ms / DAY_MS, 3)
+        what = progress_text(m, p)
+        reason = f"Onboarding milestone {m.name!r} missed: {what} within {days:g} days of the start"
+        missed: dict[str, Any] = {
+            "milestone": {
+                "name": m.name,
+                "event": m.event,
+                "due_ms": due,
+                "deadline_days": days,
+                "count": p.events,
+                "count_needed": m.count,
+                "users": len(p.users),
+                "users_needed": m.users,
+                "missing": what,
+            }
+        }
+        opened.append(
+            (MILESTONE_MISSED, due, due, Severity.MEDIUM, reason, {"milestone_name": m.name, **missed})
+        )
     start = (
         state.subscription_started_ms if state.subscription_started_ms is not None else state.first_seen_ms
     )
@@ -458,6 +498,7 @@ def evaluate(
     health = score(state, t, policy, ctx, explain=True, sig=sig)
     alerts = []
     for kind, at, started, severity, reason, extra in opened:
+        milestone_id = extra.pop("milestone_name", None) if kind == MILESTONE_MISSED else None
         if kind == HEALTH_DEGRADED:
             reason = _degraded_reason(health, young=reason == "young", days=policy.onboarding_check_days)
         near = _near_renewal(state, at, severity, policy)
@@ -465,7 +506,11 @@ def evaluate(
             severity, renewal = near
             reason = f"{reason}; {renewal['why'].split(',')[0]}"
             extra = {**extra, "renewal": renewal}
-        alerts.append(_alert(state, kind, at, started, severity, health, policy, reason, **extra))
+        alerts.append(
+            _alert(
+                state, kind, at, started, severity, health, policy, reason, milestone_id=milestone_id, **extra
+            )
+        )
     for kind, started, reason in closed:
         alerts.append(
             _alert(state, ACCOUNT_RECOVERED, t, started, Severity.INFO, health, policy, reason, closes=kind)
@@ -531,19 +576,82 @@ def next_due_ms(state: AccountState, policy: Policy, ctx: Context = EMPTY_CONTEX
         ctx: The partition's excluded time.
 
     Returns:
-        The earliest of the pending quiet deadline (the clock itself if already overdue)
-        and the next UTC midnight after the clock while any day bucket is still inside the
+        The earliest of the pending quiet deadline and milestone deadlines (the clock itself if
+        already overdue) and the next UTC midnight after the clock while any day bucket is still inside the
         window; None when nothing can change without new events.
     """
     due: int | None = None
     deadline = _quiet_deadline(state, policy, ctx)
     if deadline is not None:
         due = max(deadline, state.clock_ms)
+    for _, m_due in _milestones_due(state, policy):
+        m_due = max(m_due, state.clock_ms)
+        due = m_due if due is None else min(due, m_due)
     clock_day = state.clock_ms // DAY_MS
     if state.days and max(state.days) > clock_day - policy.window_days:
         midnight = (clock_day + 1) * DAY_MS
         due = midnight if due is None else min(due, midnight)
     return due
+
+
+_NO_PROGRESS = MilestoneProgress()
+
+
+def _milestones_due(state: AccountState, policy: Policy) -> list[tuple[Milestone, int]]:
+    """The milestones whose miss is still to be alerted, with their deadlines (none for a cancelled account
+    or one not judged on milestones)."""
+    if not policy.milestones or state.subscription == "cancelled" or not applies(state, policy):
+        return []
+    start = start_ms(state)
+    out = []
+    for m in policy.milestones:
+        p = state.milestones.get(milestone_key(m.name), _NO_PROGRESS)
+        if p.reached_ms is None and not p.missed:
+            out.append((m, start + m.deadline_ms))
+    return out
+
+
+def _milestones_reached(state: AccountState, event: UsageEvent, policy: Policy, ctx: Context) -> list[Alert]:
+    """Count the event towards the account's milestones; ``milestone_reached`` (and ``onboarding_complete``)
+    for those it reached."""
+    progress, reached = record(state.milestones, event, policy)
+    if progress is not state.milestones:
+        state.milestones = dict(progress)
+    if not reached or state.subscription == "cancelled" or not applies(state, policy):
+        return []
+    t = event.occurred_at_ms
+    health = score(state, max(t, state.clock_ms), policy, ctx)
+    ob = health.onboarding
+    alerts = []
+    for m in reached:
+        late = t - (start_ms(state) + m.deadline_ms)
+        when = f"{human_duration(late)} after its deadline" if late > 0 else "on time"
+        reason = f"Onboarding milestone {m.name!r} reached {when} ({ob.done} of {ob.total})"
+        detail: dict[str, Any] = {"name": m.name, "event": m.event, "reached_ms": t, "late": late > 0}
+        alerts.append(
+            _alert(
+                state,
+                MILESTONE_REACHED,
+                t,
+                t,
+                Severity.INFO,
+                health,
+                policy,
+                reason,
+                milestone_id=m.name,
+                milestone=detail,
+            )
+        )
+    if ob.status == "complete":
+        first = min(at for _, at in ob.reached)
+        took = human_duration(t - start_ms(state))
+        reason = f"Onboarding complete: all {ob.total} milestones reached, the last {took} after the start"
+        alerts.append(
+            _alert(
+                state, ONBOARDING_COMPLETE, t, first, Severity.INFO, health, policy, reason, milestone_id=""
+            )
+        )
+    return alerts
 
 
 def advance(state: AccountState, until_ms: int, policy: Policy, ctx: Context = EMPTY_CONTEXT) -> list[Alert]:
@@ -705,6 +813,11 @@ def record_event(
     if len(state.recent_ids) > policy.max_tracked_ids:
         del state.recent_ids[: len(state.recent_ids) - policy.max_tracked_ids]
     state.first_seen_ms = min(state.first_seen_ms, t)
+    if event.kind is EventKind.ACTIVITY and event.active:
+        first = state.first_activity_ms
+        state.first_activity_ms = t if first is None else min(first, t)
+    if policy.milestones:
+        alerts.extend(_milestones_reached(state, event, policy, ctx))
     prev_last = state.last_activity_ms
     lowers = False
     user: int | None = None
@@ -760,7 +873,8 @@ def snapshot_behind(state: AccountState) -> bool:
 
     Returns:
         True when the published snapshot's last activity is on another UTC day than the state's (or
-        none was shown), or its quiet, drop or poor episodes differ from the state's.
+        none was shown), or its quiet, drop or poor episodes, or its milestones reached or missed, differ
+        from the state's.
     """
     last, shown = state.last_activity_ms, state.published_activity_ms
     if last is not None and (shown is None or shown // DAY_MS != last // DAY_MS):
@@ -769,7 +883,14 @@ def snapshot_behind(state: AccountState) -> bool:
         state.published_quiet_since_ms != state.quiet_since_ms
         or state.published_drop_since_ms != state.drop_since_ms
         or state.published_poor != state.poor_open
+        or state.published_milestones != _milestone_mark(state)
     )
+
+
+def _milestone_mark(state: AccountState) -> int:
+    """Milestones reached, and misses alerted times 256: what a snapshot shows of them, as one number."""
+    reached = sum(1 for p in state.milestones.values() if p.reached_ms is not None)
+    return min(255, reached) | min(255, sum(1 for p in state.milestones.values() if p.missed)) << 8
 
 
 def mark_published(state: AccountState, health: Health, policy: Policy) -> bool:
@@ -790,8 +911,11 @@ def mark_published(state: AccountState, health: Health, policy: Policy) -> bool:
     state.published_activity_ms = state.last_activity_ms
     state.published_quiet_since_ms, state.published_drop_since_ms = state.quiet_since_ms, state.drop_since_ms
     state.published_poor = state.poor_open
+    state.published_milestones = _milestone_mark(state)
     if not changed_since_published(state, health, policy):
         return False
     state.published_score, state.published_band = health.score, health.band
-    state.published_components = {c.name: c.value for c in health.components}
+    # The onboarding component is not kept: it lasts the onboarding only, and milestones are followed
+    # by published_milestones instead.
+    state.published_components = {c.name: c.value for c in health.components if c.name in COMPONENT_NAMES}
     return True

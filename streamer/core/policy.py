@@ -22,6 +22,7 @@ __all__ = [
     "Band",
     "GapRules",
     "Holiday",
+    "Milestone",
     "Policy",
     "PolicyError",
     "PolicySet",
@@ -61,6 +62,45 @@ class ScoreWeights:
     utilization: float = 0.20
     breadth: float = 0.05
     sentiment: float = 0.05
+    # Only while an account is onboarding and has milestones (streamer.core.milestones).
+    onboarding: float = 0.15
+
+
+MAX_MILESTONES = 16
+MAX_MILESTONE_USERS = 16
+MAX_MILESTONE_COUNT = 10_000
+MAX_MILESTONE_NAME = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Milestone:
+    """An adoption goal a new account should reach by a deadline (``[[onboarding.milestones]]``).
+
+    Reached once ``count`` matching events (``event`` and every one of ``properties``) were seen, from
+    at least ``users`` distinct users, all dated at or after the time the ``after`` milestone was
+    reached; due ``deadline_ms`` after the subscription start (or the first event).
+    """
+
+    name: str
+    event: str
+    deadline_ms: int
+    count: int = 1
+    users: int = 0
+    properties: Mapping[str, str | int | float | bool] = field(default_factory=lambda: MappingProxyType({}))
+    after: str | None = None
+
+    def matches(self, name: str, properties: Mapping[str, Any]) -> bool:
+        """Whether an event with this name and these properties counts towards the milestone."""
+        if name != self.event:
+            return False
+        return all(_same(properties.get(k), v) for k, v in self.properties.items())
+
+
+def _same(value: object, wanted: str | int | float | bool) -> bool:
+    # True is not 1 here: a property match is on the JSON value, and JSON tells them apart.
+    if isinstance(wanted, bool) or isinstance(value, bool):
+        return value is wanted
+    return value == wanted
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +112,10 @@ class Policy:
     baseline_days: int = 28
     onboarding_days: int = 90
     onboarding_check_days: int = 21
+    # Adoption goals of new accounts (none unless the rules file names some), and how long past its
+    # deadline a missing one makes the onboarding "stuck" rather than "behind".
+    milestones: tuple[Milestone, ...] = ()
+    onboarding_stuck_ms: int = 14 * DAY_MS
     weights: ScoreWeights = ScoreWeights()
     good_min: int = 70
     average_min: int = 40
@@ -108,7 +152,14 @@ class Policy:
 
 
 _DAYS_TO_MS = frozenset(
-    {"quiet_after_ms", "quiet_max_ms", "poor_persist_ms", "poor_recover_ms", "renewal_raise_within_ms"}
+    {
+        "quiet_after_ms",
+        "quiet_max_ms",
+        "poor_persist_ms",
+        "poor_recover_ms",
+        "renewal_raise_within_ms",
+        "onboarding_stuck_ms",
+    }
 )
 # TOML section -> key -> (Policy field, expected type). Durations in days become ms.
 _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
@@ -117,7 +168,11 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "current_days": ("current_days", int),
         "baseline_days": ("baseline_days", int),
     },
-    "onboarding": {"days": ("onboarding_days", int), "check_days": ("onboarding_check_days", int)},
+    "onboarding": {
+        "days": ("onboarding_days", int),
+        "check_days": ("onboarding_check_days", int),
+        "stuck_days": ("onboarding_stuck_ms", float),
+    },
     "score": {
         "stickiness_target": ("stickiness_target", float),
         "utilization_target": ("utilization_target", float),
@@ -210,6 +265,9 @@ def _parse_delta(doc: Mapping[str, Any], prefix: str, skip: frozenset[str] = fro
             raise _unknown(path, section)
         for key, value in _table(body, path).items():
             kpath = f"{path}.{key}"
+            if section == "onboarding" and key == "milestones":
+                fields["milestones"] = _milestones(value, kpath)
+                continue
             if section == "score" and key == "weights":
                 for wname, w in _table(value, kpath).items():
                     if wname not in _WEIGHT_NAMES:
@@ -262,9 +320,75 @@ def _validate(p: Policy, where: str) -> Policy:
         raise bad("score.recency_grace must be >= 0")
     if not 0 <= p.renewal_raise_within_ms <= 3660 * DAY_MS:
         raise bad("renewal.raise_within_days must be within 0..3660")
+    if not 0 <= p.onboarding_stuck_ms <= 3660 * DAY_MS:
+        raise bad("onboarding.stuck_days must be within 0..3660")
     if not 1 <= p.max_tracked_ids <= 4096:
         raise bad("dedup.max_tracked_ids must be within 1..4096")
     return p
+
+
+_MILESTONE_KEYS = frozenset({"name", "event", "properties", "count", "users", "deadline_days", "after"})
+
+
+def _bounded_int(body: Mapping[str, Any], key: str, default: int, low: int, high: int, path: str) -> int:
+    value = body.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise PolicyError(f"{path}.{key}: must be an integer within {low}..{high}")
+    return value
+
+
+def _milestone(raw: object, path: str, known: set[str]) -> Milestone:
+    body = _table(raw, path)
+    for key in body:
+        if key not in _MILESTONE_KEYS:
+            raise PolicyError(f"{path}.{key}: unknown key")
+    name = body.get("name")
+    if not isinstance(name, str) or not 1 <= len(name) <= MAX_MILESTONE_NAME:
+        raise PolicyError(f"{path}.name: required, a string of 1..{MAX_MILESTONE_NAME} characters")
+    if name in known:
+        raise PolicyError(f"{path}.name: duplicate milestone {name!r}")
+    event = body.get("event")
+    if not isinstance(event, str) or not event:
+        raise PolicyError(f"{path}.event: required, an event name")
+    if "deadline_days" not in body:
+        raise PolicyError(f"{path}.deadline_days: required, a number of days > 0")
+    deadline = _number(body["deadline_days"], float, f"{path}.deadline_days")
+    if not 0 < deadline <= 3660:
+        raise PolicyError(f"{path}.deadline_days: must be within 0..3660 (and > 0)")
+    props: dict[str, str | int | float | bool] = {}
+    for key, value in _table(body.get("properties", {}), f"{path}.properties").items():
+        if not isinstance(value, str | int | float | bool):
+            raise PolicyError(f"{path}.properties.{key}: must be a string, number or boolean")
+        props[key] = value
+    after = body.get("after")
+    if after is not None and not isinstance(after, str):
+        raise PolicyError(f"{path}.after: must be the name of an earlier milestone")
+    if after is not None and after not in known:
+        # Only an earlier one: the order can then never loop.
+        raise PolicyError(f"{path}.after: unknown milestone {after!r} (name one listed before it)")
+    return Milestone(
+        name=name,
+        event=event,
+        deadline_ms=round(deadline * DAY_MS),
+        count=_bounded_int(body, "count", 1, 1, MAX_MILESTONE_COUNT, path),
+        users=_bounded_int(body, "users", 0, 0, MAX_MILESTONE_USERS, path),
+        properties=MappingProxyType(props),
+        after=after,
+    )
+
+
+def _milestones(raw: object, path: str) -> tuple[Milestone, ...]:
+    if not isinstance(raw, list):
+        raise PolicyError(f"{path}: must be an array of tables ([[onboarding.milestones]])")
+    if len(raw) > MAX_MILESTONES:
+        raise PolicyError(f"{path}: at most {MAX_MILESTONES} milestones")
+    known: set[str] = set()
+    out = []
+    for i, item in enumerate(raw):
+        m = _milestone(item, f"{path}[{i}]", known)
+        known.add(m.name)
+        out.append(m)
+    return tuple(out)
 
 
 def _apply(base: Policy, delta: _Delta, where: str) -> Policy:

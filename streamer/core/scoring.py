@@ -19,7 +19,10 @@ product sends per action (see :mod:`streamer.core.rhythm`):
 * ``utilization``: users active in 28 days against seats, against ``score.utilization_target``
   (0.8); left out when seats are unknown;
 * ``breadth``: features used in the last 14 days against the 14 before;
-* ``sentiment``: latest NPS (promoter 100, passive 70, detractor 20, none 70), less 15 per open ticket.
+* ``sentiment``: latest NPS (promoter 100, passive 70, detractor 20, none 70), less 15 per open ticket;
+* ``onboarding``: while the account is onboarding and has milestones (:mod:`streamer.core.milestones`),
+  the share of them on time: one reached or not due yet counts fully, one overdue half, one stuck
+  (``onboarding.stuck_days`` overdue) a tenth.
 
 The score is the weighted *geometric* mean of the components (a component of 0 counts as 1):
 health is held back by its weakest side, so an account steady in its own terms but using a
@@ -31,12 +34,13 @@ data gaps) are left out of every window.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from streamer.core.milestones import Onboarding, onboarding_of
 from streamer.core.partition import EMPTY_CONTEXT, Context
 from streamer.core.policy import DAY_MS, Band, Policy
 from streamer.core.rhythm import DropStat, Rhythm, at_level, day_units, drop_stat, missed_active_days, rhythm
-from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, estimate_distinct
+from streamer.core.state import COMPONENT_NAMES, FEATURE_BITS, USER_BITS, AccountState, estimate_distinct
 
 __all__ = [
     "Band",
@@ -79,7 +83,7 @@ class Health:
     baseline_weekly: float  # weighted events per week of the 28 days before
     active_users_7d: int
     features_28d: int
-    onboarding: bool
+    onboarding: Onboarding
     user_days_week: float = 0.0  # user-days of the last 7 complete days
     user_days_usual: float | None = None  # what the baseline expected for them
     active_users_28d: int = 0
@@ -261,8 +265,34 @@ def _sentiment(state: AccountState, explain: bool) -> tuple[float, str]:
     return value, f"{what}, {tickets} open support ticket{'s' if tickets != 1 else ''}"
 
 
+# How much of a milestone's share an overdue one keeps: behind, then stuck.
+_BEHIND_CREDIT, _STUCK_CREDIT = 0.5, 0.1
+
+
+def _onboarding_part(ob: Onboarding, p: Policy, explain: bool) -> tuple[float, str]:
+    credit = float(ob.done)
+    late = None
+    for m in ob.missing:
+        if m.late_ms < 0:
+            credit += 1.0
+            continue
+        credit += _STUCK_CREDIT if m.late_ms >= p.onboarding_stuck_ms else _BEHIND_CREDIT
+        if late is None or m.late_ms > late.late_ms:
+            late = m
+    value = _clamp(100 * credit / ob.total)
+    if not explain:
+        return value, ""
+    why = f"{ob.done} of {ob.total} onboarding milestones"
+    if late is not None:
+        days = late.overdue_days
+        why += f"; {late.name!r} is {days} day{'s' if days != 1 else ''} overdue ({late.progress})"
+    elif ob.next is not None:
+        why += f"; next {ob.next[0]!r}"
+    return value, why
+
+
 def _parts(
-    state: AccountState, now_ms: int, sig: Signals, p: Policy, explain: bool
+    state: AccountState, now_ms: int, sig: Signals, p: Policy, explain: bool, ob: Onboarding
 ) -> list[tuple[str, float, float, str]]:
     w = p.weights
     parts: list[tuple[str, float, float, str]] = []
@@ -324,6 +354,8 @@ def _parts(
             )
         parts.append(("breadth", w.breadth, value, why))
     parts.append(("sentiment", w.sentiment, *_sentiment(state, explain)))
+    if ob.active and ob.total:
+        parts.append(("onboarding", w.onboarding, *_onboarding_part(ob, p, explain)))
     return parts
 
 
@@ -350,7 +382,8 @@ def score(
         The health snapshot; ``score`` is always within 0..100.
     """
     sig = sig if sig is not None else signals(state, now_ms, policy, ctx)
-    parts = _parts(state, now_ms, sig, policy, explain)
+    ob = onboarding_of(state, now_ms, policy)
+    parts = _parts(state, now_ms, sig, policy, explain, ob)
     used = [(name, w, v, why) for name, w, v, why in parts if w > 0]
     total_w = sum(w for _, w, _, _ in used) or 1.0
     # The weighted geometric mean: health is held back by its weakest side, so a steady account using
@@ -381,7 +414,7 @@ def score(
         baseline_weekly=round(sig.baseline_weekly, 2),
         active_users_7d=round(sig.active_users_7d),
         features_28d=round(sig.features_28),
-        onboarding=sig.onboarding,
+        onboarding=ob,
         user_days_week=sig.week.observed if sig.week is not None else 0.0,
         user_days_usual=sig.week.expected if sig.week is not None else None,
         active_users_28d=round(sig.users_28),
@@ -420,4 +453,7 @@ def changed_since_published(state: AccountState, new: Health, policy: Policy) ->
     """Like :func:`health_changed_materially` but against what the state last published."""
     if state.published_score is None:
         return True
+    if any(c.name not in COMPONENT_NAMES for c in new.components):
+        # Compared on the components a state keeps (not the onboarding one, which lasts weeks only).
+        new = replace(new, components=tuple(c for c in new.components if c.name in COMPONENT_NAMES))
     return _changed(state.published_score, state.published_band, state.published_components, new, policy)

@@ -21,9 +21,10 @@ from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, estimate_
 
 __all__ = ["SNAPSHOT_VERSION", "account_snapshot", "trend"]
 
-# Fields are only added (with a default for readers of older snapshots), so the version stays: the
-# lifecycle block came without a new version, and a snapshot without it reads as one without a status.
-SNAPSHOT_VERSION = 1
+# Fields are added with a default for readers of older snapshots: the lifecycle block came without a new
+# version, and a snapshot without it reads as one without a status. Version 2: ``onboarding`` changed
+# from a boolean to an object (streamer.core.milestones), whose ``active`` is the former boolean.
+SNAPSHOT_VERSION = 2
 
 
 def _at(ms: int | None) -> str | None:

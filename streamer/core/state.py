@@ -8,27 +8,35 @@ Distinct users and features are estimated with linear-counting sketches: each bu
 a 128-bit user bitmap and a 64-bit feature bitmap, and distinct counts over several days
 come from the OR of the bitmaps.
 
-Encoding (version 5, little endian): a fixed header, the account id and four fact strings
+Encoding (version 6, little endian): a fixed header, the account id and four fact strings
 (uint16 length + UTF-8, at most 128 characters so at most 512 bytes each), the buckets
 (uint16 count + 40 bytes each), the ring (uint16 count + 8 bytes each), then the episode
 extension (key user, pending episodes, the drop test's frozen baseline, what the last published
 snapshot showed: 117 bytes) and the top users (uint8 count + 24 bytes each), and the weekly
 history (int32 + uint8 count + 13 bytes a week), then the revenue facts: ARR (double, NaN when
 unknown), renewal time, the four facts' timestamps, currency and contract (uint16 length + UTF-8),
-then the scored days (uint8 count + 33 bytes each: day, score, 7 components' value and contribution).
+then the scored days (uint8 count + 37 bytes each: day, score, 8 components' value and contribution),
+then the onboarding progress: the first activity time (int64), what the last published
+snapshot showed of it (uint16) and one entry per milestone (uint8 count; a 32-bit hash of its name,
+when it was reached, how many matching events were counted, whether its miss was alerted, and the
+distinct users seen so far as 32-bit hashes: 16 + 4 bytes each).
 Worst case with the default policy (42 buckets: the window is pruned a whole week at a time, 64 ring
 entries, 5 top users, 8 weeks, 8 scored days) and 4-byte characters everywhere::
 
     header 163 + account id 514 + 4 facts * (522 incl. timestamp) + buckets 2 + 42*40
     + ring 2 + 64*8 + extension 117 + top users 1 + 5*24 + history 5 + 8*13
-    + revenue 48 + currency 5 + contract 514 + scored days 1 + 8*33 = 6140 bytes
+    + revenue 48 + currency 5 + contract 514 + scored days 1 + 8*37 + onboarding 8 + 2 + 1 = 6183 bytes
+
+plus, with milestones configured (at most 16, each counting at most 16 users), at most
+16 * (16 + 16*4) = 1280 bytes more of onboarding progress: 7463 bytes in all.
 
 Version 2 added the next due time to the header, so a restarted worker rebuilds its schedule
 from :func:`peek_state` without decoding every state; version 3 the user-based signals; version 4
 the last activity and the episodes the last published snapshot showed, and the revenue facts; version 5
-the scored days (:mod:`streamer.core.changes`). Versions 1 to 4 still decode: a version 4 state with no
-scored days; a version 1 to 3 one also as if its snapshot had shown nothing (what it showed is unknown),
-so the account's snapshot is republished the next time the worker looks at it.
+the scored days (:mod:`streamer.core.changes`); version 6 the onboarding progress. Versions 1 to 5 still
+decode: a version 5 state with no onboarding progress yet; a version 4 one also with no scored days;
+a version 1 to 3 one also as if its snapshot had shown nothing (what it showed is unknown), so the
+account's snapshot is republished the next time the worker looks at it.
 
 A typical ASCII account with a full window is about 2.7 KB; a fresh one about 300 bytes.
 """
@@ -48,6 +56,8 @@ __all__ = [
     "COMPONENT_NAMES",
     "AccountState",
     "DayBucket",
+    "MilestoneProgress",
+    "SCORED_COMPONENTS",
     "Scored",
     "TopUser",
     "bit_for",
@@ -57,15 +67,18 @@ __all__ = [
     "encode_state",
     "estimate_distinct",
     "event_id_hash",
+    "milestone_key",
     "peek_state",
 ]
 
 USER_BITS = 128
 FEATURE_BITS = 64
-STATE_VERSION = 5
+STATE_VERSION = 6
 TOP_USERS = 5
 HISTORY_WEEKS = 8
 COMPONENT_NAMES = ("recency", "activity", "users", "stickiness", "utilization", "breadth", "sentiment")
+# The components a scored day keeps (what changed): those above and the onboarding milestones'.
+SCORED_COMPONENTS = (*COMPONENT_NAMES, "onboarding")
 _V2_COMPONENTS = ("activity", "recency", "utilization", "breadth", "sentiment")
 FACT_STRINGS = ("plan", "segment", "name", "owner")
 _BANDS = (None, Band.GOOD, Band.AVERAGE, Band.POOR)
@@ -92,7 +105,7 @@ _REVENUE = struct.Struct("<dq4q")
 REVENUE_FACTS = ("arr", "currency", "renewal_at", "contract")
 _NO_DAY = -(2**31)
 # day, score, then per component of COMPONENT_NAMES its value and contribution in tenths
-_SCORED = struct.Struct(f"<iB{4 * len(COMPONENT_NAMES)}s")
+_SCORED = struct.Struct(f"<iB{4 * len(SCORED_COMPONENTS)}s")
 _PEEK = struct.Struct("<B4qqbi4qBBhB")  # up to the published band
 _STR = struct.Struct("<H")
 _STR_NONE = 0xFFFF
@@ -101,6 +114,11 @@ _I64 = struct.Struct("<q")
 _U8 = struct.Struct("<B")
 _I32 = struct.Struct("<i")
 _U64 = 2**64 - 1
+# Onboarding progress (version 6): first activity, what the published snapshot showed, then per
+# milestone its key, reached at, events counted, flags (1: its miss was alerted), how many user hashes follow.
+_PROGRESS = struct.Struct("<qHB")
+_MILESTONE = struct.Struct("<IqHBB")
+_U16_MAX = 2**16 - 1
 
 
 @functools.lru_cache(maxsize=64)
@@ -171,6 +189,20 @@ class DayBucket(NamedTuple):
     weight: float = 0.0
     users: int = 0
     features: int = 0
+
+
+def milestone_key(name: str) -> int:
+    """The 32-bit key a milestone's progress is stored under (a stable hash of its name)."""
+    return _blake64(name) & 0xFFFF_FFFF
+
+
+class MilestoneProgress(NamedTuple):
+    """How far an account got towards one onboarding milestone (immutable, like :class:`DayBucket`)."""
+
+    reached_ms: int | None = None
+    events: int = 0  # matching events counted, at most the milestone's count
+    users: tuple[int, ...] = ()  # 32-bit hashes of the distinct users counted, at most its users
+    missed: bool = False  # its milestone_missed alert was raised
 
 
 class Scored(NamedTuple):
@@ -260,6 +292,12 @@ class AccountState:
     # The health of the last days evaluated (at most changes.KEPT, one per UTC day), oldest first: what
     # "what changed" compares the current health with.
     scored: list[Scored] = field(default_factory=list)
+    # Onboarding milestones (streamer.core.milestones): the first product activity, which decides whether
+    # the account is judged on them at all, and the progress per milestone, by milestone_key.
+    first_activity_ms: int | None = None
+    milestones: dict[int, MilestoneProgress] = field(default_factory=dict)
+    # Milestones reached, and misses alerted (times 256), as the last published snapshot showed them.
+    published_milestones: int = 0
     # Not stored: the engine's last quiet deadline and what it was computed from (engine._quiet_deadline).
     quiet_cache: tuple[Any, ...] | None = field(default=None, compare=False, repr=False)
 
@@ -281,6 +319,7 @@ _CONTAINERS = (
     "top_users",
     "quiet_cache",
     "history",
+    "milestones",
     "scored",
 )
 
@@ -294,7 +333,7 @@ def _make_clone() -> Any:
         f"    return AccountState({args}, days=dict(s.days), facts_at_ms=dict(s.facts_at_ms),"
         " recent_ids=list(s.recent_ids), published_components=dict(s.published_components),"
         " top_users=list(s.top_users), history=list(s.history),"
-        " scored=list(s.scored))\n"
+        " scored=list(s.scored), milestones=dict(s.milestones))\n"
     )
     namespace: dict[str, Any] = {"AccountState": AccountState}
     exec(source, namespace)  # noqa: S102 - fixed source built from the dataclass's own field names
@@ -333,6 +372,7 @@ def check_encodable(s: AccountState) -> None:
         "seats",
         "due_ms",
         "renewal_ms",
+        "first_activity_ms",
     ):
         v = getattr(s, name)
         # The lowest int64 stands for "absent" in the encoding, so it is not a value of its own.
@@ -376,6 +416,13 @@ def check_encodable(s: AccountState) -> None:
     for day, score, parts in s.scored:
         if not (_I32_MIN <= day <= _I32_MAX and 0 <= score <= 255 and len(parts) == _SCORED.size - 5):
             raise ValueError("state field scored out of range")
+    if len(s.milestones) > 255 or not 0 <= s.published_milestones <= _U16_MAX:
+        raise ValueError("state has too many milestones")
+    for mkey, m in s.milestones.items():
+        if not 0 <= mkey <= _U32_MAX or not 0 <= m.events <= _U16_MAX or len(m.users) > 255:
+            raise ValueError("state field milestones out of range")
+        if m.reached_ms is not None and not _I64_MIN < m.reached_ms <= _I64_MAX:
+            raise ValueError("state field milestones out of range")
 
 
 def _opt(v: int | None) -> int:
@@ -482,6 +529,11 @@ def encode_state(s: AccountState) -> bytes:
     _put_str(out, s.contract)
     out.append(bytes((len(s.scored),)))
     out.extend(_SCORED.pack(*day) for day in s.scored)
+    out.append(_PROGRESS.pack(_opt(s.first_activity_ms), s.published_milestones, len(s.milestones)))
+    for mkey in sorted(s.milestones):
+        m = s.milestones[mkey]
+        out.append(_MILESTONE.pack(mkey, _opt(m.reached_ms), m.events, int(m.missed), len(m.users)))
+        out.append(struct.pack(f"<{len(m.users)}I", *m.users))
     return b"".join(out)
 
 
@@ -523,12 +575,12 @@ def decode_state(b: bytes) -> AccountState:
     Raises:
         ValueError: On an unknown version or truncated/corrupt input.
     """
-    if not b or b[0] not in (1, 2, 3, 4, STATE_VERSION):
+    if not b or b[0] not in (1, 2, 3, 4, 5, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
     version = b[0]
     r = _Reader(b)
     try:
-        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER, _HEADER)[version - 1])
+        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER, _HEADER, _HEADER)[version - 1])
         account_id = r.string()
         if account_id is None:
             raise ValueError("missing account id")
@@ -593,6 +645,13 @@ def decode_state(b: bytes) -> AccountState:
         if version >= 5:
             (n,) = r.take(_U8)
             s.scored = [Scored(*r.take(_SCORED)) for _ in range(n)]
+        if version >= 6:  # an older state has no onboarding progress yet
+            first_activity, s.published_milestones, n = r.take(_PROGRESS)
+            s.first_activity_ms = _unopt(first_activity)
+            for _ in range(n):
+                mkey, reached, events, flags, users = r.take(_MILESTONE)
+                hashes = r.take(struct.Struct(f"<{users}I"))
+                s.milestones[mkey] = MilestoneProgress(_unopt(reached), events, hashes, bool(flags & 1))
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
     if r.pos != len(b):
@@ -606,7 +665,7 @@ def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
     A restarted worker needs only these to rebuild its schedule and band counts; reading them costs a
     fraction of :func:`decode_state`.
     """
-    header = {2: _HEADER_V2, 3: _HEADER, 4: _HEADER, STATE_VERSION: _HEADER}.get(b[0]) if b else None
+    header = (_HEADER_V2 if b[0] == 2 else _HEADER) if b and 2 <= b[0] <= STATE_VERSION else None
     if header is None or len(b) < header.size:
         return None
     h = _PEEK.unpack_from(b)

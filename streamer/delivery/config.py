@@ -43,7 +43,15 @@ from urllib.parse import urlsplit
 
 from pydantic import SecretStr
 
-from streamer.core.alerts import ACCOUNT_QUIET, ACCOUNT_RECOVERED, HEALTH_DEGRADED, USAGE_DROP
+from streamer.core.alerts import (
+    ACCOUNT_QUIET,
+    ACCOUNT_RECOVERED,
+    HEALTH_DEGRADED,
+    MILESTONE_MISSED,
+    MILESTONE_REACHED,
+    ONBOARDING_COMPLETE,
+    USAGE_DROP,
+)
 from streamer.core.policy import Band
 from streamer.delivery.signing import decode_secret
 
@@ -67,7 +75,18 @@ __all__ = [
 
 DIGEST = "daily_digest"
 """The kind routes and snoozes name the daily digest by (see :mod:`streamer.delivery.digest`)."""
-KINDS = frozenset({ACCOUNT_QUIET, USAGE_DROP, HEALTH_DEGRADED, ACCOUNT_RECOVERED, DIGEST})
+KINDS = frozenset(
+    {
+        ACCOUNT_QUIET,
+        USAGE_DROP,
+        HEALTH_DEGRADED,
+        ACCOUNT_RECOVERED,
+        MILESTONE_MISSED,
+        MILESTONE_REACHED,
+        ONBOARDING_COMPLETE,
+        DIGEST,
+    }
+)
 # Ledger record keys that are not (destination, alert) pairs start with these.
 _RESERVED_PREFIXES = ("disabled:", "baseline:")
 BANDS = frozenset(Band)

@@ -24,6 +24,9 @@ _KIND_TITLES = {
     "usage_drop": "usage dropped",
     "health_degraded": "health degraded",
     "account_recovered": "account recovered",
+    "milestone_missed": "onboarding milestone missed",
+    "milestone_reached": "onboarding milestone reached",
+    "onboarding_complete": "onboarding complete",
 }
 
 

@@ -7,15 +7,20 @@ spread, so a run can be paced against the wall clock, sped up or written to a fi
 
 Each account has seats, users, a plan, a segment, an owner and one behaviour: ``steady``,
 ``decaying`` (usage falls to 15% over two weeks), ``stops`` (and may cancel its subscription a few
-days later) or ``returns`` (stops, then comes back). Usage follows a daily rhythm (busy in UTC working
-hours, quiet at night) and a weekly one (weekends at a quarter of a weekday). Besides product
-events, accounts start their subscription, answer NPS surveys (detractors when unhappy), open and
-close support tickets (more when unhappy) and some cancel. Event names are the reserved ones of
-:mod:`streamer.core.events`.
+days later) or ``returns`` (stops, then comes back); these subscribe as the simulation starts.
+One account in five is new instead: it subscribes to a ``trial`` during the horizon and onboards at
+its own pace (``onboards_fast``, ``onboards_slow``, or ``onboarding_fails``: it stalls and
+cancels), reaching the milestones of ``deploy/rules.demo.toml`` (a report exported, three
+invitations, three users active, an integration) when its story says. Usage follows a daily
+rhythm (busy in UTC working hours, quiet at night) and a weekly one (weekends at a quarter of a
+weekday). Besides product events, accounts start their subscription, answer NPS surveys
+(detractors when unhappy), open and close support tickets (more when unhappy) and some cancel.
+Event names are the reserved ones of :mod:`streamer.core.events`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import random
@@ -28,6 +33,8 @@ from streamer.core.alerts import ms_to_rfc3339
 __all__ = [
     "BEHAVIOURS",
     "FEATURES",
+    "MILESTONE_EVENTS",
+    "ONBOARDING_PACES",
     "SimAccount",
     "Simulation",
     "activity_factor",
@@ -59,6 +66,29 @@ PLANS = ("starter", "pro", "enterprise")
 SEGMENTS = ("smb", "mid-market", "enterprise")
 OWNERS = ("ana@example.com", "ben@example.com", "chloe@example.com")
 BEHAVIOURS = ("steady", "steady", "steady", "decaying", "stops", "returns")
+ONBOARDING_PACES = ("onboards_fast", "onboards_slow", "onboarding_fails")
+# Events a new account sends when its story reaches a milestone, not at random before.
+MILESTONE_EVENTS = ("report_exported", "invite_sent", "integration_synced")
+# When each milestone event comes, in days after the start, per pace: (event, earliest, latest).
+_PACE_SCRIPTS: dict[str, tuple[tuple[str, float, float], ...]] = {
+    "onboards_fast": (
+        ("report_exported", 0.2, 2.0),
+        ("invite_sent", 0.2, 1.5),
+        ("invite_sent", 1.0, 3.0),
+        ("invite_sent", 2.0, 4.0),
+        ("integration_synced", 2.0, 8.0),
+    ),
+    "onboards_slow": (
+        ("report_exported", 3.0, 6.0),
+        ("invite_sent", 4.0, 6.0),
+        ("invite_sent", 9.0, 12.0),
+        ("invite_sent", 16.0, 19.0),  # after the 14-day deadline
+        ("integration_synced", 20.0, 27.0),
+    ),
+    "onboarding_fails": (("invite_sent", 0.5, 2.0),),
+}
+# A new account in five: every fifth from the third.
+_NEW_EVERY, _NEW_FROM = 5, 2
 _COMPANY_WORDS = (
     ("Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay", "Stark", "Wayne", "Wonka", "Tyrell"),
     ("Labs", "Systems", "Logistics", "Foods", "Health", "Media", "Capital", "Works", "Retail", "Energy"),
@@ -97,10 +127,18 @@ class SimAccount:
     change_at_ms: int  # when decaying starts, or when the account stops
     return_at_ms: int  # when a "returns" account comes back (NEVER_MS for the others)
     cancel_at_ms: int | None  # subscription cancelled, for some stopping or decaying accounts
+    # When a new account subscribes, during the simulation (None: as the simulation starts).
+    started_at_ms: int | None = None
+    # A new account's milestone events: (time, event name), in time order.
+    milestones: tuple[tuple[int, str], ...] = ()
 
     def factor(self, at_ms: int) -> float:
         """The share of full activity the behaviour allows at ``at_ms`` (0..1)."""
-        if at_ms < self.change_at_ms or self.behaviour == "steady":
+        if self.started_at_ms is not None and at_ms < self.started_at_ms:
+            return 0.0
+        if self.behaviour == "onboarding_fails":
+            return 1.0 if at_ms < self.change_at_ms else 0.1
+        if at_ms < self.change_at_ms or self.behaviour in ("steady", "onboards_fast", "onboards_slow"):
             return 1.0
         if self.behaviour == "decaying":
             return max(_DECAY_FLOOR, 1.0 - (1.0 - _DECAY_FLOOR) * (at_ms - self.change_at_ms) / _DECAY_MS)
@@ -110,6 +148,8 @@ class SimAccount:
 
     def unhappy(self, at_ms: int) -> bool:
         """Whether the account is in the unhappy part of its story (for NPS scores and tickets)."""
+        if self.behaviour in ("onboards_fast", "onboards_slow"):
+            return False
         return self.behaviour != "steady" and self.change_at_ms - 3 * DAY_MS <= at_ms < self.return_at_ms
 
 
@@ -125,9 +165,14 @@ def make_accounts(n: int, seed: int, start_ms: int, horizon_ms: int) -> list[Sim
 
     Decays and stops begin between 30% and 80% of the horizon; returns come 10-40% of it later (so
     some return after the horizon); a third of the stopping accounts and a fifth of the decaying
-    ones cancel their subscription 3-10 days after the change.
+    ones cancel their subscription 3-10 days after the change. Every fifth account (from the third)
+    is new instead: it subscribes to the ``trial`` plan between 15% and 75% of the horizon and
+    onboards at the next of :data:`ONBOARDING_PACES` (fast, slow, failing: it stalls 4-8 days in
+    and cancels 22-28 days in).
     """
     rng = random.Random(seed)
+    # The new accounts draw from their own generator, so the others are the same as without them.
+    new_rng = random.Random(f"{seed}/onboarding")
     accounts = []
     for i in range(n):
         seats = rng.choice((3, 5, 10, 25, 50))
@@ -157,7 +202,42 @@ def make_accounts(n: int, seed: int, start_ms: int, horizon_ms: int) -> list[Sim
                 cancel_at_ms=cancel,
             )
         )
+        if i % _NEW_EVERY == _NEW_FROM:
+            accounts[-1] = _new_account(accounts[-1], i // _NEW_EVERY, new_rng, start_ms, horizon_ms)
     return accounts
+
+
+def _new_account(
+    base: SimAccount, nth: int, rng: random.Random, start_ms: int, horizon_ms: int
+) -> SimAccount:
+    """``base`` as a new account onboarding at the ``nth`` pace (in turn)."""
+    pace = ONBOARDING_PACES[nth % len(ONBOARDING_PACES)]
+    started = start_ms + int(horizon_ms * rng.uniform(0.15, 0.75))
+    users = rng.randint(1, 2) if pace == "onboarding_fails" else rng.randint(4, 8)
+    seats = max(base.seats, users)
+    cancel = None
+    change = NEVER_MS
+    if pace == "onboarding_fails":
+        change = started + round(rng.uniform(4, 8) * DAY_MS)
+        cancel = started + round(rng.uniform(22, 28) * DAY_MS)
+    script = sorted(
+        (started + round(rng.uniform(lo, hi) * DAY_MS), name) for name, lo, hi in _PACE_SCRIPTS[pace]
+    )
+    return dataclasses.replace(
+        base,
+        seats=seats,
+        plan="trial",
+        users=tuple(f"{base.account_id.replace('acct', 'user')}-{u}" for u in range(users)),
+        behaviour=pace,
+        daily_events=users * rng.uniform(1.5, 3.5),
+        # Milestone events come when the story says, not at random before.
+        features=tuple(f for f in base.features if f not in MILESTONE_EVENTS) or ("login",),
+        change_at_ms=change,
+        return_at_ms=NEVER_MS,
+        cancel_at_ms=cancel,
+        started_at_ms=started,
+        milestones=tuple(script),
+    )
 
 
 # Streams of one account, in the order their first candidates are drawn.
@@ -184,8 +264,9 @@ class Simulation:
         self._heap: list[tuple[int, int, int, int, dict[str, Any] | None]] = []
         self._order = 0
         for idx, account in enumerate(accounts):
-            # Facts and the subscription start come first, a few seconds apart per account.
-            at = start_ms + idx * 1000
+            # Facts and the subscription start come first, a few seconds apart per account (a new
+            # account's when it starts).
+            at = account.started_at_ms if account.started_at_ms is not None else start_ms + idx * 1000
             self._push(at, idx, _ONCE, self._event(idx, "account_updated", at, None, self._facts(account)))
             self._push(
                 at + 1,
@@ -193,6 +274,11 @@ class Simulation:
                 _ONCE,
                 self._event(idx, "subscription_started", at + 1, None, {"plan": account.plan}),
             )
+            for n, (when, name) in enumerate(account.milestones):
+                # The account's first user invites, exports and connects: an admin's work.
+                user = account.users[0]
+                props = {"invitee": f"{account.account_id}-invitee-{n}"} if name == "invite_sent" else None
+                self._push(when, idx, _ONCE, self._event(idx, name, when, user, props))
             if account.cancel_at_ms is not None:
                 cancel = account.cancel_at_ms
                 props = {"reason": self._rngs[idx].choice(("price", "missing feature", "switched vendor"))}

@@ -158,7 +158,7 @@ async def test_dashboard_shows_accounts_and_a_new_alert_arrives_live(
     async with api_process(kafka_bootstrap, topics, tmp_path / "api.log") as base:
         await wait_for_accounts(base, 4, tmp_path / "api.log")
         healthy = await wait_until_good(base, "thriving", tmp_path / "api.log")
-        assert healthy["score"] >= 90 and healthy["onboarding"] is False
+        assert healthy["score"] >= 90 and healthy["onboarding"]["active"] is False
         async with async_playwright() as pw:
             browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
             try:

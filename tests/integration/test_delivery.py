@@ -25,6 +25,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from streamer.core.alerts import Alert, AlertKind, Severity, alert_id, alert_to_dict
+from streamer.core.milestones import NOT_ONBOARDING
 from streamer.core.scoring import Band, Health
 from streamer.delivery.config import load_delivery_config
 from streamer.delivery.signing import WebhookVerificationError, verify
@@ -40,7 +41,7 @@ log = logging.getLogger(__name__)
 def make_alert(i: int, kind: str = "account_quiet", band: str = "poor") -> dict[str, Any]:
     """A realistic alert document, built with the worker's own serialiser."""
     account = f"acct-{i:04d}"
-    health = Health(account, 1_750_000_000_000 + i, 25, Band(band), (), 1.0, 20.0, 1, 2, False)
+    health = Health(account, 1_750_000_000_000 + i, 25, Band(band), (), 1.0, 20.0, 1, 2, NOT_ONBOARDING)
     alert = Alert(
         alert_id=alert_id(account, kind, 1_750_000_000_000 + i),
         kind=AlertKind(kind),

@@ -42,7 +42,7 @@ async def test_agent_consumes_produced_event_and_publishes_health(
     components = [(c["name"], c["value"]) for c in snapshot["components"]]
     assert components == [("recency", 100.0), ("sentiment", 70.0)]
     assert (snapshot["score"], snapshot["band"]) == (91, "good")
-    assert snapshot["onboarding"] is True
+    assert snapshot["onboarding"]["active"] is True and snapshot["onboarding"]["status"] is None
     assert snapshot["last_activity_at"] == ms_to_rfc3339(at)
     assert sum(snapshot["daily"]["events"]) == 1
 

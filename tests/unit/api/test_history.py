@@ -12,6 +12,7 @@ from api.history import daily, daily_points, what_changed
 from api.models import ComponentMove, Detractor, HistoryPoint, WhatChanged
 from streamer.core.changes import scored
 from streamer.core.changes import what_changed as core_what_changed
+from streamer.core.milestones import NOT_ONBOARDING
 from streamer.core.policy import DAY_MS, Band
 from streamer.core.scoring import Component, Health
 from tests.unit.api.conftest import WRITER, AppFactory, StoreModel, client_for, snapshot
@@ -308,7 +309,7 @@ def test_the_history_says_what_the_worker_would_say_over_the_same_days() -> None
     def health_of(day: date, score: int, components: list[dict[str, Any]]) -> Health:
         parts = tuple(Component(**c) for c in components)
         at_ms = (day - date(1970, 1, 1)).days * DAY_MS + 10 * 3_600_000
-        return Health("acme", at_ms, score, Band.POOR, parts, 0.0, 0.0, 0, 0, False)
+        return Health("acme", at_ms, score, Band.POOR, parts, 0.0, 0.0, 0, 0, NOT_ONBOARDING)
 
     days = [
         (date(2025, 3, 5), 80, WEEK_AGO),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from streamer.backtest.metrics import AlertFact, auc, busiest_weeks, kind_quality, lift_at, week_start
@@ -89,3 +91,28 @@ def test_busiest_weeks_are_whole_weeks_against_the_median_week() -> None:
     assert weeks[0] == ("2026-01-12", 4, 4.0)
     assert [w for w, _, _ in weeks] == ["2026-01-12", "2026-01-19", "2026-01-26"]
     assert week_start(T0 + 6 * DAY) == "2026-01-05"
+
+
+def test_missed_milestones_are_warnings_and_onboarding_progress_is_not() -> None:
+    cancellations = {"a": [T0 + 100 * DAY]}
+    alerts = [
+        AlertFact("a", "milestone_missed", T0 + 80 * DAY),  # followed by the cancellation, 20 days ahead
+        AlertFact("a", "milestone_reached", T0 + 70 * DAY),  # good news: never a warning
+        AlertFact("b", "onboarding_complete", T0 + 70 * DAY),
+    ]
+    args: dict[str, Any] = {
+        "first_ms": T0,
+        "last_ms": T0 + 200 * DAY,
+        "live_account_days": 300.0,
+        "base_rate": 0.1,
+    }
+    missed = kind_quality("milestone_missed", alerts, cancellations, **args)
+    assert (missed.alerts, missed.followed_by_cancel, missed.recalled, missed.median_lead_days) == (
+        1,
+        1,
+        1,
+        20.0,
+    )
+    pooled = kind_quality("any", alerts, cancellations, **args)
+    assert (pooled.alerts, pooled.median_lead_days) == (1, 20.0)
+    assert busiest_weeks(alerts[1:], T0, T0 + 28 * DAY)[0] == 0

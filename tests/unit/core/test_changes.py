@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from streamer.core.alerts import Alert, alert_to_dict
 from streamer.core.changes import KEPT, remember, scored, scored_parts, week_before, what_changed
 from streamer.core.engine import advance, record_event
+from streamer.core.milestones import NOT_ONBOARDING
 from streamer.core.policy import DAY_MS, Band
 from streamer.core.scoring import Component, Health
 from streamer.core.state import AccountState, Scored
@@ -21,9 +22,8 @@ DAY = 20_161  # 2025-03-14
 
 
 def health(day: int, score: int, components: list[Component], hour: int = 10) -> Health:
-    return Health(
-        "acme", day * DAY_MS + hour * 3_600_000, score, Band.GOOD, tuple(components), 0.0, 0.0, 0, 0, False
-    )
+    at_ms = day * DAY_MS + hour * 3_600_000
+    return Health("acme", at_ms, score, Band.GOOD, tuple(components), 0.0, 0.0, 0, 0, NOT_ONBOARDING)
 
 
 def comp(name: str, value: float, weight: float, contribution: float, why: str = "") -> Component:
@@ -105,8 +105,10 @@ def test_without_a_day_kept_nothing_is_said_and_a_perfect_health_has_no_detracto
 def test_a_scored_day_keeps_values_and_contributions_to_the_tenth_negative_ones_too() -> None:
     entry = scored(DAY, 7, [comp("activity", 0.0, 0.6, -85.3), comp("sentiment", 100.0, 0.4, 92.3)])
 
-    assert len(entry.parts) == 28
+    assert len(entry.parts) == 32  # 8 components, value and contribution as int16 each
     assert scored_parts(entry) == {"activity": (0.0, -85.3), "sentiment": (100.0, 92.3)}
+    onboarding = scored(DAY, 7, [comp("onboarding", 25.0, 0.15, 3.8)])
+    assert scored_parts(onboarding) == {"onboarding": (25.0, 3.8)}
     with pytest.raises(ValueError, match="unknown component"):
         scored(DAY, 7, [comp("mood", 1.0, 1.0, 100.0)])
 

@@ -20,6 +20,7 @@ from streamer.core.state import (
     USER_BITS,
     AccountState,
     DayBucket,
+    MilestoneProgress,
     Scored,
     TopUser,
     bit_for,
@@ -110,8 +111,15 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s.published_poor = True
     s.arr, s.currency, s.renewal_ms, s.contract = 1e13, "EUR", T0, wide
     s.facts_at_ms = dict.fromkeys(("seats", "plan", "segment", "name", "owner", *REVENUE_FACTS), T0)
-    s.scored = [Scored(20_000 + d, 100, b"\xff" * 28) for d in range(KEPT)]
-    assert len(encode_state(s)) == 6140
+    s.scored = [Scored(20_000 + d, 100, b"\xff" * 32) for d in range(KEPT)]
+    assert len(encode_state(s)) == 6183  # the empty onboarding progress is 11 bytes
+    assert decode_state(encode_state(s)) == s
+    # At most 16 milestones, each counting at most 16 users: the documented worst case.
+    s.first_activity_ms = T0
+    s.milestones = {
+        2**32 - 1 - k: MilestoneProgress(T0, 2**16 - 1, tuple(range(16)), True) for k in range(16)
+    }
+    assert len(encode_state(s)) == 7463
     assert decode_state(encode_state(s)) == s
 
 
@@ -134,12 +142,23 @@ top_users = st.lists(
 )
 scored_days = st.lists(
     st.builds(
-        Scored, st.integers(-(2**31), 2**31 - 1), st.integers(0, 255), st.binary(min_size=28, max_size=28)
+        Scored, st.integers(-(2**31), 2**31 - 1), st.integers(0, 255), st.binary(min_size=32, max_size=32)
     ),
     max_size=KEPT,
 )
 weeks = st.lists(st.tuples(st.integers(0, 5000), st.floats(0, 1e6), st.integers(0, 7)), max_size=8)
 bands = st.sampled_from([None, *Band])
+progress = st.dictionaries(
+    st.integers(0, 2**32 - 1),
+    st.builds(
+        MilestoneProgress,
+        opt_ms,
+        st.integers(0, 2**16 - 1),
+        st.lists(st.integers(0, 2**32 - 1), max_size=16).map(tuple),
+        st.booleans(),
+    ),
+    max_size=16,
+)
 
 
 @st.composite
@@ -181,13 +200,15 @@ def states(draw: st.DrawFn) -> AccountState:
     s.published_activity_ms, s.published_quiet_since_ms = draw(opt_ms), draw(opt_ms)
     s.published_drop_since_ms, s.published_poor = draw(opt_ms), draw(st.booleans())
     s.scored = draw(scored_days)
+    s.first_activity_ms, s.milestones = draw(opt_ms), draw(progress)
+    s.published_milestones = draw(st.integers(0, 2**16 - 1))
     return s
 
 
 @given(states())
 def test_state_encoding_round_trips_exactly(s: AccountState) -> None:
     encoded = encode_state(s)
-    assert encoded[0] == 5
+    assert encoded[0] == 6
     assert decode_state(encoded) == s
     assert peek_state(encoded) == (s.due_ms, s.published_band, s.unpublished)
 
@@ -250,7 +271,7 @@ def test_a_version_3_state_decodes_as_one_whose_snapshot_showed_nothing_yet() ->
     assert (decoded.published_activity_ms, decoded.published_quiet_since_ms) == (None, None)
     assert (decoded.published_drop_since_ms, decoded.published_poor) == (None, False)
     assert peek_state(V3) == (T0 + DAY_MS, "good", False)
-    assert encode_state(decoded)[0] == 5  # written back in the current version
+    assert encode_state(decoded)[0] == 6  # written back in the current version
 
 
 # A state as version 4 wrote it (before the scored days were kept): _v2_state with revenue facts.
@@ -268,7 +289,7 @@ V4 = bytes.fromhex(
 )
 
 
-def test_a_version_4_state_decodes_with_no_scored_days_and_is_written_back_as_version_5() -> None:
+def test_a_version_4_state_decodes_with_no_scored_days_and_is_written_back_as_version_6() -> None:
     s = _v2_state()
     s.arr, s.currency, s.renewal_ms, s.contract = 120_000.5, "EUR", T0 + 30 * DAY_MS, "annual"
     s.facts_at_ms.update(arr=T0, currency=T0, renewal_at=T0 + 1, contract=T0 + 2)
@@ -276,8 +297,21 @@ def test_a_version_4_state_decodes_with_no_scored_days_and_is_written_back_as_ve
     decoded = decode_state(V4)
     assert decoded == s and decoded.scored == []
     assert peek_state(V4) == (T0 + DAY_MS, "good", False)
-    # Version 5 appends the scored days (a count of 0 here) and nothing else.
-    assert encode_state(decoded) == b"\x05" + V4[1:] + b"\x00"
+    # Version 5 appends the scored days (a count of 0 here), version 6 the empty onboarding progress.
+    assert encode_state(decoded) == b"\x06" + V4[1:] + b"\x00" + encode_state(decoded)[-11:]
+    assert decoded.milestones == {} and decoded.first_activity_ms is None
+
+
+def test_a_version_5_state_decodes_as_one_without_onboarding_progress() -> None:
+    s = _v2_state()
+    s.arr, s.currency = 1000.0, "EUR"
+    # Version 5 ended with the scored days: the same bytes without the progress block (11 bytes empty).
+    v5 = b"\x05" + encode_state(s)[1:-11]
+    assert decode_state(v5) == s
+    assert peek_state(v5) == (T0 + DAY_MS, "good", False)
+    s.first_activity_ms = T0
+    s.milestones = {7: MilestoneProgress(None, 2, (1, 2), False), 9: MilestoneProgress(T0, 1, (), True)}
+    assert decode_state(encode_state(s)) == s
 
 
 def test_revenue_facts_round_trip() -> None:
@@ -291,7 +325,7 @@ def test_revenue_facts_round_trip() -> None:
     "blob",
     [
         b"",  # empty
-        b"\xff" + bytes(200),  # unknown version
+        b"\x07" + bytes(200),  # unknown version
         encode_state(AccountState("acme", T0, T0))[:-1],  # truncated
         encode_state(AccountState("acme", T0, T0)) + b"\x00",  # trailing garbage
     ],
@@ -307,7 +341,7 @@ def _full_state() -> AccountState:
     s.recent_ids = list(range(64))
     s.facts_at_ms = {"plan": T0, "seats": T0}
     s.published_components = {"activity": 50.0}
-    s.scored = [Scored(T0 // DAY_MS, 60, bytes(28))]
+    s.scored = [Scored(T0 // DAY_MS, 60, bytes(32))]
     return s
 
 
@@ -321,7 +355,8 @@ def test_a_clone_is_independent_of_its_original() -> None:
     copy.facts_at_ms["plan"] = 0
     copy.published_components["recency"] = 1.0
     copy.seats, copy.quiet_since_ms = 5, T0
-    copy.scored.append(Scored(1, 2, bytes(28)))
+    copy.scored.append(Scored(1, 2, bytes(32)))
+    copy.milestones[1] = MilestoneProgress(T0, 1)
     assert encode_state(original) == encoded
 
 
@@ -384,15 +419,15 @@ def test_check_encodable_accepts_the_values_at_the_documented_bounds() -> None:
     check_encodable(s)
     s.applied_offset = 2**63 - 1
     check_encodable(s)
-    s.scored = [Scored(2**31 - 1, 255, bytes(28))] * 255
+    s.scored = [Scored(2**31 - 1, 255, bytes(32))] * 255
     check_encodable(s)
 
 
 @pytest.mark.parametrize(
     "entry",
     [
-        Scored(2**31, 50, bytes(28)),  # a day past int32
-        Scored(0, 256, bytes(28)),  # a score past uint8
+        Scored(2**31, 50, bytes(32)),  # a day past int32
+        Scored(0, 256, bytes(32)),  # a score past uint8
         Scored(0, 50, bytes(27)),  # parts of another size
     ],
 )

@@ -224,3 +224,26 @@ def test_daily_digest_is_a_kind_for_routes_and_snoozes_and_ledger_prefixes_are_n
             load_delivery_config(
                 f'[[destinations]]\nname = "{name}"\ntype = "slack"\nurl = "https://h.example"\n'
             )
+
+
+def test_onboarding_kinds_are_routed_and_snoozed_like_every_kind() -> None:
+    config = load_delivery_config(
+        f"""
+[[destinations]]
+name = "csm"
+type = "webhook"
+url = "https://csm.example.com/hook"
+secret = "{SECRET}"
+
+[[routes]]
+kinds = ["milestone_missed", "onboarding_complete"]
+destinations = ["csm"]
+
+[[snoozes]]
+kind = "onboarding_complete"
+until = 2026-03-02T00:00:00Z
+"""
+    )
+    assert targets(config, alert("milestone_missed"), T0) == [Target("csm", False)]
+    assert targets(config, alert("onboarding_complete"), T0) == [Target("csm", True)]
+    assert targets(config, alert("milestone_reached"), T0) == []

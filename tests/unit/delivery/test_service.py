@@ -16,6 +16,7 @@ from aiokafka import TopicPartition
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from streamer.core.alerts import Alert, AlertKind, Severity, alert_to_dict
+from streamer.core.milestones import NOT_ONBOARDING
 from streamer.core.policy import Band
 from streamer.core.scoring import Health
 from streamer.delivery.backoff import backoff_delay
@@ -38,7 +39,7 @@ def webhook_config(url: str = URL, secret: str = SECRET) -> DeliveryConfig:
 
 def alert(i: int) -> dict[str, Any]:
     """An alert document built with the worker's own serialiser (it must hold to the contract)."""
-    health = Health(f"acct-{i}", 1_750_000_000_000, 25, Band.POOR, (), 1.0, 20.0, 1, 2, False)
+    health = Health(f"acct-{i}", 1_750_000_000_000, 25, Band.POOR, (), 1.0, 20.0, 1, 2, NOT_ONBOARDING)
     return alert_to_dict(
         Alert(
             alert_id=f"a{i:03d}",

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from streamer.core.alerts import Alert, AlertKind, Severity, alert_to_dict
+from streamer.core.milestones import NOT_ONBOARDING
 from streamer.core.scoring import Band, Health
 from streamer.delivery.slack import slack_message
 
@@ -14,7 +15,7 @@ BLOCK_TYPES = {"header", "section", "context", "actions"}
 
 
 def doc(account_id: str = "acme", kind: str = "usage_drop", **extra: Any) -> dict[str, Any]:
-    health = Health(account_id, 1_750_000_000_000, 31, Band.POOR, (), 4.0, 40.0, 2, 3, False)
+    health = Health(account_id, 1_750_000_000_000, 31, Band.POOR, (), 4.0, 40.0, 2, 3, NOT_ONBOARDING)
     alert = Alert(
         "a" * 32,
         AlertKind(kind),
