@@ -106,3 +106,74 @@ async def test_activity_after_quiet_raises_recovery_that_closes_the_episode(
     recovered = orjson.loads(records[1].value)
     assert recovered["detected_at"] == ms_to_rfc3339(back)
     assert len({orjson.loads(r.value)["alert_id"] for r in records}) == 3
+
+
+MILESTONES = """
+[[onboarding.milestones]]
+name = "first report exported"
+event = "report_exported"
+deadline_days = 3
+
+[[onboarding.milestones]]
+name = "team invited"
+event = "invite_sent"
+count = 2
+deadline_days = 5
+"""
+DAY = 86_400_000
+MILESTONE_KINDS = {"milestone_reached", "milestone_missed", "onboarding_complete"}
+
+
+async def test_milestones_are_reached_completed_and_missed_on_event_time(
+    kafka_bootstrap: str, topic_factory: Any, worker_factory: WorkerFactory, unique_id: str, tmp_path: Path
+) -> None:
+    topics = await make_topics(topic_factory, partitions=1)
+    rules = rules_file(tmp_path, 14 * 86_400.0, MILESTONES)
+    worker = await worker_factory.ready(topics, partitions=1, group=f"g-{unique_id}", rules_file=str(rules))
+    start = now_ms() - 10 * DAY
+    # fast exports a report and sends both invitations in time; slow exports a report but invites
+    # nobody within 5 days, and is seen again a day before now.
+    items = [
+        (b"fast", event("fast", "f1", start, user="ann")),
+        (b"fast", event("fast", "f2", start + 1 * DAY, "report_exported", user="ann")),
+        (b"fast", event("fast", "f3", start + 2 * DAY, "invite_sent", user="ann")),
+        (b"fast", event("fast", "f4", start + 3 * DAY, "invite_sent", user="ann")),
+        (b"slow", event("slow", "s1", start, user="bob")),
+        (b"slow", event("slow", "s2", start + 1 * DAY, "report_exported", user="bob")),
+        (b"slow", event("slow", "s3", start + 9 * DAY, user="bob")),
+    ]
+    await produce(kafka_bootstrap, topics["events"], items)
+
+    def five(recs: list[Any]) -> bool:
+        return sum(orjson.loads(r.value)["kind"] in MILESTONE_KINDS for r in recs) >= 5
+
+    await consume_until(kafka_bootstrap, topics["alerts"], five, timeout_s=60)
+    # Everything up to the last event is raised by the time the clock is there: no more than these.
+    await wait_clocks(worker, 1, start + 9 * DAY, 30)
+    seen = [a for a in await alerts(kafka_bootstrap, topics["alerts"]) if a.kind in MILESTONE_KINDS]
+
+    assert sorted((a.account_id, a.kind, a.detected_at) for a in seen) == [
+        ("fast", "milestone_reached", ms_to_rfc3339(start + 1 * DAY)),
+        ("fast", "milestone_reached", ms_to_rfc3339(start + 3 * DAY)),
+        ("fast", "onboarding_complete", ms_to_rfc3339(start + 3 * DAY)),
+        # Raised at the deadline itself (event time), not when the next event came.
+        ("slow", "milestone_missed", ms_to_rfc3339(start + 5 * DAY)),
+        ("slow", "milestone_reached", ms_to_rfc3339(start + 1 * DAY)),
+    ]
+    assert len({a.alert_id for a in seen}) == 5
+
+    def latest(recs: list[Any]) -> dict[bytes, Any]:
+        return {r.key: orjson.loads(r.value)["onboarding"] for r in recs}
+
+    def settled(recs: list[Any]) -> bool:
+        shown = latest(recs)
+        return {k: v["status"] for k, v in shown.items()} == {b"fast": "complete", b"slow": "behind"}
+
+    shown = latest(await consume_until(kafka_bootstrap, topics["health"], settled, timeout_s=30))
+    assert (shown[b"fast"]["done"], shown[b"fast"]["total"], shown[b"fast"]["missing"]) == (2, 2, [])
+    slow = shown[b"slow"]
+    due = ms_to_rfc3339(start + 5 * DAY)
+    assert (slow["done"], slow["total"], slow["next"]) == (1, 2, {"name": "team invited", "due_at": due})
+    assert [(m["name"], m["due_at"]) for m in slow["missing"]] == [
+        ("team invited", ms_to_rfc3339(start + 5 * DAY))
+    ]
