@@ -82,23 +82,28 @@ def test_the_migrations_create_exactly_the_tables_the_store_uses(url: str) -> No
     assert differences == []
 
 
-def test_rows_stored_before_the_lifecycle_migration_have_none_until_their_next_snapshot(url: str) -> None:
+def _store_at_revision(url: str, revision: str, insert: str, params: dict[str, Any]) -> None:
+    """Migrate a new store up to ``revision`` only and run ``insert`` on it: rows an older API wrote."""
     engine = engine_for(url)
     try:
         config = Config()
         config.set_main_option("script_location", str(Path(sql_module.__file__).with_name("migrations")))
         with engine.begin() as conn:
             config.attributes["connection"] = conn
-            command.upgrade(config, "0004")
-            conn.execute(
-                text(
-                    "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
-                    " VALUES ('old', 1, 50, 'average', '', false, :doc)"
-                ),
-                {"doc": orjson.dumps(snapshot("old", at="2025-03-01T00:00:00.000Z")).decode()},
-            )
+            command.upgrade(config, revision)
+            conn.execute(text(insert), params)
     finally:
         engine.dispose()
+
+
+def test_rows_stored_before_the_lifecycle_migration_have_none_until_their_next_snapshot(url: str) -> None:
+    _store_at_revision(
+        url,
+        "0004",
+        "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
+        " VALUES ('old', 1, 50, 'average', '', false, :doc)",
+        {"doc": orjson.dumps(snapshot("old", at="2025-03-01T00:00:00.000Z")).decode()},
+    )
     store = SqlReadModel(url)  # migrates to the newest revision
     try:
         returning = AccountFilters(lifecycle="returning")
@@ -111,26 +116,13 @@ def test_rows_stored_before_the_lifecycle_migration_have_none_until_their_next_s
 
 
 def test_rows_stored_before_the_onboarding_migration_have_none_until_their_next_snapshot(url: str) -> None:
-    engine = engine_for(url)
-    try:
-        config = Config()
-        config.set_main_option("script_location", str(Path(sql_module.__file__).with_name("migrations")))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0005")
-            conn.execute(
-                text(
-                    "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
-                    " VALUES ('old', 1, 50, 'average', '', false, :doc)"
-                ),
-                {
-                    "doc": orjson.dumps(
-                        snapshot("old", at="2025-03-01T00:00:00.000Z", onboarding=True)
-                    ).decode()
-                },
-            )
-    finally:
-        engine.dispose()
+    _store_at_revision(
+        url,
+        "0005",
+        "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
+        " VALUES ('old', 1, 50, 'average', '', false, :doc)",
+        {"doc": orjson.dumps(snapshot("old", at="2025-03-01T00:00:00.000Z", onboarding=True)).decode()},
+    )
     store = SqlReadModel(url)  # migrates to the newest revision
     try:
         onboarding = AccountFilters(onboarding_active=True)
@@ -157,22 +149,13 @@ def test_rows_stored_before_the_onboarding_migration_have_none_until_their_next_
 
 
 def test_accounts_stored_before_the_days_migration_are_counted_on_their_snapshots_day(url: str) -> None:
-    engine = engine_for(url)
-    try:
-        config = Config()
-        config.set_main_option("script_location", str(Path(sql_module.__file__).with_name("migrations")))
-        with engine.begin() as conn:
-            config.attributes["connection"] = conn
-            command.upgrade(config, "0006")
-            conn.execute(
-                text(
-                    "INSERT INTO accounts (account_id, at_ms, score, band, owner, last_activity, poor, doc)"
-                    " VALUES ('old', :at, 20, 'poor', 'ann', '', false, :doc)"
-                ),
-                {"at": T0 - 7 * 86_400_000, "doc": orjson.dumps(snapshot("old")).decode()},
-            )
-    finally:
-        engine.dispose()
+    _store_at_revision(
+        url,
+        "0006",
+        "INSERT INTO accounts (account_id, at_ms, score, band, owner, last_activity, poor, doc)"
+        " VALUES ('old', :at, 20, 'poor', 'ann', '', false, :doc)",
+        {"at": T0 - 7 * 86_400_000, "doc": orjson.dumps(snapshot("old")).decode()},
+    )
     store = SqlReadModel(url)  # migrates to the newest revision and counts the days
     try:
         weeks = store.portfolio_history(4, NOW, scope=AccountScope(owner="ann"))
