@@ -148,3 +148,21 @@ async def test_the_page_has_the_onboarding_table_and_the_onboarding_alert_kinds_
     assert kind_label("milestone_missed") == "Onboarding milestone missed"
     assert kind_label("milestone_reached") == "Onboarding milestone reached"
     assert kind_label("onboarding_complete") == "Onboarding complete"
+
+
+async def test_the_kpis_count_onboarding_statuses_and_each_start_month_s_completion(
+    client: httpx.AsyncClient, model: StoreModel
+) -> None:
+    started = {"status": "active", "started_at": "2025-03-02T10:00:00Z", "cancelled_at": None}
+    put(model, snapshot("a", subscription=started, **onboarding("complete", done=4)))
+    put(model, snapshot("b", subscription=started, **onboarding("behind", 3)))
+    put(model, snapshot("c", subscription=started, **onboarding("stuck", 20)))
+    put(model, snapshot("d", subscription=started, **onboarding("stuck", 15)))
+
+    resp = await client.get("/dashboard/fragments/portfolio")
+
+    assert resp.status_code == 200
+    text = re.sub(r"\s+", " ", text_of(resp.text))
+    assert "2 stuck 1 behind 0 on track 1 complete" in text
+    # Only months in which a subscription started are shown.
+    assert "started 2025-03: 1 of 4 complete (25.0%)" in text and "started 2025-02" not in text
