@@ -398,6 +398,9 @@ async def test_sigkill_three_times_while_half_the_events_name_only_their_user(
         stream.start()
         for point in sorted(random.Random().uniform(0.15, 0.85) for _ in range(3)):
             await wait_streamed(stream, point, 120)
+            # A kill tests the re-sends only once this process reads: a restart takes seconds, so a kill
+            # point can come before the restarted worker has read anything.
+            await worker.wait_for_log("[^---Recovery]: Worker ready", 120)
             kills.append(round(stream.fraction(), 3))
             await worker.kill()
             await worker.start()
