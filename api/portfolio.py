@@ -293,7 +293,9 @@ def portfolio_figures(snapshots: Iterable[dict[str, Any]], now: datetime) -> dic
     )
 
 
-def _arr_figures(by: Mapping[str, Counter[str]]) -> dict[str, Any]:
+def arr_at_risk(by: Mapping[str, Counter[str]]) -> dict[str, Any]:
+    """ARR ``at_risk`` (bands average and poor) and ``by_band``, each currency to whole units, from the
+    ``arr_band`` counts (``band|currency``) of ``by``."""
     by_band: dict[str, Counter[str]] = {band: Counter() for band in BANDS}
     for pair, amount in by.get("arr_band", Counter()).items():
         band, _, currency = pair.partition("|")
@@ -305,6 +307,12 @@ def _arr_figures(by: Mapping[str, Counter[str]]) -> dict[str, Any]:
     return {
         "at_risk": _amounts(at_risk),
         "by_band": {band: _amounts(amounts) for band, amounts in by_band.items()},
+    }
+
+
+def _arr_figures(by: Mapping[str, Counter[str]]) -> dict[str, Any]:
+    return {
+        **arr_at_risk(by),
         "by_open_alert": {kind: _amounts(by.get(f"arr_{flag}", Counter())) for kind, flag in _ALERT_FLAGS},
     }
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from api.portfolio import AT_RISK_BANDS, BANDS, PortfolioKey, portfolio_key
+from api.portfolio import BANDS, PortfolioKey, arr_at_risk, portfolio_key
 from api.query import Lifecycle
 from api.restrictions import AccountScope
 
@@ -183,28 +183,13 @@ def fold_before(rows: Iterable[tuple[DayKey, int, int]], first: date) -> dict[Da
     return out
 
 
-def _amounts(amounts: Mapping[str, int]) -> dict[str, int]:
-    return {currency: amounts[currency] for currency in sorted(amounts) if amounts[currency]}
-
-
 def _figures(by: Mapping[str, Counter[str]]) -> dict[str, Any]:
     bands = by.get("band", Counter())
-    arr_by_band: dict[str, Counter[str]] = {band: Counter() for band in BANDS}
-    for pair, amount in by.get("arr_band", Counter()).items():
-        band, _, currency = pair.partition("|")
-        if band in arr_by_band:
-            arr_by_band[band][currency] += amount
-    at_risk: Counter[str] = Counter()
-    for band in AT_RISK_BANDS:
-        at_risk.update(arr_by_band[band])
     lifecycle = by.get("lifecycle", Counter())
     return {
         "accounts": sum(bands.get(band, 0) for band in BANDS),
         "by_band": {band: bands.get(band, 0) for band in BANDS},
-        "arr": {
-            "at_risk": _amounts(at_risk),
-            "by_band": {band: _amounts(amounts) for band, amounts in arr_by_band.items()},
-        },
+        "arr": arr_at_risk(by),
         "lifecycle": {status.value: lifecycle.get(status.value, 0) for status in Lifecycle},
     }
 
