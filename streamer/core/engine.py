@@ -163,13 +163,13 @@ def _seen_before(state: AccountState, policy: Policy, last_day: int) -> int:
     return sum(b.events for d, b in state.days.items() if last_day - policy.window_days < d <= last_day)
 
 
-def _quiet_deadline(
-    state: AccountState, policy: Policy, ctx: Context, sig: Signals | None = None
-) -> int | None:
+def _quiet_deadline(state: AccountState, policy: Policy, ctx: Context) -> int | None:
     """When a quiet episode would open if nothing else happens; None if it cannot (or is held by a gap).
 
     Asked after every event, so the answer is kept with the state until something it depends on
     changes: the buckets (record_event and pruning clear it), the episode, the context or the rules.
+    That memo is not stored, so the answer must depend on nothing else (not on the time it is asked
+    at): a restarted worker recomputes it and must find the deadline the undisturbed one kept.
     """
     last = state.last_activity_ms
     if state.quiet_since_ms is not None or last is None or state.subscription == "cancelled":
@@ -179,7 +179,7 @@ def _quiet_deadline(
     if c is not None and c[1] is policy and c[2] == last_day and (c[0] is ctx or c[0] == ctx):
         rhythm_deadline: int | None = c[3]
     else:
-        rhythm_deadline = _rhythm_deadline(state, policy, ctx, last_day, sig)
+        rhythm_deadline = _rhythm_deadline(state, policy, ctx, last_day)
         state.quiet_cache = (ctx, policy, last_day, rhythm_deadline)
     if rhythm_deadline == _NEVER:
         return None
@@ -195,24 +195,20 @@ def _quiet_deadline(
 _NEVER = -1
 
 
-def _rhythm_deadline(
-    state: AccountState, policy: Policy, ctx: Context, last_day: int, sig: Signals | None
-) -> int | None:
+def _rhythm_deadline(state: AccountState, policy: Policy, ctx: Context, last_day: int) -> int | None:
     """When the account will have missed ``quiet_missed_active_days`` of its usual active days after its
     last active day: None without a rhythm yet, _NEVER when it cannot go quiet at all.
 
     It depends only on which days were active and which are excluded, so it is kept with the state
-    until a new day becomes active (record_event), buckets are pruned, or the context changes.
+    until a new day becomes active (record_event), buckets are pruned, or the context changes. (The
+    signals' ``quiet_rhythm`` is not used: it leaves out the days before the window of the day it is
+    computed on, so it changes as the silence goes on.)
     """
     if _seen_before(state, policy, last_day) < policy.quiet_min_baseline_events:
         return _NEVER
     ctx = _with_holidays(policy.holiday_days, ctx)
-    r = sig.quiet_rhythm if sig is not None else None
-    if r is None:
-        since = state.first_seen_ms // DAY_MS
-        r = rhythm(
-            day_units(state.days), last_day - policy.baseline_days + 1, last_day, ctx.excluded_days, since
-        )
+    since = state.first_seen_ms // DAY_MS
+    r = rhythm(day_units(state.days), last_day - policy.baseline_days + 1, last_day, ctx.excluded_days, since)
     if r.days < policy.min_rhythm_days or policy.quiet_missed_active_days <= 0:
         return None
     limit = (last_day + 1) * DAY_MS + 2 * policy.quiet_max_ms + 400 * DAY_MS
@@ -391,7 +387,7 @@ def evaluate(
         return quick, []
     opened: list[tuple[AlertKind, int, int, Severity, str, dict[str, Any]]] = []
     closed: list[tuple[AlertKind, int, str]] = []
-    deadline = _quiet_deadline(state, policy, ctx, sig)
+    deadline = _quiet_deadline(state, policy, ctx)
     if deadline is not None and t >= deadline:
         # Detected at the deadline rather than now so that replay and live agree.
         state.quiet_since_ms = deadline

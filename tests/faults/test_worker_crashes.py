@@ -189,14 +189,26 @@ async def test_sigkill_three_times_during_a_200k_event_replay(
         reference_states = await states(kafka_bootstrap, ref_group)
         return comparable(crashed_states) == comparable(reference_states)
 
+    held = True
     try:
         # The final quiet episodes are stored just after their alerts: poll briefly.
         await wait_until(same_states, 60, "the killed run's states to equal the undisturbed run's")
-    finally:
-        mine, theirs = comparable(crashed_states), comparable(reference_states)
-        figures["accounts whose state differs between the runs"] = sum(
-            mine.get(a) != v for a, v in theirs.items()
-        )
+    except AssertionError:
+        held = False
+    mine, theirs = comparable(crashed_states), comparable(reference_states)
+    differing = sorted(a for a, v in theirs.items() if mine.get(a) != v)
+    figures["accounts whose state differs between the runs"] = len(differing)
+    fields = ("days", "last_activity_ms", "quiet_since_ms", "drop_since_ms")
+    key = "first differences (field: killed run, undisturbed run)"
+    figures[key] = {
+        a: {
+            f: [repr(x), repr(y)]
+            for f, x, y in zip(fields, mine.get(a) or (None,) * 4, theirs[a], strict=True)
+            if x != y
+        }
+        for a in differing[:3]
+    }
+    assert held, f"the killed run's states differ from the undisturbed run's: {figures[key]}"
     assert {a.kind for a in reference_alerts} >= {"account_quiet", "account_recovered", "data_gap"}
     # An account silent since well before the end of the history is quiet; silence after the end is the
     # gap's, not the accounts': no quiet alert is raised for it.

@@ -23,7 +23,8 @@ from streamer.core.engine import (
 )
 from streamer.core.events import EventKind, UsageEvent
 from streamer.core.policy import DAY_MS, Policy
-from streamer.core.state import AccountState, encode_state
+from streamer.core.partition import EMPTY_CONTEXT
+from streamer.core.state import AccountState, decode_state, encode_state
 
 POLICY = Policy()
 START = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
@@ -659,3 +660,25 @@ def test_alert_dicts_are_json_ready_with_rfc3339_utc_times() -> None:
     assert alert.health is not None and d["health"] == health_to_dict(alert.health)
     assert len(d["alert_id"]) == 32
     orjson.dumps(d)
+
+
+def test_a_quiet_deadline_does_not_depend_on_a_restart_between_due_points() -> None:
+    """The quiet deadline is kept with the state unstored: recomputing it after a restart, later in
+    the silence, must give the deadline the undisturbed worker kept (a SIGKILL test caught them
+    disagreeing once the silence outlasted the window's spare days)."""
+    ctx = EMPTY_CONTEXT
+    s, _ = feed(None, team(0, 40, 2, every=4))
+    last_day = (s.last_activity_ms or 0) // DAY_MS
+    assert next_due_ms(s, POLICY, ctx) is not None  # the undisturbed worker schedules it at once
+    restarted = decode_state(encode_state(s))
+    seen: dict[str, list[Alert]] = {"kept": [], "restarted": []}
+    for day in range(last_day + 1, last_day + 40):
+        t = (day + 1) * DAY_MS - 1
+        seen["kept"] += advance(s, t, POLICY, ctx)
+        seen["restarted"] += advance(restarted, t, POLICY, ctx)
+        restarted = decode_state(encode_state(restarted))
+    quiet = only("account_quiet", seen["kept"])
+    assert len(quiet) == 1
+    assert [alert_to_dict(a) for a in seen["restarted"]] == [alert_to_dict(a) for a in seen["kept"]]
+    assert s.quiet_since_ms == restarted.quiet_since_ms == quiet[0].detected_at_ms
+    assert quiet[0].detected_at_ms > (last_day + 8) * DAY_MS  # the deadline comes from the rhythm
