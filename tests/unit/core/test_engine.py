@@ -22,8 +22,8 @@ from streamer.core.engine import (
     snapshot_behind,
 )
 from streamer.core.events import EventKind, UsageEvent
-from streamer.core.policy import DAY_MS, Policy
 from streamer.core.partition import EMPTY_CONTEXT
+from streamer.core.policy import DAY_MS, Policy
 from streamer.core.state import AccountState, decode_state, encode_state
 
 POLICY = Policy()
