@@ -133,7 +133,10 @@ class BatchHandler:
             self.consumer.confirmed(TopicPartition(self.settings.events_topic, tp.partition)) or 0
         )
         if tp.topic == self.settings.clock_topic:
-            clock_ms = newest_usable((Tick.decode(rec.value) for rec in fetched), proc.last_offset + 1)
+            # Processed: what this process applied, and what the committed offset says was stored before
+            # it started (a restarted worker may have nothing left to read on the partition).
+            processed_next = max(proc.source_floor, proc.last_offset + 1)
+            clock_ms = newest_usable((Tick.decode(rec.value) for rec in fetched), processed_next)
             return BatchOutput() if clock_ms is None else proc.tick(clock_ms, store, now_ms)
         highwater = self.consumer.highwater(tp)
         backlog = highwater is not None and highwater - fetched[-1].offset > self.settings.batch_max

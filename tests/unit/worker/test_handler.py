@@ -128,6 +128,28 @@ async def test_a_tick_read_again_before_the_replay_caught_up_moves_nothing(tmp_p
     assert rig.handler.processors[0].clock_ms == T0
 
 
+async def test_a_restarted_worker_with_nothing_left_to_read_takes_the_ticks_of_its_committed_offset(
+    tmp_path: Path,
+) -> None:
+    """Everything before the committed offset was processed by the worker that stored it: a tick sent up
+    to there is usable by a restarted worker that has read nothing since, or its idle partition's
+    deadlines would wait for the next event."""
+    before = Rig(tmp_path, QUIET_RULES)
+    await before.handler.handle({TP(EVENTS, 0): events(0, 0, 1)})
+    assert before.acker.acked == {TP(EVENTS, 0): [0]}
+    after = Rig(tmp_path, QUIET_RULES)
+    after.stores[0].data.update(before.stores[0].data)
+    after.consumer.commits[TP(EVENTS, 0)] = 1
+    after.now = T0 + DAY_MS + 1_000
+    tick = ConsumerRecord(0, 0, None, Tick(T0 + DAY_MS + 700, 1).encode())
+    await after.handler.handle({TP(CLOCK, 0): [tick]})
+    assert after.alerts() == [("account_quiet", "2026-03-03T09:00:00.000Z")]
+    # A tick sent further than the committed offset still waits for the replay to get there.
+    later = ConsumerRecord(0, 1, None, Tick(T0 + 3 * DAY_MS, 2).encode())
+    await after.handler.handle({TP(CLOCK, 0): [later]})
+    assert after.handler.processors[0].clock_ms == T0 + DAY_MS + 700
+
+
 async def test_revocation_publishes_what_waits_commits_the_states_and_forgets_the_processors(
     tmp_path: Path,
 ) -> None:
