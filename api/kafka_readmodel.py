@@ -265,8 +265,8 @@ class KafkaReadModel:
                 first["msg"],
             )
 
-    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
-        return self._store.get_account(account_id, scope=scope)
+    async def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
+        return await self._store.get_account(account_id, scope=scope)
 
     def list_accounts(  # see ReadModel
         self,

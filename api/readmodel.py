@@ -152,8 +152,9 @@ class ReadModel(Protocol):
     async def stop(self) -> None:
         """Stop loading and release resources."""
 
-    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:
-        """The latest snapshot of one account plus ``open_alerts``; None if unknown or outside ``scope``."""
+    async def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:
+        """The latest snapshot of one account plus ``open_alerts``; None if unknown or outside ``scope``.
+        Asynchronous: a store that waits for a server lets the event loop serve other requests."""
 
     def list_accounts(
         self,
@@ -383,7 +384,7 @@ class InMemoryReadModel(LoadProgress):
         # may arrive before the account's first snapshot.
         return scope.permits(snapshot.get("facts") if snapshot is not None else doc.get("account"))
 
-    def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
+    async def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
         doc = self._accounts.get(account_id)
         # Outside the scope is answered like unknown, so a key cannot tell which accounts exist.
         if doc is None or not scope.permits(doc.get("facts")):

@@ -71,7 +71,7 @@ _NOT_FOUND = {
 )
 async def account_health(account_id: str, model: ReadModelDep, reader: HealthReader) -> Response:
     """The snapshot as published on ``account-health`` plus ``open_alerts``."""
-    doc = model.get_account(account_id, scope=reader.reads)
+    doc = await model.get_account(account_id, scope=reader.reads)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     # Held to the contract (AccountHealth) when the read model took it in: answered as it is, not

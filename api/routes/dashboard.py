@@ -181,7 +181,7 @@ async def account(
 ) -> HTMLResponse:
     """One account: score breakdown with explanations, its score history and what changed in it,
     signals and its alert history (both scopes)."""
-    doc = model.get_account(account_id, scope=reader.reads)
+    doc = await model.get_account(account_id, scope=reader.reads)
     if doc is None:
         raise api_error(404, f"no health snapshot for account {bounded(account_id)!r}")
     now = clock()

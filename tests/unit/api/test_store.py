@@ -18,6 +18,7 @@ from alembic.migration import MigrationContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import inspect, text
+from sqlalchemy.exc import OperationalError
 
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, InMemoryReadModel
@@ -195,7 +196,7 @@ def test_a_snapshot_older_than_the_stored_one_changes_nothing_and_records_read_t
         asyncio.run(store.apply_batch(Batch(snapshots=[("acme", newer)], alerts=[quiet])))
     store.apply_health("acme", older)
 
-    doc = store.get_account("acme", scope=EVERY_ACCOUNT)
+    doc = asyncio.run(store.get_account("acme", scope=EVERY_ACCOUNT))
     assert doc is not None and doc["score"] == 80
     assert store.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 1, "average": 0, "poor": 0}
     assert [a["alert_id"] for a in store.alerts(None, None, None, None, 10, scope=EVERY_ACCOUNT)[0]] == ["q1"]
@@ -574,7 +575,9 @@ def test_every_query_answers_as_the_in_memory_model(
         for kind, account in ((None, None), ("account_quiet", None), (None, ACCOUNTS[0])):
             assert _feed(store, kind, account, scope) == _feed(memory, kind, account, scope)
         for account_id in ACCOUNTS:
-            assert store.get_account(account_id, scope=scope) == memory.get_account(account_id, scope=scope)
+            assert asyncio.run(store.get_account(account_id, scope=scope)) == asyncio.run(
+                memory.get_account(account_id, scope=scope)
+            )
             assert store.history(account_id, 30, NOW, scope=scope) == memory.history(
                 account_id, 30, NOW, scope=scope
             )
@@ -621,3 +624,57 @@ def test_postgresql_compresses_the_documents_with_lz4(postgres_url: str) -> None
         ("history", "components", "l"),
         ("latest_alerts", "doc", "l"),
     ]
+
+
+def test_lookups_run_side_by_side_and_on_the_next_event_loop_too(store: SqlReadModel) -> None:
+    for i, account_id in enumerate(ACCOUNTS):
+        store.apply_health(account_id, snapshot(account_id, score=10 + i))
+
+    async def look_up_all() -> list[int | None]:
+        docs = await asyncio.gather(
+            *(store.get_account(a, scope=EVERY_ACCOUNT) for a in [*ACCOUNTS, "nobody"] * 3)
+        )
+        return [None if d is None else d["score"] for d in docs]
+
+    expected = [*range(10, 10 + len(ACCOUNTS)), None] * 3
+    assert asyncio.run(look_up_all()) == expected
+    # Connections opened on the first loop are not used on the next one.
+    assert asyncio.run(look_up_all()) == expected
+
+
+def test_an_id_with_a_nul_character_finds_no_account(store: SqlReadModel) -> None:
+    store.apply_health("acme", snapshot("acme"))
+
+    assert asyncio.run(store.get_account("acme\x00", scope=EVERY_ACCOUNT)) is None
+
+
+def test_a_lookup_on_a_connection_the_server_closed_raises_the_error_the_api_answers_503_for(
+    postgres_url: str,
+) -> None:
+    store = SqlReadModel(postgres_url)
+
+    def close_the_other_connections() -> None:
+        with store._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+
+    async def look_up() -> list[str]:
+        outcomes = []
+        for _ in range(3):
+            try:
+                doc = await store.get_account("acme", scope=EVERY_ACCOUNT)
+                outcomes.append("found" if doc is not None else "none")
+            except OperationalError:
+                outcomes.append("refused")
+            if len(outcomes) == 1:
+                close_the_other_connections()
+        return outcomes
+
+    try:
+        store.apply_health("acme", snapshot("acme"))
+        # The connection closed fails its lookup; the next one opens another.
+        assert asyncio.run(look_up()) == ["found", "refused", "found"]
+    finally:
+        store.close()

@@ -27,10 +27,10 @@ class FlakyStore(InMemoryReadModel):
             raise OperationalError("INSERT", {}, ConnectionError("server closed the connection"))
         await super().apply_batch(batch)
 
-    def get_account(self, account_id: str, **kw: Any) -> Any:
+    async def get_account(self, account_id: str, **kw: Any) -> Any:
         if self.down:
             raise OperationalError("SELECT", {}, ConnectionError("server closed the connection"))
-        return super().get_account(account_id, **kw)
+        return await super().get_account(account_id, **kw)
 
 
 async def test_a_batch_the_store_refuses_is_written_again_until_it_is_taken(
@@ -42,7 +42,7 @@ async def test_a_batch_the_store_refuses_is_written_again_until_it_is_taken(
     await loader._apply(Batch(snapshots=[("acme", snapshot("acme", score=61))]))
 
     assert loader.write_failures == 3
-    doc = store.get_account("acme", scope=EVERY_ACCOUNT)
+    doc = await store.get_account("acme", scope=EVERY_ACCOUNT)
     assert doc is not None and doc["score"] == 61
     assert caplog.text.count("writing to the read store failed, retrying in") == 3
 
