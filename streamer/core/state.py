@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field, fields
@@ -119,6 +120,8 @@ _U64 = 2**64 - 1
 _PROGRESS = struct.Struct("<qHB")
 _MILESTONE = struct.Struct("<IqHBB")
 _U16_MAX = 2**16 - 1
+_COMPONENT_SET = frozenset(COMPONENT_NAMES)
+_NO_BASE = (math.nan,) * 7
 
 
 @functools.lru_cache(maxsize=64)
@@ -457,37 +460,42 @@ def encode_state(s: AccountState) -> bytes:
     Returns:
         The encoded bytes, starting with the version byte.
     """
-    comps = [s.published_components.get(n, math.nan) for n in COMPONENT_NAMES]
-    if set(s.published_components) - set(COMPONENT_NAMES):
+    published = s.published_components
+    comps = [published.get(n, math.nan) for n in COMPONENT_NAMES]
+    if not _COMPONENT_SET.issuperset(published):
         raise ValueError("unknown published component")
+    # Every changed state is encoded at each flush: the absent values are spelled out inline (_NONE)
+    # rather than through a helper call each.
+    none = _NONE
+    facts_at = s.facts_at_ms
     out = [
         _HEADER.pack(
             STATE_VERSION,
             s.first_seen_ms,
             s.clock_ms,
             s.applied_offset,
-            _opt(s.last_activity_ms),
-            _opt(s.nps_at_ms),
+            none if s.last_activity_ms is None else s.last_activity_ms,
+            none if s.nps_at_ms is None else s.nps_at_ms,
             -1 if s.nps_score is None else s.nps_score,
             s.open_tickets,
-            _opt(s.subscription_started_ms),
-            _opt(s.subscription_cancelled_ms),
-            _opt(s.quiet_since_ms),
-            _opt(s.drop_since_ms),
+            none if s.subscription_started_ms is None else s.subscription_started_ms,
+            none if s.subscription_cancelled_ms is None else s.subscription_cancelled_ms,
+            none if s.quiet_since_ms is None else s.quiet_since_ms,
+            none if s.drop_since_ms is None else s.drop_since_ms,
             int(s.poor_open) | (2 if s.unpublished else 0),
             _BANDS.index(s.last_band),
             -1 if s.published_score is None else s.published_score,
             _BANDS.index(s.published_band),
             *comps,
-            _opt(s.seats),
-            _opt(s.facts_at_ms.get("seats")),
-            _opt(s.due_ms),
+            none if s.seats is None else s.seats,
+            facts_at.get("seats", none),
+            none if s.due_ms is None else s.due_ms,
         )
     ]
     _put_str(out, s.account_id)
-    for key in FACT_STRINGS:
-        _put_str(out, getattr(s, key))
-        out.append(_RING.pack(_opt(s.facts_at_ms.get(key)) & (2**64 - 1)))
+    for key, value in zip(FACT_STRINGS, (s.plan, s.segment, s.name, s.owner), strict=True):
+        _put_str(out, value)
+        out.append(_RING.pack(facts_at.get(key, none) & _U64))
     out.append(_STR.pack(len(s.days)))
     days = s.days
     flat = [
@@ -503,26 +511,33 @@ def encode_state(s: AccountState) -> bytes:
         _EXTENSION.pack(
             (1 if s.key_user is not None else 0) | (2 if s.published_poor else 0),
             s.key_user or 0,
-            _opt(s.key_since_ms),
+            none if s.key_since_ms is None else s.key_since_ms,
             _NO_DAY if s.drop_pending_day is None else s.drop_pending_day,
-            _opt(s.poor_pending_ms),
+            none if s.poor_pending_ms is None else s.poor_pending_ms,
             s.drop_dispersion,
-            *(s.drop_base or (math.nan,) * 7),
-            _opt(s.published_activity_ms),
-            _opt(s.published_quiet_since_ms),
-            _opt(s.published_drop_since_ms),
+            *(s.drop_base or _NO_BASE),
+            none if s.published_activity_ms is None else s.published_activity_ms,
+            none if s.published_quiet_since_ms is None else s.published_quiet_since_ms,
+            none if s.published_drop_since_ms is None else s.published_drop_since_ms,
         )
     )
     out.append(bytes((len(s.top_users),)))
-    out.extend(_TOP_USER.pack(*u) for u in s.top_users)
+    if s.top_users:
+        out.append(
+            _records_struct(_TOP_USER, len(s.top_users)).pack(*itertools.chain.from_iterable(s.top_users))
+        )
     out.append(_I32.pack(_NO_DAY if s.history_through is None else s.history_through))
     out.append(bytes((len(s.history),)))
-    out.extend(_WEEK.pack(*w) for w in s.history)
+    if s.history:
+        out.append(_records_struct(_WEEK, len(s.history)).pack(*itertools.chain.from_iterable(s.history)))
     out.append(
         _REVENUE.pack(
             math.nan if s.arr is None else s.arr,
-            _opt(s.renewal_ms),
-            *(_opt(s.facts_at_ms.get(key)) for key in REVENUE_FACTS),
+            none if s.renewal_ms is None else s.renewal_ms,
+            facts_at.get("arr", none),
+            facts_at.get("currency", none),
+            facts_at.get("renewal_at", none),
+            facts_at.get("contract", none),
         )
     )
     _put_str(out, s.currency)
