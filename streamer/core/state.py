@@ -144,6 +144,8 @@ def event_id_hash(event_id: str) -> int:
     return _blake64(event_id)
 
 
+# The values are users and feature names: a few per account, hashed again for each of their events.
+@functools.lru_cache(maxsize=65_536)
 def bit_for(value: str, bits: int) -> int:
     """Return the sketch bit (as a mask) for a value in a bitmap of ``bits`` bits.
 
