@@ -233,7 +233,7 @@ def _rhythm_deadline(
 
 
 _RHYTHM_DEADLINES: dict[tuple[int, int, int, int, frozenset[int]], tuple[Policy, int | None]] = {}
-_RHYTHM_DEADLINES_MAX = 100_000
+_RHYTHM_DEADLINES_MAX = 20_000  # a few MB at most; emptied when full
 
 
 def _deadline_of(r: Rhythm, policy: Policy, ctx: Context, last_day: int) -> int | None:
