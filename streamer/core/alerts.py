@@ -7,6 +7,7 @@ deduplicate on them.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -155,8 +156,21 @@ def human_duration(ms: int) -> str:
 
 def ms_to_rfc3339(ms: int) -> str:
     """Render epoch milliseconds as an RFC 3339 UTC string with millisecond precision."""
-    dt = _EPOCH + timedelta(milliseconds=ms)
-    return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    # Every snapshot renders several times, mostly of a few days: the date part is cached per day and
+    # the time of day is plain arithmetic (the same text as datetime.isoformat, out-of-range errors too).
+    day, rest = divmod(ms, _DAY_MS)
+    seconds, milli = divmod(rest, 1000)
+    minutes, second = divmod(seconds, 60)
+    hour, minute = divmod(minutes, 60)
+    return f"{_date_prefix(day)}{hour:02d}:{minute:02d}:{second:02d}.{milli:03d}Z"
+
+
+_DAY_MS = 86_400_000
+
+
+@functools.lru_cache(maxsize=4096)
+def _date_prefix(day: int) -> str:
+    return (_EPOCH + timedelta(days=day)).date().isoformat() + "T"
 
 
 def health_to_dict(h: Health) -> dict[str, Any]:

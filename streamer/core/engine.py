@@ -207,8 +207,33 @@ def _rhythm_deadline(state: AccountState, policy: Policy, ctx: Context, last_day
     if _seen_before(state, policy, last_day) < policy.quiet_min_baseline_events:
         return _NEVER
     ctx = _with_holidays(policy.holiday_days, ctx)
+    # The answer depends only on which days of the baseline were active (the share of active days per
+    # weekday), the days observed and excluded, and the rules: accounts of the same pattern, and an
+    # account decoded again after it left the cache, share one computation.
+    first = last_day - policy.baseline_days + 1
     since = state.first_seen_ms // DAY_MS
-    r = rhythm(day_units(state.days), last_day - policy.baseline_days + 1, last_day, ctx.excluded_days, since)
+    active = 0
+    for day, b in state.days.items():
+        if b.events > 0 and first <= day <= last_day:
+            active |= 1 << (day - first)
+    key = (id(policy), last_day, max(first, since), active, ctx.excluded_days)
+    hit = _RHYTHM_DEADLINES.get(key)
+    if hit is not None and hit[0] is policy:
+        return hit[1]
+    r = rhythm(day_units(state.days), first, last_day, ctx.excluded_days, since)
+    deadline = _deadline_of(r, policy, ctx, last_day)
+    if len(_RHYTHM_DEADLINES) >= _RHYTHM_DEADLINES_MAX:
+        _RHYTHM_DEADLINES.clear()
+    # The policy is kept with its answer, so its id cannot be another policy's while the entry lives.
+    _RHYTHM_DEADLINES[key] = (policy, deadline)
+    return deadline
+
+
+_RHYTHM_DEADLINES: dict[tuple[int, int, int, int, frozenset[int]], tuple[Policy, int | None]] = {}
+_RHYTHM_DEADLINES_MAX = 20_000  # a few MB at most; emptied when full
+
+
+def _deadline_of(r: Rhythm, policy: Policy, ctx: Context, last_day: int) -> int | None:
     if r.days < policy.min_rhythm_days or policy.quiet_missed_active_days <= 0:
         return None
     limit = (last_day + 1) * DAY_MS + 2 * policy.quiet_max_ms + 400 * DAY_MS

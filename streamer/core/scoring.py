@@ -94,7 +94,9 @@ class Health:
         return next((c for c in self.components if c.name == name), None)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: built several times per score, and a frozen dataclass sets each field through
+# object.__setattr__ (four times slower to construct). Treated as immutable all the same.
+@dataclass(slots=True)
 class Signals:
     """Everything the score and the alert rules read from an account's buckets at one instant."""
 

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import math
 import struct
 from dataclasses import dataclass, field, fields
@@ -119,6 +120,8 @@ _U64 = 2**64 - 1
 _PROGRESS = struct.Struct("<qHB")
 _MILESTONE = struct.Struct("<IqHBB")
 _U16_MAX = 2**16 - 1
+_COMPONENT_SET = frozenset(COMPONENT_NAMES)
+_NO_BASE = (math.nan,) * 7
 
 
 @functools.lru_cache(maxsize=64)
@@ -141,6 +144,8 @@ def event_id_hash(event_id: str) -> int:
     return _blake64(event_id)
 
 
+# The values are users and feature names: a few per account, hashed again for each of their events.
+@functools.lru_cache(maxsize=65_536)
 def bit_for(value: str, bits: int) -> int:
     """Return the sketch bit (as a mask) for a value in a bitmap of ``bits`` bits.
 
@@ -457,37 +462,42 @@ def encode_state(s: AccountState) -> bytes:
     Returns:
         The encoded bytes, starting with the version byte.
     """
-    comps = [s.published_components.get(n, math.nan) for n in COMPONENT_NAMES]
-    if set(s.published_components) - set(COMPONENT_NAMES):
+    published = s.published_components
+    comps = [published.get(n, math.nan) for n in COMPONENT_NAMES]
+    if not _COMPONENT_SET.issuperset(published):
         raise ValueError("unknown published component")
+    # Every changed state is encoded at each flush: the absent values are spelled out inline (_NONE)
+    # rather than through a helper call each.
+    none = _NONE
+    facts_at = s.facts_at_ms
     out = [
         _HEADER.pack(
             STATE_VERSION,
             s.first_seen_ms,
             s.clock_ms,
             s.applied_offset,
-            _opt(s.last_activity_ms),
-            _opt(s.nps_at_ms),
+            none if s.last_activity_ms is None else s.last_activity_ms,
+            none if s.nps_at_ms is None else s.nps_at_ms,
             -1 if s.nps_score is None else s.nps_score,
             s.open_tickets,
-            _opt(s.subscription_started_ms),
-            _opt(s.subscription_cancelled_ms),
-            _opt(s.quiet_since_ms),
-            _opt(s.drop_since_ms),
+            none if s.subscription_started_ms is None else s.subscription_started_ms,
+            none if s.subscription_cancelled_ms is None else s.subscription_cancelled_ms,
+            none if s.quiet_since_ms is None else s.quiet_since_ms,
+            none if s.drop_since_ms is None else s.drop_since_ms,
             int(s.poor_open) | (2 if s.unpublished else 0),
             _BANDS.index(s.last_band),
             -1 if s.published_score is None else s.published_score,
             _BANDS.index(s.published_band),
             *comps,
-            _opt(s.seats),
-            _opt(s.facts_at_ms.get("seats")),
-            _opt(s.due_ms),
+            none if s.seats is None else s.seats,
+            facts_at.get("seats", none),
+            none if s.due_ms is None else s.due_ms,
         )
     ]
     _put_str(out, s.account_id)
-    for key in FACT_STRINGS:
-        _put_str(out, getattr(s, key))
-        out.append(_RING.pack(_opt(s.facts_at_ms.get(key)) & (2**64 - 1)))
+    for key, value in zip(FACT_STRINGS, (s.plan, s.segment, s.name, s.owner), strict=True):
+        _put_str(out, value)
+        out.append(_RING.pack(facts_at.get(key, none) & _U64))
     out.append(_STR.pack(len(s.days)))
     days = s.days
     flat = [
@@ -503,26 +513,33 @@ def encode_state(s: AccountState) -> bytes:
         _EXTENSION.pack(
             (1 if s.key_user is not None else 0) | (2 if s.published_poor else 0),
             s.key_user or 0,
-            _opt(s.key_since_ms),
+            none if s.key_since_ms is None else s.key_since_ms,
             _NO_DAY if s.drop_pending_day is None else s.drop_pending_day,
-            _opt(s.poor_pending_ms),
+            none if s.poor_pending_ms is None else s.poor_pending_ms,
             s.drop_dispersion,
-            *(s.drop_base or (math.nan,) * 7),
-            _opt(s.published_activity_ms),
-            _opt(s.published_quiet_since_ms),
-            _opt(s.published_drop_since_ms),
+            *(s.drop_base or _NO_BASE),
+            none if s.published_activity_ms is None else s.published_activity_ms,
+            none if s.published_quiet_since_ms is None else s.published_quiet_since_ms,
+            none if s.published_drop_since_ms is None else s.published_drop_since_ms,
         )
     )
     out.append(bytes((len(s.top_users),)))
-    out.extend(_TOP_USER.pack(*u) for u in s.top_users)
+    if s.top_users:
+        out.append(
+            _records_struct(_TOP_USER, len(s.top_users)).pack(*itertools.chain.from_iterable(s.top_users))
+        )
     out.append(_I32.pack(_NO_DAY if s.history_through is None else s.history_through))
     out.append(bytes((len(s.history),)))
-    out.extend(_WEEK.pack(*w) for w in s.history)
+    if s.history:
+        out.append(_records_struct(_WEEK, len(s.history)).pack(*itertools.chain.from_iterable(s.history)))
     out.append(
         _REVENUE.pack(
             math.nan if s.arr is None else s.arr,
-            _opt(s.renewal_ms),
-            *(_opt(s.facts_at_ms.get(key)) for key in REVENUE_FACTS),
+            none if s.renewal_ms is None else s.renewal_ms,
+            facts_at.get("arr", none),
+            facts_at.get("currency", none),
+            facts_at.get("renewal_at", none),
+            facts_at.get("contract", none),
         )
     )
     _put_str(out, s.currency)
@@ -535,32 +552,6 @@ def encode_state(s: AccountState) -> bytes:
         out.append(_MILESTONE.pack(mkey, _opt(m.reached_ms), m.events, int(m.missed), len(m.users)))
         out.append(struct.pack(f"<{len(m.users)}I", *m.users))
     return b"".join(out)
-
-
-class _Reader:
-    __slots__ = ("buf", "pos")
-
-    def __init__(self, buf: bytes) -> None:
-        self.buf, self.pos = buf, 0
-
-    def take(self, st: struct.Struct) -> tuple[Any, ...]:
-        vals = st.unpack_from(self.buf, self.pos)
-        self.pos += st.size
-        return vals
-
-    def count(self) -> int:
-        n: int = self.take(_STR)[0]
-        return n
-
-    def string(self) -> str | None:
-        n = self.count()
-        if n == _STR_NONE:
-            return None
-        raw = self.buf[self.pos : self.pos + n]
-        if len(raw) != n:
-            raise ValueError("truncated state")
-        self.pos += n
-        return raw.decode()
 
 
 def decode_state(b: bytes) -> AccountState:
@@ -578,85 +569,164 @@ def decode_state(b: bytes) -> AccountState:
     if not b or b[0] not in (1, 2, 3, 4, 5, STATE_VERSION):
         raise ValueError(f"unsupported state version {b[:1]!r}")
     version = b[0]
-    r = _Reader(b)
+    # Every event of an account that left the cache decodes its state again: the reads are inlined
+    # (no reader object, one struct call per block, the containers built once and handed to the
+    # constructor) rather than written field by field.
+    unpack = struct.Struct.unpack_from
+    none = _NONE
     try:
-        h = r.take((_HEADER_V1, _HEADER_V2, _HEADER, _HEADER, _HEADER, _HEADER)[version - 1])
-        account_id = r.string()
+        header = (_HEADER_V1, _HEADER_V2, _HEADER, _HEADER, _HEADER, _HEADER)[version - 1]
+        h = unpack(header, b, 0)
+        pos = header.size
+        account_id, pos = _string(b, pos)
         if account_id is None:
             raise ValueError("missing account id")
-        s = AccountState(account_id=account_id, first_seen_ms=h[1], clock_ms=h[2])
-        s.applied_offset, s.last_activity_ms, s.nps_at_ms = h[3], _unopt(h[4]), _unopt(h[5])
-        s.nps_score = None if h[6] == -1 else h[6]
-        s.open_tickets = h[7]
-        s.subscription_started_ms, s.subscription_cancelled_ms = _unopt(h[8]), _unopt(h[9])
-        s.quiet_since_ms, s.drop_since_ms = _unopt(h[10]), _unopt(h[11])
-        s.poor_open, s.unpublished, s.last_band = bool(h[12] & 1), bool(h[12] & 2), _BANDS[h[13]]
-        s.published_score = None if h[14] == -1 else h[14]
-        s.published_band = _BANDS[h[15]]
         names = COMPONENT_NAMES if version >= 3 else _V2_COMPONENTS
         comps = zip(names, h[16 : 16 + len(names)], strict=True)
-        s.published_components = {n: v for n, v in comps if not math.isnan(v)}
         rest = h[16 + len(names) :]
-        s.seats = _unopt(rest[0])
-        s.due_ms = _unopt(rest[2]) if len(rest) > 2 else None
-        if rest[1] != _NONE:
-            s.facts_at_ms["seats"] = rest[1]
+        facts_at: dict[str, int] = {}
+        if rest[1] != none:
+            facts_at["seats"] = rest[1]
+        strings: list[str | None] = []
         for key in FACT_STRINGS:
-            setattr(s, key, r.string())
-            at = _signed(r.take(_RING)[0])
-            if at != _NONE:
-                s.facts_at_ms[key] = at
-        it = iter(r.take(_buckets_struct(r.count())))
-        s.days = {
+            value, pos = _string(b, pos)
+            strings.append(value)
+            (at,) = unpack(_RING, b, pos)
+            pos += 8
+            at = _signed(at)
+            if at != none:
+                facts_at[key] = at
+        (n,) = unpack(_STR, b, pos)
+        pos += 2
+        st = _buckets_struct(n)
+        it = iter(unpack(st, b, pos))
+        pos += st.size
+        days = {
             day: DayBucket(events, weight, low | (high << 64), features)
             for day, events, weight, low, high, features in zip(it, it, it, it, it, it, strict=True)
         }
-        s.recent_ids = list(r.take(_ring_struct(r.count())))
+        (n,) = unpack(_STR, b, pos)
+        pos += 2
+        st = _ring_struct(n)
+        recent_ids = list(unpack(st, b, pos))
+        pos += st.size
+        nps_score, published_score = h[6], h[14]
+        flags = h[12]
+        s = AccountState(
+            account_id=account_id,
+            first_seen_ms=h[1],
+            clock_ms=h[2],
+            last_activity_ms=None if h[4] == none else h[4],
+            days=days,
+            seats=None if rest[0] == none else rest[0],
+            plan=strings[0],
+            segment=strings[1],
+            name=strings[2],
+            owner=strings[3],
+            facts_at_ms=facts_at,
+            nps_score=None if nps_score == -1 else nps_score,
+            nps_at_ms=None if h[5] == none else h[5],
+            open_tickets=h[7],
+            subscription_started_ms=None if h[8] == none else h[8],
+            subscription_cancelled_ms=None if h[9] == none else h[9],
+            recent_ids=recent_ids,
+            applied_offset=h[3],
+            quiet_since_ms=None if h[10] == none else h[10],
+            drop_since_ms=None if h[11] == none else h[11],
+            poor_open=bool(flags & 1),
+            unpublished=bool(flags & 2),
+            last_band=_BANDS[h[13]],
+            published_score=None if published_score == -1 else published_score,
+            published_band=_BANDS[h[15]],
+            published_components={name: v for name, v in comps if v == v},  # NaN: not published
+            due_ms=(None if rest[2] == none else rest[2]) if len(rest) > 2 else None,
+        )
         if version >= 3:
-            flags, key_user, key_since, pending, poor_pending, dispersion, *more = r.take(
-                _EXTENSION if version >= 4 else _EXTENSION_V3
-            )
+            ext = _EXTENSION if version >= 4 else _EXTENSION_V3
+            flags, key_user, key_since, pending, poor_pending, dispersion, *more = unpack(ext, b, pos)
+            pos += ext.size
             base, shown = more[:7], more[7:]
             if shown:  # version 4; an older state's snapshot counts as having shown nothing yet
                 s.published_activity_ms, s.published_quiet_since_ms, s.published_drop_since_ms = map(
                     _unopt, shown
                 )
                 s.published_poor = bool(flags & 2)
-            s.poor_pending_ms = _unopt(poor_pending)
+            s.poor_pending_ms = None if poor_pending == none else poor_pending
             s.key_user = key_user if flags & 1 else None
-            s.key_since_ms = _unopt(key_since)
+            s.key_since_ms = None if key_since == none else key_since
             s.drop_pending_day = None if pending == _NO_DAY else pending
             s.drop_dispersion = dispersion
             s.drop_base = () if math.isnan(base[0]) else tuple(base)
-            (n,) = r.take(_U8)
-            s.top_users = [TopUser(*r.take(_TOP_USER)) for _ in range(n)]
-            (through,) = r.take(_I32)
+            n = b[pos]
+            pos += 1
+            if n:
+                st = _records_struct(_TOP_USER, n)
+                it = iter(unpack(st, b, pos))
+                pos += st.size
+                s.top_users = list(map(TopUser, it, it, it, it))
+            (through,) = unpack(_I32, b, pos)
+            pos += 4
             s.history_through = None if through == _NO_DAY else through
-            (n,) = r.take(_U8)
-            s.history = [(w, units, days) for w, units, days in (r.take(_WEEK) for _ in range(n))]
+            n = b[pos]
+            pos += 1
+            if n:
+                st = _records_struct(_WEEK, n)
+                it = iter(unpack(st, b, pos))
+                pos += st.size
+                s.history = list(zip(it, it, it, strict=True))
         if version >= 4:
-            arr, renewal, *set_at = r.take(_REVENUE)
+            arr, renewal, *set_at = unpack(_REVENUE, b, pos)
+            pos += _REVENUE.size
             s.arr = None if math.isnan(arr) else arr
-            s.renewal_ms = _unopt(renewal)
+            s.renewal_ms = None if renewal == none else renewal
             for key, t in zip(REVENUE_FACTS, set_at, strict=True):
-                if t != _NONE:
-                    s.facts_at_ms[key] = t
-            s.currency, s.contract = r.string(), r.string()
+                if t != none:
+                    facts_at[key] = t
+            s.currency, pos = _string(b, pos)
+            s.contract, pos = _string(b, pos)
         if version >= 5:
-            (n,) = r.take(_U8)
-            s.scored = [Scored(*r.take(_SCORED)) for _ in range(n)]
+            n = b[pos]
+            pos += 1
+            if n:
+                scored = []
+                for _ in range(n):
+                    scored.append(Scored(*unpack(_SCORED, b, pos)))
+                    pos += _SCORED.size
+                s.scored = scored
         if version >= 6:  # an older state has no onboarding progress yet
-            first_activity, s.published_milestones, n = r.take(_PROGRESS)
-            s.first_activity_ms = _unopt(first_activity)
+            first_activity, s.published_milestones, n = unpack(_PROGRESS, b, pos)
+            pos += _PROGRESS.size
+            s.first_activity_ms = None if first_activity == none else first_activity
             for _ in range(n):
-                mkey, reached, events, flags, users = r.take(_MILESTONE)
-                hashes = r.take(struct.Struct(f"<{users}I"))
+                mkey, reached, events, flags, users = unpack(_MILESTONE, b, pos)
+                pos += _MILESTONE.size
+                st = struct.Struct(f"<{users}I")
+                hashes = unpack(st, b, pos)
+                pos += st.size
                 s.milestones[mkey] = MilestoneProgress(_unopt(reached), events, hashes, bool(flags & 1))
     except (struct.error, IndexError, UnicodeDecodeError) as err:
         raise ValueError(f"corrupt state: {err}") from None
-    if r.pos != len(b):
+    if pos != len(b):
         raise ValueError("trailing bytes in state")
     return s
+
+
+def _string(b: bytes, pos: int) -> tuple[str | None, int]:
+    """The string at ``pos`` (uint16 length + UTF-8, or the absent marker) and the position after it."""
+    (n,) = _STR.unpack_from(b, pos)
+    pos += 2
+    if n == _STR_NONE:
+        return None, pos
+    end = pos + n
+    if end > len(b):
+        raise ValueError("truncated state")
+    return b[pos:end].decode(), end
+
+
+@functools.lru_cache(maxsize=64)
+def _records_struct(record: struct.Struct, n: int) -> struct.Struct:
+    # ``n`` fixed-size records read in one call.
+    return struct.Struct("<" + record.format[1:] * n)
 
 
 def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:

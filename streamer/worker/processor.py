@@ -837,9 +837,11 @@ class PartitionProcessor:
             # A snapshot showing another day of last activity or other episodes than the state is
             # republished whatever the score did: decided on the state alone (event time), so it holds
             # without clock ticks, through restarts and in a replay, unlike the settling below.
+            # (Never published: changed whatever the score, which is then not worth computing twice.)
             if (
                 not force
                 and not snapshot_behind(state)
+                and state.published_score is not None
                 and not changed_since_published(state, score(state, now_ms, policy, ctx, False, sig), policy)
             ):
                 # Not worth a snapshot now; if events changed what the published one shows (its counts,
