@@ -48,6 +48,7 @@ import hashlib
 import itertools
 import math
 import struct
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
@@ -523,15 +524,9 @@ def encode_state(s: AccountState) -> bytes:
             none if s.published_drop_since_ms is None else s.published_drop_since_ms,
         )
     )
-    out.append(bytes((len(s.top_users),)))
-    if s.top_users:
-        out.append(
-            _records_struct(_TOP_USER, len(s.top_users)).pack(*itertools.chain.from_iterable(s.top_users))
-        )
+    _put_records(out, _TOP_USER, s.top_users)
     out.append(_I32.pack(_NO_DAY if s.history_through is None else s.history_through))
-    out.append(bytes((len(s.history),)))
-    if s.history:
-        out.append(_records_struct(_WEEK, len(s.history)).pack(*itertools.chain.from_iterable(s.history)))
+    _put_records(out, _WEEK, s.history)
     out.append(
         _REVENUE.pack(
             math.nan if s.arr is None else s.arr,
@@ -657,22 +652,16 @@ def decode_state(b: bytes) -> AccountState:
             s.drop_pending_day = None if pending == _NO_DAY else pending
             s.drop_dispersion = dispersion
             s.drop_base = () if math.isnan(base[0]) else tuple(base)
-            n = b[pos]
-            pos += 1
-            if n:
-                st = _records_struct(_TOP_USER, n)
-                it = iter(unpack(st, b, pos))
-                pos += st.size
+            flat, pos = _records(b, pos, _TOP_USER)
+            if flat:
+                it = iter(flat)
                 s.top_users = list(map(TopUser, it, it, it, it))
             (through,) = unpack(_I32, b, pos)
             pos += 4
             s.history_through = None if through == _NO_DAY else through
-            n = b[pos]
-            pos += 1
-            if n:
-                st = _records_struct(_WEEK, n)
-                it = iter(unpack(st, b, pos))
-                pos += st.size
+            flat, pos = _records(b, pos, _WEEK)
+            if flat:
+                it = iter(flat)
                 s.history = list(zip(it, it, it, strict=True))
         if version >= 4:
             arr, renewal, *set_at = unpack(_REVENUE, b, pos)
@@ -727,6 +716,24 @@ def _string(b: bytes, pos: int) -> tuple[str | None, int]:
 def _records_struct(record: struct.Struct, n: int) -> struct.Struct:
     # ``n`` fixed-size records read in one call.
     return struct.Struct("<" + record.format[1:] * n)
+
+
+def _put_records(out: list[bytes], record: struct.Struct, items: Sequence[Iterable[Any]]) -> None:
+    """A uint8 count, then the ``record``s packed in one call (read back by :func:`_records`)."""
+    out.append(bytes((len(items),)))
+    if items:
+        out.append(_records_struct(record, len(items)).pack(*itertools.chain.from_iterable(items)))
+
+
+def _records(b: bytes, pos: int, record: struct.Struct) -> tuple[tuple[Any, ...], int]:
+    """The fields of the ``record``s at ``pos`` (a uint8 count, then the records), flat, in one call, and
+    the position after them."""
+    n = b[pos]
+    pos += 1
+    if not n:
+        return (), pos
+    st = _records_struct(record, n)
+    return st.unpack_from(b, pos), pos + st.size
 
 
 def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
