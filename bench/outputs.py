@@ -16,8 +16,8 @@ import argparse
 import hashlib
 
 from bench import workload
-from streamer.core.policy import load_policy
-from streamer.worker.processor import BatchOutput, MemoryStore, PartitionProcessor, Record
+from bench.processor import processor
+from streamer.worker.processor import BatchOutput, MemoryStore, Record
 
 END_MS = 1_790_000_000_000  # fixed: both trees see the same event times
 HOUR_MS = 3_600_000
@@ -41,15 +41,7 @@ def main() -> None:
     for j in range(0, len(mix), 5000):  # a few invalid records, for the dead letters
         mix[j] = (b"x", b'{"event": "login", "timestamp": "soon"}' if j % 10000 else b"not json")
     recs = [Record(0, i, k, v) for i, (k, v) in enumerate(mix)]
-    proc = PartitionProcessor(
-        0,
-        load_policy(None),
-        lambda _: 0,
-        allowed_lateness_ms=30_000,
-        max_future_ms=300_000,
-        cache_max=a.cache,
-        flush_interval_ms=5_000,
-    )
+    proc = processor(a.cache)
     store = MemoryStore()
     store.data.update(workload.encoded_states(a.seeded, start))
     parts = {k: hashlib.sha256() for k in ("alerts", "health", "dead", "writes", "outcomes")}

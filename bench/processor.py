@@ -36,6 +36,19 @@ def records(n: int, accounts: int, days: float, seed: int = 1) -> list[Record]:
     return [Record(0, i, key, value) for i, (key, value) in enumerate(mix)]
 
 
+def processor(cache_max: int, flush_interval_ms: int = 5_000) -> PartitionProcessor:
+    """Partition 0's processor as the benchmarks run it (default rules, every account on partition 0)."""
+    return PartitionProcessor(
+        0,
+        load_policy(None),
+        lambda _: 0,
+        allowed_lateness_ms=30_000,
+        max_future_ms=300_000,
+        cache_max=cache_max,
+        flush_interval_ms=flush_interval_ms,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=100_000)
@@ -49,15 +62,7 @@ def main() -> None:
     parser.add_argument("--days", type=float, default=1.0, help="event time the events span")
     args = parser.parse_args()
     recs = records(args.events, args.accounts, args.days)
-    proc = PartitionProcessor(
-        0,
-        load_policy(None),
-        lambda _: 0,
-        allowed_lateness_ms=30_000,
-        max_future_ms=300_000,
-        cache_max=args.cache,
-        flush_interval_ms=args.flush_interval_ms,
-    )
+    proc = processor(args.cache, args.flush_interval_ms)
     store = Store()
     published = 0
     started = time.perf_counter()
