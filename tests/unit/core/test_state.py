@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import struct
 from datetime import UTC, datetime
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -358,6 +360,36 @@ def test_a_clone_is_independent_of_its_original() -> None:
     copy.scored.append(Scored(1, 2, bytes(32)))
     copy.milestones[1] = MilestoneProgress(T0, 1)
     assert encode_state(original) == encoded
+
+
+def test_a_clone_copies_every_field_but_the_unstored_quiet_cache() -> None:
+    # clone_state lists the fields one by one: a field added to AccountState must be added there too.
+    original = AccountState("acme", T0, T0)
+    for n, f in enumerate(dataclasses.fields(AccountState)):
+        if f.name in ("account_id", "first_seen_ms", "clock_ms"):
+            continue
+        kind = str(f.type)  # a distinct value of the declared type: compiled, attributes check it
+        if kind.startswith("dict"):
+            value: Any = {n: n}
+        elif kind.startswith("list"):
+            value = [n]
+        elif kind.startswith("tuple"):
+            value = (float(n),)
+        elif kind == "bool":
+            value = True
+        elif kind.startswith("Band"):
+            value = Band.POOR
+        elif kind.startswith("str"):
+            value = f"v{n}"
+        elif kind.startswith("float"):
+            value = float(n)
+        else:
+            value = n
+        setattr(original, f.name, value)
+    copy = clone_state(original)
+    for f in dataclasses.fields(AccountState):
+        expected = None if f.name == "quiet_cache" else getattr(original, f.name)
+        assert getattr(copy, f.name) == expected, f.name
 
 
 _extreme_ints = st.one_of(
