@@ -1,4 +1,7 @@
-"""The compiled hot path: the pure core and the partition processor compiled to C with mypyc.
+"""The compiled hot path: the pure core compiled to C with mypyc.
+
+The partition processor (:mod:`streamer.worker.processor`) stays interpreted: it is the adapters' seam,
+where the tests inject failures into the core's functions (a compiled caller would not see them).
 
 ``make install`` runs ``python -m streamer.nativebuild``, which compiles :data:`MODULES` (the
 typed, mypy-strict modules every event goes through) into extension modules next to their sources,
@@ -49,7 +52,6 @@ MODULES = (
     "streamer.core.snapshot",
     "streamer.core.state",
     "streamer.core.users",
-    "streamer.worker.processor",
 )
 PURE_ENV = "CHURNWATCH_PURE_PYTHON"
 _SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -151,27 +153,29 @@ def loaded() -> bool:
     )
 
 
-def load_sources() -> dict[str, ModuleType]:
-    """A second copy of :data:`MODULES`, loaded from their sources, beside whatever this process uses.
+def load_sources(also: Sequence[str] = ()) -> dict[str, ModuleType]:
+    """A second copy of :data:`MODULES` (and of the modules in ``also``, which import them), loaded
+    from their sources, beside whatever this process uses.
 
     For differential tests: the copy is a separate module graph (its own classes and enums), so the
     compiled and the pure implementation can be fed the same input in one process and their encoded
     outputs compared. ``sys.modules`` and the package attributes are left as they were."""
     import importlib
 
-    saved = {m: sys.modules.pop(m) for m in MODULES if m in sys.modules}
+    names = (*MODULES, *also)
+    saved = {m: sys.modules.pop(m) for m in names if m in sys.modules}
     added = _FINDER not in sys.meta_path
     if added:
         sys.meta_path.insert(0, _FINDER)
     try:
-        return {m: importlib.import_module(m) for m in MODULES}
+        return {m: importlib.import_module(m) for m in names}
     finally:
         if added:
             sys.meta_path.remove(_FINDER)
-        for m in MODULES:
+        for m in names:
             sys.modules.pop(m, None)
         sys.modules.update(saved)
-        for m in MODULES:  # importing set each parent package's attribute to the copy
+        for m in names:  # importing set each parent package's attribute to the copy
             parent, _, child = m.rpartition(".")
             if parent in sys.modules:
                 if m in saved:
