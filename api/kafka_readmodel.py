@@ -219,7 +219,11 @@ class KafkaReadModel:
         self._positions = {tp: await consumer.position(tp) for tp in tps}
         log.info("read model loading %d partitions (%d resumed from the store)", len(tps), resumed)
         # While a fill lasts, other processes decode and check the snapshots and build their rows.
-        pool = FillPool(self._settings.fill_processes) if filling and self._settings.fill_processes else None
+        pool = None
+        processes = self._settings.fill_processes
+        if filling and processes:
+            pool = FillPool(processes)
+            log.info("the snapshots are decoded and checked by %d fill processes", processes)
         try:
             await self._follow(consumer, tps, pool)
         finally:
