@@ -17,6 +17,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -238,7 +239,15 @@ class KafkaReadModel:
         writing: asyncio.Future[None] | None = None
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
-            batch = await self._batch(fetched, pool)  # the previous batch is written meanwhile
+            try:
+                batch = await self._batch(fetched, pool)  # the previous batch is written meanwhile
+            except BrokenProcessPool:
+                # A fill process was killed (out of memory?): the API goes on with the fill itself.
+                log.error("a fill process ended unexpectedly: the rest of the fill is decoded in the API")
+                if pool is not None:
+                    pool.close(wait=False)
+                pool = None
+                batch = await self._batch(fetched, None)
             if writing is not None:
                 await writing  # in order, one at a time
                 writing = None

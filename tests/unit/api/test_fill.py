@@ -6,10 +6,12 @@ whole, with its offsets, or not at all."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -22,6 +24,7 @@ from sqlalchemy import select
 from api.fill import FillPool, Rejected, prepare_snapshots
 from api.kafka_readmodel import KafkaReadModel
 from api.readmodel import Batch, InMemoryReadModel
+from api.restrictions import EVERY_ACCOUNT
 from api.store import schema as t
 from api.store.sql import SqlReadModel
 from tests.postgres import PostgresServer, database_name
@@ -241,3 +244,78 @@ def test_rows_are_refused_by_a_store_not_filling_and_with_documents(tmp_path: An
         store.close()
     with pytest.raises(ValueError, match="needs documents"):
         asyncio.run(InMemoryReadModel().apply_batch(Batch(rows=[rows[0]])))
+
+
+class FakeConsumer:
+    """Hands out the fetches it is given, then nothing; positions as a consumer keeps them."""
+
+    def __init__(self, fetches: list[dict[TopicPartition, list[Record]]]) -> None:
+        self.fetches = fetches
+        self._positions: Counter[TopicPartition] = Counter()
+
+    async def getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Record]]:  # noqa: ARG002
+        await asyncio.sleep(0)
+        if not self.fetches:
+            return {}
+        fetched = self.fetches.pop(0)
+        for tp, records in fetched.items():
+            self._positions[tp] = records[-1].offset + 1
+        return fetched
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self._positions[tp]
+
+
+class DyingPool(FillPool):
+    """A pool whose process is killed before its second batch."""
+
+    def __init__(self) -> None:
+        super().__init__(1)
+        self.calls = 0
+
+    async def prepare(self, records: Any) -> Any:
+        self.calls += 1
+        if self.calls == 2:
+            for process in list(self._executor._processes.values()):
+                process.kill()
+                process.join()
+        return await super().prepare(records)
+
+
+@pytest.mark.parametrize("killed", [False, True])
+async def test_the_loader_fills_through_the_pool_and_counts_each_snapshot_once_filled(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture, killed: bool
+) -> None:
+    tp = TopicPartition(HEALTH, 0)
+    docs = [snapshot(f"a{i}", score=10 * i, band="poor" if i < 4 else "good") for i in range(9)]
+    records = [Record(d["account_id"].encode(), orjson.dumps(d), n) for n, d in enumerate(docs)]
+    consumer = FakeConsumer([{tp: records[:3]}, {tp: records[3:6]}, {tp: records[6:]}])
+    store = SqlReadModel(f"sqlite:///{tmp_path}/store.db")
+    assert store.begin_fill()
+    loader = KafkaReadModel(conftest.settings(), store)
+    loader._start_ends = {tp: len(records)}
+    pool = DyingPool() if killed else FillPool(1)
+
+    def poor() -> int:
+        return int(store.portfolio(datetime.now(UTC), scope=EVERY_ACCOUNT)["by_band"]["poor"])
+
+    async def until(holds: Any) -> None:
+        while not holds():
+            await asyncio.sleep(0.01)
+
+    following = asyncio.create_task(loader._follow(consumer, [tp], pool))
+    try:
+        await asyncio.wait_for(until(lambda: loader.ready), timeout=60)
+        assert poor() == 4
+        assert store.counts()["accounts"] == 9 and store.positions() == {(HEALTH, 0): 9}
+        # Filled: a snapshot read now is decoded here and counted as it is written.
+        later = snapshot("a8", score=5, band="poor", at="2025-03-16T00:00:00.000Z")
+        consumer.fetches.append({tp: [Record(b"a8", orjson.dumps(later), 9)]})
+        await asyncio.wait_for(until(lambda: poor() == 5), timeout=60)
+    finally:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
+        pool.close()
+        store.close()
+    assert ("a fill process ended unexpectedly" in caplog.text) is killed
