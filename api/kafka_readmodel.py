@@ -4,6 +4,8 @@ The snapshots and alerts are applied to a store (:class:`api.store.sql.SqlReadMo
 :class:`api.readmodel.InMemoryReadModel` with ``store_url=memory``) in batches, each with the offsets it
 was read up to; a restart resumes from them. A store filled from another cluster or other topics, or
 whose offsets are past the topics' ends (the topics were re-created), is emptied and filled again.
+While a store fills, other processes decode and check the snapshots and build their rows
+(:mod:`api.fill`); the loader fetches and writes.
 
 No consumer group is used: every partition of both topics is assigned explicitly, so any number of API
 replicas can run side by side, each with the whole picture. ``ready`` turns True once every partition
