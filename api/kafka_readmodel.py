@@ -4,6 +4,8 @@ The snapshots and alerts are applied to a store (:class:`api.store.sql.SqlReadMo
 :class:`api.readmodel.InMemoryReadModel` with ``store_url=memory``) in batches, each with the offsets it
 was read up to; a restart resumes from them. A store filled from another cluster or other topics, or
 whose offsets are past the topics' ends (the topics were re-created), is emptied and filled again.
+While a store fills, other processes decode and check the snapshots and build their rows
+(:mod:`api.fill`); the loader fetches and writes.
 
 No consumer group is used: every partition of both topics is assigned explicitly, so any number of API
 replicas can run side by side, each with the whole picture. ``ready`` turns True once every partition
@@ -16,7 +18,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping, Sequence
+from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -26,12 +29,13 @@ from aiokafka.admin import AIOKafkaAdminClient
 from pydantic import ValidationError
 
 from api.errors import first_line
+from api.fill import FillPool, Rejected, check_snapshot, rejection
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, Doc, InMemoryReadModel, Page, ReadModel
 from api.restrictions import AccountScope
 from api.settings import ApiSettings
 from streamer.gctuning import return_freed_memory
-from streamer.wire.documents import AlertDocument, SnapshotDocument
+from streamer.wire.documents import AlertDocument
 
 log = logging.getLogger("churnwatch.api.readmodel")
 
@@ -39,6 +43,35 @@ log = logging.getLogger("churnwatch.api.readmodel")
 def _log_failure(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.error("read model stopped loading", exc_info=task.exception())
+
+
+def _skip(topic: str, why: Rejected) -> None:
+    # One bad record must not stop the API from serving everything else.
+    if why.where is None:
+        log.warning("skipping undecodable record on %s", topic)
+    else:
+        log.warning(
+            "skipping a record on %s that is not a churnwatch document (%s: %s)",
+            topic,
+            why.where,
+            why.problem,
+        )
+
+
+class Fetched(Protocol):
+    """What the loader uses of a record it fetched."""
+
+    @property
+    def key(self) -> bytes | None:
+        """The record's key."""
+
+    @property
+    def value(self) -> bytes | None:
+        """The record's value (None: a tombstone)."""
+
+    @property
+    def offset(self) -> int:
+        """The record's offset in its partition."""
 
 
 class LoadableStore(ReadModel, Protocol):
@@ -171,7 +204,8 @@ class KafkaReadModel:
             log.warning("the read store is ahead of its topics (re-created?): filling it again")
             await asyncio.to_thread(store.clear)
             stored = {}
-        if await asyncio.to_thread(store.begin_fill):
+        filling = await asyncio.to_thread(store.begin_fill)
+        if filling:
             log.info(
                 "%s: its indexes and portfolio counts are built when it has caught up",
                 "resuming a fill of the read store cut short" if stored else "filling an empty read store",
@@ -187,17 +221,35 @@ class KafkaReadModel:
                 resumed += 1
         self._positions = {tp: await consumer.position(tp) for tp in tps}
         log.info("read model loading %d partitions (%d resumed from the store)", len(tps), resumed)
+        # While a fill lasts, other processes decode and check the snapshots and build their rows.
+        pool = None
+        processes = self._settings.fill_processes
+        if filling and processes:
+            pool = FillPool(processes)
+            log.info("the snapshots are decoded and checked by %d fill processes", processes)
+        try:
+            await self._follow(consumer, tps, pool)
+        finally:
+            if pool is not None:
+                pool.close(wait=False)  # a no-op once the fill is done
+
+    async def _follow(
+        self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], pool: FillPool | None
+    ) -> None:
+        store = self._store
         # One batch is written (in the store's thread) while the next is fetched and decoded.
         writing: asyncio.Future[None] | None = None
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
-            batch = Batch()
-            for tp, records in fetched.items():
-                for rec in records:
-                    self._decode(tp.topic, rec.key, rec.value, batch)
-                if records:
-                    self._positions[tp] = records[-1].offset + 1
-                    batch.positions[tp.topic, tp.partition] = records[-1].offset + 1
+            try:
+                batch = await self._batch(fetched, pool)  # the previous batch is written meanwhile
+            except BrokenProcessPool:
+                # A fill process was killed (out of memory?): the API goes on with the fill itself.
+                log.error("a fill process ended unexpectedly: the rest of the fill is decoded in the API")
+                if pool is not None:
+                    pool.close(wait=False)
+                pool = None
+                batch = await self._batch(fetched, None)
             if writing is not None:
                 await writing  # in order, one at a time
                 writing = None
@@ -218,10 +270,37 @@ class KafkaReadModel:
                             len(built),
                             time.monotonic() - started,
                         )
+                    if pool is not None:
+                        # What follows is applied snapshot by snapshot, counted as it goes.
+                        await asyncio.to_thread(pool.close)
+                        pool = None
                     # A fill allocated and freed gigabytes of documents: the process keeps none.
                     return_freed_memory()
                     self._caught_up = True
                     log.info("read model caught up (%d partitions)", len(tps))
+
+    async def _batch(
+        self, fetched: Mapping[TopicPartition, Sequence[Fetched]], pool: FillPool | None
+    ) -> Batch:
+        """The batch of what was fetched: decoded and checked here, or the snapshots by ``pool``."""
+        batch = Batch()
+        snapshots: list[tuple[bytes, bytes | None]] = []  # for the pool, in the order read
+        for tp, records in fetched.items():
+            for rec in records:
+                if pool is None or tp.topic != self._settings.health_topic:
+                    self._decode(tp.topic, rec.key, rec.value, batch)
+                elif rec.key is not None:
+                    snapshots.append((rec.key, rec.value))
+            if records:
+                self._positions[tp] = records[-1].offset + 1
+                batch.positions[tp.topic, tp.partition] = records[-1].offset + 1
+        if pool is not None:
+            for item in await pool.prepare(snapshots):
+                if isinstance(item, Rejected):
+                    _skip(self._settings.health_topic, item)
+                else:
+                    batch.rows.append(item)
+        return batch
 
     async def _apply(self, batch: Batch) -> None:
         """Apply a batch, retrying while the store fails (a database restart): nothing is skipped."""
@@ -243,27 +322,18 @@ class KafkaReadModel:
             # arrive: one that is not cannot make a route fail later, for this account or for the feed.
             if topic == self._settings.health_topic:
                 if key is not None:
-                    snapshot = None
-                    if value is not None:
-                        snapshot = orjson.loads(value)
-                        SnapshotDocument.model_validate(snapshot)
-                        batch.texts[len(batch.snapshots)] = value.decode()
-                    batch.snapshots.append((key.decode(), snapshot))
+                    account_id, snapshot, text = check_snapshot(key, value)
+                    if text is not None:
+                        batch.texts[len(batch.snapshots)] = text
+                    batch.snapshots.append((account_id, snapshot))
             elif value is not None:
                 doc = orjson.loads(value)
                 AlertDocument.model_validate(doc)
                 batch.alerts.append(doc)
         except (orjson.JSONDecodeError, UnicodeDecodeError):
-            # One bad record must not stop the API from serving everything else.
-            log.warning("skipping undecodable record on %s", topic)
+            _skip(topic, Rejected())
         except ValidationError as err:
-            first = err.errors()[0]
-            log.warning(
-                "skipping a record on %s that is not a churnwatch document (%s: %s)",
-                topic,
-                ".".join(map(str, first["loc"])),
-                first["msg"],
-            )
+            _skip(topic, rejection(err))
 
     async def get_account(self, account_id: str, *, scope: AccountScope) -> Doc | None:  # see ReadModel
         return await self._store.get_account(account_id, scope=scope)

@@ -14,7 +14,7 @@ from bisect import insort
 from collections.abc import AsyncGenerator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from api.portfolio import instant_ms, portfolio_figures
 from api.portfolio_history import (
@@ -30,6 +30,9 @@ from api.portfolio_history import (
 from api.query import AccountFilters, AccountSort, alert_position, alerts_cursor, page_accounts
 from api.restrictions import AccountScope
 from streamer.core.alerts import AlertKind
+
+if TYPE_CHECKING:
+    from api.store.rows import SnapshotRows
 
 Doc = dict[str, Any]
 Page = tuple[list[Doc], str | None]
@@ -51,6 +54,10 @@ class Batch:
     # The JSON text each snapshot was read as, by its index in ``snapshots`` (a store keeps it as it
     # came instead of encoding the document again); a snapshot without one is encoded when stored.
     texts: dict[int, str] = field(default_factory=dict)
+    # Snapshots a fill decoded, checked and turned into rows in other processes (:mod:`api.fill`), in
+    # the order read; None forgets the account. Only a SQL store that is filling takes them, in a
+    # batch without ``snapshots``.
+    rows: list[tuple[str, SnapshotRows | None]] = field(default_factory=list)
     alerts: list[Doc] = field(default_factory=list)
     # The next offset to read of each (topic, partition) once the batch is applied.
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
@@ -289,6 +296,8 @@ class InMemoryReadModel(LoadProgress):
 
     async def apply_batch(self, batch: Batch) -> None:
         """Apply what a loader read: snapshots first (alerts are judged by their account's facts)."""
+        if batch.rows:
+            raise ValueError("snapshots as rows are for a SQL store's fill: this store needs documents")
         for account_id, doc in batch.snapshots:
             self.apply_health(account_id, doc)
         for doc in batch.alerts:

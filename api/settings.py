@@ -126,6 +126,13 @@ class ApiSettings(KafkaSettings):
         120, ge=1, description="Days of daily score, band and components kept per account in the store."
     )
     alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept for the feed.")
+    fill_processes: int = Field(
+        1,
+        ge=0,
+        le=32,
+        description="Processes that decode, check and turn snapshots into rows while an empty read store "
+        "is filled (0: the API process does it, as it always does once the store is filled).",
+    )
     head_timeout_s: float = Field(
         10.0, gt=0, description="A connection without a complete request head for this long is closed."
     )

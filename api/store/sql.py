@@ -20,7 +20,6 @@ from collections import Counter
 from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,6 @@ from api.portfolio import (
     currency_of,
     figures_from_marginals,
     instant_ms,
-    month_of,
     nps_class,
 )
 from api.portfolio_history import (
@@ -77,12 +75,7 @@ from api.query import (
     InvalidCursor,
     alert_position,
     alerts_cursor,
-    arr_key,
     encode_cursor,
-    lifecycle_of,
-    onboarding_of,
-    overdue_key,
-    renewal_key,
     sort_cursor,
     sort_key,
 )
@@ -100,6 +93,16 @@ from api.readmodel import (
 from api.restrictions import AccountScope
 from api.store import schema as t
 from api.store.lookups import AsyncLookups
+from api.store.rows import (
+    HISTORY_DAY,
+    SnapshotRows,
+    account_params,
+    account_row,
+    dumps,
+    facts_of,
+    history_params,
+    text_of,
+)
 
 log = logging.getLogger("churnwatch.api.store")
 
@@ -116,10 +119,6 @@ _MIGRATION_LOCK = 0x636877  # PostgreSQL advisory lock: one replica migrates at 
 
 class StoreError(RuntimeError):
     """The store cannot be opened: not a store URL, unreachable, refused, or not migratable."""
-
-
-def _dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -145,7 +144,7 @@ def _sqlite_begin(conn: Connection) -> None:
 def engine_for(url: str) -> Engine:
     """An engine for a ``sqlite:///path`` or ``postgresql://…`` URL (psycopg 3 as the driver)."""
     parsed = make_url(url)
-    options: dict[str, Any] = {"json_serializer": _dumps, "json_deserializer": orjson.loads}
+    options: dict[str, Any] = {"json_serializer": dumps, "json_deserializer": orjson.loads}
     backend = parsed.get_backend_name()
     if backend == "sqlite":
         database = parsed.database or ""
@@ -184,53 +183,6 @@ def _ceil_ms(at: datetime) -> int:
     return math.ceil(at.timestamp() * 1000)
 
 
-def _facts(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    facts = doc.get(key)
-    return facts if isinstance(facts, Mapping) else {}
-
-
-def _text(value: object) -> str | None:
-    return value if isinstance(value, str) else None
-
-
-def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
-    """The ``accounts`` row of a snapshot (checked against the contract already)."""
-    facts = _facts(doc, "facts")
-    episodes = _facts(doc, "episodes")
-    sub = _facts(doc, "subscription")
-    last = _text(doc.get("last_activity_at"))
-    nps = (doc.get("nps") or {}).get("score")
-    onboarding, onboarding_status, _ = onboarding_of(doc)
-    return {
-        "account_id": account_id,
-        "at_ms": instant_ms(doc.get("at")) or 0,
-        "score": int(doc.get("score", 0)),
-        "band": str(doc.get("band")),
-        "segment": _text(facts.get("segment")),
-        "plan": _text(facts.get("plan")),
-        "owner": _text(facts.get("owner")),
-        "last_activity": last or "",
-        "last_activity_ms": instant_ms(last),
-        "quiet_since": episodes.get("quiet_since") or None,
-        "drop_since": episodes.get("drop_since") or None,
-        "poor": bool(episodes.get("poor")),
-        "started_month": month_of(sub.get("started_at")),
-        "cancelled_month": month_of(sub.get("cancelled_at")),
-        "nps_score": nps if nps_class(nps) is not None else None,
-        "arr": arr_key(doc),
-        "currency": _text(facts.get("currency")),
-        "renewal_ms": renewal_key(doc),
-        **dict(zip(("lifecycle", "active_days_7", "active_days_28"), lifecycle_of(doc), strict=True)),
-        "onboarding_status": onboarding_status,
-        "onboarding_overdue_days": overdue_key(doc),
-        "onboarding_active": onboarding,
-        "doc": doc,
-    }
-
-
-_ACCOUNT_COLUMNS = tuple(c.name for c in t.accounts.c)
-assert _ACCOUNT_COLUMNS[-1] == "doc"  # noqa: S101 - the upsert's parameters end with the document's text
-_ACCOUNT_FIELDS = itemgetter(*_ACCOUNT_COLUMNS[:-1])
 _COUNTED = (
     "owner",
     "segment",
@@ -292,7 +244,7 @@ def _count(
 def _count_row(key: tuple[Any, ...], delta: int, arr: int) -> dict[str, Any]:
     by_owner, owner, by_segment, segment, dimension, value = key
     return {
-        "key": _dumps(list(key)),
+        "key": dumps(list(key)),
         "by_owner": by_owner,
         "owner": owner,
         "by_segment": by_segment,
@@ -306,7 +258,7 @@ def _count_row(key: tuple[Any, ...], delta: int, arr: int) -> dict[str, Any]:
 
 def _day_row(key: DayKey, delta: int, arr: int) -> tuple[Any, ...]:
     """The ``portfolio_days`` row (parameters in column order) of a change."""
-    return (_dumps(list(key)), *key, delta, arr)
+    return (dumps(list(key)), *key, delta, arr)
 
 
 def _counted(row: Mapping[Any, Any]) -> Counted:
@@ -316,11 +268,12 @@ def _counted(row: Mapping[Any, Any]) -> Counted:
 
 def _history_days(
     snapshots: Sequence[tuple[str, Doc | None]], stored_ms: Mapping[str, int]
-) -> tuple[list[Doc], set[str]]:
-    """The ``history`` rows of a batch's snapshots, read in order: each snapshot not older than its
-    account's newest (stored, or earlier in the batch), the latest of each day, every day of the batch
-    kept (a backlog read in one batch holds several days of an account); and the accounts a tombstone
-    forgot, whose stored days go. As :class:`~api.readmodel.InMemoryReadModel` applies them one by one."""
+) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """The ``history`` rows (upsert parameters) of a batch's snapshots, read in order: each snapshot not
+    older than its account's newest (stored, or earlier in the batch), the latest of each day, every day
+    of the batch kept (a backlog read in one batch holds several days of an account); and the accounts a
+    tombstone forgot, whose stored days go. As :class:`~api.readmodel.InMemoryReadModel` applies them
+    one by one."""
     newest = dict(stored_ms)
     days: dict[str, dict[str, Doc]] = {}
     forgotten: set[str] = set()
@@ -336,8 +289,33 @@ def _history_days(
         newest[account_id] = at_ms
         row = history_row(doc, at_ms)
         days.setdefault(account_id, {})[row["day"]] = row
-    rows = [{**row, "account_id": account_id} for account_id, held in days.items() for row in held.values()]
+    rows = [
+        history_params({**row, "account_id": account_id})
+        for account_id, held in days.items()
+        for row in held.values()
+    ]
     return rows, forgotten
+
+
+def _history_of_rows(
+    snapshots: Sequence[tuple[str, SnapshotRows | None]],
+) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """:func:`_history_days` of snapshots turned into rows beforehand, in a fill (nothing stored to be
+    newer): the same days, kept by the same rules."""
+    newest: dict[str, int] = {}
+    days: dict[str, dict[str, tuple[Any, ...]]] = {}
+    forgotten: set[str] = set()
+    for account_id, rows in snapshots:
+        if rows is None:
+            forgotten.add(account_id)
+            newest.pop(account_id, None)
+            days.pop(account_id, None)
+            continue
+        if rows.at_ms < newest.get(account_id, -1):
+            continue
+        newest[account_id] = rows.at_ms
+        days.setdefault(account_id, {})[rows.day] = rows.history
+    return [params for held in days.values() for params in held.values()], forgotten
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
@@ -666,6 +644,9 @@ class SqlReadModel(LoadProgress):
             self._subscribers.publish(alert, self._sees_alert)
 
     def _write(self, batch: Batch) -> list[Doc]:
+        if batch.rows and (batch.snapshots or not self._filling):
+            # Rows are neither counted nor compared with the stored ones: only a fill writes them.
+            raise ValueError("a batch of snapshots as rows is written only while filling, and alone")
         # The newest snapshot of each account in the batch (by snapshot time; the later record on a
         # tie), with the text it was read as.
         latest: dict[str, tuple[Doc | None, str | None]] = {}
@@ -682,8 +663,29 @@ class SqlReadModel(LoadProgress):
         with self._writing() as conn:
             inserted = self._write_alerts(conn, batch.alerts)
             self._write_snapshots(conn, latest, batch.snapshots)
+            self._write_rows(conn, batch.rows)
             self._write_positions(conn, batch.positions)
         return inserted
+
+    def _write_rows(self, conn: Connection, snapshots: Sequence[tuple[str, SnapshotRows | None]]) -> None:
+        """Write a fill's snapshots turned into rows beforehand (:mod:`api.fill`), as
+        :meth:`_write_snapshots` writes them while filling: the newest of each account, the later record
+        on a tie; a tombstone deletes."""
+        if not snapshots:
+            return
+        latest: dict[str, SnapshotRows | None] = {}
+        for account_id, rows in snapshots:
+            held = latest.get(account_id)
+            if rows is not None and held is not None and held.at_ms > rows.at_ms:
+                continue
+            latest[account_id] = rows
+        a = t.accounts.c
+        for ids in _chunks([account_id for account_id, rows in latest.items() if rows is None]):
+            conn.execute(delete(t.accounts).where(a.account_id.in_(ids)))
+        params = [rows.account for rows in latest.values() if rows is not None]
+        if params:
+            conn.exec_driver_sql(self._upsert_account, params)
+        self._write_history(conn, *_history_of_rows(snapshots))
 
     def _write_snapshots(
         self,
@@ -723,13 +725,13 @@ class SqlReadModel(LoadProgress):
             if not self._filling:
                 _count(counts, sums, row, 1)
             rows.append(row)
-            texts.append(text_ if text_ is not None else _dumps(doc))
+            texts.append(text_ if text_ is not None else dumps(doc))
         for ids in _chunks(gone):
             conn.execute(delete(t.accounts).where(a.account_id.in_(ids)))
         if rows:
             conn.exec_driver_sql(
                 self._upsert_account,
-                [(*_ACCOUNT_FIELDS(row), text_) for row, text_ in zip(rows, texts, strict=True)],
+                [account_params(row, text_) for row, text_ in zip(rows, texts, strict=True)],
             )
         self._write_history(conn, *_history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()}))
         self._write_counts(conn, counts, sums)
@@ -798,18 +800,14 @@ class SqlReadModel(LoadProgress):
         for keys in _chunks(emptied):
             conn.execute(delete(t.portfolio_counts).where(pc.key.in_(keys), pc.accounts <= 0))
 
-    def _write_history(self, conn: Connection, days: Sequence[Doc], forgotten: set[str]) -> None:
+    def _write_history(self, conn: Connection, days: Sequence[tuple[Any, ...]], forgotten: set[str]) -> None:
         h = t.history.c
         for ids in _chunks(sorted(forgotten)):
             conn.execute(delete(t.history).where(h.account_id.in_(ids)))
         if not days:
             return
-        names = [c.name for c in t.history.c]
-        conn.exec_driver_sql(
-            self._upsert_history,
-            [tuple(_dumps(d[n]) if n == "components" else d[n] for n in names) for d in days],
-        )
-        newest = max(d["day"] for d in days)
+        conn.exec_driver_sql(self._upsert_history, days)
+        newest = max(d[HISTORY_DAY] for d in days)
         cutoff = (datetime.fromisoformat(newest) - timedelta(days=self.history_days)).date().isoformat()
         if cutoff > self._history_cutoff:
             conn.execute(delete(t.history).where(h.day <= cutoff))
@@ -830,15 +828,15 @@ class SqlReadModel(LoadProgress):
             if alert_id in known:
                 continue
             known.add(alert_id)
-            facts = _facts(doc, "account")
+            facts = facts_of(doc, "account")
             rows.append(
                 {
                     "alert_id": alert_id,
                     "kind": str(doc.get("kind")),
-                    "account_id": _text(doc.get("account_id")),
+                    "account_id": text_of(doc.get("account_id")),
                     "detected_ms": detected_ms(doc),
-                    "owner": _text(facts.get("owner")),
-                    "segment": _text(facts.get("segment")),
+                    "owner": text_of(facts.get("owner")),
+                    "segment": text_of(facts.get("segment")),
                     "doc": doc,
                 }
             )
