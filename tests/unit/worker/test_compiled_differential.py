@@ -1,11 +1,10 @@
 """The compiled hot path against its Python reference: the same input, byte-identical outputs.
 
-:mod:`streamer.native` compiles the core with mypyc, and :func:`streamer.native.load_sources` loads
-a second copy of the core, and of the partition processor over it, from their sources into this
-process. Hypothesis writes event streams (a few accounts over weeks: usage, facts, NPS, tickets,
-subscriptions, milestones, duplicates, late and future events, gaps that make accounts go quiet and
-drop, and the fuzz suite's extreme values) with clock ticks and flushes between batches; both
-processors get every batch, and everything they write is compared as bytes: encoded alerts and
+:mod:`streamer.native` compiles the core with mypyc, and :func:`streamer.native.load_sources` loads a
+second copy of the core, and of the partition processor over it, from their sources into this process. Hypothesis writes event streams (a few accounts over weeks: usage, facts, NPS,
+tickets, subscriptions, milestones, duplicates, late and future events, gaps that make accounts go
+quiet and drop, and the fuzz suite's extreme values) with clock ticks and flushes between batches;
+both processors get every batch, and everything they write is compared as bytes: encoded alerts and
 health snapshots, dead letters with their reasons, outcomes, every flush's state writes.
 
 Compiled code can differ where Python's semantics are loose: mypyc stores an ``int`` given where a
