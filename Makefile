@@ -38,7 +38,7 @@ $(BIN)/.installed: pyproject.toml
 
 # The hot path compiled with mypyc (streamer/native.py). When it cannot be built, the sources run:
 # the build says why, and `python -m streamer.nativebuild --status` tells which path is in use.
-NATIVE_SOURCES := $(wildcard streamer/core/*.py) streamer/native.py streamer/nativebuild.py
+NATIVE_SOURCES := $(wildcard streamer/core/*.py) streamer/worker/processor.py streamer/native.py streamer/nativebuild.py
 $(BIN)/.compiled: $(BIN)/.installed $(NATIVE_SOURCES)
 	@echo "install: compiling the hot path with mypyc (about 2 minutes on 2 cores)"
 	@$(BIN)/python -m streamer.nativebuild \

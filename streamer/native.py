@@ -1,7 +1,4 @@
-"""The compiled hot path: the pure core compiled to C with mypyc.
-
-The partition processor (:mod:`streamer.worker.processor`) stays interpreted: it is the adapters' seam,
-where the tests inject failures into the core's functions (a compiled caller would not see them).
+"""The compiled hot path: the pure core and the partition processor compiled to C with mypyc.
 
 ``make install`` runs ``python -m streamer.nativebuild``, which compiles :data:`MODULES` (the
 typed, mypy-strict modules every event goes through) into extension modules next to their sources,
@@ -52,6 +49,7 @@ MODULES = (
     "streamer.core.snapshot",
     "streamer.core.state",
     "streamer.core.users",
+    "streamer.worker.processor",
 )
 PURE_ENV = "CHURNWATCH_PURE_PYTHON"
 _SUFFIXES = tuple(importlib.machinery.EXTENSION_SUFFIXES)
@@ -153,29 +151,27 @@ def loaded() -> bool:
     )
 
 
-def load_sources(also: Sequence[str] = ()) -> dict[str, ModuleType]:
-    """A second copy of :data:`MODULES` (and of the modules in ``also``, which import them), loaded
-    from their sources, beside whatever this process uses.
+def load_sources() -> dict[str, ModuleType]:
+    """A second copy of :data:`MODULES`, loaded from their sources, beside whatever this process uses.
 
     For differential tests: the copy is a separate module graph (its own classes and enums), so the
     compiled and the pure implementation can be fed the same input in one process and their encoded
     outputs compared. ``sys.modules`` and the package attributes are left as they were."""
     import importlib
 
-    names = (*MODULES, *also)
-    saved = {m: sys.modules.pop(m) for m in names if m in sys.modules}
+    saved = {m: sys.modules.pop(m) for m in MODULES if m in sys.modules}
     added = _FINDER not in sys.meta_path
     if added:
         sys.meta_path.insert(0, _FINDER)
     try:
-        return {m: importlib.import_module(m) for m in names}
+        return {m: importlib.import_module(m) for m in MODULES}
     finally:
         if added:
             sys.meta_path.remove(_FINDER)
-        for m in names:
+        for m in MODULES:
             sys.modules.pop(m, None)
         sys.modules.update(saved)
-        for m in names:  # importing set each parent package's attribute to the copy
+        for m in MODULES:  # importing set each parent package's attribute to the copy
             parent, _, child = m.rpartition(".")
             if parent in sys.modules:
                 if m in saved:

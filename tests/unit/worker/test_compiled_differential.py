@@ -1,7 +1,8 @@
 """The compiled hot path against its Python reference: the same input, byte-identical outputs.
 
-:mod:`streamer.native` compiles the core with mypyc, and :func:`streamer.native.load_sources` loads a
-second copy of the core, and of the partition processor over it, from their sources into this process. Hypothesis writes event streams (a few accounts over weeks: usage, facts, NPS,
+:mod:`streamer.native` compiles the core and the partition processor with mypyc, and
+:func:`streamer.native.load_sources` loads a second copy of the same modules from their sources into
+this process. Hypothesis writes event streams (a few accounts over weeks: usage, facts, NPS,
 tickets, subscriptions, milestones, duplicates, late and future events, gaps that make accounts go
 quiet and drop, and the fuzz suite's extreme values) with clock ticks and flushes between batches;
 both processors get every batch, and everything they write is compared as bytes: encoded alerts and
@@ -30,7 +31,6 @@ from streamer import native
 from tests.unit.worker.test_worker_path_fuzz import _event as _extreme_event
 from tests.unit.worker.test_worker_path_fuzz import _to_json
 
-PROCESSOR = "streamer.worker.processor"  # interpreted in both graphs; each imports its own core
 DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 START = 1_780_000_000_000  # 2026-05-28
@@ -81,12 +81,11 @@ def graphs() -> tuple[dict[str, ModuleType], dict[str, ModuleType]]:
     )
     import streamer.worker.processor  # noqa: F401  (the compiled graph, as every other test uses it)
 
-    compiled = {m: sys.modules[m] for m in (*native.MODULES, PROCESSOR)}
+    compiled = {m: sys.modules[m] for m in native.MODULES}
     assert native.loaded()
-    pure = native.load_sources(also=[PROCESSOR])
+    pure = native.load_sources()
     assert all(str(module.__file__).endswith(".py") for module in pure.values())
-    assert pure[PROCESSOR].record_event is not compiled[PROCESSOR].record_event
-    assert sys.modules[PROCESSOR] is compiled[PROCESSOR]
+    assert sys.modules["streamer.worker.processor"] is compiled["streamer.worker.processor"]
     return compiled, pure
 
 
@@ -158,7 +157,7 @@ def _stream(draw: st.DrawFn, extreme: bool) -> list[tuple[int, list[bytes]]]:
 
 def _run(mods: dict[str, ModuleType], steps: list[tuple[int, list[bytes]]]) -> dict[str, list[Any]]:
     """Everything the processor writes, as bytes and plain values, in order."""
-    proc_mod = mods[PROCESSOR]
+    proc_mod = mods["streamer.worker.processor"]
     policy = mods["streamer.core.policy"].load_policy(RULES)
     proc = proc_mod.PartitionProcessor(
         0,
