@@ -28,14 +28,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["MANIFEST", "MODULES", "STATUS", "Status", "built", "check", "load_sources", "loaded", "select"]
+__all__ = ["MANIFEST", "MODULES", "STATUS", "Status", "check", "load_sources", "loaded", "select"]
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 MANIFEST = PACKAGE_DIR / "native.json"
 GROUP = "streamer.native"  # mypyc's shared library: streamer/native__mypyc.*.so
-# Not the package streamer.core itself: compiled, a package's __path__ would be derived from the shared
-# library's place and point nowhere, so submodules nobody had imported yet could not be found.
 MODULES = (
+    "streamer.core",
     "streamer.core.alerts",
     "streamer.core.changes",
     "streamer.core.engine",
@@ -67,17 +66,16 @@ STATUS = Status(False, "not selected yet")
 
 
 def source(module: str) -> Path:
-    return PACKAGE_DIR.joinpath(*module.split(".")[1:]).with_suffix(".py")
+    rel = module.split(".")[1:]
+    if module == "streamer.core":
+        return PACKAGE_DIR / "core" / "__init__.py"
+    return PACKAGE_DIR.joinpath(*rel).with_suffix(".py")
 
 
 def extensions(module: str) -> list[Path]:
     src = source(module)
-    return [p for p in src.parent.glob(src.stem + ".*") if p.name.endswith(_SUFFIXES)]
-
-
-def built() -> list[Path]:
-    """Every extension module in the package: all of them come from a build (and go before the next)."""
-    return [p for p in PACKAGE_DIR.rglob("*.*") if p.name.endswith(_SUFFIXES)]
+    stem = "__init__" if src.name == "__init__.py" else src.stem
+    return [p for p in src.parent.glob(stem + ".*") if p.name.endswith(_SUFFIXES)]
 
 
 def shared_libraries() -> list[Path]:
@@ -123,8 +121,12 @@ class _SourceFinder(importlib.abc.MetaPathFinder):
         if fullname not in MODULES:
             return None
         src = source(fullname)
+        package = src.name == "__init__.py"
         return importlib.util.spec_from_file_location(
-            fullname, src, loader=importlib.machinery.SourceFileLoader(fullname, str(src))
+            fullname,
+            src,
+            loader=importlib.machinery.SourceFileLoader(fullname, str(src)),
+            submodule_search_locations=[str(src.parent)] if package else None,
         )
 
 

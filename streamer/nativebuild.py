@@ -25,7 +25,10 @@ def build(jobs: int = 2) -> native.Status:
     from setuptools import Distribution  # type: ignore[import-untyped]
 
     native.MANIFEST.unlink(missing_ok=True)  # whatever happens next, a half build is never used
-    for stale in native.built():  # also those of modules no longer compiled
+    for module in native.MODULES:
+        for stale in native.extensions(module):
+            stale.unlink()
+    for stale in native.shared_libraries():
         stale.unlink()
     root = native.PACKAGE_DIR.parent
     digests = {m: native.digest(native.source(m)) for m in native.MODULES}
