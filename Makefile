@@ -22,7 +22,7 @@ BENCH_ARGS ?=
 # Where the fault suite and the soak write their report: untracked unless asked (reliability-report).
 RELIABILITY_DIR ?= .local/reliability
 
-.PHONY: help install browser node-sdk kafka-install postgres-install kafka-up kafka-down kafka-status test test-pure test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
+.PHONY: help install browser node-sdk kafka-install postgres-install kafka-up kafka-down kafka-status test test-faults reliability-report soak test-unit lint bench demo watch down demo-reset
 
 # Coloured only on a terminal: piped or redirected (`make help | less`, a CI log), it is plain text.
 help: ## Show the targets
@@ -36,16 +36,7 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-# The hot path compiled with mypyc (streamer/native.py). When it cannot be built, the sources run:
-# the build says why, and `python -m streamer.nativebuild --status` tells which path is in use.
-NATIVE_SOURCES := $(wildcard streamer/core/*.py) streamer/worker/processor.py streamer/native.py streamer/nativebuild.py
-$(BIN)/.compiled: $(BIN)/.installed $(NATIVE_SOURCES)
-	@echo "install: compiling the hot path with mypyc (about 2 minutes on 2 cores)"
-	@$(BIN)/python -m streamer.nativebuild \
-	  || echo "install: the compiled hot path was not built (see above); the Python sources run instead"
-	@touch $@
-
-install: $(BIN)/.installed $(BIN)/.compiled ## Create .venv, install churnwatch with its dev tools and compile the hot path
+install: $(BIN)/.installed ## Create .venv and install churnwatch with its dev tools
 
 browser: ## Install Debian's chromium for the dashboard's browser test, unless /usr/bin/chromium exists
 	@deploy/browser.sh
@@ -79,12 +70,8 @@ with_kafka = started=0; \
 	CHURNWATCH_KAFKA_BOOTSTRAP=$(BOOTSTRAP) $(1); rc=$$?; \
 	stop_started; exit $$rc
 
-test: install kafka-install postgres-install browser node-sdk ## Run the whole suite but the fault suite (compiled), then the core's unit tests on the sources; starts Kafka if it is down and stops what it started
+test: install kafka-install postgres-install browser node-sdk ## Run the whole suite but the fault suite; starts Kafka if it is down and stops what it started
 	@$(call with_kafka,$(BIN)/python -m pytest -m "not faults" $(PYTEST_ARGS) tests)
-	@$(MAKE) --no-print-directory test-pure
-
-test-pure: install ## The core's and the processor's unit tests on the Python sources (CHURNWATCH_PURE_PYTHON=1)
-	CHURNWATCH_PURE_PYTHON=1 $(BIN)/python -m pytest -q tests/unit/core tests/unit/worker/test_processor.py
 
 test-faults: install kafka-install ## Fault and abuse suite (crashes, broker restarts, a 3-node cluster, hostile input); report in $(RELIABILITY_DIR)
 	@$(call with_kafka,RELIABILITY_DIR=$(RELIABILITY_DIR) $(BIN)/python -m pytest -m faults $(PYTEST_ARGS) tests/faults)
@@ -100,9 +87,8 @@ soak: install kafka-install ## Full stack at a steady rate for DURATION seconds;
 test-unit: install ## Run the unit tests only (no broker)
 	$(BIN)/python -m pytest -m "not integration" tests/unit
 
-coverage: install ## Unit tests under coverage: statements of streamer/ and api/ they reach (no broker; on the sources)
-	CHURNWATCH_PURE_PYTHON=1 $(BIN)/python -m coverage run --source=streamer,api -m pytest -q -m "not integration" \
-	  --deselect tests/unit/worker/test_compiled_differential.py tests/unit
+coverage: install ## Unit tests under coverage: statements of streamer/ and api/ they reach (no broker)
+	$(BIN)/python -m coverage run --source=streamer,api -m pytest -q -m "not integration" tests/unit
 	$(BIN)/python -m coverage report --skip-empty
 
 lint: install ## ruff, mypy --strict and the import contracts (lint-imports)

@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from streamer import gctuning, native
+from streamer import gctuning
 from streamer.core.policy import PolicySet
 from streamer.core.users import UserDirectory
 from streamer.kafka.partitioner import kafka_partitioner
@@ -32,7 +32,6 @@ from streamer.worker.faust_compat import (
     persisted_offset_setter,
 )
 from streamer.worker.handler import BatchHandler
-from streamer.worker.metrics import COMPILED_CORE
 from streamer.worker.settings import WorkerSettings
 from streamer.worker.users import UsersFeed
 
@@ -50,9 +49,6 @@ def create_app(
     settings: WorkerSettings, policies: PolicySet, now_ms: Callable[[], int] = wall_ms
 ) -> WorkerApp:
     """Build the worker's Faust app for ``settings`` and the rules in ``policies``."""
-    compiled = native.STATUS.compiled and native.loaded()
-    COMPILED_CORE.set(1 if compiled else 0)
-    log.info("hot path: %s (%s)", "compiled" if compiled else "Python sources", native.STATUS.reason)
     app = make_app(settings)
     table = accounts_table(app, settings)
     producer = batch_producer(app)

@@ -51,11 +51,6 @@ WAITING = Gauge(
     "Segment messages naming only their user, waiting for the user's group call (then dead-lettered).",
 )
 KNOWN_USERS = Gauge("churnwatch_known_users", "Users in the worker's user → account directory.")
-COMPILED_CORE = Gauge(
-    "churnwatch_compiled_core",
-    "1 when the hot path (core and partition processor) runs compiled, 0 when it runs from the Python"
-    " sources (not built, a source changed since, or CHURNWATCH_PURE_PYTHON=1).",
-)
 POISON = Counter(
     "churnwatch_poison_total",
     "Failures isolated to one record or account instead of stopping the worker, by stage: decode, load,"
