@@ -49,7 +49,7 @@ import itertools
 import math
 import struct
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, NamedTuple
 
 from streamer.core.policy import Band
@@ -316,62 +316,43 @@ class AccountState:
         return "active" if started is not None else None
 
 
-def clone_state(s: AccountState) -> AccountState:
-    """An independent copy of ``s``: changing one never changes the other (buckets are immutable).
+_FIELDS = tuple(f.name for f in fields(AccountState))
+_CONTAINERS = (
+    "days",
+    "facts_at_ms",
+    "recent_ids",
+    "published_components",
+    "top_users",
+    "quiet_cache",
+    "history",
+    "milestones",
+    "scored",
+)
 
-    Runs once per applied event (the rollback copy), so it is one constructor call with every field
-    written out: compiled, a direct call. ``quiet_cache`` (not stored) is not copied.
-    """
-    return AccountState(
-        account_id=s.account_id,
-        first_seen_ms=s.first_seen_ms,
-        clock_ms=s.clock_ms,
-        last_activity_ms=s.last_activity_ms,
-        days=dict(s.days),
-        seats=s.seats,
-        plan=s.plan,
-        segment=s.segment,
-        name=s.name,
-        owner=s.owner,
-        arr=s.arr,
-        currency=s.currency,
-        renewal_ms=s.renewal_ms,
-        contract=s.contract,
-        facts_at_ms=dict(s.facts_at_ms),
-        nps_score=s.nps_score,
-        nps_at_ms=s.nps_at_ms,
-        open_tickets=s.open_tickets,
-        subscription_started_ms=s.subscription_started_ms,
-        subscription_cancelled_ms=s.subscription_cancelled_ms,
-        recent_ids=list(s.recent_ids),
-        applied_offset=s.applied_offset,
-        quiet_since_ms=s.quiet_since_ms,
-        drop_since_ms=s.drop_since_ms,
-        poor_open=s.poor_open,
-        unpublished=s.unpublished,
-        last_band=s.last_band,
-        published_score=s.published_score,
-        published_band=s.published_band,
-        published_components=dict(s.published_components),
-        due_ms=s.due_ms,
-        top_users=list(s.top_users),
-        key_user=s.key_user,
-        key_since_ms=s.key_since_ms,
-        drop_pending_day=s.drop_pending_day,
-        drop_base=s.drop_base,
-        drop_dispersion=s.drop_dispersion,
-        poor_pending_ms=s.poor_pending_ms,
-        published_activity_ms=s.published_activity_ms,
-        published_quiet_since_ms=s.published_quiet_since_ms,
-        published_drop_since_ms=s.published_drop_since_ms,
-        published_poor=s.published_poor,
-        history=list(s.history),
-        history_through=s.history_through,
-        scored=list(s.scored),
-        first_activity_ms=s.first_activity_ms,
-        milestones=dict(s.milestones),
-        published_milestones=s.published_milestones,
+
+def _make_clone() -> Any:
+    # Generated once: a plain constructor call with every field is about twice as fast as copy.copy,
+    # and this runs once per applied event.
+    args = ", ".join(f"{name}=s.{name}" for name in _FIELDS if name not in _CONTAINERS)
+    source = (
+        "def clone_state(s):\n"
+        f"    return AccountState({args}, days=dict(s.days), facts_at_ms=dict(s.facts_at_ms),"
+        " recent_ids=list(s.recent_ids), published_components=dict(s.published_components),"
+        " top_users=list(s.top_users), history=list(s.history),"
+        " scored=list(s.scored), milestones=dict(s.milestones))\n"
     )
+    namespace: dict[str, Any] = {"AccountState": AccountState}
+    exec(source, namespace)  # noqa: S102 - fixed source built from the dataclass's own field names
+    return namespace["clone_state"]
+
+
+_clone = _make_clone()
+
+
+def clone_state(s: AccountState) -> AccountState:
+    """An independent copy of ``s``: changing one never changes the other (buckets are immutable)."""
+    copy: AccountState = _clone(s)
+    return copy
 
 
 _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
@@ -520,12 +501,12 @@ def encode_state(s: AccountState) -> bytes:
         out.append(_RING.pack(facts_at.get(key, none) & _U64))
     out.append(_STR.pack(len(s.days)))
     days = s.days
-    # A loop, not a comprehension over a mixed tuple: compiled, such a loop variable is typed float
-    # (int promotes to float), and the integers would reach struct as floats.
-    flat: list[int | float] = []
-    for day in sorted(days):
-        b = days[day]
-        flat += (day, min(b.events, _U32_MAX), b.weight, b.users & _U64, b.users >> 64, b.features)
+    flat = [
+        field
+        for day in sorted(days)
+        for b in (days[day],)
+        for field in (day, min(b.events, _U32_MAX), b.weight, b.users & _U64, b.users >> 64, b.features)
+    ]
     out.append(_buckets_struct(len(days)).pack(*flat))
     out.append(_STR.pack(len(s.recent_ids)))
     out.append(_ring_struct(len(s.recent_ids)).pack(*s.recent_ids))
