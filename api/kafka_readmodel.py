@@ -226,7 +226,11 @@ class KafkaReadModel:
         processes = self._settings.fill_processes
         if filling and processes:
             pool = FillPool(processes)
-            log.info("the snapshots are decoded and checked by %d fill processes", processes)
+            log.info(
+                "the snapshots are decoded and checked by %d fill process%s",
+                processes,
+                "" if processes == 1 else "es",
+            )
         try:
             await self._follow(consumer, tps, pool)
         finally:

@@ -127,7 +127,7 @@ class ApiSettings(KafkaSettings):
     )
     alert_buffer: int = Field(10_000, ge=1, description="Recent alerts kept for the feed.")
     fill_processes: int = Field(
-        1,
+        2,
         ge=0,
         le=32,
         description="Processes that decode, check and turn snapshots into rows while an empty read store "

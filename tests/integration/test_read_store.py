@@ -62,7 +62,7 @@ async def test_a_restarted_api_resumes_from_its_store_and_counts_every_record_on
     # The empty store was filled without its accounts' indexes, built once it had caught up.
     assert "filling an empty read store" in caplog.text
     assert "built 24 indexes of the read store" in caplog.text
-    assert "the snapshots are decoded and checked by 1 fill processes" in caplog.text
+    assert "the snapshots are decoded and checked by 2 fill processes" in caplog.text
     caplog.clear()
 
     # While it is down: newer snapshots of two accounts, an older one of a third (read after a newer:
