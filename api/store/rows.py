@@ -19,8 +19,8 @@ from api.readmodel import Doc, history_row
 from api.store import schema as t
 
 ACCOUNT_COLUMNS = tuple(c.name for c in t.accounts.c)
-assert ACCOUNT_COLUMNS[-1] == "doc"  # noqa: S101 - the upsert's parameters end with the document's text
-ACCOUNT_FIELDS = itemgetter(*ACCOUNT_COLUMNS[:-1])
+ACCOUNT_FIELDS = itemgetter(*ACCOUNT_COLUMNS)
+assert tuple(c.name for c in t.account_documents.c) == ("account_id", "at_ms", "doc")  # noqa: S101 - see document_params
 HISTORY_COLUMNS = tuple(c.name for c in t.history.c)
 HISTORY_DAY = HISTORY_COLUMNS.index("day")
 
@@ -72,13 +72,18 @@ def account_row(account_id: str, doc: Doc) -> dict[str, Any]:
         "onboarding_status": onboarding_status,
         "onboarding_overdue_days": overdue_key(doc),
         "onboarding_active": onboarding,
-        "doc": doc,
     }
 
 
-def account_params(row: Mapping[str, Any], text: str) -> tuple[Any, ...]:
-    """The ``accounts`` upsert's parameters (column order) of an :func:`account_row`, stored as ``text``."""
-    return (*ACCOUNT_FIELDS(row), text)
+def account_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """The ``accounts`` upsert's parameters (column order) of an :func:`account_row`."""
+    return ACCOUNT_FIELDS(row)  # type: ignore[no-any-return]
+
+
+def document_params(row: Mapping[str, Any], text: str) -> tuple[Any, ...]:
+    """The ``account_documents`` upsert's parameters (column order) of an :func:`account_row`, its
+    snapshot stored as ``text``."""
+    return (row["account_id"], row["at_ms"], text)
 
 
 def history_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -88,11 +93,12 @@ def history_params(row: Mapping[str, Any]) -> tuple[Any, ...]:
 
 
 class SnapshotRows(NamedTuple):
-    """A snapshot as a fill writes it: its time, its ``accounts`` row and its day's ``history`` row,
-    each as its upsert's parameters."""
+    """A snapshot as a fill writes it: its time, its ``accounts`` and ``account_documents`` rows and its
+    day's ``history`` row, each as its upsert's parameters."""
 
     at_ms: int
     account: tuple[Any, ...]
+    document: tuple[Any, ...]
     history: tuple[Any, ...]
 
     @property
@@ -107,6 +113,7 @@ def snapshot_rows(account_id: str, doc: Doc, text: str) -> SnapshotRows:
     at_ms: int = row["at_ms"]
     return SnapshotRows(
         at_ms,
-        account_params(row, text),
+        account_params(row),
+        document_params(row, text),
         history_params({**history_row(doc, at_ms), "account_id": account_id}),
     )

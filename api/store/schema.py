@@ -3,8 +3,8 @@
 Every table is a projection of the ``account-health`` and ``churn-alerts`` topics, rebuilt from them
 when the store is new or was filled from another cluster:
 
-- ``accounts``: the latest snapshot per account (``doc``, the document the API serves) and the fields
-  lists filter and sort on, each list served by an index.
+- ``accounts``: per account, the fields of its latest snapshot that lists filter and sort on, each
+  list served by an index; ``account_documents``: that snapshot (``doc``, the document the API serves).
 - ``portfolio_counts``: how many accounts have each value the portfolio figures count (a band, a
   subscription's start and cancel months, an NPS class, an open episode) and, for the ``arr_``
   dimensions, the sum of their ARR by currency, over all accounts, per owner,
@@ -101,7 +101,6 @@ accounts = Table(
         server_default=false(),
         comment=ONBOARDING_ACTIVE_COMMENT,
     ),
-    Column("doc", Document, nullable=False),
 )
 
 # One index per list the API offers: each sort order alone, and each filter with the default order
@@ -129,6 +128,16 @@ Index(
     accounts.c.onboarding_status,
     accounts.c.onboarding_overdue_days,
     accounts.c.account_id,
+)
+
+# The latest snapshot of each account, as in ``accounts`` (written with its row, the same time), apart:
+# each index of ``accounts`` and each count of the portfolio reads that table whole.
+account_documents = Table(
+    "account_documents",
+    metadata,
+    Column("account_id", Ordered, primary_key=True),
+    Column("at_ms", BigInteger, nullable=False, comment="snapshot time, ms since the epoch"),
+    Column("doc", Document, nullable=False),
 )
 
 portfolio_counts = Table(
@@ -224,5 +233,14 @@ meta = Table(
     Column("value", Text, nullable=False),
 )
 
-DATA_TABLES = (accounts, portfolio_counts, portfolio_days, history, alerts, latest_alerts, offsets)
+DATA_TABLES = (
+    accounts,
+    account_documents,
+    portfolio_counts,
+    portfolio_days,
+    history,
+    alerts,
+    latest_alerts,
+    offsets,
+)
 """What a refill empties (``meta`` says what it was filled from)."""

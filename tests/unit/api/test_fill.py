@@ -144,7 +144,7 @@ def _fill(url: str, fetches: list[dict[TopicPartition, list[Record]]], pool: Fil
             # The documents' own text too, not only what they parse to.
             text = "doc::text" if store.dialect == "postgresql" else "doc"
             tables["text"] = conn.exec_driver_sql(
-                f"SELECT account_id, {text} FROM accounts ORDER BY account_id"  # noqa: S608 - no input
+                f"SELECT account_id, {text} FROM account_documents ORDER BY account_id"  # noqa: S608 - no input
             ).all()
         return tables
     finally:

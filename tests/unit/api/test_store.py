@@ -20,6 +20,7 @@ from hypothesis import strategies as st
 from sqlalchemy import inspect, text
 from sqlalchemy.exc import OperationalError
 
+from api.portfolio import instant_ms
 from api.query import AccountFilters, AccountSort
 from api.readmodel import Batch, InMemoryReadModel
 from api.restrictions import EVERY_ACCOUNT, AccountScope
@@ -145,6 +146,35 @@ def test_rows_stored_before_the_onboarding_migration_have_none_until_their_next_
             "stuck": 1,
             "complete": 0,
         }
+    finally:
+        store.close()
+
+
+def test_snapshots_stored_before_the_documents_migration_are_served_and_replaced_as_before(url: str) -> None:
+    old = snapshot("old", at="2025-03-01T00:00:00.000Z")
+    _store_at_revision(
+        url,
+        "0007",
+        "INSERT INTO accounts (account_id, at_ms, score, band, last_activity, poor, doc)"
+        " VALUES ('old', :at, 50, 'average', '', false, :doc)",
+        {"at": instant_ms(old["at"]), "doc": orjson.dumps(old).decode()},
+    )
+    store = SqlReadModel(url)  # migrates to the newest revision: the document moves
+    served = old | {"open_alerts": []}
+    try:
+        assert asyncio.run(store.get_account("old", scope=EVERY_ACCOUNT)) == served
+        assert _listed(store, AccountFilters(), AccountSort.SCORE, EVERY_ACCOUNT) == [["old"]]
+        with store._engine.connect() as conn:
+            assert "doc" not in {c["name"] for c in inspect(conn).get_columns("accounts")}
+        # An older snapshot leaves it, a newer one replaces it.
+        store.apply_health("old", snapshot("old", score=10, at="2025-02-01T00:00:00.000Z"))
+        assert asyncio.run(store.get_account("old", scope=EVERY_ACCOUNT)) == served
+        newer = snapshot("old", score=10, at="2025-03-02T00:00:00.000Z")
+        store.apply_health("old", newer)
+        assert asyncio.run(store.get_account("old", scope=EVERY_ACCOUNT)) == newer | {"open_alerts": []}
+        store.apply_health("old", None)
+        assert asyncio.run(store.get_account("old", scope=EVERY_ACCOUNT)) is None
+        assert store.counts()["account_documents"] == 0
     finally:
         store.close()
 
@@ -614,12 +644,12 @@ def test_postgresql_compresses_the_documents_with_lz4(postgres_url: str) -> None
             methods = conn.exec_driver_sql(
                 "SELECT attrelid::regclass::text, attname, attcompression FROM pg_attribute"
                 " WHERE attname IN ('doc', 'components') AND attrelid::regclass::text IN"
-                " ('accounts', 'history', 'alerts', 'latest_alerts') ORDER BY 1"
+                " ('account_documents', 'history', 'alerts', 'latest_alerts') ORDER BY 1"
             ).all()
     finally:
         store.close()
     assert [tuple(m) for m in methods] == [
-        ("accounts", "doc", "l"),
+        ("account_documents", "doc", "l"),
         ("alerts", "doc", "l"),
         ("history", "components", "l"),
         ("latest_alerts", "doc", "l"),
