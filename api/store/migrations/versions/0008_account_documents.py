@@ -52,10 +52,12 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     with op.batch_alter_table("accounts") as batch:
-        batch.add_column(sa.Column("doc", sa.JSON, nullable=False, server_default="{}"))
+        batch.add_column(sa.Column("doc", sa.JSON))
     op.execute(
         "UPDATE accounts SET doc = (SELECT d.doc FROM account_documents d"
         " WHERE d.account_id = accounts.account_id)"
     )
+    with op.batch_alter_table("accounts") as batch:
+        batch.alter_column("doc", existing_type=sa.JSON, nullable=False)
     _lz4("accounts")
     op.drop_table("account_documents")
