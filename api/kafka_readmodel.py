@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -38,6 +39,10 @@ from streamer.gctuning import return_freed_memory
 from streamer.wire.documents import AlertDocument
 
 log = logging.getLogger("churnwatch.api.readmodel")
+
+
+# Batches fetched and being decoded by the fill processes beyond the one being written.
+_FILL_AHEAD = 3
 
 
 def _log_failure(task: asyncio.Task[None]) -> None:
@@ -241,47 +246,57 @@ class KafkaReadModel:
         self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], pool: FillPool | None
     ) -> None:
         store = self._store
-        # One batch is written (in the store's thread) while the next is fetched and decoded.
+        # While a fill lasts, batches are fetched and handed to the fill processes ahead of the one being
+        # written (in the store's thread), so that neither waits for the other; they are written in
+        # the order fetched, one at a time. Otherwise each batch is written as soon as it is decoded.
+        ahead: deque[tuple[Mapping[TopicPartition, Sequence[Fetched]], asyncio.Future[Batch]]] = deque()
         writing: asyncio.Future[None] | None = None
         while True:
             fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
-            try:
-                batch = await self._batch(fetched, pool)  # the previous batch is written meanwhile
-            except BrokenProcessPool:
-                # A fill process was killed (out of memory?): the API goes on with the fill itself.
-                log.error("a fill process ended unexpectedly: the rest of the fill is decoded in the API")
-                if pool is not None:
-                    pool.close(wait=False)
-                pool = None
-                batch = await self._batch(fetched, None)
-            if writing is not None:
-                await writing  # in order, one at a time
-                writing = None
-            if batch.positions:
-                writing = asyncio.ensure_future(self._apply(batch))
+            ahead.append((fetched, asyncio.ensure_future(self._batch(fetched, pool))))
+            caught_up = False
             if not self._caught_up:
                 # position() also moves past transaction markers, which never arrive as records.
                 positions = {tp: await consumer.position(tp) for tp in tps}
-                if all(positions[tp] >= end for tp, end in self._start_ends.items()):
-                    if writing is not None:
-                        await writing
-                        writing = None
-                    started = time.monotonic()
-                    built = await asyncio.to_thread(store.finish_fill)
-                    if built:
-                        log.info(
-                            "built %d indexes of the read store in %.1f s",
-                            len(built),
-                            time.monotonic() - started,
-                        )
+                caught_up = all(positions[tp] >= end for tp, end in self._start_ends.items())
+            while ahead and (pool is None or caught_up or len(ahead) > _FILL_AHEAD):
+                fetched, preparing = ahead.popleft()
+                try:
+                    batch = await preparing
+                except BrokenProcessPool:
+                    # A fill process was killed (out of memory?): the API goes on with the fill itself.
                     if pool is not None:
-                        # What follows is applied snapshot by snapshot, counted as it goes.
-                        await asyncio.to_thread(pool.close)
+                        log.error(
+                            "a fill process ended unexpectedly: the rest of the fill is decoded in the API"
+                        )
+                        pool.close(wait=False)
                         pool = None
-                    # A fill allocated and freed gigabytes of documents: the process keeps none.
-                    return_freed_memory()
-                    self._caught_up = True
-                    log.info("read model caught up (%d partitions)", len(tps))
+                    batch = await self._batch(fetched, None)
+                if writing is not None:
+                    await writing  # in order, one at a time
+                    writing = None
+                if batch.positions:
+                    writing = asyncio.ensure_future(self._apply(batch))
+            if caught_up:
+                if writing is not None:
+                    await writing
+                    writing = None
+                started = time.monotonic()
+                built = await asyncio.to_thread(store.finish_fill)
+                if built:
+                    log.info(
+                        "built %d indexes of the read store in %.1f s",
+                        len(built),
+                        time.monotonic() - started,
+                    )
+                if pool is not None:
+                    # What follows is applied snapshot by snapshot, counted as it goes.
+                    await asyncio.to_thread(pool.close)
+                    pool = None
+                # A fill allocated and freed gigabytes of documents: the process keeps none.
+                return_freed_memory()
+                self._caught_up = True
+                log.info("read model caught up (%d partitions)", len(tps))
 
     async def _batch(
         self, fetched: Mapping[TopicPartition, Sequence[Fetched]], pool: FillPool | None
