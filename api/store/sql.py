@@ -17,18 +17,19 @@ import logging
 import math
 import threading
 from collections import Counter
-from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import orjson
 import psycopg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import (
+    JSON,
     ColumnElement,
     Connection,
     Engine,
@@ -46,7 +47,7 @@ from sqlalchemy import (
     tuple_,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Dialect, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 from sqlalchemy.schema import CreateIndex, DropIndex
 
@@ -346,30 +347,82 @@ def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
         yield items[start : start + _CHUNK]
 
 
-def _upsert_sql(
-    table: Table,
-    conflict: Sequence[str],
-    mark: str,
-    *,
-    update: Mapping[str, str] | None = None,
-    where: str | None = None,
-) -> str:
-    """An INSERT of all of ``table``'s columns (parameters in column order, each ``mark``) that, on a
-    row with the same ``conflict`` columns, sets every other column to its new value (or as ``update``
-    says), where ``where`` holds. The same text serves SQLite and PostgreSQL, run as the driver's
-    ``executemany``: the store's bulk writes skip SQLAlchemy's per-row parameter processing."""
-    names = [c.name for c in table.c]
-    sets = update or {n: f'excluded."{n}"' for n in names if n not in conflict}
+class Upsert:
+    """An INSERT of all of a table's columns (rows as parameters in column order) that, on a row with
+    the same conflict columns, sets every other column to its new value (or as ``update`` says), where
+    ``where`` holds. The rows of one call must differ in the conflict columns (PostgreSQL's rule for one
+    statement).
 
-    def quoted(items: Sequence[str]) -> str:
-        return ", ".join(f'"{n}"' for n in items)
+    On SQLite the driver's ``executemany`` (a call within the process per row). On PostgreSQL the rows
+    are copied (``COPY``) into a temporary table of the session and moved from there by one statement:
+    no parse, plan and executor set-up on the server per row, and psycopg formats the rows in C (binary
+    ``COPY``: the server parses no text either). A fill of 1,000,000 accounts took 140 s instead of
+    173 s with ``executemany``."""
 
-    assignments = ", ".join(f'"{n}" = {v}' for n, v in sets.items())
-    sql = (
-        f'INSERT INTO "{table.name}" ({quoted(names)}) VALUES ({", ".join([mark] * len(names))})'  # noqa: S608 - no input
-        f" ON CONFLICT ({quoted(conflict)}) DO UPDATE SET {assignments}"
-    )
-    return f"{sql} WHERE {where}" if where else sql
+    def __init__(
+        self,
+        table: Table,
+        conflict: Sequence[str],
+        dialect: Dialect,
+        *,
+        update: Mapping[str, str] | None = None,
+        where: str | None = None,
+    ) -> None:
+        """The upsert into ``table`` for the ``dialect`` (SQLite's or PostgreSQL's)."""
+        names = [c.name for c in table.c]
+        sets = update or {n: f'excluded."{n}"' for n in names if n not in conflict}
+
+        def quoted(items: Iterable[str]) -> str:
+            return ", ".join(f'"{n}"' for n in items)
+
+        columns = quoted(names)
+        self._copied = dialect.name == "postgresql"
+        if self._copied:
+            incoming = f'"{table.name}_incoming"'
+            # JSON arrives as text, stored as it is (no check, and no compression of rows up to the
+            # most a page holds) until the move checks and compresses it once, into the table.
+            types = ["text" if isinstance(c.type, JSON) else c.type.compile(dialect=dialect) for c in table.c]
+            self._create = (
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {incoming}"
+                f" ({', '.join(f'{q} {t}' for q, t in zip(columns.split(', '), types, strict=True))})"
+                " WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS"
+            )
+            self._copy = f"COPY {incoming} ({columns}) FROM STDIN (FORMAT BINARY)"
+            self._types = [t.split(" COLLATE ")[0].lower() for t in types]
+            moved = ", ".join(
+                f'"{n}"::json' if isinstance(c.type, JSON) else f'"{n}"'
+                for n, c in zip(names, table.c, strict=True)
+            )
+            rows = f"SELECT {moved} FROM moved"  # noqa: S608 - no input
+            prefix = f"WITH moved AS (DELETE FROM {incoming} RETURNING *) "  # noqa: S608 - no input
+        else:
+            rows = f"VALUES ({', '.join(['?'] * len(names))})"
+            prefix = ""
+        assignments = ", ".join(f'"{n}" = {v}' for n, v in sets.items())
+        self.text = (
+            f'{prefix}INSERT INTO "{table.name}" ({columns}) {rows}'  # noqa: S608 - no input
+            f" ON CONFLICT ({quoted(conflict)}) DO UPDATE SET {assignments}"
+        )
+        if where:
+            self.text += f" WHERE {where}"
+
+    def __call__(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Write ``rows`` through ``conn``."""
+        if not rows:
+            return
+        if not self._copied:
+            conn.exec_driver_sql(self.text, list(rows))
+            return
+        driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
+        with driver.cursor() as cursor:
+            # Every time: a transaction that created it and rolled back took it along. The move empties
+            # it (a second call in the transaction finds it empty), and a commit does too.
+            cursor.execute(self._create)
+            with cursor.copy(self._copy) as copy:
+                copy.set_types(self._types)
+                for row in rows:
+                    copy.write_row(row)
+            cursor.execute(self.text)
 
 
 class SqlReadModel(LoadProgress):
@@ -397,31 +450,34 @@ class SqlReadModel(LoadProgress):
             f" ON l.account_id = d.account_id WHERE d.account_id = {mark}"
         )
         # An older snapshot read again (a replay, or a replica behind) leaves the newer one.
-        self._upsert_account = _upsert_sql(
-            t.accounts, ["account_id"], mark, where='excluded."at_ms" >= "accounts"."at_ms"'
+        self._upsert_account = Upsert(
+            t.accounts, ["account_id"], self._engine.dialect, where='excluded."at_ms" >= "accounts"."at_ms"'
         )
-        self._upsert_document = _upsert_sql(
+        self._upsert_document = Upsert(
             t.account_documents,
             ["account_id"],
-            mark,
+            self._engine.dialect,
             where='excluded."at_ms" >= "account_documents"."at_ms"',
         )
-        self._upsert_history = _upsert_sql(
-            t.history, ["account_id", "day"], mark, where='excluded."at_ms" >= "history"."at_ms"'
+        self._upsert_history = Upsert(
+            t.history,
+            ["account_id", "day"],
+            self._engine.dialect,
+            where='excluded."at_ms" >= "history"."at_ms"',
         )
-        self._add_counts = _upsert_sql(
+        self._add_counts = Upsert(
             t.portfolio_counts,
             ["key"],
-            mark,
+            self._engine.dialect,
             update={
                 "accounts": '"portfolio_counts"."accounts" + excluded."accounts"',
                 "arr": '"portfolio_counts"."arr" + excluded."arr"',
             },
         )
-        self._add_days = _upsert_sql(
+        self._add_days = Upsert(
             t.portfolio_days,
             ["key"],
-            mark,
+            self._engine.dialect,
             update={
                 "accounts": '"portfolio_days"."accounts" + excluded."accounts"',
                 "arr": '"portfolio_days"."arr" + excluded."arr"',
@@ -727,8 +783,8 @@ class SqlReadModel(LoadProgress):
         self._forget(conn, [account_id for account_id, rows in latest.items() if rows is None])
         written = [rows for rows in latest.values() if rows is not None]
         if written:
-            conn.exec_driver_sql(self._upsert_account, [rows.account for rows in written])
-            conn.exec_driver_sql(self._upsert_document, [rows.document for rows in written])
+            self._upsert_account(conn, [rows.account for rows in written])
+            self._upsert_document(conn, [rows.document for rows in written])
         self._write_history(conn, *_history_of_rows(snapshots))
 
     def _forget(self, conn: Connection, account_ids: Sequence[str]) -> None:
@@ -778,10 +834,9 @@ class SqlReadModel(LoadProgress):
             texts.append(text_ if text_ is not None else dumps(doc))
         self._forget(conn, gone)
         if rows:
-            conn.exec_driver_sql(self._upsert_account, [account_params(row) for row in rows])
-            conn.exec_driver_sql(
-                self._upsert_document,
-                [document_params(row, text_) for row, text_ in zip(rows, texts, strict=True)],
+            self._upsert_account(conn, [account_params(row) for row in rows])
+            self._upsert_document(
+                conn, [document_params(row, text_) for row, text_ in zip(rows, texts, strict=True)]
             )
         self._write_history(conn, *_history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()}))
         self._write_counts(conn, counts, sums)
@@ -803,7 +858,7 @@ class SqlReadModel(LoadProgress):
             return
         pd = t.portfolio_days.c
         rows = [_day_row(key, days[key], sums[key]) for key in changed]
-        conn.exec_driver_sql(self._add_days, rows)
+        self._add_days(conn, rows)
         if not fresh:
             # Only a row that lost accounts or ARR can have come to nothing.
             fell = [row[0] for row, key in zip(rows, changed, strict=True) if days[key] < 0 or sums[key] < 0]
@@ -835,7 +890,7 @@ class SqlReadModel(LoadProgress):
         folded = fold_before(held, first)
         rows = [_day_row(key, n, arr) for key, (n, arr) in folded.items() if n or arr]
         if rows:
-            conn.exec_driver_sql(self._add_days, rows)
+            self._add_days(conn, rows)
 
     def _write_counts(
         self, conn: Connection, counts: Counter[tuple[Any, ...]], sums: Counter[tuple[Any, ...]]
@@ -844,7 +899,7 @@ class SqlReadModel(LoadProgress):
         if not deltas:
             return
         names = [c.name for c in t.portfolio_counts.c]
-        conn.exec_driver_sql(self._add_counts, [tuple(d[n] for n in names) for d in deltas])
+        self._add_counts(conn, [tuple(d[n] for n in names) for d in deltas])
         emptied = [d["key"] for d in deltas if d["accounts"] < 0]
         pc = t.portfolio_counts.c
         for keys in _chunks(emptied):
@@ -856,7 +911,7 @@ class SqlReadModel(LoadProgress):
             conn.execute(delete(t.history).where(h.account_id.in_(ids)))
         if not days:
             return
-        conn.exec_driver_sql(self._upsert_history, days)
+        self._upsert_history(conn, days)
         newest = max(d[HISTORY_DAY] for d in days)
         cutoff = (datetime.fromisoformat(newest) - timedelta(days=self.history_days)).date().isoformat()
         if cutoff > self._history_cutoff:
