@@ -101,6 +101,10 @@ class SnapshotRows(NamedTuple):
     document: tuple[Any, ...]
     history: tuple[Any, ...]
 
+    def with_text(self, text: str) -> SnapshotRows:
+        """These rows with the snapshot stored as ``text``."""
+        return self._replace(document=(*self.document[:-1], text))
+
     @property
     def day(self) -> str:
         """The UTC day of the snapshot's ``history`` row."""
