@@ -103,19 +103,12 @@ def _mutated(doc: Any, path: tuple[Any, ...], how: str, value: Any) -> Any:
     if not path:
         return value
     head, rest = path[0], path[1:]
-    if isinstance(doc, dict):
-        out = dict(doc)
-        if not rest and how == "drop":
-            del out[head]
-        else:
-            out[head] = _mutated(doc[head], rest, how, value)
-        return out
-    out_list = list(doc)
+    out: Any = dict(doc) if isinstance(doc, dict) else list(doc)
     if not rest and how == "drop":
-        del out_list[head]
+        del out[head]
     else:
-        out_list[head] = _mutated(doc[head], rest, how, value)
-    return out_list
+        out[head] = _mutated(doc[head], rest, how, value)
+    return out
 
 
 @settings(max_examples=600, deadline=None)
