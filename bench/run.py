@@ -1143,6 +1143,9 @@ def section_read_side(args: argparse.Namespace) -> dict[str, Any]:
             try:
                 asyncio.run(stack.create())
                 out[f"topics_{label}"] = produce_portfolio(stack, accounts, args.read_side_alerts)
+                # The broker's gigabytes written back to disk first: a store is filled from a topic
+                # written earlier, not while the kernel flushes it (fsyncs waited on that writeback).
+                os.sync()
                 for store in READ_STORES:
                     out[f"{store}_{label}"] = measure_read_side(stack, store, accounts, pg, args)
             finally:
