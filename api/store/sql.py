@@ -290,56 +290,50 @@ def _counted(row: Mapping[Any, Any]) -> Counted:
     return Counted(int(row["at_ms"]), row["owner"], row["segment"], _portfolio_key(row))
 
 
-def _history_days(
-    snapshots: Sequence[tuple[str, Doc | None]], stored_ms: Mapping[str, int]
+def _kept_days(
+    snapshots: Iterable[tuple[str, tuple[int, str, tuple[Any, ...]] | None]], stored_ms: Mapping[str, int]
 ) -> tuple[list[tuple[Any, ...]], set[str]]:
-    """The ``history`` rows (upsert parameters) of a batch's snapshots, read in order: each snapshot not
-    older than its account's newest (stored, or earlier in the batch), the latest of each day, every day
-    of the batch kept (a backlog read in one batch holds several days of an account); and the accounts a
-    tombstone forgot, whose stored days go. As :class:`~api.readmodel.InMemoryReadModel` applies them
-    one by one."""
+    """The ``history`` rows to write of a batch's snapshots, each given as its account and its time,
+    UTC day and row (None: a tombstone), read in order: each snapshot not older than its account's
+    newest (stored, or earlier in the batch), the latest of each day, every day of the batch kept (a
+    backlog read in one batch holds several days of an account); and the accounts a tombstone forgot,
+    whose stored days go. As :class:`~api.readmodel.InMemoryReadModel` applies them one by one."""
     newest = dict(stored_ms)
-    days: dict[str, dict[str, Doc]] = {}
+    days: dict[str, dict[str, tuple[Any, ...]]] = {}
     forgotten: set[str] = set()
-    for account_id, doc in snapshots:
-        if doc is None:
+    for account_id, snapshot in snapshots:
+        if snapshot is None:
             forgotten.add(account_id)
             newest.pop(account_id, None)
             days.pop(account_id, None)
             continue
-        at_ms = instant_ms(doc.get("at")) or 0
+        at_ms, day, row = snapshot
         if at_ms < newest.get(account_id, -1):
             continue
         newest[account_id] = at_ms
+        days.setdefault(account_id, {})[day] = row
+    return [row for held in days.values() for row in held.values()], forgotten
+
+
+def _history_days(
+    snapshots: Sequence[tuple[str, Doc | None]], stored_ms: Mapping[str, int]
+) -> tuple[list[tuple[Any, ...]], set[str]]:
+    """:func:`_kept_days` of a batch's snapshots, with the times of the accounts' stored snapshots."""
+
+    def day_of(account_id: str, doc: Doc) -> tuple[int, str, tuple[Any, ...]]:
+        at_ms = instant_ms(doc.get("at")) or 0
         row = history_row(doc, at_ms)
-        days.setdefault(account_id, {})[row["day"]] = row
-    rows = [
-        history_params({**row, "account_id": account_id})
-        for account_id, held in days.items()
-        for row in held.values()
-    ]
-    return rows, forgotten
+        return at_ms, row["day"], history_params({**row, "account_id": account_id})
+
+    return _kept_days(((i, None if d is None else day_of(i, d)) for i, d in snapshots), stored_ms)
 
 
 def _history_of_rows(
     snapshots: Sequence[tuple[str, SnapshotRows | None]],
 ) -> tuple[list[tuple[Any, ...]], set[str]]:
-    """:func:`_history_days` of snapshots turned into rows beforehand, in a fill (nothing stored to be
-    newer): the same days, kept by the same rules."""
-    newest: dict[str, int] = {}
-    days: dict[str, dict[str, tuple[Any, ...]]] = {}
-    forgotten: set[str] = set()
-    for account_id, rows in snapshots:
-        if rows is None:
-            forgotten.add(account_id)
-            newest.pop(account_id, None)
-            days.pop(account_id, None)
-            continue
-        if rows.at_ms < newest.get(account_id, -1):
-            continue
-        newest[account_id] = rows.at_ms
-        days.setdefault(account_id, {})[rows.day] = rows.history
-    return [params for held in days.values() for params in held.values()], forgotten
+    """:func:`_kept_days` of snapshots turned into rows beforehand, in a fill (nothing stored to be
+    newer)."""
+    return _kept_days(((i, None if r is None else (r.at_ms, r.day, r.history)) for i, r in snapshots), {})
 
 
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
