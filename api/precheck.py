@@ -45,10 +45,8 @@ def _type(tp: Any, structs: dict[type[BaseModel], Any]) -> Any:
     if isinstance(tp, type):
         if issubclass(tp, BaseModel):
             return _struct(tp, structs)
-        if issubclass(tp, enum.Enum) or tp in _PLAIN:
+        if issubclass(tp, enum.Enum) or tp in _PLAIN:  # exactly: a datetime (a date too) is not mirrored
             return tp
-        if tp is dt.datetime:  # a datetime is a date: mirrored only exactly
-            raise Unsupported(tp)
     origin = get_origin(tp)
     args = get_args(tp)
     if origin is Literal and all(isinstance(a, str | int) and not isinstance(a, bool) for a in args):
@@ -119,7 +117,7 @@ class Precheck:
         self._decoder: msgspec.json.Decoder[Any] | None
         try:
             self._decoder = msgspec.json.Decoder(_struct(model, {}))
-        except (Unsupported, TypeError):
+        except TypeError:  # Unsupported, or a type msgspec refuses
             self._decoder = None
 
     @property

@@ -376,9 +376,9 @@ class Upsert:
             # JSON arrives as text, stored as it is (no check, and no compression of rows up to the
             # most a page holds) until the move checks and compresses it once, into the table.
             types = ["text" if isinstance(c.type, JSON) else c.type.compile(dialect=dialect) for c in table.c]
+            definitions = ", ".join(f'"{n}" {t}' for n, t in zip(names, types, strict=True))
             self._create = (
-                f"CREATE TEMPORARY TABLE IF NOT EXISTS {incoming}"
-                f" ({', '.join(f'{q} {t}' for q, t in zip(columns.split(', '), types, strict=True))})"
+                f"CREATE TEMPORARY TABLE IF NOT EXISTS {incoming} ({definitions})"
                 " WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS"
             )
             self._copy = f"COPY {incoming} ({columns}) FROM STDIN (FORMAT BINARY)"
