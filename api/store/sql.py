@@ -774,12 +774,14 @@ class SqlReadModel(LoadProgress):
             if rows is not None and held is not None and held.at_ms > rows.at_ms:
                 continue
             latest[account_id] = rows
-        self._forget(conn, [account_id for account_id, rows in latest.items() if rows is None])
+        days, forgotten = _history_of_rows(snapshots)
+        # A tombstone in the batch forgets the account's stored rows: whatever follows it is new.
+        self._forget(conn, sorted(forgotten))
         written = [rows for rows in latest.values() if rows is not None]
         if written:
             self._upsert_account(conn, [rows.account for rows in written])
             self._upsert_document(conn, [rows.document for rows in written])
-        self._write_history(conn, *_history_of_rows(snapshots))
+        self._write_history(conn, days, forgotten)
 
     def _forget(self, conn: Connection, account_ids: Sequence[str]) -> None:
         """Delete the accounts' rows and snapshots (their history is forgotten with it, by the caller)."""
@@ -807,15 +809,16 @@ class SqlReadModel(LoadProgress):
                 stored.update((row.account_id, row._mapping) for row in conn.execute(query))
         rows: list[dict[str, Any]] = []
         texts: list[str] = []
-        gone: list[str] = []
         counts: Counter[tuple[Any, ...]] = Counter()
         sums: Counter[tuple[Any, ...]] = Counter()
+        # A tombstone in the batch forgets the account's stored snapshot: whatever follows it is new.
+        forgotten = {account_id for account_id, doc in snapshots if doc is None}
         for account_id, (doc, text_) in latest.items():
             before = stored.get(account_id)
+            if before is not None and account_id in forgotten:
+                _count(counts, sums, before, -1)
+                before = None
             if doc is None:
-                gone.append(account_id)
-                if before is not None:
-                    _count(counts, sums, before, -1)
                 continue
             row = account_row(account_id, doc)
             if before is not None:
@@ -826,7 +829,7 @@ class SqlReadModel(LoadProgress):
                 _count(counts, sums, row, 1)
             rows.append(row)
             texts.append(text_ if text_ is not None else dumps(doc))
-        self._forget(conn, gone)
+        self._forget(conn, sorted(forgotten))
         if rows:
             self._upsert_account(conn, [account_params(row) for row in rows])
             self._upsert_document(

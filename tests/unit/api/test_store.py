@@ -255,6 +255,30 @@ def test_in_one_batch_the_newest_snapshot_of_an_account_wins_and_a_tombstone_for
     assert store.positions() == {("health", 0): 5}
 
 
+def test_a_snapshot_after_a_tombstone_in_one_batch_is_stored_however_old_as_one_by_one(
+    store: SqlReadModel,
+) -> None:
+    asyncio.run(store.apply_batch(Batch(snapshots=[("a", snapshot("a", score=80, band="good", at=_at(10)))])))
+    # Forgotten, then back with an older snapshot: the in-memory model applies them one by one.
+    again = snapshot("a", score=10, band="poor", at=_at(5))
+    asyncio.run(store.apply_batch(Batch(snapshots=[("a", None), ("a", again)])))
+    memory = InMemoryReadModel()
+    for account_id, doc in [
+        ("a", snapshot("a", score=80, band="good", at=_at(10))),
+        ("a", None),
+        ("a", again),
+    ]:
+        memory.apply_health(account_id, doc)
+
+    for model in (store, memory):
+        doc = asyncio.run(model.get_account("a", scope=EVERY_ACCOUNT))
+        assert doc is not None and doc["score"] == 10
+        assert model.portfolio(NOW, scope=EVERY_ACCOUNT)["by_band"] == {"good": 0, "average": 0, "poor": 1}
+    assert [(d["day"], d["score"]) for d in store.history("a", 30, NOW, scope=EVERY_ACCOUNT) or []] == [
+        (_at(5)[:10], 10)
+    ]
+
+
 def test_history_keeps_each_days_latest_score_for_history_days(url: str) -> None:
     store = SqlReadModel(url, history_days=3)
     try:
