@@ -18,6 +18,7 @@ import math
 import threading
 from collections import Counter
 from collections.abc import AsyncGenerator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from datetime import UTC, datetime, timedelta
@@ -117,6 +118,7 @@ _COUNT_DAYS = "count_portfolio_days"
 _DAY_MS = 86_400_000
 _BUILD_MMAP_BYTES = 1 << 40  # as much of the file as SQLite maps (its limit is lower)
 _CHECKPOINT_PAGES = 20_000  # SQLite's WAL is checkpointed at this many pages (160 MB of 8 KiB)
+_SEEN_BITS = 1 << 26  # the filter of the accounts a fill has written (8 MiB), see _first_seen
 _BUILD_MEMORY = "256MB"  # PostgreSQL's work_mem and maintenance_work_mem while a fill is finished
 _MIGRATION_LOCK = 0x636877  # PostgreSQL advisory lock: one replica migrates at a time
 
@@ -353,7 +355,9 @@ class Upsert:
     ``COPY``: the server parses no text either). A fill of 1,000,000 accounts took 140 s instead of
     173 s with ``executemany``. The move reads the temporary table and a ``DELETE`` empties it after:
     moving the rows through ``DELETE … RETURNING`` held a batch's documents (about 12 MB) in a tuple
-    store, written to a temporary file past ``work_mem``."""
+    store, written to a temporary file past ``work_mem``.
+
+    :meth:`insert` copies rows that have no row in the table straight into it."""
 
     def __init__(
         self,
@@ -384,6 +388,7 @@ class Upsert:
                 " WITH (toast_tuple_target = 8160) ON COMMIT DELETE ROWS"
             )
             self._copy = f"COPY {incoming} ({columns}) FROM STDIN (FORMAT BINARY)"
+            self._copy_in = f'COPY "{table.name}" ({columns}) FROM STDIN (FORMAT BINARY)'
             self._types = [t.split(" COLLATE ")[0].lower() for t in types]
             moved = ", ".join(
                 f'"{n}"::json' if isinstance(c.type, JSON) else f'"{n}"'
@@ -421,6 +426,20 @@ class Upsert:
                     copy.write_row(row)
             cursor.execute(self.text)
             cursor.execute(self._empty)
+
+    def insert(self, conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+        """Write ``rows``, none of which has a row in the table (PostgreSQL: one ``COPY`` into it, which
+        fails with :class:`psycopg.errors.UniqueViolation` on a row that does; SQLite: upserted)."""
+        if not rows:
+            return
+        if not self._copied:
+            self(conn, rows)
+            return
+        driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
+        with driver.cursor() as cursor, cursor.copy(self._copy_in) as copy:
+            copy.set_types(self._types)
+            for row in rows:
+                copy.write_row(row)
 
 
 class SqlReadModel(LoadProgress):
@@ -493,6 +512,9 @@ class SqlReadModel(LoadProgress):
         self.history_days = history_days
         self._history_cutoff = ""
         self._filling = False
+        # While this process fills an empty PostgreSQL store: the accounts it may have written (see
+        # _first_seen).
+        self._seen: bytearray | None = None
         self._subscribers = AlertSubscribers()
         super().__init__(ready)
         self._count_days_after_migration()
@@ -587,6 +609,8 @@ class SqlReadModel(LoadProgress):
                 if conn.execute(select(a.account_id).limit(1)).first() is not None:
                     return False
                 conn.execute(self._insert(t.meta).values(key=_FILLING, value="1"))
+                if self.dialect == "postgresql":
+                    self._seen = bytearray(-(-_SEEN_BITS // 8))
             for index in t.accounts.indexes:
                 conn.execute(DropIndex(index, if_exists=True))
         self._filling = True
@@ -635,6 +659,7 @@ class SqlReadModel(LoadProgress):
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("VACUUM (ANALYZE) accounts, account_documents, history")
         self._filling = False
+        self._seen = None
         return created
 
     def _count_apart(self) -> _Recount:
@@ -759,11 +784,20 @@ class SqlReadModel(LoadProgress):
             ):
                 continue
             latest[account_id] = (doc, batch.texts.get(i))
-        with self._writing() as conn:
-            inserted = self._write_alerts(conn, batch.alerts)
-            self._write_snapshots(conn, latest, batch.snapshots)
-            self._write_rows(conn, batch.rows)
-            self._write_positions(conn, batch.positions)
+        try:
+            with self._writing() as conn:
+                inserted = self._write_alerts(conn, batch.alerts)
+                self._write_snapshots(conn, latest, batch.snapshots)
+                self._write_rows(conn, batch.rows)
+                self._write_positions(conn, batch.positions)
+        except psycopg.errors.UniqueViolation:
+            if self._seen is None:
+                raise
+            # Rows inserted as the first of their account were there: another replica fills this store
+            # too. Nothing of the batch was written; it is written again, every row upserted.
+            log.warning("another process fills the read store too: its rows are upserted from now on")
+            self._seen = None
+            return self._write(batch)
         return inserted
 
     def _write_rows(self, conn: Connection, snapshots: Sequence[tuple[str, SnapshotRows | None]]) -> None:
@@ -779,13 +813,51 @@ class SqlReadModel(LoadProgress):
                 continue
             latest[account_id] = rows
         days, forgotten = _history_of_rows(snapshots)
+        fresh = self._first_seen([a for a, rows in latest.items() if rows is not None and a not in forgotten])
         # A tombstone in the batch forgets the account's stored rows: whatever follows it is new.
         self._forget(conn, sorted(forgotten))
-        written = [rows for rows in latest.values() if rows is not None]
+        self._mark_seen(latest)
+        new: list[SnapshotRows] = []
+        written: list[SnapshotRows] = []
+        for account_id, rows in latest.items():
+            if rows is not None:
+                (new if account_id in fresh else written).append(rows)
+        if new:
+            self._upsert_account.insert(conn, [rows.account for rows in new])
+            self._upsert_document.insert(conn, [rows.document for rows in new])
         if written:
             self._upsert_account(conn, [rows.account for rows in written])
             self._upsert_document(conn, [rows.document for rows in written])
-        self._write_history(conn, days, forgotten)
+        self._write_history(conn, days, forgotten, fresh)
+
+    def _first_seen(self, account_ids: Iterable[str]) -> set[str]:
+        """Which of ``account_ids`` this fill has certainly not written yet: their rows are inserted
+        (``COPY`` on PostgreSQL) rather than upserted through a temporary table. In a fill of 1,000,000
+        accounts that is almost every row, and the server's CPU while loading fell by about a third.
+
+        A filter of :data:`_SEEN_BITS` bits, one set for each account written (a hash of its id): an
+        account whose bit is clear was not written by this fill, which began on an empty store; one
+        whose bit is set (written, or another's with the same bit: 1.5 % at 1,000,000 accounts) is
+        upserted. Another replica filling the same store at the same time is caught by the primary
+        key (:meth:`_write`)."""
+        seen = self._seen
+        if seen is None:
+            return set()
+        fresh: set[str] = set()
+        for account_id in account_ids:
+            bit = hash(account_id) % _SEEN_BITS
+            if not seen[bit >> 3] & (1 << (bit & 7)):
+                fresh.add(account_id)
+        return fresh
+
+    def _mark_seen(self, account_ids: Iterable[str]) -> None:
+        """Note that this fill writes (or forgets) ``account_ids`` (see :meth:`_first_seen`)."""
+        seen = self._seen
+        if seen is None:
+            return
+        for account_id in account_ids:
+            bit = hash(account_id) % _SEEN_BITS
+            seen[bit >> 3] |= 1 << (bit & 7)
 
     def _forget(self, conn: Connection, account_ids: Sequence[str]) -> None:
         """Delete the accounts' rows and snapshots (their history is forgotten with it, by the caller)."""
@@ -834,6 +906,7 @@ class SqlReadModel(LoadProgress):
             rows.append(row)
             texts.append(text_ if text_ is not None else dumps(doc))
         self._forget(conn, sorted(forgotten))
+        self._mark_seen(latest)
         if rows:
             self._upsert_account(conn, [account_params(row) for row in rows])
             self._upsert_document(
@@ -906,13 +979,25 @@ class SqlReadModel(LoadProgress):
         for keys in _chunks(emptied):
             conn.execute(delete(t.portfolio_counts).where(pc.key.in_(keys), pc.accounts <= 0))
 
-    def _write_history(self, conn: Connection, days: Sequence[tuple[Any, ...]], forgotten: set[str]) -> None:
+    def _write_history(
+        self,
+        conn: Connection,
+        days: Sequence[tuple[Any, ...]],
+        forgotten: set[str],
+        fresh: AbstractSet[str] = frozenset(),
+    ) -> None:
+        """Write the ``history`` rows ``days`` after forgetting the history of the accounts
+        ``forgotten``; those of ``fresh`` accounts (:meth:`_first_seen`) are inserted."""
         h = t.history.c
         for ids in _chunks(sorted(forgotten)):
             conn.execute(delete(t.history).where(h.account_id.in_(ids)))
         if not days:
             return
-        self._upsert_history(conn, days)
+        if fresh:
+            self._upsert_history.insert(conn, [d for d in days if d[0] in fresh])
+            self._upsert_history(conn, [d for d in days if d[0] not in fresh])
+        else:
+            self._upsert_history(conn, days)
         newest = max(d[HISTORY_DAY] for d in days)
         cutoff = (datetime.fromisoformat(newest) - timedelta(days=self.history_days)).date().isoformat()
         if cutoff > self._history_cutoff:

@@ -26,6 +26,7 @@ from api.kafka_readmodel import KafkaReadModel
 from api.readmodel import Batch, InMemoryReadModel
 from api.restrictions import EVERY_ACCOUNT
 from api.store import schema as t
+from api.store import sql as sql_store
 from api.store.sql import SqlReadModel
 from tests.postgres import PostgresServer, database_name
 from tests.unit.api import conftest
@@ -173,6 +174,132 @@ def test_a_fill_through_the_pool_stores_exactly_the_rows_of_a_fill_decoded_by_th
     assert warned_by_pool == warned_by_loader
     # Every record read is behind the stored offsets, the skipped ones too.
     assert sum(row.next_offset for row in by_pool["offsets"]) == len(records)
+
+
+def _prepared(*docs: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The rows of snapshots as a fill process prepares them."""
+    rows = prepare_snapshots([(d["account_id"].encode(), orjson.dumps(d)) for d in docs])
+    return [r for r in rows if not isinstance(r, Rejected)]
+
+
+# One fetch after another: first snapshots, an older snapshot of an account written before, a tombstone
+# and the account again in one batch, a tombstone of an account never written.
+_BATCHES: list[list[tuple[str, str | None, int]]] = [
+    [("a", "2025-03-14T08:00:00.000Z", 10), ("b", "2025-03-14T08:00:00.000Z", 20)],
+    [("a", "2025-03-13T09:00:00.000Z", 30), ("c", "2025-03-15T00:00:00.000Z", 40), ("b", None, 0)],
+    [
+        ("c", None, 0),
+        ("c", "2025-03-14T17:30:00.000Z", 50),
+        ("d", "2025-03-13T09:00:00.000Z", 60),
+        ("e", None, 0),
+    ],
+    [("b", "2025-03-15T00:00:00.000Z", 70), ("f", "2025-03-14T08:00:00.000Z", 80)],
+]
+
+
+@pytest.mark.parametrize("seen_bits", [1, 1 << 26])
+def test_a_fill_of_postgresql_inserts_first_rows_and_stores_what_upserts_store(
+    seen_bits: int,
+    two_urls: tuple[str, str],
+    pool: FillPool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A filter of one bit: the accounts of the first batch set it, and every account after is upserted.
+    monkeypatch.setattr(sql_store, "_SEEN_BITS", seen_bits)
+    fresh: list[set[str]] = []
+    first_seen = SqlReadModel._first_seen
+
+    def noted(store: SqlReadModel, account_ids: Any) -> set[str]:
+        found = first_seen(store, account_ids)
+        fresh.append(found)
+        return found
+
+    monkeypatch.setattr(SqlReadModel, "_first_seen", noted)
+    records: list[tuple[str, bytes | None, bytes | None]] = [
+        (
+            HEALTH,
+            account.encode(),
+            None if at is None else orjson.dumps(snapshot(account, score=score, at=at)),
+        )
+        for batch in _BATCHES
+        for account, at, score in batch
+    ]
+    fetches = _fetches(records, len(_BATCHES[0]) + len(_BATCHES[1]))
+
+    by_loader = _fill(two_urls[0], fetches, None)
+    fresh.clear()
+    by_pool = _fill(two_urls[1], fetches, pool)
+
+    assert by_pool == by_loader
+    assert {row.account_id: row.score for row in by_pool["accounts"]} == {
+        "a": 10,
+        "b": 70,
+        "c": 50,
+        "d": 60,
+        "f": 80,
+    }
+    inserted = set().union(*fresh)
+    if two_urls[0].startswith("sqlite"):
+        assert inserted == set()  # one writer: SQLite upserts all
+    elif seen_bits == 1:
+        assert inserted == {"a", "c"}
+    else:
+        # b was written before; c too, and forgotten and written again in one batch; e only forgotten.
+        assert inserted == {"a", "c", "d", "f"}
+
+
+def test_a_fill_upserts_from_the_first_row_another_process_wrote(
+    postgres_server: PostgresServer, request: pytest.FixtureRequest, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = database_name(request.node.nodeid)
+    url = postgres_server.create_database(name)
+    ours, theirs = SqlReadModel(url), SqlReadModel(url)
+    try:
+        # Both fill the store: the second goes on with the fill the first began, upserting.
+        assert ours.begin_fill() and theirs.begin_fill()
+        newer = snapshot("a", score=70, at="2025-03-15T00:00:00.000Z")
+        older = snapshot("a", score=20, at="2025-03-14T00:00:00.000Z")
+        asyncio.run(theirs.apply_batch(Batch(rows=_prepared(newer), positions={(HEALTH, 1): 1})))
+        with caplog.at_level(logging.WARNING, logger="churnwatch.api.store"):
+            asyncio.run(
+                ours.apply_batch(Batch(rows=_prepared(older, snapshot("b")), positions={(HEALTH, 0): 2}))
+            )
+            # From now on every row is upserted: an older snapshot of another of theirs is no error.
+            asyncio.run(
+                theirs.apply_batch(Batch(rows=_prepared(snapshot("c", score=90)), positions={(HEALTH, 1): 2}))
+            )
+            asyncio.run(
+                ours.apply_batch(
+                    Batch(
+                        rows=_prepared(snapshot("c", score=5, at="2025-03-01T00:00:00.000Z")),
+                        positions={(HEALTH, 0): 3},
+                    )
+                )
+            )
+
+        assert caplog.messages == [
+            "another process fills the read store too: its rows are upserted from now on"
+        ]
+        with ours._engine.connect() as conn:
+            scores = dict(conn.execute(select(t.accounts.c.account_id, t.accounts.c.score)).all())
+            history = conn.execute(
+                select(t.history.c.account_id, t.history.c.day, t.history.c.score).order_by(
+                    t.history.c.account_id, t.history.c.day
+                )
+            ).all()
+        assert scores == {"a": 70, "b": 50, "c": 90}
+        assert [tuple(row) for row in history] == [
+            ("a", "2025-03-14", 20),
+            ("a", "2025-03-15", 70),
+            ("b", "2025-03-15", 50),
+            ("c", "2025-03-01", 5),
+            ("c", "2025-03-15", 90),
+        ]
+        assert ours.positions() == {(HEALTH, 0): 3, (HEALTH, 1): 2}
+    finally:
+        ours.close()
+        theirs.close()
+        postgres_server.drop_database(name)
 
 
 def test_each_record_skipped_is_warned_about_as_the_loader_does(caplog: pytest.LogCaptureFixture) -> None:
