@@ -658,6 +658,10 @@ class SqlReadModel(LoadProgress):
             # scans now, rather than an autovacuum of every row while the API answers.
             with self._engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.exec_driver_sql("VACUUM (ANALYZE) accounts, account_documents, history")
+        if created or self._filling:
+            # The fill's connections go, and with them what they cached of it (SQLite keeps up to
+            # 32 MiB of pages per connection): the next reads open new ones.
+            self._engine.dispose()
         self._filling = False
         self._seen = None
         return created
