@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from concurrent.futures.process import BrokenProcessPool
 from datetime import datetime
@@ -79,6 +78,10 @@ class Fetched(Protocol):
         """The record's offset in its partition."""
 
 
+# A fetch, and its batch being decoded.
+_Fetch = tuple[Mapping[TopicPartition, Sequence[Fetched]], "asyncio.Future[Batch]"]
+
+
 class LoadableStore(ReadModel, Protocol):
     """A read model a loader fills: batches in, with the positions they were read up to."""
 
@@ -134,6 +137,7 @@ class KafkaReadModel:
         self._positions: dict[TopicPartition, int] = {}
         self._caught_up = False
         self._write_failures = 0
+        self._decoding: FillPool | None = None  # the fill processes, while a fill has them
 
     @property
     def ready(self) -> bool:  # see ReadModel
@@ -162,6 +166,7 @@ class KafkaReadModel:
             enable_auto_commit=False,
             group_id=None,
             auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 << 20,
         )
         await self._consumer.start()
         self._task = asyncio.create_task(self._run(self._consumer), name="churnwatch-readmodel")
@@ -246,41 +251,29 @@ class KafkaReadModel:
         self, consumer: AIOKafkaConsumer, tps: list[TopicPartition], pool: FillPool | None
     ) -> None:
         store = self._store
-        # While a fill lasts, batches are fetched and handed to the fill processes ahead of the one being
-        # written (in the store's thread), so that neither waits for the other; they are written in
-        # the order fetched, one at a time. Otherwise each batch is written as soon as it is decoded.
-        ahead: deque[tuple[Mapping[TopicPartition, Sequence[Fetched]], asyncio.Future[Batch]]] = deque()
-        writing: asyncio.Future[None] | None = None
-        while True:
-            fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
-            ahead.append((fetched, asyncio.ensure_future(self._batch(fetched, pool))))
-            caught_up = False
-            if not self._caught_up:
+        # A task of its own writes the batches in the order fetched, one at a time, each as soon as the
+        # one before it is written; meanwhile this loop goes on fetching and, while a fill lasts, hands
+        # the snapshots of up to _FILL_AHEAD batches to the fill processes. Otherwise one batch waits,
+        # decoded, while another is written.
+        self._decoding = pool
+        queue: asyncio.Queue[_Fetch] = asyncio.Queue(_FILL_AHEAD if pool is not None else 1)
+        writer = asyncio.create_task(self._write_in_order(queue), name="churnwatch-readmodel-write")
+        put: asyncio.Future[None] | None = None
+        try:
+            while True:
+                fetched = await consumer.getmany(timeout_ms=500, max_records=5000)
+                put = asyncio.ensure_future(queue.put((fetched, asyncio.ensure_future(self._batch(fetched)))))
+                # The writer ends only by raising: this loop must not wait for room it will never make.
+                await asyncio.wait((put, writer), return_when=asyncio.FIRST_COMPLETED)
+                if writer.done():
+                    writer.result()
+                if self._caught_up:
+                    continue
                 # position() also moves past transaction markers, which never arrive as records.
                 positions = {tp: await consumer.position(tp) for tp in tps}
-                caught_up = all(positions[tp] >= end for tp, end in self._start_ends.items())
-            while ahead and (pool is None or caught_up or len(ahead) > _FILL_AHEAD):
-                fetched, preparing = ahead.popleft()
-                try:
-                    batch = await preparing
-                except BrokenProcessPool:
-                    # A fill process was killed (out of memory?): the API goes on with the fill itself.
-                    if pool is not None:
-                        log.error(
-                            "a fill process ended unexpectedly: the rest of the fill is decoded in the API"
-                        )
-                        pool.close(wait=False)
-                        pool = None
-                    batch = await self._batch(fetched, None)
-                if writing is not None:
-                    await writing  # in order, one at a time
-                    writing = None
-                if batch.positions:
-                    writing = asyncio.ensure_future(self._apply(batch))
-            if caught_up:
-                if writing is not None:
-                    await writing
-                    writing = None
+                if not all(positions[tp] >= end for tp, end in self._start_ends.items()):
+                    continue
+                await queue.join()
                 started = time.monotonic()
                 built = await asyncio.to_thread(store.finish_fill)
                 if built:
@@ -289,19 +282,42 @@ class KafkaReadModel:
                         len(built),
                         time.monotonic() - started,
                     )
-                if pool is not None:
+                if self._decoding is not None:
                     # What follows is applied snapshot by snapshot, counted as it goes.
-                    await asyncio.to_thread(pool.close)
-                    pool = None
+                    await asyncio.to_thread(self._decoding.close)
+                    self._decoding = None
                 # A fill allocated and freed gigabytes of documents: the process keeps none.
                 return_freed_memory()
                 self._caught_up = True
                 log.info("read model caught up (%d partitions)", len(tps))
+        finally:
+            for task in (put, writer):
+                if task is not None:
+                    task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await writer
 
-    async def _batch(
-        self, fetched: Mapping[TopicPartition, Sequence[Fetched]], pool: FillPool | None
-    ) -> Batch:
-        """The batch of what was fetched: decoded and checked here, or the snapshots by ``pool``."""
+    async def _write_in_order(self, queue: asyncio.Queue[_Fetch]) -> None:
+        """Write the batches put in ``queue``, in order, each once it is decoded."""
+        while True:
+            fetched, decoding = await queue.get()
+            try:
+                batch = await decoding
+            except BrokenProcessPool:
+                # A fill process was killed (out of memory?): the API goes on with the fill itself.
+                if self._decoding is not None:
+                    log.error("a fill process ended unexpectedly: the rest of the fill is decoded in the API")
+                    self._decoding.close(wait=False)
+                    self._decoding = None
+                batch = await self._batch(fetched)
+            if batch.positions:
+                await self._apply(batch)
+            queue.task_done()
+
+    async def _batch(self, fetched: Mapping[TopicPartition, Sequence[Fetched]]) -> Batch:
+        """The batch of what was fetched: decoded and checked here, or its snapshots by the fill
+        processes while a fill has them."""
+        pool = self._decoding
         batch = Batch()
         snapshots: list[tuple[bytes, bytes | None]] = []  # for the pool, in the order read
         for tp, records in fetched.items():

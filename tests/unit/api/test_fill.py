@@ -128,10 +128,11 @@ def _fill(url: str, fetches: list[dict[TopicPartition, list[Record]]], pool: Fil
         store.clear()
         assert store.begin_fill()
         loader = KafkaReadModel(conftest.settings(), store)
+        loader._decoding = pool
 
         async def load() -> None:
             for fetched in fetches:
-                batch = await loader._batch(fetched, pool)
+                batch = await loader._batch(fetched)
                 assert not batch.snapshots if pool is not None else not batch.rows
                 await loader._apply(batch)
 
@@ -306,7 +307,7 @@ def test_each_record_skipped_is_warned_about_as_the_loader_does(caplog: pytest.L
     records = [BAD[why] for why in BAD]
     with caplog.at_level(logging.WARNING, logger="churnwatch.api.readmodel"):
         fetched = {TopicPartition(HEALTH, 0): [Record(k, v, n) for n, (k, v) in enumerate(records)]}
-        batch = asyncio.run(KafkaReadModel(conftest.settings(), InMemoryReadModel())._batch(fetched, None))
+        batch = asyncio.run(KafkaReadModel(conftest.settings(), InMemoryReadModel())._batch(fetched))
 
     # Checked in this process, as the pool's processes do: why each is skipped, in the order given.
     prepared = prepare_snapshots([(k, v) for k, v in records if k is not None])
