@@ -338,6 +338,12 @@ def _history_of_rows(
     return _kept_days(((i, None if r is None else (r.at_ms, r.day, r.history)) for i, r in snapshots), {})
 
 
+def _seen_bit(account_id: str) -> tuple[int, int]:
+    """The byte and the bit mask of ``account_id`` in a fill's filter (see SqlReadModel._first_seen)."""
+    bit = hash(account_id) % _SEEN_BITS
+    return bit >> 3, 1 << (bit & 7)
+
+
 def _chunks(items: Sequence[str]) -> Iterator[Sequence[str]]:
     for start in range(0, len(items), _CHUNK):
         yield items[start : start + _CHUNK]
@@ -395,14 +401,12 @@ class Upsert:
                 for n, c in zip(names, table.c, strict=True)
             )
             rows = f"SELECT {moved} FROM {incoming}"  # noqa: S608 - no input
-            prefix = ""
             self._empty = f"DELETE FROM {incoming}"  # noqa: S608 - no input
         else:
             rows = f"VALUES ({', '.join(['?'] * len(names))})"
-            prefix = ""
         assignments = ", ".join(f'"{n}" = {v}' for n, v in sets.items())
         self.text = (
-            f'{prefix}INSERT INTO "{table.name}" ({columns}) {rows}'  # noqa: S608 - no input
+            f'INSERT INTO "{table.name}" ({columns}) {rows}'  # noqa: S608 - no input
             f" ON CONFLICT ({quoted(conflict)}) DO UPDATE SET {assignments}"
         )
         if where:
@@ -420,10 +424,7 @@ class Upsert:
             # Every time: a transaction that created it and rolled back took it along. It is emptied
             # after the move (a second call in the transaction finds it empty), and a commit does too.
             cursor.execute(self._create)
-            with cursor.copy(self._copy) as copy:
-                copy.set_types(self._types)
-                for row in rows:
-                    copy.write_row(row)
+            self._copy_rows(cursor, self._copy, rows)
             cursor.execute(self.text)
             cursor.execute(self._empty)
 
@@ -436,7 +437,14 @@ class Upsert:
             self(conn, rows)
             return
         driver = cast("psycopg.Connection[Any]", conn.connection.driver_connection)
-        with driver.cursor() as cursor, cursor.copy(self._copy_in) as copy:
+        with driver.cursor() as cursor:
+            self._copy_rows(cursor, self._copy_in, rows)
+
+    def _copy_rows(
+        self, cursor: psycopg.Cursor[Any], statement: str, rows: Sequence[tuple[Any, ...]]
+    ) -> None:
+        """Send ``rows`` through the binary ``COPY … FROM STDIN`` ``statement``."""
+        with cursor.copy(statement) as copy:
             copy.set_types(self._types)
             for row in rows:
                 copy.write_row(row)
@@ -849,8 +857,8 @@ class SqlReadModel(LoadProgress):
             return set()
         fresh: set[str] = set()
         for account_id in account_ids:
-            bit = hash(account_id) % _SEEN_BITS
-            if not seen[bit >> 3] & (1 << (bit & 7)):
+            byte, mask = _seen_bit(account_id)
+            if not seen[byte] & mask:
                 fresh.add(account_id)
         return fresh
 
@@ -860,8 +868,8 @@ class SqlReadModel(LoadProgress):
         if seen is None:
             return
         for account_id in account_ids:
-            bit = hash(account_id) % _SEEN_BITS
-            seen[bit >> 3] |= 1 << (bit & 7)
+            byte, mask = _seen_bit(account_id)
+            seen[byte] |= mask
 
     def _forget(self, conn: Connection, account_ids: Sequence[str]) -> None:
         """Delete the accounts' rows and snapshots (their history is forgotten with it, by the caller)."""
@@ -891,8 +899,8 @@ class SqlReadModel(LoadProgress):
         texts: list[str] = []
         counts: Counter[tuple[Any, ...]] = Counter()
         sums: Counter[tuple[Any, ...]] = Counter()
+        kept, forgotten = _history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()})
         # A tombstone in the batch forgets the account's stored snapshot: whatever follows it is new.
-        forgotten = {account_id for account_id, doc in snapshots if doc is None}
         for account_id, (doc, text_) in latest.items():
             before = stored.get(account_id)
             if before is not None and account_id in forgotten:
@@ -916,7 +924,7 @@ class SqlReadModel(LoadProgress):
             self._upsert_document(
                 conn, [document_params(row, text_) for row, text_ in zip(rows, texts, strict=True)]
             )
-        self._write_history(conn, *_history_days(snapshots, {i: r["at_ms"] for i, r in stored.items()}))
+        self._write_history(conn, kept, forgotten)
         self._write_counts(conn, counts, sums)
         if not self._filling:  # a fill counts the days at its end, as the counts
             runs = [
