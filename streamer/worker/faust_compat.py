@@ -38,6 +38,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import faust
+from faust.stores.rocksdb import RocksDBOptions
 from faust.transport import consumer as faust_consumer
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
@@ -416,25 +417,77 @@ def make_app(settings: WorkerSettings) -> WorkerApp:
 
 
 def accounts_table(app: faust.App, settings: WorkerSettings) -> Any:
-    """The account-state table: RocksDB (or memory) per partition, with its changelog topic."""
-    mib = 1024 * 1024
-    # Faust's RocksDB defaults give every partition's database a 2 GiB block cache and three 64 MiB
-    # write buffers: restoring 1,000,000 accounts grew the worker to 2.4 GB. Bound both.
-    rocksdb = {
-        "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
-        "max_write_buffer_number": 2,
-        "block_cache_size": settings.rocksdb_cache_mb * mib,
-        "block_cache_compressed_size": settings.rocksdb_cache_mb * mib,
-    }
-    return app.Table(
+    """The account table: RocksDB (or memory) per partition, with its changelog topic."""
+    table = app.Table(
         "accounts",
         default=None,
         partitions=settings.partitions,
         key_type=bytes,
         value_type=bytes,
         help="Account state.",
-        options=rocksdb if settings.store.startswith("rocksdb") else None,
     )
+    if settings.store.startswith("rocksdb"):
+        data: Any = table.data
+        data.rocksdb_options = BoundedRocksDBOptions(
+            memory_bytes=settings.rocksdb_memory_mb * MIB,
+            write_buffer_bytes=settings.rocksdb_write_buffer_mb * MIB,
+            use_rocksdict=data.use_rocksdict,
+        )
+    return table
+
+
+MIB = 1024 * 1024
+
+
+class BoundedRocksDBOptions(RocksDBOptions):
+    """RocksDB options whose memory is one budget for the worker, not an amount per partition.
+
+    Faust gives every partition's database its own 2 GiB block cache and three 64 MiB write buffers:
+    restoring 1,000,000 accounts grew the worker to 2.4 GB, and a worker taking over the partitions of
+    a lost one multiplied its memory by theirs. Here every database of the process shares one LRU block
+    cache of ``memory_bytes``, which also holds their index and filter blocks and is charged with
+    their memtables through one write buffer manager (at most half of it), as Kafka Streams' bounded
+    memory configuration does.
+    """
+
+    def __init__(self, *, memory_bytes: int, write_buffer_bytes: int, use_rocksdict: bool) -> None:
+        super().__init__(
+            write_buffer_size=write_buffer_bytes,
+            max_write_buffer_number=2,
+            block_cache_size=memory_bytes,
+            use_rocksdict=use_rocksdict,
+        )
+        import rocksdict  # only with the RocksDB store
+
+        self.cache = rocksdict.Cache(memory_bytes)
+        self.write_buffers = rocksdict.WriteBufferManager.new_write_buffer_manager_with_cache(
+            memory_bytes // 2, False, self.cache
+        )
+
+    def as_options(self) -> Any:
+        """Faust's options for one database, with the shared cache and write buffer manager."""
+        import rocksdict
+
+        if not self.use_rocksdict:
+            raise RuntimeError("the RocksDB store needs rocksdict (python-rocksdb is not supported)")
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        if self.max_open_files is not None:
+            options.set_max_open_files(self.max_open_files)
+        options.set_write_buffer_size(self.write_buffer_size)
+        options.set_target_file_size_base(self.target_file_size_base)
+        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options.set_write_buffer_manager(self.write_buffers)
+        table = rocksdict.BlockBasedOptions()
+        table.set_bloom_filter(self.bloom_filter_size, block_based=True)
+        table.set_block_cache(self.cache)
+        # Index and filter blocks in the cache too, so they count against the budget (at 1,000,000
+        # accounts they would otherwise grow outside it), pinned at level 0 for reads to stay quick.
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
+        options.set_block_based_table_factory(table)
+        return options
 
 
 def persisted_offset_setter(table: Any) -> Callable[[int, int], None]:

@@ -63,9 +63,20 @@ class WorkerSettings(KafkaSettings):
         description="Restore the RocksDB account store from its changelog in bulk before Faust's"
         " record-by-record recovery (which then reads only what is left).",
     )
-    rocksdb_cache_mb: int = Field(16, ge=1, description="RocksDB block cache per owned partition, in MiB.")
+    rocksdb_memory_mb: int = Field(
+        64,
+        ge=4,
+        description=(
+            "RocksDB memory of the whole worker, however many partitions it owns, in MiB: one block cache"
+            " shared by every partition's database, holding their data, index and filter blocks and charged"
+            " with their write buffers."
+        ),
+    )
     rocksdb_write_buffer_mb: int = Field(
-        8, ge=1, description="RocksDB write buffer per owned partition (two at most), in MiB."
+        8,
+        ge=1,
+        description="RocksDB write buffer of each owned partition, two at most, in MiB (all of them within"
+        " half of rocksdb_memory_mb).",
     )
     clock: Literal["wall", "event"] = Field(
         "wall",
