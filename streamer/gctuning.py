@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import gc
+from collections.abc import Iterator
 
 
 def tune_gc() -> None:
@@ -20,7 +21,28 @@ def tune_gc() -> None:
     collections are rare (the cycles these processes make are few and short-lived).
     """
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    gc.set_threshold(*_THRESHOLDS)
+
+
+_THRESHOLDS = (50_000, 20, 100)
+
+
+@contextlib.contextmanager
+def collected_rarely() -> Iterator[None]:
+    """:func:`tune_gc` for the length of a batch job, then the collector as it was.
+
+    For work done in a process that goes on after it (``churnwatch backtest`` also runs inside tests):
+    a replay keeps every account's state and builds millions of short-lived objects, and with the
+    default thresholds the collector rescanned the states again and again (4% of a replay's time).
+    """
+    thresholds = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(*_THRESHOLDS)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*thresholds)
+        gc.unfreeze()
 
 
 def return_freed_memory() -> None:

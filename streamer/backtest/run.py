@@ -22,6 +22,7 @@ from streamer.backtest.replay import Replay, replay
 from streamer.backtest.summary import dumps, summarize
 from streamer.core.events import InvalidEvent, parse_event_time
 from streamer.core.policy import DAY_MS, PolicyError, load_policy
+from streamer.gctuning import collected_rarely
 
 __all__ = ["add_parser", "evaluation_dates", "run"]
 
@@ -127,15 +128,18 @@ def run(args: argparse.Namespace) -> int:
         return 2
     show = sys.stderr.isatty() if args.progress is None else args.progress
     started = time.monotonic()
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        TaskProgressColumn(),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not show,
-        transient=True,
-    ) as bars:
+    with (
+        collected_rarely(),
+        Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TaskProgressColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            disable=not show,
+            transient=True,
+        ) as bars,
+    ):
         size = args.history.stat().st_size
         reading = bars.add_task("reading and sorting", total=size)
         history = read_history(args.history, progress=lambda n: bars.update(reading, completed=n))
