@@ -706,8 +706,11 @@ class PartitionProcessor:
         if not self.policies.gaps.enabled:
             return
         self.activity.judging = self.tracked >= self.policies.gaps.min_accounts
+        # Stored with the next flush even when no gap began or ended: the hours it closed are state
+        # too, and a restart from an older copy jumps the hours between (over a long silence, one
+        # jump that starts counting afresh) instead of closing them one by one as before it.
+        self._activity_dirty = True
         for change in self.activity.advance(clock_ms):
-            self._activity_dirty = True
             if change.started and not change.continued:
                 out.encoded_alerts.append(self._gap_alert(change))
             log.warning(
