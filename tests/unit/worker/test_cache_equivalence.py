@@ -1,4 +1,4 @@
-"""A state kept decoded in the cache and one read back from the store judge alike.
+"""A state kept decoded in the cache and one read back from the store judge alike; batches do not matter.
 
 Between flushes the processor keeps account states decoded in a bounded cache; an account that left
 it is decoded again from what the last flush encoded. Whether an account stayed in memory or made
@@ -10,6 +10,10 @@ never flushes until the end (no state is ever decoded). Alerts (ids, times, docu
 snapshots, outcomes, dead letters, band counts and the final stored states must be equal byte for
 byte. This is the differential test any other implementation of the state (a compact or compiled
 one) is held to.
+
+The same histories cut into batches of one to five records raise the same alerts at the same times
+as whole batches, and count the same events: what fires before which event depends on the order of
+the partition alone (the clock moves record by record).
 
 Runs in ``make test``: derandomized, a fixed number of examples, no deadline.
 """
@@ -132,3 +136,40 @@ def test_an_account_judges_alike_from_the_cache_and_read_back_from_its_encoding(
     kept_store.data.update(kept.flush(history[-1][0] + HOUR_MS))
     assert churned_store.data == kept_store.data
     assert churned.flush_failures == kept.flush_failures == 0
+
+
+@EQUIVALENT
+@given(history=_history(), rules=st.sampled_from(RULES), cut=st.integers(1, 5))
+def test_alerts_do_not_depend_on_how_the_partition_was_cut_into_batches(
+    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None, cut: int
+) -> None:
+    whole = _processor(rules, cache_max=1_000_000, flush_interval_ms=0)
+    pieces = _processor(rules, cache_max=1_000_000, flush_interval_ms=0)
+    whole_store, pieces_store = MemoryStore(), MemoryStore()
+    whole_alerts: list[tuple[str, int, bytes]] = []
+    pieces_alerts: list[tuple[str, int, bytes]] = []
+    counted: list[dict[str, int]] = [{}, {}]
+    offset = 0
+    for now, backlog, docs in history:
+        records = []
+        for doc in docs:
+            records.append(Record(0, offset, doc["account_id"].encode(), orjson.dumps(doc)))
+            offset += 1
+        outs = [whole.process(records, whole_store, now, backlog=backlog)]
+        outs += [
+            pieces.process(records[i : i + cut], pieces_store, now, backlog=backlog)
+            for i in range(0, max(len(records), 1), cut)
+        ]
+        outs.append(whole.tick(now + HOUR_MS, whole_store, now + HOUR_MS))
+        outs.append(pieces.tick(now + HOUR_MS, pieces_store, now + HOUR_MS))
+        for n, out in enumerate(outs):
+            is_whole = n == 0 or n == len(outs) - 2
+            alerts = whole_alerts if is_whole else pieces_alerts
+            alerts += [(a.alert_id, a.detected_at_ms, value) for a, value in out.encoded_alerts]
+            tally = counted[0 if is_whole else 1]
+            for outcome in ("counted", "duplicate", "fact", "replayed"):
+                tally[outcome] = tally.get(outcome, 0) + out.outcomes[outcome]
+        whole_store.data.update(whole.flush(now))
+        pieces_store.data.update(pieces.flush(now))
+    assert sorted(pieces_alerts) == sorted(whole_alerts)
+    assert counted[1] == counted[0]
