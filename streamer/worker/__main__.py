@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from aiokafka.errors import KafkaError
 from prometheus_client import start_http_server
@@ -30,6 +31,16 @@ and alerts. Creates its topics when missing. Scale out with partitions and more 
 CHURNWATCH_APP_ID). Stops on SIGTERM or SIGINT after committing what it processed."""
 
 
+def warn_removed_settings(settings: WorkerSettings, environ: Mapping[str, str]) -> None:
+    """Say so when a setting the worker no longer reads is set, and what replaced it."""
+    if "CHURNWATCH_ROCKSDB_CACHE_MB" in environ:
+        log.warning(
+            "CHURNWATCH_ROCKSDB_CACHE_MB (a cache per partition) is no longer read: RocksDB's memory is one"
+            " budget for the worker, CHURNWATCH_ROCKSDB_MEMORY_MB (now %d MiB)",
+            settings.rocksdb_memory_mb,
+        )
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Create the topics, serve metrics and run the Faust worker until it is told to stop."""
     parser_for(prog or "python -m streamer", DESCRIPTION, WorkerSettings).parse_args(argv)
@@ -37,6 +48,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     logging.basicConfig(level=settings.log_level, format="[%(asctime)s] %(levelname)s %(name)s: %(message)s")
     rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
     downgrade_transient_kafka_errors()  # the coordinator election at a start is not an error
+    warn_removed_settings(settings, os.environ)
     try:
         policies = load_policy(settings.rules_text())
     except (OSError, PolicyError) as err:

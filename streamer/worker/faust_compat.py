@@ -416,26 +416,6 @@ def make_app(settings: WorkerSettings) -> WorkerApp:
     return app
 
 
-def accounts_table(app: faust.App, settings: WorkerSettings) -> Any:
-    """The account table: RocksDB (or memory) per partition, with its changelog topic."""
-    table = app.Table(
-        "accounts",
-        default=None,
-        partitions=settings.partitions,
-        key_type=bytes,
-        value_type=bytes,
-        help="Account state.",
-    )
-    if settings.store.startswith("rocksdb"):
-        data: Any = table.data
-        data.rocksdb_options = BoundedRocksDBOptions(
-            memory_bytes=settings.rocksdb_memory_mb * MIB,
-            write_buffer_bytes=settings.rocksdb_write_buffer_mb * MIB,
-            use_rocksdict=data.use_rocksdict,
-        )
-    return table
-
-
 MIB = 1024 * 1024
 
 
@@ -488,6 +468,26 @@ class BoundedRocksDBOptions(RocksDBOptions):
         table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
         return options
+
+
+def accounts_table(app: faust.App, settings: WorkerSettings) -> Any:
+    """The account table: RocksDB (or memory) per partition, with its changelog topic."""
+    table = app.Table(
+        "accounts",
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,
+        value_type=bytes,
+        help="Account state.",
+    )
+    if settings.store.startswith("rocksdb"):
+        data: Any = table.data
+        data.rocksdb_options = BoundedRocksDBOptions(
+            memory_bytes=settings.rocksdb_memory_mb * MIB,
+            write_buffer_bytes=settings.rocksdb_write_buffer_mb * MIB,
+            use_rocksdict=data.use_rocksdict,
+        )
+    return table
 
 
 def persisted_offset_setter(table: Any) -> Callable[[int, int], None]:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
+import pytest
 import rocksdict
 
+from streamer.worker.__main__ import warn_removed_settings
 from streamer.worker.faust_compat import BoundedRocksDBOptions
+from streamer.worker.settings import WorkerSettings
 
 MIB = 1024 * 1024
 
@@ -36,3 +40,16 @@ def test_the_databases_of_every_partition_share_one_bounded_cache(tmp_path: Path
     finally:
         for db in dbs:
             db.close()
+
+
+def test_the_removed_per_partition_cache_setting_is_named_with_what_replaced_it(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    settings = WorkerSettings(rocksdb_memory_mb=96)
+    with caplog.at_level(logging.WARNING, logger="churnwatch.worker"):
+        warn_removed_settings(settings, {"CHURNWATCH_ROCKSDB_CACHE_MB": "16"})
+        warn_removed_settings(settings, {"CHURNWATCH_ROCKSDB_MEMORY_MB": "96"})
+    assert [r.getMessage() for r in caplog.records] == [
+        "CHURNWATCH_ROCKSDB_CACHE_MB (a cache per partition) is no longer read: RocksDB's memory is one"
+        " budget for the worker, CHURNWATCH_ROCKSDB_MEMORY_MB (now 96 MiB)"
+    ]
