@@ -98,6 +98,18 @@ def _history(draw: st.DrawFn) -> list[tuple[int, bool, list[dict[str, Any]]]]:
     return batches
 
 
+def _batches(history: list[tuple[int, bool, list[dict[str, Any]]]]) -> list[tuple[int, bool, list[Record]]]:
+    """The history as records of one partition, offsets running on from batch to batch."""
+    batches, offset = [], 0
+    for now, backlog, docs in history:
+        records = [
+            Record(0, offset + i, doc["account_id"].encode(), orjson.dumps(doc)) for i, doc in enumerate(docs)
+        ]
+        offset += len(docs)
+        batches.append((now, backlog, records))
+    return batches
+
+
 def _written(out: BatchOutput) -> dict[str, Any]:
     return {
         "alerts": sorted((a.alert_id, a.detected_at_ms, value) for a, value in out.encoded_alerts),
@@ -116,12 +128,7 @@ def test_an_account_judges_alike_from_the_cache_and_read_back_from_its_encoding(
     churned = _processor(rules, cache_max=1, flush_interval_ms=0)  # decodes its state for every event
     kept = _processor(rules, cache_max=1_000_000, flush_interval_ms=10**12)  # never decodes one
     churned_store, kept_store = MemoryStore(), MemoryStore()
-    offset = 0
-    for now, backlog, docs in history:
-        records = []
-        for doc in docs:
-            records.append(Record(0, offset, doc["account_id"].encode(), orjson.dumps(doc)))
-            offset += 1
+    for now, backlog, records in _batches(history):
         a = churned.process(records, churned_store, now, backlog=backlog)
         churned_store.data.update(churned.flush(now))
         b = kept.process(records, kept_store, now, backlog=backlog)
@@ -138,38 +145,32 @@ def test_an_account_judges_alike_from_the_cache_and_read_back_from_its_encoding(
     assert churned.flush_failures == kept.flush_failures == 0
 
 
+def _alerts_and_counts(
+    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None, cut: int | None
+) -> tuple[list[tuple[str, int, bytes]], dict[str, int]]:
+    """Every alert (id, time, document) and event count of the history fed in pieces of ``cut`` records."""
+    proc = _processor(rules, cache_max=1_000_000, flush_interval_ms=0)
+    store = MemoryStore()
+    alerts: list[tuple[str, int, bytes]] = []
+    counts: dict[str, int] = {}
+    for now, backlog, records in _batches(history):
+        size = cut or max(len(records), 1)
+        outs = [
+            proc.process(records[i : i + size], store, now, backlog=backlog)
+            for i in range(0, len(records), size)
+        ]
+        outs.append(proc.tick(now + HOUR_MS, store, now + HOUR_MS))
+        for out in outs:
+            alerts += [(a.alert_id, a.detected_at_ms, value) for a, value in out.encoded_alerts]
+            for outcome in ("counted", "duplicate", "fact", "replayed"):
+                counts[outcome] = counts.get(outcome, 0) + out.outcomes[outcome]
+        store.data.update(proc.flush(now))
+    return sorted(alerts), counts
+
+
 @EQUIVALENT
 @given(history=_history(), rules=st.sampled_from(RULES), cut=st.integers(1, 5))
 def test_alerts_do_not_depend_on_how_the_partition_was_cut_into_batches(
     history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None, cut: int
 ) -> None:
-    whole = _processor(rules, cache_max=1_000_000, flush_interval_ms=0)
-    pieces = _processor(rules, cache_max=1_000_000, flush_interval_ms=0)
-    whole_store, pieces_store = MemoryStore(), MemoryStore()
-    whole_alerts: list[tuple[str, int, bytes]] = []
-    pieces_alerts: list[tuple[str, int, bytes]] = []
-    counted: list[dict[str, int]] = [{}, {}]
-    offset = 0
-    for now, backlog, docs in history:
-        records = []
-        for doc in docs:
-            records.append(Record(0, offset, doc["account_id"].encode(), orjson.dumps(doc)))
-            offset += 1
-        outs = [whole.process(records, whole_store, now, backlog=backlog)]
-        outs += [
-            pieces.process(records[i : i + cut], pieces_store, now, backlog=backlog)
-            for i in range(0, max(len(records), 1), cut)
-        ]
-        outs.append(whole.tick(now + HOUR_MS, whole_store, now + HOUR_MS))
-        outs.append(pieces.tick(now + HOUR_MS, pieces_store, now + HOUR_MS))
-        for n, out in enumerate(outs):
-            is_whole = n == 0 or n == len(outs) - 2
-            alerts = whole_alerts if is_whole else pieces_alerts
-            alerts += [(a.alert_id, a.detected_at_ms, value) for a, value in out.encoded_alerts]
-            tally = counted[0 if is_whole else 1]
-            for outcome in ("counted", "duplicate", "fact", "replayed"):
-                tally[outcome] = tally.get(outcome, 0) + out.outcomes[outcome]
-        whole_store.data.update(whole.flush(now))
-        pieces_store.data.update(pieces.flush(now))
-    assert sorted(pieces_alerts) == sorted(whole_alerts)
-    assert counted[1] == counted[0]
+    assert _alerts_and_counts(history, rules, cut) == _alerts_and_counts(history, rules, None)
