@@ -20,6 +20,7 @@ Runs in ``make test``: derandomized, a fixed number of examples, no deadline.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import orjson
@@ -120,29 +121,96 @@ def _written(out: BatchOutput) -> dict[str, Any]:
     }
 
 
-@EQUIVALENT
-@given(history=_history(), rules=st.sampled_from(RULES))
-def test_an_account_judges_alike_from_the_cache_and_read_back_from_its_encoding(
+@st.composite
+def _steady_then_changed(draw: st.DrawFn) -> list[tuple[int, bool, list[dict[str, Any]]]]:
+    """Weeks of steady daily use by a team, then, from a drawn day on, fewer users or silence.
+
+    Long enough for the rhythm, the drop test, the weekly history and the scored days to come into
+    play (usage_drop), which random sparse histories do not reach.
+    """
+    accounts = draw(st.lists(st.tuples(st.integers(2, 6), st.integers(0, 3)), min_size=1, max_size=3))
+    days = draw(st.integers(30, 48))
+    change_day = draw(st.integers(21, days - 1))
+    weekends = draw(st.booleans())
+    batches = []
+    for d in range(days):
+        now = T0 + d * DAY_MS + 18 * HOUR_MS
+        docs: list[dict[str, Any]] = []
+        for a, (team, after) in enumerate(accounts):
+            if weekends and (d + 3) % 7 >= 5:  # T0 is a Thursday: days 2 and 3 are a weekend
+                continue
+            users = team if d < change_day else after
+            for u in range(users):
+                if users > 2 and (u * 5 + d * 3) % 7 == 0:  # someone is away now and then
+                    continue
+                for k in range(1 + (u + d) % 3):
+                    at = now - (9 - u - k) * HOUR_MS
+                    docs.append(
+                        {
+                            "event_id": f"{a}-{d}-{u}-{k}",
+                            "account_id": f"team-{a}",
+                            "event": ("report_exported", "login", "dashboard_viewed")[(u + k) % 3],
+                            "timestamp": at,
+                            "user_id": f"user-{a}-{u}",
+                            "properties": {},
+                        }
+                    )
+        batches.append((now, draw(st.booleans()), docs))
+    return batches
+
+
+def _assert_the_cache_changes_nothing(
     history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None
-) -> None:
+) -> Counter[str]:
+    """Run both processors over ``history``; every alert kind raised, for the test to check its reach."""
     churned = _processor(rules, cache_max=1, flush_interval_ms=0)  # decodes its state for every event
     kept = _processor(rules, cache_max=1_000_000, flush_interval_ms=10**12)  # never decodes one
     churned_store, kept_store = MemoryStore(), MemoryStore()
+    kinds: Counter[str] = Counter()
     for now, backlog, records in _batches(history):
         a = churned.process(records, churned_store, now, backlog=backlog)
         churned_store.data.update(churned.flush(now))
         b = kept.process(records, kept_store, now, backlog=backlog)
         assert _written(a) == _written(b)
+        kinds.update(alert.kind for alert in a.alerts)
         # A caught-up partition's clock ticks an hour later: quiet deadlines and settled snapshots.
         a = churned.tick(now + HOUR_MS, churned_store, now + HOUR_MS)
         churned_store.data.update(churned.flush(now + HOUR_MS))
         b = kept.tick(now + HOUR_MS, kept_store, now + HOUR_MS)
         assert _written(a) == _written(b)
+        kinds.update(alert.kind for alert in a.alerts)
         assert churned.bands == kept.bands
         assert churned.tracked == kept.tracked
     kept_store.data.update(kept.flush(history[-1][0] + HOUR_MS))
     assert churned_store.data == kept_store.data
     assert churned.flush_failures == kept.flush_failures == 0
+    return kinds
+
+
+@EQUIVALENT
+@given(history=_history(), rules=st.sampled_from(RULES))
+def test_an_account_judges_alike_from_the_cache_and_read_back_from_its_encoding(
+    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None
+) -> None:
+    _assert_the_cache_changes_nothing(history, rules)
+
+
+REACHED: Counter[str] = Counter()
+
+
+@settings(EQUIVALENT, max_examples=30)
+@given(history=_steady_then_changed())
+def test_a_steady_account_that_changes_judges_alike_from_the_cache_and_its_encoding(
+    history: list[tuple[int, bool, list[dict[str, Any]]]],
+) -> None:
+    REACHED.update(_assert_the_cache_changes_nothing(history, None))
+
+
+def test_the_steady_histories_reach_the_drop_and_quiet_alerts() -> None:
+    # Runs after the test above in file order; on its own it runs that test first.
+    if not REACHED:
+        test_a_steady_account_that_changes_judges_alike_from_the_cache_and_its_encoding()
+    assert {"usage_drop", "account_quiet"} <= REACHED.keys(), REACHED
 
 
 def _alerts_and_counts(
