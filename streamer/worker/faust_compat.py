@@ -434,7 +434,7 @@ class BoundedRocksDBOptions(RocksDBOptions):
         super().__init__(
             write_buffer_size=write_buffer_bytes,
             max_write_buffer_number=2,
-            block_cache_size=memory_bytes,
+            block_cache_size=memory_bytes,  # Faust's own cache, replaced in as_options: bounded all the same
             use_rocksdict=use_rocksdict,
         )
         import rocksdict  # only with the RocksDB store
@@ -445,27 +445,22 @@ class BoundedRocksDBOptions(RocksDBOptions):
         )
 
     def as_options(self) -> Any:
-        """Faust's options for one database, with the shared cache and write buffer manager."""
+        """Faust's options for one database, with the shared write buffer manager and block cache."""
         import rocksdict
 
         if not self.use_rocksdict:
             raise RuntimeError("the RocksDB store needs rocksdict (python-rocksdb is not supported)")
-        options = rocksdict.Options(raw_mode=True)
-        options.create_if_missing(True)
-        if self.max_open_files is not None:
-            options.set_max_open_files(self.max_open_files)
-        options.set_write_buffer_size(self.write_buffer_size)
-        options.set_target_file_size_base(self.target_file_size_base)
-        options.set_max_write_buffer_number(self.max_write_buffer_number)
+        options = super().as_options()
         options.set_write_buffer_manager(self.write_buffers)
+        # Faust's table factory again, with the shared cache instead of its own.
         table = rocksdict.BlockBasedOptions()
         table.set_bloom_filter(self.bloom_filter_size, block_based=True)
         table.set_block_cache(self.cache)
+        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         # Index and filter blocks in the cache too, so they count against the budget (at 1,000,000
         # accounts they would otherwise grow outside it), pinned at level 0 for reads to stay quick.
         table.set_cache_index_and_filter_blocks(True)
         table.set_pin_l0_filter_and_index_blocks_in_cache(True)
-        table.set_index_type(rocksdict.BlockBasedIndexType.binary_search())
         options.set_block_based_table_factory(table)
         return options
 
