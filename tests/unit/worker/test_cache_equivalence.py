@@ -34,6 +34,8 @@ DAY_MS = 86_400_000
 HOUR_MS = 3_600_000
 T0 = 1_780_000_000_000  # 2026-05-28
 RULES = ("[alerts]\nquiet_after_days = 1\n", None)
+# Batches as (wall clock, backlog, documents).
+History = list[tuple[int, bool, list[dict[str, Any]]]]
 EQUIVALENT = settings(
     max_examples=120, deadline=None, derandomize=True, suppress_health_check=list(HealthCheck)
 )
@@ -88,7 +90,7 @@ def _doc(draw: st.DrawFn, day_ms: int) -> dict[str, Any]:
 
 
 @st.composite
-def _history(draw: st.DrawFn) -> list[tuple[int, bool, list[dict[str, Any]]]]:
+def _history(draw: st.DrawFn) -> History:
     """Batches as (wall clock, backlog, documents): days pass between them, some of them many."""
     batches = []
     now = T0
@@ -99,7 +101,7 @@ def _history(draw: st.DrawFn) -> list[tuple[int, bool, list[dict[str, Any]]]]:
     return batches
 
 
-def _batches(history: list[tuple[int, bool, list[dict[str, Any]]]]) -> list[tuple[int, bool, list[Record]]]:
+def _batches(history: History) -> list[tuple[int, bool, list[Record]]]:
     """The history as records of one partition, offsets running on from batch to batch."""
     batches, offset = [], 0
     for now, backlog, docs in history:
@@ -122,7 +124,7 @@ def _written(out: BatchOutput) -> dict[str, Any]:
 
 
 @st.composite
-def _steady_then_changed(draw: st.DrawFn) -> list[tuple[int, bool, list[dict[str, Any]]]]:
+def _steady_then_changed(draw: st.DrawFn) -> History:
     """Weeks of steady daily use by a team, then, from a drawn day on, fewer users or silence.
 
     Long enough for the rhythm, the drop test, the weekly history and the scored days to come into
@@ -159,9 +161,7 @@ def _steady_then_changed(draw: st.DrawFn) -> list[tuple[int, bool, list[dict[str
     return batches
 
 
-def _assert_the_cache_changes_nothing(
-    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None
-) -> Counter[str]:
+def _assert_the_cache_changes_nothing(history: History, rules: str | None) -> Counter[str]:
     """Run both processors over ``history``; every alert kind raised, for the test to check its reach."""
     churned = _processor(rules, cache_max=1, flush_interval_ms=0)  # decodes its state for every event
     kept = _processor(rules, cache_max=1_000_000, flush_interval_ms=10**12)  # never decodes one
@@ -190,7 +190,7 @@ def _assert_the_cache_changes_nothing(
 @EQUIVALENT
 @given(history=_history(), rules=st.sampled_from(RULES))
 def test_an_account_judges_alike_from_the_cache_and_read_back_from_its_encoding(
-    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None
+    history: History, rules: str | None
 ) -> None:
     _assert_the_cache_changes_nothing(history, rules)
 
@@ -201,7 +201,7 @@ REACHED: Counter[str] = Counter()
 @settings(EQUIVALENT, max_examples=30)
 @given(history=_steady_then_changed())
 def test_a_steady_account_that_changes_judges_alike_from_the_cache_and_its_encoding(
-    history: list[tuple[int, bool, list[dict[str, Any]]]],
+    history: History,
 ) -> None:
     REACHED.update(_assert_the_cache_changes_nothing(history, None))
 
@@ -214,7 +214,7 @@ def test_the_steady_histories_reach_the_drop_and_quiet_alerts() -> None:
 
 
 def _alerts_and_counts(
-    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None, cut: int | None
+    history: History, rules: str | None, cut: int | None
 ) -> tuple[list[tuple[str, int, bytes]], dict[str, int]]:
     """Every alert (id, time, document) and event count of the history fed in pieces of ``cut`` records."""
     proc = _processor(rules, cache_max=1_000_000, flush_interval_ms=0)
@@ -239,6 +239,6 @@ def _alerts_and_counts(
 @EQUIVALENT
 @given(history=_history(), rules=st.sampled_from(RULES), cut=st.integers(1, 5))
 def test_alerts_do_not_depend_on_how_the_partition_was_cut_into_batches(
-    history: list[tuple[int, bool, list[dict[str, Any]]]], rules: str | None, cut: int
+    history: History, rules: str | None, cut: int
 ) -> None:
     assert _alerts_and_counts(history, rules, cut) == _alerts_and_counts(history, rules, None)
