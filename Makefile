@@ -36,7 +36,14 @@ $(BIN)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $@
 
-install: $(BIN)/.installed ## Create .venv and install churnwatch with its dev tools
+# The compiled state codec (native/, Rust through PyO3, built by maturin with cargo from crates.io):
+# about 15 s from scratch on 2 cores, rebuilt when its sources change.
+$(BIN)/.native: $(BIN)/.installed native/Cargo.toml native/Cargo.lock native/pyproject.toml native/churnwatch_native.pyi $(wildcard native/src/*.rs)
+	@command -v cargo >/dev/null || { echo "install: cargo (Rust) is needed to build native/ (apt-get install cargo, or rustup)"; exit 1; }
+	$(BIN)/python -m pip install --quiet ./native
+	@touch $@
+
+install: $(BIN)/.installed $(BIN)/.native ## Create .venv and install churnwatch with its dev tools and its compiled codec
 
 browser: ## Install Debian's chromium for the dashboard's browser test, unless /usr/bin/chromium exists
 	@deploy/browser.sh

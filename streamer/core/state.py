@@ -50,9 +50,12 @@ import math
 import struct
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streamer.core.policy import Band
+
+if TYPE_CHECKING:
+    from churnwatch_native import Codec
 
 __all__ = [
     "COMPONENT_NAMES",
@@ -71,6 +74,9 @@ __all__ = [
     "event_id_hash",
     "milestone_key",
     "peek_state",
+    "python_decode_state",
+    "python_encode_state",
+    "NATIVE_CODEC",
 ]
 
 USER_BITS = 128
@@ -454,8 +460,11 @@ def _put_str(out: list[bytes], s: str | None) -> None:
     out.append(raw)
 
 
-def encode_state(s: AccountState) -> bytes:
+def python_encode_state(s: AccountState) -> bytes:
     """Serialise an account state into the compact binary form (see module docstring).
+
+    The reference encoder: :func:`encode_state` is the compiled one where it is installed, and must
+    return the same bytes.
 
     Args:
         s: The state.
@@ -549,8 +558,11 @@ def encode_state(s: AccountState) -> bytes:
     return b"".join(out)
 
 
-def decode_state(b: bytes) -> AccountState:
+def python_decode_state(b: bytes) -> AccountState:
     """Deserialise bytes produced by :func:`encode_state`.
+
+    The reference decoder, and the one for states older than the current version: :func:`decode_state`
+    decodes a current one with the compiled codec where it is installed, which must build an equal state.
 
     Args:
         b: Encoded state.
@@ -748,3 +760,34 @@ def peek_state(b: bytes) -> tuple[int | None, str | None, bool] | None:
     h = _PEEK.unpack_from(b)
     (due,) = _I64.unpack_from(b, header.size - 8)
     return _unopt(due), _BANDS[h[15]], bool(h[12] & 2)
+
+
+def _native_codec() -> Codec | None:
+    """The compiled codec (the ``churnwatch_native`` extension, built by ``make install``), or None."""
+    try:
+        from churnwatch_native import Codec
+    except ImportError:
+        return None
+    classes = (AccountState, DayBucket, TopUser, Scored, MilestoneProgress)
+    return Codec(*classes, list(_BANDS), list(COMPONENT_NAMES), list(_FIELDS))
+
+
+# The compiled codec where it is installed: every event of an account that left the worker's cache decodes
+# its state and every flush encodes it, so this is on the worker's hot path. Without the extension the
+# Python codec above does the same, more slowly.
+NATIVE_CODEC = _native_codec()
+_CURRENT = bytes((STATE_VERSION,))
+
+if NATIVE_CODEC is None:
+    encode_state = python_encode_state
+    decode_state = python_decode_state
+else:
+    _native_decode = NATIVE_CODEC.decode
+    encode_state = NATIVE_CODEC.encode
+
+    def decode_state(b: bytes) -> AccountState:
+        """Deserialise bytes produced by :func:`encode_state` (the compiled codec for a current state)."""
+        if b[:1] == _CURRENT:
+            state: AccountState = _native_decode(b)
+            return state
+        return python_decode_state(b)

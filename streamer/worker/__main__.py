@@ -13,6 +13,7 @@ from prometheus_client import start_http_server
 
 from streamer.cliutil import parser_for, quiet_logger
 from streamer.core.policy import PolicyError, load_policy
+from streamer.core.state import NATIVE_CODEC
 from streamer.gctuning import tune_gc
 from streamer.kafka.topics import TopicMismatchError
 from streamer.logfilter import downgrade_transient_kafka_errors, rate_limit_logging
@@ -41,6 +42,17 @@ def warn_removed_settings(settings: WorkerSettings, environ: Mapping[str, str]) 
         )
 
 
+def say_which_codec(native: bool) -> None:
+    """Log whether states are encoded by the compiled codec or, more slowly, by the Python one."""
+    if native:
+        log.info("state codec: compiled (churnwatch_native)")
+    else:
+        log.warning(
+            "state codec: Python, churnwatch_native is not installed (`make install` builds it with cargo);"
+            " the worker is slower on accounts that leave its cache"
+        )
+
+
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     """Create the topics, serve metrics and run the Faust worker until it is told to stop."""
     parser_for(prog or "python -m streamer", DESCRIPTION, WorkerSettings).parse_args(argv)
@@ -49,6 +61,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
     downgrade_transient_kafka_errors()  # the coordinator election at a start is not an error
     warn_removed_settings(settings, os.environ)
+    say_which_codec(NATIVE_CODEC is not None)
     try:
         policies = load_policy(settings.rules_text())
     except (OSError, PolicyError) as err:

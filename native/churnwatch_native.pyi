@@ -1,0 +1,24 @@
+"""The compiled parts of churnwatch's worker (see streamer/core/state.py for the format they follow)."""
+
+from typing import Any
+
+STATE_VERSION: int
+
+class Codec:
+    """The account state's binary codec, bound to the classes of ``streamer.core.state``."""
+
+    def __init__(
+        self,
+        state: type,
+        day_bucket: type,
+        top_user: type,
+        scored: type,
+        milestone: type,
+        bands: list[Any],
+        components: list[str],
+        fields: list[str],
+    ) -> None: ...
+    def decode(self, b: bytes) -> Any:
+        """Decode a current-version state; ValueError on any other, or on truncated or corrupt input."""
+    def encode(self, s: Any) -> bytes:
+        """Encode a state: the same bytes as ``streamer.core.state.python_encode_state``."""

@@ -1,0 +1,666 @@
+//! The account state's binary codec (version 6), compiled.
+//!
+//! The format and the reference implementation are `streamer/core/state.py`: `encode_state` and
+//! `decode_state` there are the readable definition, and this module must produce the same bytes and
+//! the same objects (tests/unit/test_native_codec.py holds the two to each other on random states).
+//! Only the current version is decoded here; older states go to the Python decoder.
+
+use pyo3::exceptions::{PyOverflowError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::IntoPyObjectExt;
+
+const VERSION: u8 = 6;
+const NONE: i64 = i64::MIN; // an absent int64 timestamp
+const NO_DAY: i32 = i32::MIN;
+const STR_NONE: u16 = 0xFFFF;
+const COMPONENTS: usize = 7; // COMPONENT_NAMES
+const PARTS: usize = 32; // a scored day's parts: 4 bytes per SCORED_COMPONENTS
+const HEADER: usize = 163;
+
+/// AccountState's fields in their declared order: decode builds the state with one positional call.
+const FIELDS: [&str; 49] = [
+    "account_id",
+    "first_seen_ms",
+    "clock_ms",
+    "last_activity_ms",
+    "days",
+    "seats",
+    "plan",
+    "segment",
+    "name",
+    "owner",
+    "arr",
+    "currency",
+    "renewal_ms",
+    "contract",
+    "facts_at_ms",
+    "nps_score",
+    "nps_at_ms",
+    "open_tickets",
+    "subscription_started_ms",
+    "subscription_cancelled_ms",
+    "recent_ids",
+    "applied_offset",
+    "quiet_since_ms",
+    "drop_since_ms",
+    "poor_open",
+    "unpublished",
+    "last_band",
+    "published_score",
+    "published_band",
+    "published_components",
+    "due_ms",
+    "top_users",
+    "key_user",
+    "key_since_ms",
+    "drop_pending_day",
+    "drop_base",
+    "drop_dispersion",
+    "poor_pending_ms",
+    "published_activity_ms",
+    "published_quiet_since_ms",
+    "published_drop_since_ms",
+    "published_poor",
+    "history",
+    "history_through",
+    "scored",
+    "first_activity_ms",
+    "milestones",
+    "published_milestones",
+    "quiet_cache",
+];
+
+const FACT_STRINGS: [&str; 4] = ["plan", "segment", "name", "owner"];
+const REVENUE_FACTS: [&str; 4] = ["arr", "currency", "renewal_at", "contract"];
+
+fn corrupt(what: &str) -> PyErr {
+    PyValueError::new_err(format!("corrupt state: {what}"))
+}
+
+/// Reads the encoding front to back; every read is bounds-checked.
+struct Reader<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
+        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| corrupt("truncated"))?;
+        let out = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+    fn arr<const N: usize>(&mut self) -> PyResult<[u8; N]> {
+        Ok(self.take(N)?.try_into().expect("length checked"))
+    }
+    fn u8(&mut self) -> PyResult<u8> {
+        Ok(self.arr::<1>()?[0])
+    }
+    fn i8(&mut self) -> PyResult<i8> {
+        Ok(i8::from_le_bytes(self.arr()?))
+    }
+    fn u16(&mut self) -> PyResult<u16> {
+        Ok(u16::from_le_bytes(self.arr()?))
+    }
+    fn i16(&mut self) -> PyResult<i16> {
+        Ok(i16::from_le_bytes(self.arr()?))
+    }
+    fn i32(&mut self) -> PyResult<i32> {
+        Ok(i32::from_le_bytes(self.arr()?))
+    }
+    fn u32(&mut self) -> PyResult<u32> {
+        Ok(u32::from_le_bytes(self.arr()?))
+    }
+    fn i64(&mut self) -> PyResult<i64> {
+        Ok(i64::from_le_bytes(self.arr()?))
+    }
+    fn u64(&mut self) -> PyResult<u64> {
+        Ok(u64::from_le_bytes(self.arr()?))
+    }
+    fn f64(&mut self) -> PyResult<f64> {
+        Ok(f64::from_le_bytes(self.arr()?))
+    }
+    /// A uint16 length and UTF-8, or the absent marker.
+    fn string(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        let n = self.u16()?;
+        if n == STR_NONE {
+            return Ok(None);
+        }
+        let raw = self.take(n as usize)?;
+        let text = std::str::from_utf8(raw).map_err(|e| corrupt(&e.to_string()))?;
+        Ok(Some(PyString::new(py, text).into_any().unbind()))
+    }
+}
+
+/// Writes the encoding; the counterpart of [`Reader`].
+struct Writer {
+    out: Vec<u8>,
+}
+
+impl Writer {
+    fn put(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+    fn string(&mut self, value: &Bound<'_, PyAny>) -> PyResult<()> {
+        if value.is_none() {
+            self.put(&STR_NONE.to_le_bytes());
+            return Ok(());
+        }
+        let text = value.downcast::<PyString>()?.to_str()?;
+        if text.len() >= STR_NONE as usize {
+            return Err(PyValueError::new_err("string too long to encode"));
+        }
+        self.put(&(text.len() as u16).to_le_bytes());
+        self.put(text.as_bytes());
+        Ok(())
+    }
+}
+
+fn opt_i64(v: &Bound<'_, PyAny>) -> PyResult<i64> {
+    if v.is_none() {
+        Ok(NONE)
+    } else {
+        v.extract()
+    }
+}
+
+fn count_u8(n: usize) -> PyResult<u8> {
+    u8::try_from(n).map_err(|_| PyValueError::new_err("bytes must be in range(0, 256)"))
+}
+
+/// The state codec, bound to the classes of `streamer.core.state` it reads and builds.
+#[pyclass(frozen, module = "churnwatch_native")]
+struct Codec {
+    state: Py<PyAny>,
+    day_bucket: Py<PyAny>,
+    top_user: Py<PyAny>,
+    scored: Py<PyAny>,
+    milestone: Py<PyAny>,
+    bands: Vec<Py<PyAny>>,
+    components: Vec<Py<PyString>>,
+}
+
+impl Codec {
+    fn opt<'py>(py: Python<'py>, v: i64) -> PyResult<Bound<'py, PyAny>> {
+        if v == NONE {
+            Ok(py.None().into_bound(py))
+        } else {
+            v.into_bound_py_any(py)
+        }
+    }
+
+    fn band<'py>(&self, py: Python<'py>, index: u8) -> PyResult<Bound<'py, PyAny>> {
+        self.bands
+            .get(index as usize)
+            .map(|b| b.bind(py).clone())
+            .ok_or_else(|| corrupt("tuple index out of range"))
+    }
+
+    fn band_index(&self, py: Python<'_>, band: &Bound<'_, PyAny>) -> PyResult<u8> {
+        for (i, b) in self.bands.iter().enumerate() {
+            if b.bind(py).is(band) {
+                return Ok(i as u8);
+            }
+        }
+        for (i, b) in self.bands.iter().enumerate() {
+            if b.bind(py).eq(band)? {
+                return Ok(i as u8);
+            }
+        }
+        Err(PyValueError::new_err("tuple.index(x): x not in tuple"))
+    }
+}
+
+#[pymethods]
+impl Codec {
+    /// `Codec(AccountState, DayBucket, TopUser, Scored, MilestoneProgress, bands, component_names, fields)`.
+    ///
+    /// `fields` are AccountState's field names: the codec refuses a class whose fields it does not know.
+    #[new]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        state: Py<PyAny>,
+        day_bucket: Py<PyAny>,
+        top_user: Py<PyAny>,
+        scored: Py<PyAny>,
+        milestone: Py<PyAny>,
+        bands: Vec<Py<PyAny>>,
+        components: Vec<Py<PyString>>,
+        fields: Vec<String>,
+    ) -> PyResult<Self> {
+        if fields != FIELDS {
+            return Err(PyValueError::new_err(
+                "AccountState's fields are not the ones this codec was built for: rebuild it (make install)",
+            ));
+        }
+        if bands.len() != 4 || components.len() != COMPONENTS {
+            return Err(PyValueError::new_err("expected 4 bands (None first) and 7 component names"));
+        }
+        Ok(Codec { state, day_bucket, top_user, scored, milestone, bands, components })
+    }
+
+    /// Deserialise a version 6 state (`decode_state`); ValueError on truncated or corrupt input.
+    fn decode<'py>(&self, py: Python<'py>, b: &[u8]) -> PyResult<Bound<'py, PyAny>> {
+        if b.first() != Some(&VERSION) {
+            return Err(PyValueError::new_err("not a version 6 state"));
+        }
+        let mut r = Reader { b, pos: 1 };
+        let first_seen = r.i64()?;
+        let clock = r.i64()?;
+        let applied_offset = r.i64()?;
+        let last_activity = r.i64()?;
+        let nps_at = r.i64()?;
+        let nps_score = r.i8()?;
+        let open_tickets = r.i32()?;
+        let sub_started = r.i64()?;
+        let sub_cancelled = r.i64()?;
+        let quiet_since = r.i64()?;
+        let drop_since = r.i64()?;
+        let flags = r.u8()?;
+        let last_band = r.u8()?;
+        let published_score = r.i16()?;
+        let published_band = r.u8()?;
+        let mut comps = [0f64; COMPONENTS];
+        for c in comps.iter_mut() {
+            *c = r.f64()?;
+        }
+        let seats = r.i64()?;
+        let seats_at = r.i64()?;
+        let due = r.i64()?;
+        debug_assert_eq!(r.pos, HEADER);
+        let account_id = r.string(py)?.ok_or_else(|| PyValueError::new_err("missing account id"))?;
+
+        let facts_at = PyDict::new(py);
+        if seats_at != NONE {
+            facts_at.set_item(intern!(py, "seats"), seats_at)?;
+        }
+        let mut strings: Vec<Bound<'py, PyAny>> = Vec::with_capacity(4);
+        for key in FACT_STRINGS {
+            strings.push(match r.string(py)? {
+                Some(s) => s.into_bound(py),
+                None => py.None().into_bound(py),
+            });
+            let at = r.i64()?;
+            if at != NONE {
+                facts_at.set_item(PyString::intern(py, key), at)?;
+            }
+        }
+
+        let days = PyDict::new(py);
+        let day_bucket = self.day_bucket.bind(py);
+        for _ in 0..r.u16()? {
+            let day = r.i32()?;
+            let events = r.u32()?;
+            let weight = r.f64()?;
+            let low = r.u64()? as u128;
+            let high = r.u64()? as u128;
+            let features = r.u64()?;
+            let bucket = day_bucket.call1((events, weight, low | (high << 64), features))?;
+            days.set_item(day, bucket)?;
+        }
+        let n = r.u16()? as usize;
+        let raw = r.take(n.checked_mul(8).ok_or_else(|| corrupt("truncated"))?)?;
+        let recent_ids = PyList::empty(py);
+        for chunk in raw.chunks_exact(8) {
+            recent_ids.append(u64::from_le_bytes(chunk.try_into().expect("8 bytes")))?;
+        }
+
+        // The extension: key user, pending episodes, the drop test's frozen baseline, what was shown.
+        let ext_flags = r.u8()?;
+        let key_user = r.u64()?;
+        let key_since = r.i64()?;
+        let pending = r.i32()?;
+        let poor_pending = r.i64()?;
+        let dispersion = r.f64()?;
+        let mut base = [0f64; 7];
+        for v in base.iter_mut() {
+            *v = r.f64()?;
+        }
+        let shown_activity = r.i64()?;
+        let shown_quiet = r.i64()?;
+        let shown_drop = r.i64()?;
+
+        let top_users = PyList::empty(py);
+        let top_user = self.top_user.bind(py);
+        for _ in 0..r.u8()? {
+            let user = r.u64()?;
+            let weight = r.f64()?;
+            let last_day = r.i32()?;
+            let first_day = r.i32()?;
+            top_users.append(top_user.call1((user, weight, last_day, first_day))?)?;
+        }
+        let through = r.i32()?;
+        let history = PyList::empty(py);
+        for _ in 0..r.u8()? {
+            let week = r.i32()?;
+            let user_days = r.f64()?;
+            let counted = r.u8()?;
+            history.append((week, user_days, counted).into_pyobject(py)?)?;
+        }
+
+        let arr = r.f64()?;
+        let renewal = r.i64()?;
+        for key in REVENUE_FACTS {
+            let at = r.i64()?;
+            if at != NONE {
+                facts_at.set_item(PyString::intern(py, key), at)?;
+            }
+        }
+        let currency = r.string(py)?;
+        let contract = r.string(py)?;
+
+        let scored = PyList::empty(py);
+        let scored_cls = self.scored.bind(py);
+        for _ in 0..r.u8()? {
+            let day = r.i32()?;
+            let score = r.u8()?;
+            let parts = PyBytes::new(py, r.take(PARTS)?);
+            scored.append(scored_cls.call1((day, score, parts))?)?;
+        }
+
+        let first_activity = r.i64()?;
+        let published_milestones = r.u16()?;
+        let milestones = PyDict::new(py);
+        let milestone = self.milestone.bind(py);
+        for _ in 0..r.u8()? {
+            let key = r.u32()?;
+            let reached = r.i64()?;
+            let events = r.u16()?;
+            let m_flags = r.u8()?;
+            let n = r.u8()? as usize;
+            let raw = r.take(n * 4)?;
+            let users = PyTuple::new(
+                py,
+                raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+            )?;
+            let progress = milestone.call1((Self::opt(py, reached)?, events, users, m_flags & 1 != 0))?;
+            milestones.set_item(key, progress)?;
+        }
+        if r.pos != b.len() {
+            return Err(PyValueError::new_err("trailing bytes in state"));
+        }
+
+        let published = PyDict::new(py);
+        for (name, v) in self.components.iter().zip(comps) {
+            if !v.is_nan() {
+                published.set_item(name.bind(py), v)?;
+            }
+        }
+        let none = || py.None().into_bound(py);
+        let drop_base = if base[0].is_nan() { PyTuple::empty(py) } else { PyTuple::new(py, base)? };
+        let [plan, segment, name, owner]: [Bound<'py, PyAny>; 4] = strings.try_into().expect("four facts");
+        let args: [Bound<'py, PyAny>; 49] = [
+            account_id.into_bound(py),
+            first_seen.into_bound_py_any(py)?,
+            clock.into_bound_py_any(py)?,
+            Self::opt(py, last_activity)?,
+            days.into_any(),
+            Self::opt(py, seats)?,
+            plan,
+            segment,
+            name,
+            owner,
+            if arr.is_nan() { none() } else { arr.into_bound_py_any(py)? },
+            currency.map_or_else(none, |s| s.into_bound(py)),
+            Self::opt(py, renewal)?,
+            contract.map_or_else(none, |s| s.into_bound(py)),
+            facts_at.into_any(),
+            if nps_score == -1 { none() } else { nps_score.into_bound_py_any(py)? },
+            Self::opt(py, nps_at)?,
+            open_tickets.into_bound_py_any(py)?,
+            Self::opt(py, sub_started)?,
+            Self::opt(py, sub_cancelled)?,
+            recent_ids.into_any(),
+            applied_offset.into_bound_py_any(py)?,
+            Self::opt(py, quiet_since)?,
+            Self::opt(py, drop_since)?,
+            (flags & 1 != 0).into_bound_py_any(py)?,
+            (flags & 2 != 0).into_bound_py_any(py)?,
+            self.band(py, last_band)?,
+            if published_score == -1 { none() } else { published_score.into_bound_py_any(py)? },
+            self.band(py, published_band)?,
+            published.into_any(),
+            Self::opt(py, due)?,
+            top_users.into_any(),
+            if ext_flags & 1 != 0 { key_user.into_bound_py_any(py)? } else { none() },
+            Self::opt(py, key_since)?,
+            if pending == NO_DAY { none() } else { pending.into_bound_py_any(py)? },
+            drop_base.into_any(),
+            dispersion.into_bound_py_any(py)?,
+            Self::opt(py, poor_pending)?,
+            Self::opt(py, shown_activity)?,
+            Self::opt(py, shown_quiet)?,
+            Self::opt(py, shown_drop)?,
+            (ext_flags & 2 != 0).into_bound_py_any(py)?,
+            history.into_any(),
+            if through == NO_DAY { none() } else { through.into_bound_py_any(py)? },
+            scored.into_any(),
+            Self::opt(py, first_activity)?,
+            milestones.into_any(),
+            published_milestones.into_bound_py_any(py)?,
+            none(),
+        ];
+        self.state.bind(py).call1(PyTuple::new(py, args)?)
+    }
+
+    /// Serialise a state (`encode_state`): the same bytes as the Python encoder.
+    ///
+    /// A value the format cannot hold raises ValueError, as the Python encoder's `struct.error` is one
+    /// for its callers (`check_encodable` is what rejects such a state first).
+    fn encode<'py>(&self, py: Python<'py>, s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        self.encode_state(py, s).map_err(|err| {
+            if err.is_instance_of::<PyOverflowError>(py) {
+                PyValueError::new_err(format!("state field out of range: {}", err.value(py)))
+            } else {
+                err
+            }
+        })
+    }
+}
+
+impl Codec {
+    fn encode_state<'py>(&self, py: Python<'py>, s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyBytes>> {
+        let get = |name: &Bound<'py, PyString>| s.getattr(name);
+        let published = get(intern!(py, "published_components"))?;
+        let published = published.downcast::<PyDict>()?;
+        let mut comps = [f64::NAN; COMPONENTS];
+        let mut found = 0;
+        for (c, name) in comps.iter_mut().zip(&self.components) {
+            if let Some(v) = published.get_item(name.bind(py))? {
+                *c = v.extract()?;
+                found += 1;
+            }
+        }
+        // Keys are distinct: all of them are components when as many were found as there are.
+        if found != published.len() {
+            return Err(PyValueError::new_err("unknown published component"));
+        }
+        let facts_at = get(intern!(py, "facts_at_ms"))?;
+        let facts_at = facts_at.downcast::<PyDict>()?;
+        let fact = |key: &str| -> PyResult<i64> {
+            match facts_at.get_item(key)? {
+                Some(v) => v.extract(),
+                None => Ok(NONE),
+            }
+        };
+        let mut w = Writer { out: Vec::with_capacity(1024) };
+        w.put(&[VERSION]);
+        w.put(&get(intern!(py, "first_seen_ms"))?.extract::<i64>()?.to_le_bytes());
+        w.put(&get(intern!(py, "clock_ms"))?.extract::<i64>()?.to_le_bytes());
+        w.put(&get(intern!(py, "applied_offset"))?.extract::<i64>()?.to_le_bytes());
+        w.put(&opt_i64(&get(intern!(py, "last_activity_ms"))?)?.to_le_bytes());
+        w.put(&opt_i64(&get(intern!(py, "nps_at_ms"))?)?.to_le_bytes());
+        let nps = get(intern!(py, "nps_score"))?;
+        w.put(&(if nps.is_none() { -1 } else { nps.extract::<i8>()? }).to_le_bytes());
+        w.put(&get(intern!(py, "open_tickets"))?.extract::<i32>()?.to_le_bytes());
+        for name in [
+            intern!(py, "subscription_started_ms"),
+            intern!(py, "subscription_cancelled_ms"),
+            intern!(py, "quiet_since_ms"),
+            intern!(py, "drop_since_ms"),
+        ] {
+            w.put(&opt_i64(&get(name)?)?.to_le_bytes());
+        }
+        let poor_open = get(intern!(py, "poor_open"))?.is_truthy()?;
+        let unpublished = get(intern!(py, "unpublished"))?.is_truthy()?;
+        w.put(&[u8::from(poor_open) | if unpublished { 2 } else { 0 }]);
+        w.put(&[self.band_index(py, &get(intern!(py, "last_band"))?)?]);
+        let score = get(intern!(py, "published_score"))?;
+        w.put(&(if score.is_none() { -1 } else { score.extract::<i16>()? }).to_le_bytes());
+        w.put(&[self.band_index(py, &get(intern!(py, "published_band"))?)?]);
+        for c in comps {
+            w.put(&c.to_le_bytes());
+        }
+        w.put(&opt_i64(&get(intern!(py, "seats"))?)?.to_le_bytes());
+        w.put(&fact("seats")?.to_le_bytes());
+        w.put(&opt_i64(&get(intern!(py, "due_ms"))?)?.to_le_bytes());
+
+        w.string(&get(intern!(py, "account_id"))?)?;
+        for key in FACT_STRINGS {
+            w.string(&s.getattr(PyString::intern(py, key))?)?;
+            w.put(&fact(key)?.to_le_bytes());
+        }
+
+        let days = get(intern!(py, "days"))?;
+        let days = days.downcast::<PyDict>()?;
+        let n = u16::try_from(days.len()).map_err(|_| PyValueError::new_err("too many buckets"))?;
+        w.put(&n.to_le_bytes());
+        let mut sorted: Vec<(i32, Bound<'py, PyAny>)> = Vec::with_capacity(days.len());
+        for (day, bucket) in days.iter() {
+            sorted.push((day.extract()?, bucket));
+        }
+        sorted.sort_by_key(|(day, _)| *day);
+        for (day, bucket) in sorted {
+            let bucket = bucket.downcast::<PyTuple>()?;
+            let events: i64 = bucket.get_item(0)?.extract()?;
+            let events = u32::try_from(events.min(u32::MAX as i64))
+                .map_err(|_| PyValueError::new_err("bucket events out of range"))?;
+            let weight: f64 = bucket.get_item(1)?.extract()?;
+            let users: u128 = bucket.get_item(2)?.extract()?;
+            let features: u64 = bucket.get_item(3)?.extract()?;
+            w.put(&day.to_le_bytes());
+            w.put(&events.to_le_bytes());
+            w.put(&weight.to_le_bytes());
+            w.put(&(users as u64).to_le_bytes());
+            w.put(&((users >> 64) as u64).to_le_bytes());
+            w.put(&features.to_le_bytes());
+        }
+        let ids = get(intern!(py, "recent_ids"))?;
+        let ids = ids.downcast::<PyList>()?;
+        let n = u16::try_from(ids.len()).map_err(|_| PyValueError::new_err("too many ids"))?;
+        w.put(&n.to_le_bytes());
+        for id in ids.iter() {
+            w.put(&id.extract::<u64>()?.to_le_bytes());
+        }
+
+        let key_user = get(intern!(py, "key_user"))?;
+        let published_poor = get(intern!(py, "published_poor"))?.is_truthy()?;
+        w.put(&[u8::from(!key_user.is_none()) | if published_poor { 2 } else { 0 }]);
+        let key = if key_user.is_truthy()? { key_user.extract::<u64>()? } else { 0 };
+        w.put(&key.to_le_bytes());
+        w.put(&opt_i64(&get(intern!(py, "key_since_ms"))?)?.to_le_bytes());
+        let pending = get(intern!(py, "drop_pending_day"))?;
+        w.put(&(if pending.is_none() { NO_DAY } else { pending.extract::<i32>()? }).to_le_bytes());
+        w.put(&opt_i64(&get(intern!(py, "poor_pending_ms"))?)?.to_le_bytes());
+        w.put(&get(intern!(py, "drop_dispersion"))?.extract::<f64>()?.to_le_bytes());
+        let base = get(intern!(py, "drop_base"))?;
+        if base.is_truthy()? {
+            let base: Vec<f64> = base.extract()?;
+            if base.len() != 7 {
+                return Err(PyValueError::new_err("drop_base must hold 7 weekday means"));
+            }
+            for v in base {
+                w.put(&v.to_le_bytes());
+            }
+        } else {
+            for _ in 0..7 {
+                w.put(&f64::NAN.to_le_bytes());
+            }
+        }
+        for name in [
+            intern!(py, "published_activity_ms"),
+            intern!(py, "published_quiet_since_ms"),
+            intern!(py, "published_drop_since_ms"),
+        ] {
+            w.put(&opt_i64(&get(name)?)?.to_le_bytes());
+        }
+
+        let top = get(intern!(py, "top_users"))?;
+        let top = top.downcast::<PyList>()?;
+        w.put(&[count_u8(top.len())?]);
+        for user in top.iter() {
+            let (u, weight, last_day, first_day): (u64, f64, i32, i32) = user.extract()?;
+            w.put(&u.to_le_bytes());
+            w.put(&weight.to_le_bytes());
+            w.put(&last_day.to_le_bytes());
+            w.put(&first_day.to_le_bytes());
+        }
+        let through = get(intern!(py, "history_through"))?;
+        w.put(&(if through.is_none() { NO_DAY } else { through.extract::<i32>()? }).to_le_bytes());
+        let history = get(intern!(py, "history"))?;
+        let history = history.downcast::<PyList>()?;
+        w.put(&[count_u8(history.len())?]);
+        for week in history.iter() {
+            let (index, user_days, counted): (i32, f64, u8) = week.extract()?;
+            w.put(&index.to_le_bytes());
+            w.put(&user_days.to_le_bytes());
+            w.put(&[counted]);
+        }
+
+        let arr = get(intern!(py, "arr"))?;
+        w.put(&(if arr.is_none() { f64::NAN } else { arr.extract::<f64>()? }).to_le_bytes());
+        w.put(&opt_i64(&get(intern!(py, "renewal_ms"))?)?.to_le_bytes());
+        for key in REVENUE_FACTS {
+            w.put(&fact(key)?.to_le_bytes());
+        }
+        w.string(&get(intern!(py, "currency"))?)?;
+        w.string(&get(intern!(py, "contract"))?)?;
+
+        let scored = get(intern!(py, "scored"))?;
+        let scored = scored.downcast::<PyList>()?;
+        w.put(&[count_u8(scored.len())?]);
+        for day in scored.iter() {
+            let (d, score, parts): (i32, u8, Vec<u8>) = day.extract()?;
+            w.put(&d.to_le_bytes());
+            w.put(&[score]);
+            // struct's "32s": shorter parts are padded with zeros, longer ones cut.
+            let mut fixed = [0u8; PARTS];
+            let n = parts.len().min(PARTS);
+            fixed[..n].copy_from_slice(&parts[..n]);
+            w.put(&fixed);
+        }
+
+        w.put(&opt_i64(&get(intern!(py, "first_activity_ms"))?)?.to_le_bytes());
+        w.put(&get(intern!(py, "published_milestones"))?.extract::<u16>()?.to_le_bytes());
+        let milestones = get(intern!(py, "milestones"))?;
+        let milestones = milestones.downcast::<PyDict>()?;
+        w.put(&[count_u8(milestones.len())?]);
+        let mut sorted: Vec<(u32, Bound<'py, PyAny>)> = Vec::with_capacity(milestones.len());
+        for (key, m) in milestones.iter() {
+            sorted.push((key.extract()?, m));
+        }
+        sorted.sort_by_key(|(key, _)| *key);
+        for (key, m) in sorted {
+            let (reached, events, users, missed): (Bound<'py, PyAny>, u16, Vec<u32>, Bound<'py, PyAny>) =
+                m.extract()?;
+            w.put(&key.to_le_bytes());
+            w.put(&opt_i64(&reached)?.to_le_bytes());
+            w.put(&events.to_le_bytes());
+            w.put(&[u8::from(missed.is_truthy()?)]);
+            w.put(&[count_u8(users.len())?]);
+            for u in users {
+                w.put(&u.to_le_bytes());
+            }
+        }
+        Ok(PyBytes::new(py, &w.out))
+    }
+}
+
+#[pymodule]
+fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<Codec>()?;
+    m.add("STATE_VERSION", VERSION)?;
+    Ok(())
+}

@@ -1,0 +1,137 @@
+"""The compiled state codec (``native/``) against the Python reference in streamer.core.state.
+
+The worker encodes and decodes states with the compiled codec; the Python one is the definition of the
+format. On random states the two must write the same bytes and read back states that are equal field by
+field, with the same types (an int read back as a float, or a tuple as a list, compares equal but is
+another state), and on damaged bytes both must refuse or both must read the same state.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import TYPE_CHECKING
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from streamer.core.policy import Band
+from streamer.core.state import (
+    NATIVE_CODEC,
+    AccountState,
+    DayBucket,
+    MilestoneProgress,
+    Scored,
+    TopUser,
+    decode_state,
+    encode_state,
+    python_decode_state,
+    python_encode_state,
+)
+from tests.unit.core.test_state import T0, _full_state, states
+
+if TYPE_CHECKING:
+    from churnwatch_native import Codec
+
+
+def _codec() -> Codec:
+    # `make install` builds the extension: the suite runs on the compiled path, so a build that silently
+    # fell back to Python fails here rather than passing on the slower codec.
+    assert NATIVE_CODEC is not None, "churnwatch_native is not installed: `make install` builds it"
+    return NATIVE_CODEC
+
+
+def _typed(s: AccountState) -> str:
+    # repr shows types (1 and 1.0 and True, a tuple and a list) and dict order, which == does not.
+    return repr(s)
+
+
+def test_the_worker_uses_the_compiled_codec() -> None:
+    codec = _codec()
+    assert encode_state == codec.encode
+    raw = python_encode_state(_full_state())
+    assert _typed(decode_state(raw)) == _typed(python_decode_state(raw))
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states())
+def test_compiled_and_python_codecs_write_the_same_bytes_and_read_the_same_state(s: AccountState) -> None:
+    codec = _codec()
+    raw = python_encode_state(s)
+    assert codec.encode(s) == raw
+    decoded = codec.decode(raw)
+    assert decoded == s
+    assert _typed(decoded) == _typed(python_decode_state(raw))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states(), st.data())
+def test_damaged_bytes_are_refused_by_both_codecs_or_read_alike(s: AccountState, data: st.DataObject) -> None:
+    codec = _codec()
+    raw = bytearray(python_encode_state(s))
+    how = data.draw(st.sampled_from(["cut", "flip", "extend"]))
+    if how == "cut":
+        raw = raw[: data.draw(st.integers(1, len(raw) - 1))]
+    elif how == "flip":
+        for _ in range(data.draw(st.integers(1, 4))):
+            at = data.draw(st.integers(1, len(raw) - 1))
+            raw[at] = data.draw(st.integers(0, 255))
+    else:
+        raw += data.draw(st.binary(min_size=1, max_size=8))
+    blob = bytes(raw)
+    try:
+        expected = _typed(python_decode_state(blob))
+    except ValueError:
+        with pytest.raises(ValueError):
+            codec.decode(blob)
+    else:
+        assert _typed(codec.decode(blob)) == expected
+
+
+def test_a_state_of_another_version_is_left_to_the_python_decoder() -> None:
+    codec = _codec()
+    old = b"\x05" + python_encode_state(_full_state())[1:]
+    with pytest.raises(ValueError, match="not a version 6 state"):
+        codec.decode(old)
+    with pytest.raises(ValueError):
+        codec.decode(b"")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("open_tickets", 2**31),
+        ("applied_offset", 2**63),
+        ("nps_score", 128),
+        ("published_score", 2**15),
+        ("seats", -(2**63) - 1),
+    ],
+)
+def test_a_value_the_format_cannot_hold_is_a_value_error_from_both_encoders(field: str, value: int) -> None:
+    s = _full_state()
+    setattr(s, field, value)
+    with pytest.raises(struct.error):
+        python_encode_state(s)
+    with pytest.raises(ValueError, match="out of range"):
+        _codec().encode(s)
+
+
+def test_the_encoders_agree_on_bands_components_and_the_worst_case_strings() -> None:
+    codec = _codec()
+    wide = "\U0001f600" * 128
+    s = AccountState(wide, T0, T0, last_band=Band.POOR, published_band=Band.GOOD, published_score=80)
+    s.plan = s.segment = s.name = s.owner = s.contract = wide
+    s.days = {-3: DayBucket(2**32 - 1, -0.0, 2**128 - 1, 2**64 - 1), 7: DayBucket()}
+    s.top_users = [TopUser(2**64 - 1, 1.5, 3, 1)]
+    s.scored = [Scored(1, 2, b"\x01" * 32)]
+    s.milestones = {2**32 - 1: MilestoneProgress(None, 3, (1, 2**32 - 1), True)}
+    s.published_components = {"sentiment": 1.0, "recency": 0.0}
+    raw = python_encode_state(s)
+    assert codec.encode(s) == raw
+    assert codec.decode(raw) == s
+    assert _typed(codec.decode(raw)) == _typed(python_decode_state(raw))
+    s.published_components["no such component"] = 1.0
+    with pytest.raises(ValueError, match="unknown published component"):
+        codec.encode(s)
+    with pytest.raises(ValueError, match="unknown published component"):
+        python_encode_state(s)
