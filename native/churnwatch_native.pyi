@@ -22,3 +22,9 @@ class Codec:
         """Decode a current-version state; ValueError on any other, or on truncated or corrupt input."""
     def encode(self, s: Any) -> bytes:
         """Encode a state: the same bytes as ``streamer.core.state.python_encode_state``."""
+
+def murmur2(data: bytes) -> int:
+    """Kafka's murmur2 of ``data``, as an unsigned int (``streamer.kafka.partitioner.murmur2``)."""
+
+def partition_of_str(partitions: int, key: str) -> int:
+    """The partition Kafka's default partitioner gives the UTF-8 of ``key`` among ``partitions``."""

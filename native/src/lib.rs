@@ -1,4 +1,5 @@
-//! The account state's binary codec (version 6), compiled.
+//! The compiled parts of the worker's per-event path: the account state's binary codec (version 6) and
+//! Kafka's murmur2 partitioner.
 //!
 //! The format and the reference implementation are `streamer/core/state.py`: `encode_state` and
 //! `decode_state` there are the readable definition, and this module must produce the same bytes and
@@ -658,9 +659,48 @@ impl Codec {
     }
 }
 
+/// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), as an unsigned int.
+///
+/// The reference is `streamer.kafka.partitioner.murmur2`; every record the worker reads is routed by it.
+#[pyfunction]
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5BD1_E995;
+    let mut h: u32 = 0x9747_B28C ^ (data.len() as u32);
+    let mut words = data.chunks_exact(4);
+    for word in &mut words {
+        let mut k = u32::from_le_bytes(word.try_into().expect("4 bytes")).wrapping_mul(M);
+        k ^= k >> 24;
+        h = h.wrapping_mul(M) ^ k.wrapping_mul(M);
+    }
+    let tail = words.remainder();
+    if tail.len() >= 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h = (h ^ u32::from(tail[0])).wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+/// The partition Kafka's default partitioner gives the UTF-8 of `key` among `partitions`.
+#[pyfunction]
+fn partition_of_str(partitions: u32, key: &str) -> PyResult<u32> {
+    if partitions == 0 {
+        return Err(PyValueError::new_err("partitions must be positive"));
+    }
+    Ok((murmur2(key.as_bytes()) & 0x7FFF_FFFF) % partitions)
+}
+
 #[pymodule]
 fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Codec>()?;
+    m.add_function(wrap_pyfunction!(murmur2, m)?)?;
+    m.add_function(wrap_pyfunction!(partition_of_str, m)?)?;
     m.add("STATE_VERSION", VERSION)?;
     Ok(())
 }

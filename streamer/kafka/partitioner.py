@@ -7,8 +7,15 @@ events, replays them (backtest, backfill) or checks ownership must agree on it.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
+
+_native_partition_of: Callable[[int, str], int] | None
+try:  # the compiled murmur2 (native/, built by `make install`); the Python one below is its reference
+    from churnwatch_native import partition_of_str as _native_partition_of
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _native_partition_of = None
 
 __all__ = ["kafka_partitioner", "murmur2", "partition_of"]
 
@@ -49,7 +56,11 @@ def partition_of(key: bytes, partitions: int) -> int:
 
 
 def kafka_partitioner(partitions: int) -> Callable[[str], int]:
-    """``account_id -> partition`` for a topic of ``partitions`` partitions."""
+    """``account_id -> partition`` for a topic of ``partitions`` partitions (compiled where installed)."""
+    if partitions < 1:
+        raise ValueError("partitions must be positive")
+    if _native_partition_of is not None:
+        return functools.partial(_native_partition_of, partitions)
 
     def partition_for(account_id: str) -> int:
         return partition_of(account_id.encode(), partitions)

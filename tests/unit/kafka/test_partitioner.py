@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import churnwatch_native
+import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
 from hypothesis import given
 from hypothesis import strategies as st
 
+from streamer.kafka import partitioner
 from streamer.kafka.partitioner import kafka_partitioner, murmur2, partition_of
 
 
@@ -21,6 +24,24 @@ def test_partition_of_equals_the_producers_default_partitioner(account_id: str, 
     expected = DefaultPartitioner()(key, list(range(partitions)), list(range(partitions)))
     assert partition_of(key, partitions) == expected
     assert kafka_partitioner(partitions)(account_id) == expected
+
+
+@given(st.binary(max_size=300))
+def test_the_compiled_murmur2_equals_the_python_one(data: bytes) -> None:
+    assert churnwatch_native.murmur2(data) == murmur2(data)
+
+
+def test_the_worker_routes_with_the_compiled_partitioner_and_python_is_the_same_without_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    compiled = kafka_partitioner(12)
+    assert compiled.func is churnwatch_native.partition_of_str  # type: ignore[attr-defined]
+    monkeypatch.setattr(partitioner, "_native_partition_of", None)
+    python = kafka_partitioner(12)
+    ids = [f"acct-{i}" for i in range(2000)] + ["", "é", "\U0001f600" * 40]
+    assert [compiled(a) for a in ids] == [python(a) for a in ids]
+    with pytest.raises(ValueError, match="partitions must be positive"):
+        kafka_partitioner(0)
 
 
 def test_known_values_of_the_java_client() -> None:
