@@ -28,3 +28,6 @@ def murmur2(data: bytes) -> int:
 
 def partition_of_str(partitions: int, key: str) -> int:
     """The partition Kafka's default partitioner gives the UTF-8 of ``key`` among ``partitions``."""
+
+def rfc3339_ms(value: str) -> int | None:
+    """Epoch milliseconds of an RFC 3339 timestamp with an offset, or None when ``value`` is not one."""

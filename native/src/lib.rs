@@ -659,6 +659,98 @@ impl Codec {
     }
 }
 
+/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (month + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn days_in_month(year: i64, month: i64) -> i64 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+}
+
+/// Epoch milliseconds of an RFC 3339 timestamp with an offset, or None when it is not one.
+///
+/// The reference is `streamer.core.events._python_rfc3339_ms` (a regular expression, then
+/// `datetime.fromisoformat`), and this accepts exactly what it accepts: year 1 to 9999, a real date and
+/// time of day (no leap second), a fraction of any length (its first six digits count), and an offset
+/// of less than 24 hours written as two two-digit numbers.
+fn rfc3339(text: &[u8]) -> Option<i64> {
+    if text.len() < 20 {
+        return None;
+    }
+    let (date, time) = (&text[..10], &text[11..19]);
+    if date[4] != b'-' || date[7] != b'-' || !matches!(text[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    if time[2] != b':' || time[5] != b':' {
+        return None;
+    }
+    let year = digits(&date[..4])?;
+    let month = digits(&date[5..7])?;
+    let day = digits(&date[8..10])?;
+    let hour = digits(&time[..2])?;
+    let minute = digits(&time[3..5])?;
+    let second = digits(&time[6..8])?;
+    let mut rest = &text[19..];
+    let mut micros = 0i64;
+    if rest.first() == Some(&b'.') {
+        let n = rest[1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if n == 0 {
+            return None;
+        }
+        for i in 0..6 {
+            micros = micros * 10 + rest.get(1 + i).filter(|_| i < n).map_or(0, |&c| i64::from(c - b'0'));
+        }
+        rest = &rest[1 + n..];
+    }
+    let offset_minutes = match rest {
+        [b'Z' | b'z'] => 0,
+        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
+            let minutes = digits(&[*h1, *h2])? * 60 + digits(&[*m1, *m2])?;
+            if minutes >= 24 * 60 {
+                return None;
+            }
+            if *sign == b'-' {
+                -minutes
+            } else {
+                minutes
+            }
+        }
+        _ => return None,
+    };
+    if !(1..=9999).contains(&year) || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+        return None;
+    }
+    if hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let seconds = days_from_civil(year, month, day) * 86_400 + hour * 3_600 + minute * 60 + second;
+    let micros = (seconds - offset_minutes * 60) * 1_000_000 + micros;
+    Some(micros.div_euclid(1_000))
+}
+
+/// `rfc3339_ms(value)`: epoch milliseconds of an RFC 3339 timestamp with an offset, or None.
+#[pyfunction]
+fn rfc3339_ms(value: &Bound<'_, PyString>) -> Option<i64> {
+    // A string with a lone surrogate has no UTF-8 and is no timestamp either.
+    value.to_str().ok().and_then(|text| rfc3339(text.as_bytes()))
+}
+
 /// Kafka's murmur2 (`org.apache.kafka.common.utils.Utils.murmur2`), as an unsigned int.
 ///
 /// The reference is `streamer.kafka.partitioner.murmur2`; every record the worker reads is routed by it.
@@ -701,6 +793,7 @@ fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Codec>()?;
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_of_str, m)?)?;
+    m.add_function(wrap_pyfunction!(rfc3339_ms, m)?)?;
     m.add("STATE_VERSION", VERSION)?;
     Ok(())
 }
