@@ -9,7 +9,7 @@
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
 
 const VERSION: u8 = 6;
@@ -175,12 +175,52 @@ fn count_u8(n: usize) -> PyResult<u8> {
 #[pyclass(frozen, module = "churnwatch_native")]
 struct Codec {
     state: Py<PyAny>,
-    day_bucket: Py<PyAny>,
-    top_user: Py<PyAny>,
-    scored: Py<PyAny>,
-    milestone: Py<PyAny>,
+    day_bucket: Py<PyType>,
+    top_user: Py<PyType>,
+    scored: Py<PyType>,
+    milestone: Py<PyType>,
     bands: Vec<Py<PyAny>>,
     components: Vec<Py<PyString>>,
+}
+
+/// A new instance of the named tuple class `cls` holding `items`, built as `tuple.__new__` builds a tuple
+/// subclass's instance (its `tp_alloc`, then the items) without a call to the class's Python `__new__`.
+/// [`Codec::new`] checked that `cls` is a named tuple of `N` fields.
+fn named_tuple<'py, const N: usize>(
+    py: Python<'py>,
+    cls: &Bound<'py, PyType>,
+    items: [Bound<'py, PyAny>; N],
+) -> PyResult<Bound<'py, PyAny>> {
+    // SAFETY: `cls` is a subclass of tuple without instance dict (checked in Codec::new), so its
+    // tp_alloc returns a tuple-layout object of N empty slots, each filled once with an owned reference.
+    unsafe {
+        let tp = cls.as_type_ptr();
+        let alloc = (*tp).tp_alloc.unwrap_or(pyo3::ffi::PyType_GenericAlloc);
+        let obj = alloc(tp, N as pyo3::ffi::Py_ssize_t);
+        if obj.is_null() {
+            return Err(PyErr::fetch(py));
+        }
+        for (i, item) in items.into_iter().enumerate() {
+            pyo3::ffi::PyTuple_SET_ITEM(obj, i as pyo3::ffi::Py_ssize_t, item.into_ptr());
+        }
+        Ok(Bound::from_owned_ptr(py, obj))
+    }
+}
+
+fn check_named_tuple(cls: &Bound<'_, PyType>, fields: usize) -> PyResult<()> {
+    // A tuple subclass without instance dict whose __new__ is the one namedtuple generates (it only packs
+    // its arguments into the tuple).
+    let generated_new = format!("{}.__new__", cls.name()?);
+    let ok = cls.is_subclass_of::<PyTuple>()?
+        && cls.hasattr("_make")?
+        && cls.getattr("_fields")?.len()? == fields
+        && cls.getattr("__dictoffset__")?.extract::<isize>()? == 0
+        && cls.getattr("__new__")?.getattr("__qualname__")?.extract::<String>()? == generated_new;
+    if ok {
+        Ok(())
+    } else {
+        Err(PyValueError::new_err(format!("{cls} is not a named tuple of {fields} fields")))
+    }
 }
 
 impl Codec {
@@ -222,15 +262,20 @@ impl Codec {
     #[new]
     #[allow(clippy::too_many_arguments)]
     fn new(
+        py: Python<'_>,
         state: Py<PyAny>,
-        day_bucket: Py<PyAny>,
-        top_user: Py<PyAny>,
-        scored: Py<PyAny>,
-        milestone: Py<PyAny>,
+        day_bucket: Py<PyType>,
+        top_user: Py<PyType>,
+        scored: Py<PyType>,
+        milestone: Py<PyType>,
         bands: Vec<Py<PyAny>>,
         components: Vec<Py<PyString>>,
         fields: Vec<String>,
     ) -> PyResult<Self> {
+        check_named_tuple(day_bucket.bind(py), 4)?;
+        check_named_tuple(top_user.bind(py), 4)?;
+        check_named_tuple(scored.bind(py), 3)?;
+        check_named_tuple(milestone.bind(py), 4)?;
         if fields != FIELDS {
             return Err(PyValueError::new_err(
                 "AccountState's fields are not the ones this codec was built for: rebuild it (make install)",
@@ -298,7 +343,13 @@ impl Codec {
             let low = r.u64()? as u128;
             let high = r.u64()? as u128;
             let features = r.u64()?;
-            let bucket = day_bucket.call1((events, weight, low | (high << 64), features))?;
+            let items = [
+                events.into_bound_py_any(py)?,
+                weight.into_bound_py_any(py)?,
+                (low | (high << 64)).into_bound_py_any(py)?,
+                features.into_bound_py_any(py)?,
+            ];
+            let bucket = named_tuple(py, day_bucket, items)?;
             days.set_item(day, bucket)?;
         }
         let n = r.u16()? as usize;
@@ -330,7 +381,13 @@ impl Codec {
             let weight = r.f64()?;
             let last_day = r.i32()?;
             let first_day = r.i32()?;
-            top_users.append(top_user.call1((user, weight, last_day, first_day))?)?;
+            let items = [
+                user.into_bound_py_any(py)?,
+                weight.into_bound_py_any(py)?,
+                last_day.into_bound_py_any(py)?,
+                first_day.into_bound_py_any(py)?,
+            ];
+            top_users.append(named_tuple(py, top_user, items)?)?;
         }
         let through = r.i32()?;
         let history = PyList::empty(py);
@@ -358,7 +415,8 @@ impl Codec {
             let day = r.i32()?;
             let score = r.u8()?;
             let parts = PyBytes::new(py, r.take(PARTS)?);
-            scored.append(scored_cls.call1((day, score, parts))?)?;
+            let items = [day.into_bound_py_any(py)?, score.into_bound_py_any(py)?, parts.into_any()];
+            scored.append(named_tuple(py, scored_cls, items)?)?;
         }
 
         let first_activity = r.i64()?;
@@ -376,7 +434,13 @@ impl Codec {
                 py,
                 raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
             )?;
-            let progress = milestone.call1((Self::opt(py, reached)?, events, users, m_flags & 1 != 0))?;
+            let items = [
+                Self::opt(py, reached)?,
+                events.into_bound_py_any(py)?,
+                users.into_any(),
+                (m_flags & 1 != 0).into_bound_py_any(py)?,
+            ];
+            let progress = named_tuple(py, milestone, items)?;
             milestones.set_item(key, progress)?;
         }
         if r.pos != b.len() {
@@ -623,7 +687,8 @@ impl Codec {
         let scored = scored.downcast::<PyList>()?;
         w.put(&[count_u8(scored.len())?]);
         for day in scored.iter() {
-            let (d, score, parts): (i32, u8, Vec<u8>) = day.extract()?;
+            let (d, score, parts): (i32, u8, Bound<'py, PyAny>) = day.extract()?;
+            let parts = parts.downcast::<PyBytes>()?.as_bytes();
             w.put(&d.to_le_bytes());
             w.put(&[score]);
             // struct's "32s": shorter parts are padded with zeros, longer ones cut.
