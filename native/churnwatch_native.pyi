@@ -31,3 +31,6 @@ def partition_of_str(partitions: int, key: str) -> int:
 
 def rfc3339_ms(value: str) -> int | None:
     """Epoch milliseconds of an RFC 3339 timestamp with an offset, or None when ``value`` is not one."""
+
+def blake64(text: str) -> int:
+    """The unsigned 64-bit BLAKE2b (digest size 8, little endian) of ``text``'s UTF-8."""

@@ -724,6 +724,18 @@ impl Codec {
     }
 }
 
+/// The unsigned 64-bit BLAKE2b (digest size 8, little endian) of a string's UTF-8: the hash of event ids,
+/// user ids and sketch values (`streamer.core.state._python_blake64` is the reference).
+#[pyfunction]
+fn blake64(text: &str) -> u64 {
+    use blake2::digest::{Update, VariableOutput};
+    let mut hasher = blake2::Blake2bVar::new(8).expect("8 is a valid BLAKE2b digest size");
+    hasher.update(text.as_bytes());
+    let mut out = [0u8; 8];
+    hasher.finalize_variable(&mut out).expect("the buffer has the digest's size");
+    u64::from_le_bytes(out)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -859,6 +871,7 @@ fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_of_str, m)?)?;
     m.add_function(wrap_pyfunction!(rfc3339_ms, m)?)?;
+    m.add_function(wrap_pyfunction!(blake64, m)?)?;
     m.add("STATE_VERSION", VERSION)?;
     Ok(())
 }

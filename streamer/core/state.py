@@ -48,7 +48,7 @@ import hashlib
 import itertools
 import math
 import struct
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -74,6 +74,7 @@ __all__ = [
     "event_id_hash",
     "milestone_key",
     "peek_state",
+    "python_blake64",
     "python_decode_state",
     "python_encode_state",
     "NATIVE_CODEC",
@@ -142,8 +143,17 @@ def _ring_struct(n: int) -> struct.Struct:
     return struct.Struct(f"<{n}Q")
 
 
-def _blake64(text: str) -> int:
+def python_blake64(text: str) -> int:
+    """The unsigned 64-bit BLAKE2b (digest size 8, little endian) of ``text``'s UTF-8: the reference of the
+    compiled ``blake64``, which hashes every event id and user id where it is installed."""
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+_blake64: Callable[[str], int]
+try:
+    from churnwatch_native import blake64 as _blake64
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _blake64 = python_blake64
 
 
 def event_id_hash(event_id: str) -> int:

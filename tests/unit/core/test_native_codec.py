@@ -11,10 +11,12 @@ from __future__ import annotations
 import struct
 from typing import TYPE_CHECKING
 
+import churnwatch_native
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from streamer.core import state as state_module
 from streamer.core.policy import Band
 from streamer.core.state import (
     NATIVE_CODEC,
@@ -25,6 +27,8 @@ from streamer.core.state import (
     TopUser,
     decode_state,
     encode_state,
+    event_id_hash,
+    python_blake64,
     python_decode_state,
     python_encode_state,
 )
@@ -135,3 +139,17 @@ def test_the_encoders_agree_on_bands_components_and_the_worst_case_strings() -> 
         codec.encode(s)
     with pytest.raises(ValueError, match="unknown published component"):
         python_encode_state(s)
+
+
+@given(st.text())
+def test_the_compiled_hash_of_ids_is_the_python_one(text: str) -> None:
+    assert churnwatch_native.blake64(text) == python_blake64(text)
+
+
+def test_ids_are_hashed_by_the_compiled_hash_and_a_lone_surrogate_is_refused_by_both() -> None:
+    assert state_module._blake64 is churnwatch_native.blake64
+    assert event_id_hash("evt-1") == python_blake64("evt-1") == 0x475CA1DD826E43BE
+    with pytest.raises(UnicodeEncodeError):
+        churnwatch_native.blake64("\ud800")
+    with pytest.raises(UnicodeEncodeError):
+        python_blake64("\ud800")
