@@ -18,6 +18,10 @@ class Codec:
         components: list[str],
         fields: list[str],
     ) -> None: ...
+    def clone_state(self, s: Any) -> Any:
+        """An independent copy of a state, as ``streamer.core.state.clone_state`` makes it."""
+    def check(self, s: Any) -> None:
+        """Raise ValueError as ``streamer.core.state.check_encodable`` does (the same message)."""
     def decode(self, b: bytes) -> Any:
         """Decode a current-version state; ValueError on any other, or on truncated or corrupt input."""
     def encode(self, s: Any) -> bytes:

@@ -181,6 +181,7 @@ struct Codec {
     milestone: Py<PyType>,
     bands: Vec<Py<PyAny>>,
     components: Vec<Py<PyString>>,
+    names: Vec<Py<PyString>>, // FIELDS, interned once
 }
 
 /// A new instance of the named tuple class `cls` holding `items`, built as `tuple.__new__` builds a tuple
@@ -284,7 +285,8 @@ impl Codec {
         if bands.len() != 4 || components.len() != COMPONENTS {
             return Err(PyValueError::new_err("expected 4 bands (None first) and 7 component names"));
         }
-        Ok(Codec { state, day_bucket, top_user, scored, milestone, bands, components })
+        let names = FIELDS.iter().map(|name| PyString::intern(py, name).unbind()).collect();
+        Ok(Codec { state, day_bucket, top_user, scored, milestone, bands, components, names })
     }
 
     /// Deserialise a version 6 state (`decode_state`); ValueError on truncated or corrupt input.
@@ -508,6 +510,124 @@ impl Codec {
             none(),
         ];
         self.state.bind(py).call1(PyTuple::new(py, args)?)
+    }
+
+    /// An independent copy of a state (`clone_state`): the containers are copied, the quiet cache is not.
+    fn clone_state<'py>(&self, py: Python<'py>, s: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyAny>> {
+        let mut args: Vec<Bound<'py, PyAny>> = Vec::with_capacity(FIELDS.len());
+        for (name, attr) in FIELDS.iter().zip(&self.names) {
+            let value = s.getattr(attr.bind(py))?;
+            args.push(match *name {
+                "days" | "facts_at_ms" | "published_components" | "milestones" => {
+                    value.downcast::<PyDict>()?.copy()?.into_any()
+                }
+                "recent_ids" | "top_users" | "history" | "scored" => {
+                    let list = value.downcast::<PyList>()?;
+                    list.get_slice(0, list.len()).into_any()
+                }
+                "quiet_cache" => py.None().into_bound(py),
+                _ => value,
+            });
+        }
+        self.state.bind(py).call1(PyTuple::new(py, args)?)
+    }
+
+    /// Raise ValueError naming the field if the encoder could not encode the state (`check_encodable`,
+    /// the reference: the same checks in the same order, so the same message).
+    fn check<'py>(&self, py: Python<'py>, s: &Bound<'py, PyAny>) -> PyResult<()> {
+        let out_of_range = |name: &str| PyValueError::new_err(format!("state field {name} out of range"));
+        let get = |name: &Bound<'py, PyString>| s.getattr(name);
+        // An int64, or (when absent is allowed) None; the lowest int64 is the absent marker, not a value.
+        let int64 = |v: &Bound<'_, PyAny>, optional: bool| -> bool {
+            if optional && v.is_none() {
+                return true;
+            }
+            match v.extract::<i64>() {
+                Ok(n) => !optional || n != i64::MIN,
+                Err(_) => false,
+            }
+        };
+        for name in [intern!(py, "first_seen_ms"), intern!(py, "clock_ms"), intern!(py, "applied_offset")] {
+            if !int64(&get(name)?, false) {
+                return Err(out_of_range(name.to_str()?));
+            }
+        }
+        for name in [intern!(py, "last_activity_ms"), intern!(py, "nps_at_ms"), intern!(py, "subscription_started_ms"), intern!(py, "subscription_cancelled_ms"), intern!(py, "quiet_since_ms"), intern!(py, "drop_since_ms"), intern!(py, "seats"), intern!(py, "due_ms"), intern!(py, "renewal_ms"), intern!(py, "first_activity_ms")] {
+            if !int64(&get(name)?, true) {
+                return Err(out_of_range(name.to_str()?));
+            }
+        }
+        let in_range = |v: &Bound<'_, PyAny>, low: i64, high: i64| v.extract::<i64>().is_ok_and(|n| low <= n && n <= high);
+        let nps = get(intern!(py, "nps_score"))?;
+        if !nps.is_none() && !in_range(&nps, 0, 127) {
+            return Err(out_of_range("nps_score"));
+        }
+        if !in_range(&get(intern!(py, "open_tickets"))?, i32::MIN.into(), i32::MAX.into()) {
+            return Err(out_of_range("open_tickets"));
+        }
+        let score = get(intern!(py, "published_score"))?;
+        if !score.is_none() && !in_range(&score, 0, (1 << 15) - 1) {
+            return Err(out_of_range("published_score"));
+        }
+        let arr = get(intern!(py, "arr"))?;
+        if !arr.is_none() && !arr.extract::<f64>().is_ok_and(|v| (0.0..f64::INFINITY).contains(&v)) {
+            return Err(out_of_range("arr"));
+        }
+        for name in [intern!(py, "account_id"), intern!(py, "plan"), intern!(py, "segment"), intern!(py, "name"), intern!(py, "owner"), intern!(py, "currency"), intern!(py, "contract")] {
+            let v = get(name)?;
+            if v.is_none() {
+                continue;
+            }
+            let text = v.downcast::<PyString>()?;
+            if text.len()? * 4 >= STR_NONE as usize && text.to_str()?.len() >= STR_NONE as usize {
+                return Err(PyValueError::new_err(format!("state field {} too long", name.to_str()?)));
+            }
+        }
+        let facts_at = get(intern!(py, "facts_at_ms"))?;
+        for (key, at) in facts_at.downcast::<PyDict>()?.iter() {
+            if !at.extract::<i64>().is_ok_and(|n| n != i64::MIN) {
+                return Err(PyValueError::new_err(format!("state field facts_at_ms.{key} out of range")));
+            }
+        }
+        let count = |name: &Bound<'py, PyString>| -> PyResult<usize> { get(name)?.len() };
+        if count(intern!(py, "days"))? >= STR_NONE as usize
+            || count(intern!(py, "recent_ids"))? >= STR_NONE as usize
+            || count(intern!(py, "top_users"))? > 255
+            || count(intern!(py, "history"))? > 255
+            || count(intern!(py, "scored"))? > 255
+        {
+            return Err(PyValueError::new_err("state has too many buckets, ids or users"));
+        }
+        for name in [intern!(py, "key_since_ms"), intern!(py, "poor_pending_ms"), intern!(py, "published_activity_ms"), intern!(py, "published_quiet_since_ms"), intern!(py, "published_drop_since_ms")] {
+            if !int64(&get(name)?, true) {
+                return Err(out_of_range(name.to_str()?));
+            }
+        }
+        if !matches!(count(intern!(py, "drop_base"))?, 0 | 7) {
+            return Err(PyValueError::new_err("state field drop_base must hold 7 weekday means"));
+        }
+        for day in get(intern!(py, "scored"))?.try_iter()? {
+            let (d, score, parts): (Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>) = day?.extract()?;
+            if !(in_range(&d, i32::MIN.into(), i32::MAX.into()) && in_range(&score, 0, 255) && parts.len()? == PARTS) {
+                return Err(out_of_range("scored"));
+            }
+        }
+        let milestones = get(intern!(py, "milestones"))?;
+        let milestones = milestones.downcast::<PyDict>()?;
+        if milestones.len() > 255 || !in_range(&get(intern!(py, "published_milestones"))?, 0, u16::MAX.into()) {
+            return Err(PyValueError::new_err("state has too many milestones"));
+        }
+        for (key, m) in milestones.iter() {
+            let (reached, events, users, _missed): (Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>) =
+                m.extract()?;
+            if !in_range(&key, 0, u32::MAX.into()) || !in_range(&events, 0, u16::MAX.into()) || users.len()? > 255 {
+                return Err(out_of_range("milestones"));
+            }
+            if !int64(&reached, true) {
+                return Err(out_of_range("milestones"));
+            }
+        }
+        Ok(())
     }
 
     /// Serialise a state (`encode_state`): the same bytes as the Python encoder.

@@ -75,6 +75,8 @@ __all__ = [
     "milestone_key",
     "peek_state",
     "python_blake64",
+    "python_check_encodable",
+    "python_clone_state",
     "python_decode_state",
     "python_encode_state",
     "NATIVE_CODEC",
@@ -365,8 +367,11 @@ def _make_clone() -> Any:
 _clone = _make_clone()
 
 
-def clone_state(s: AccountState) -> AccountState:
-    """An independent copy of ``s``: changing one never changes the other (buckets are immutable)."""
+def python_clone_state(s: AccountState) -> AccountState:
+    """An independent copy of ``s``: changing one never changes the other (buckets are immutable).
+
+    The reference of the compiled copy (:func:`clone_state` where the extension is installed), which the
+    worker makes of every state before applying an event to it."""
     copy: AccountState = _clone(s)
     return copy
 
@@ -375,11 +380,13 @@ _I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
 _I32_MIN, _I32_MAX = -(2**31), 2**31 - 1
 
 
-def check_encodable(s: AccountState) -> None:
+def python_check_encodable(s: AccountState) -> None:
     """Raise ValueError, naming the field, if :func:`encode_state` could not encode ``s``.
 
     Cheap (a few comparisons), so the worker runs it after every event: a value that slipped past the
-    event schema is then caught with the event that brought it, not at the next flush.
+    event schema is then caught with the event that brought it, not at the next flush. The reference of
+    the compiled check (:func:`check_encodable` where the extension is installed): the same checks in
+    the same order.
     """
     for name in ("first_seen_ms", "clock_ms", "applied_offset"):
         if not _I64_MIN <= getattr(s, name) <= _I64_MAX:
@@ -791,9 +798,13 @@ _CURRENT = bytes((STATE_VERSION,))
 if NATIVE_CODEC is None:
     encode_state = python_encode_state
     decode_state = python_decode_state
+    clone_state = python_clone_state
+    check_encodable = python_check_encodable
 else:
     _native_decode = NATIVE_CODEC.decode
     encode_state = NATIVE_CODEC.encode
+    clone_state = NATIVE_CODEC.clone_state
+    check_encodable = NATIVE_CODEC.check
 
     def decode_state(b: bytes) -> AccountState:
         """Deserialise bytes produced by :func:`encode_state` (the compiled codec for a current state)."""

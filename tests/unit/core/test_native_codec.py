@@ -8,8 +8,10 @@ another state), and on damaged bytes both must refuse or both must read the same
 
 from __future__ import annotations
 
+import math
 import struct
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import churnwatch_native
 import pytest
@@ -25,10 +27,14 @@ from streamer.core.state import (
     MilestoneProgress,
     Scored,
     TopUser,
+    check_encodable,
+    clone_state,
     decode_state,
     encode_state,
     event_id_hash,
     python_blake64,
+    python_check_encodable,
+    python_clone_state,
     python_decode_state,
     python_encode_state,
 )
@@ -153,3 +159,118 @@ def test_ids_are_hashed_by_the_compiled_hash_and_a_lone_surrogate_is_refused_by_
         churnwatch_native.blake64("\ud800")
     with pytest.raises(UnicodeEncodeError):
         python_blake64("\ud800")
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states())
+def test_the_compiled_copy_equals_the_python_one_and_shares_no_container(s: AccountState) -> None:
+    s.quiet_cache = ("not", "copied")
+    copy = _codec().clone_state(s)
+    assert _typed(copy) == _typed(python_clone_state(s))
+    assert copy.quiet_cache is None
+    for name in ("days", "facts_at_ms", "published_components", "milestones", "recent_ids", "top_users"):
+        assert getattr(copy, name) is not getattr(s, name), name
+    for name in ("history", "scored"):
+        assert getattr(copy, name) is not getattr(s, name), name
+
+
+_I64 = [-(2**63), -(2**63) + 1, 2**63 - 1, 2**63, 0]
+# Per field, values at the bounds of what the encoding holds and just past them.
+_BOUNDS: dict[str, list[Any]] = {
+    **dict.fromkeys(("first_seen_ms", "clock_ms", "applied_offset"), _I64),
+    **dict.fromkeys(
+        (
+            "last_activity_ms",
+            "nps_at_ms",
+            "subscription_started_ms",
+            "subscription_cancelled_ms",
+            "quiet_since_ms",
+            "drop_since_ms",
+            "seats",
+            "due_ms",
+            "renewal_ms",
+            "first_activity_ms",
+            "key_since_ms",
+            "poor_pending_ms",
+            "published_activity_ms",
+            "published_quiet_since_ms",
+            "published_drop_since_ms",
+        ),
+        [None, *_I64],
+    ),
+    "nps_score": [None, 0, 127, 128, -1],
+    "published_score": [None, 0, 2**15 - 1, 2**15, -1],
+    "open_tickets": [-(2**31), 2**31 - 1, 2**31, -(2**31) - 1],
+    "published_milestones": [0, 2**16 - 1, 2**16, -1],
+    "arr": [None, 0.0, -1.0, math.inf, math.nan, 1e300],
+    "drop_base": [(), (1.0,) * 7, (1.0,) * 6, (1.0,) * 8],
+    **dict.fromkeys(
+        ("account_id", "name", "contract"), ["é" * 20_000, "é" * 40_000, "x" * 65_535, "\U0001f600" * 16_384]
+    ),
+    "recent_ids": [[1] * 65_534, [1] * 65_535],
+    "top_users": [[TopUser(1, 1.0, 1, 1)] * n for n in (255, 256)],
+}
+_PARTS = ("facts_at_ms", "scored", "milestones")
+
+
+def _perturb(s: AccountState, data: st.DataObject) -> None:
+    # The three containers checked entry by entry as often as all the fields together.
+    name = data.draw(st.sampled_from(_PARTS) | st.sampled_from(list(_BOUNDS)))
+    if name == "facts_at_ms":
+        key = data.draw(st.sampled_from(["plan", "arr", "seats"]))
+        s.facts_at_ms[key] = data.draw(st.sampled_from(_I64))
+    elif name == "scored":
+        # One part of the entry at a bound or just past it, the others valid.
+        entry = {"day": 0, "score": 0, "size": 32}
+        part = data.draw(st.sampled_from(list(entry)))
+        entry[part] = data.draw(
+            st.sampled_from(
+                {
+                    "day": [2**31 - 1, -(2**31), 2**31, -(2**31) - 1],
+                    "score": [255, 256, -1],
+                    "size": [27, 33],
+                }[part]
+            )
+        )
+        s.scored.append(Scored(entry["day"], entry["score"], bytes(entry["size"])))
+    elif name == "milestones":
+        fields: dict[str, Any] = {"key": 1, "reached": None, "events": 0, "users": 0}
+        part = data.draw(st.sampled_from(list(fields)))
+        fields[part] = data.draw(
+            st.sampled_from(
+                {
+                    "key": [0, 2**32 - 1, 2**32, -1],
+                    "reached": _I64,
+                    "events": [2**16 - 1, 2**16, -1],
+                    "users": [255, 256],
+                }[part]
+            )
+        )
+        progress = MilestoneProgress(fields["reached"], fields["events"], tuple(range(fields["users"])))
+        s.milestones[fields["key"]] = progress
+    else:
+        setattr(s, name, data.draw(st.sampled_from(_BOUNDS[name])))
+
+
+def _verdict(check: Callable[[AccountState], None], s: AccountState) -> str:
+    try:
+        check(s)
+    except ValueError as err:
+        return f"ValueError: {err}"
+    return "encodable"
+
+
+@settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(states(), st.integers(1, 3), st.data())
+def test_the_compiled_check_refuses_what_the_python_one_refuses_with_the_same_message(
+    s: AccountState, changes: int, data: st.DataObject
+) -> None:
+    # One change shows each bound on its own; two or three that the checks run in the same order.
+    for _ in range(changes):
+        _perturb(s, data)
+    assert _verdict(_codec().check, s) == _verdict(python_check_encodable, s)
+
+
+def test_states_are_copied_and_checked_by_compiled_code() -> None:
+    assert clone_state == _codec().clone_state
+    assert check_encodable == _codec().check
