@@ -1,5 +1,6 @@
 """The compiled parts of churnwatch's worker (see streamer/core/state.py for the format they follow)."""
 
+from collections.abc import Collection
 from typing import Any
 
 STATE_VERSION: int
@@ -38,3 +39,8 @@ def rfc3339_ms(value: str) -> int | None:
 
 def blake64(text: str) -> int:
     """The unsigned 64-bit BLAKE2b (digest size 8, little endian) of ``text``'s UTF-8."""
+
+def rhythm_parts(
+    u: dict[int, float], first: int, last: int, excluded: Collection[int], since: int
+) -> tuple[int, int, tuple[float, ...], tuple[float, ...], float, float]:
+    """The fields of ``streamer.core.rhythm.rhythm``'s Rhythm, computed alike (the same floats)."""

@@ -856,6 +856,94 @@ fn blake64(text: &str) -> u64 {
     u64::from_le_bytes(out)
 }
 
+extern "C" {
+    // The C library's pow, which CPython's float ** calls: the same floats to the last bit.
+    fn pow(x: f64, y: f64) -> f64;
+}
+
+/// The parts of `streamer.core.rhythm.rhythm` (its reference): the days `first..=last` of the user-days
+/// `u` (a dict), less `excluded` days and days before `since`, as
+/// `(days, active_days, share, mean, dispersion, total)`. The sums run in the same order, so the floats
+/// are the same to the last bit.
+#[pyfunction]
+fn rhythm_parts<'py>(
+    py: Python<'py>,
+    u: &Bound<'py, PyDict>,
+    first: i64,
+    last: i64,
+    excluded: &Bound<'py, PyAny>,
+    since: i64,
+) -> PyResult<Bound<'py, PyTuple>> {
+    const MAX_SHARE: f64 = 0.95;
+    let start = first.max(since);
+    let span = usize::try_from(last - start + 1).unwrap_or(0);
+    // The user-days of the span, by day; the excluded days marked.
+    let mut x_of = vec![0.0f64; span];
+    for (day, units) in u.iter() {
+        let day: i64 = day.extract()?;
+        if (start..=last).contains(&day) {
+            x_of[(day - start) as usize] = units.extract()?;
+        }
+    }
+    let mut skip = vec![false; span];
+    if excluded.is_truthy()? {
+        for day in excluded.try_iter()? {
+            let day: i64 = day?.extract()?;
+            if (start..=last).contains(&day) {
+                skip[(day - start) as usize] = true;
+            }
+        }
+    }
+    let mut n = [0i64; 7];
+    let mut active = [0i64; 7];
+    let mut total = [0.0f64; 7];
+    let mut ws: Vec<usize> = Vec::with_capacity(span);
+    let mut xs: Vec<f64> = Vec::with_capacity(span);
+    let mut w = (start + 3).rem_euclid(7) as usize;
+    for i in 0..span {
+        if !skip[i] {
+            let x = x_of[i];
+            n[w] += 1;
+            total[w] += x;
+            if x > 0.0 {
+                active[w] += 1;
+            }
+            ws.push(w);
+            xs.push(x);
+        }
+        w = if w < 6 { w + 1 } else { 0 };
+    }
+    let observed: i64 = n.iter().sum();
+    let active_days: i64 = active.iter().sum();
+    let overall = (active_days as f64 + 0.5) / ((observed + 1) as f64);
+    let mut share = [0.0f64; 7];
+    let mut mean = [0.0f64; 7];
+    let total_sum = total.iter().fold(0.0, |a, b| a + b);
+    let overall_mean = if observed != 0 { total_sum / observed as f64 } else { 0.0 };
+    for w in 0..7 {
+        share[w] = if n[w] != 0 {
+            let v = (active[w] as f64 + 0.5 * overall) / (n[w] as f64 + 0.5);
+            if v < MAX_SHARE {
+                v
+            } else {
+                MAX_SHARE
+            }
+        } else {
+            overall
+        };
+        mean[w] = if n[w] != 0 { total[w] / n[w] as f64 } else { overall_mean };
+    }
+    let mut dispersion = 1.0;
+    if xs.len() > 7 && overall_mean > 0.0 {
+        let two = std::hint::black_box(2.0);
+        let squares = ws.iter().zip(&xs).fold(0.0, |acc, (&w, &x)| acc + unsafe { pow(x - mean[w], two) });
+        let residual = squares / (xs.len() - 7) as f64;
+        let ratio = residual / overall_mean;
+        dispersion = if ratio > 1.0 { ratio } else { 1.0 };
+    }
+    (observed, active_days, PyTuple::new(py, share)?, PyTuple::new(py, mean)?, dispersion, total_sum).into_pyobject(py)
+}
+
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
 fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
     let y = if month <= 2 { year - 1 } else { year };
@@ -992,6 +1080,7 @@ fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(partition_of_str, m)?)?;
     m.add_function(wrap_pyfunction!(rfc3339_ms, m)?)?;
     m.add_function(wrap_pyfunction!(blake64, m)?)?;
+    m.add_function(wrap_pyfunction!(rhythm_parts, m)?)?;
     m.add("STATE_VERSION", VERSION)?;
     Ok(())
 }

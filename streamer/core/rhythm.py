@@ -21,10 +21,16 @@ product sends per action:
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 from streamer.core.state import USER_BITS, DayBucket, estimate_distinct
+
+_rhythm_parts: Callable[..., tuple[int, int, tuple[float, ...], tuple[float, ...], float, float]] | None
+try:  # compiled (native/, built by `make install`): every score computes three or four rhythms
+    from churnwatch_native import rhythm_parts as _rhythm_parts
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _rhythm_parts = None
 
 __all__ = [
     "DropStat",
@@ -34,6 +40,7 @@ __all__ = [
     "drop_stat",
     "missed_active_days",
     "poisson_cdf",
+    "python_rhythm",
     "rhythm",
     "time_of_missed",
     "units",
@@ -84,7 +91,19 @@ def day_units(days: Mapping[int, DayBucket]) -> dict[int, float]:
 
 
 def rhythm(u: Mapping[int, float], first: int, last: int, excluded: Collection[int], since: int) -> Rhythm:
-    """The rhythm of the days ``first..last`` (inclusive), less excluded days and days before ``since``."""
+    """The rhythm of the days ``first..last`` (inclusive), less excluded days and days before ``since``.
+
+    Computed by compiled code where it is installed (the same floats as :func:`python_rhythm`).
+    """
+    if _rhythm_parts is not None and type(u) is dict:
+        return Rhythm(*_rhythm_parts(u, first, last, excluded, since))
+    return python_rhythm(u, first, last, excluded, since)
+
+
+def python_rhythm(
+    u: Mapping[int, float], first: int, last: int, excluded: Collection[int], since: int
+) -> Rhythm:
+    """:func:`rhythm` in Python: the reference of the compiled one, which must agree to the last bit."""
     n = [0] * 7
     active = [0] * 7
     total = [0.0] * 7
