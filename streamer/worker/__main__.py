@@ -61,7 +61,6 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
     rate_limit_logging()  # until the worker sets up its own handlers (topics, metrics)
     downgrade_transient_kafka_errors()  # the coordinator election at a start is not an error
     warn_removed_settings(settings, os.environ)
-    say_which_codec(NATIVE_CODEC is not None)
     try:
         policies = load_policy(settings.rules_text())
     except (OSError, PolicyError) as err:
@@ -73,6 +72,7 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> None:
         sys.exit(f"churnwatch worker: cannot reach Kafka at {settings.kafka_bootstrap} ({err})")
     except TopicMismatchError as err:
         sys.exit(f"churnwatch worker: {err}")
+    say_which_codec(NATIVE_CODEC is not None)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
         log.info("metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
