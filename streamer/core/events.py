@@ -105,11 +105,13 @@ class InvalidEvent(ValueError):  # noqa: N818 - the name is part of the public c
         self.rule = rule
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: one is built for every event read, and a frozen dataclass sets each field through
+# object.__setattr__ (1.0 against 0.28 us for these eight). Treated as immutable all the same.
+@dataclass(slots=True)
 class UsageEvent:
-    """A validated usage event.
+    """A validated usage event (read-only by convention: nothing changes one after it is parsed).
 
-    ``properties`` must be treated as read-only; it is not copied for speed.
+    ``properties`` must be treated as read-only too; it is not copied for speed.
     """
 
     event_id: str

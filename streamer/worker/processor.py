@@ -112,9 +112,10 @@ class MemoryStore:
         return list(self.data.items())
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like UsageEvent: one is built for every record read. Treated as immutable all the same.
+@dataclass(slots=True)
 class Record:
-    """A consumed Kafka record, reduced to what the processor needs."""
+    """A consumed Kafka record, reduced to what the processor needs (read-only by convention)."""
 
     partition: int
     offset: int
