@@ -98,11 +98,13 @@ coverage: install ## Unit tests under coverage: statements of streamer/ and api/
 	$(BIN)/python -m coverage run --source=streamer,api -m pytest -q -m "not integration" tests/unit
 	$(BIN)/python -m coverage report --skip-empty
 
-lint: install ## ruff, mypy --strict and the import contracts (lint-imports)
+lint: install ## ruff, mypy --strict, the import contracts (lint-imports), rustfmt and clippy
 	$(BIN)/ruff check streamer api tests bench
 	$(BIN)/ruff format --check streamer api tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cargo fmt --manifest-path native/Cargo.toml --check
+	cargo clippy --quiet --manifest-path native/Cargo.toml --release -- -D warnings
 
 bench: install kafka-install ## Measure throughput, latency, memory, restart and API speed (not part of test)
 	@command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; } || \

@@ -80,6 +80,15 @@ fn corrupt(what: &str) -> PyErr {
     PyValueError::new_err(format!("corrupt state: {what}"))
 }
 
+/// A `Reader` method per number type: the next `size_of::<T>()` bytes, little endian.
+macro_rules! little_endian {
+    ($($t:ident),*) => {
+        $(fn $t(&mut self) -> PyResult<$t> {
+            Ok($t::from_le_bytes(self.arr()?))
+        })*
+    };
+}
+
 /// Reads the encoding front to back; every read is bounds-checked.
 struct Reader<'a> {
     b: &'a [u8],
@@ -88,7 +97,11 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn take(&mut self, n: usize) -> PyResult<&'a [u8]> {
-        let end = self.pos.checked_add(n).filter(|&e| e <= self.b.len()).ok_or_else(|| corrupt("truncated"))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| corrupt("truncated"))?;
         let out = &self.b[self.pos..end];
         self.pos = end;
         Ok(out)
@@ -96,33 +109,7 @@ impl<'a> Reader<'a> {
     fn arr<const N: usize>(&mut self) -> PyResult<[u8; N]> {
         Ok(self.take(N)?.try_into().expect("length checked"))
     }
-    fn u8(&mut self) -> PyResult<u8> {
-        Ok(self.arr::<1>()?[0])
-    }
-    fn i8(&mut self) -> PyResult<i8> {
-        Ok(i8::from_le_bytes(self.arr()?))
-    }
-    fn u16(&mut self) -> PyResult<u16> {
-        Ok(u16::from_le_bytes(self.arr()?))
-    }
-    fn i16(&mut self) -> PyResult<i16> {
-        Ok(i16::from_le_bytes(self.arr()?))
-    }
-    fn i32(&mut self) -> PyResult<i32> {
-        Ok(i32::from_le_bytes(self.arr()?))
-    }
-    fn u32(&mut self) -> PyResult<u32> {
-        Ok(u32::from_le_bytes(self.arr()?))
-    }
-    fn i64(&mut self) -> PyResult<i64> {
-        Ok(i64::from_le_bytes(self.arr()?))
-    }
-    fn u64(&mut self) -> PyResult<u64> {
-        Ok(u64::from_le_bytes(self.arr()?))
-    }
-    fn f64(&mut self) -> PyResult<f64> {
-        Ok(f64::from_le_bytes(self.arr()?))
-    }
+    little_endian!(u8, i8, u16, i16, i32, u32, i64, u64, f64);
     /// A uint16 length and UTF-8, or the absent marker.
     fn string(&mut self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
         let n = self.u16()?;
@@ -216,11 +203,17 @@ fn check_named_tuple(cls: &Bound<'_, PyType>, fields: usize) -> PyResult<()> {
         && cls.hasattr("_make")?
         && cls.getattr("_fields")?.len()? == fields
         && cls.getattr("__dictoffset__")?.extract::<isize>()? == 0
-        && cls.getattr("__new__")?.getattr("__qualname__")?.extract::<String>()? == generated_new;
+        && cls
+            .getattr("__new__")?
+            .getattr("__qualname__")?
+            .extract::<String>()?
+            == generated_new;
     if ok {
         Ok(())
     } else {
-        Err(PyValueError::new_err(format!("{cls} is not a named tuple of {fields} fields")))
+        Err(PyValueError::new_err(format!(
+            "{cls} is not a named tuple of {fields} fields"
+        )))
     }
 }
 
@@ -283,10 +276,24 @@ impl Codec {
             ));
         }
         if bands.len() != 4 || components.len() != COMPONENTS {
-            return Err(PyValueError::new_err("expected 4 bands (None first) and 7 component names"));
+            return Err(PyValueError::new_err(
+                "expected 4 bands (None first) and 7 component names",
+            ));
         }
-        let names = FIELDS.iter().map(|name| PyString::intern(py, name).unbind()).collect();
-        Ok(Codec { state, day_bucket, top_user, scored, milestone, bands, components, names })
+        let names = FIELDS
+            .iter()
+            .map(|name| PyString::intern(py, name).unbind())
+            .collect();
+        Ok(Codec {
+            state,
+            day_bucket,
+            top_user,
+            scored,
+            milestone,
+            bands,
+            components,
+            names,
+        })
     }
 
     /// Deserialise a version 6 state (`decode_state`); ValueError on truncated or corrupt input.
@@ -318,7 +325,9 @@ impl Codec {
         let seats_at = r.i64()?;
         let due = r.i64()?;
         debug_assert_eq!(r.pos, HEADER);
-        let account_id = r.string(py)?.ok_or_else(|| PyValueError::new_err("missing account id"))?;
+        let account_id = r
+            .string(py)?
+            .ok_or_else(|| PyValueError::new_err("missing account id"))?;
 
         let facts_at = PyDict::new(py);
         if seats_at != NONE {
@@ -417,7 +426,11 @@ impl Codec {
             let day = r.i32()?;
             let score = r.u8()?;
             let parts = PyBytes::new(py, r.take(PARTS)?);
-            let items = [day.into_bound_py_any(py)?, score.into_bound_py_any(py)?, parts.into_any()];
+            let items = [
+                day.into_bound_py_any(py)?,
+                score.into_bound_py_any(py)?,
+                parts.into_any(),
+            ];
             scored.append(named_tuple(py, scored_cls, items)?)?;
         }
 
@@ -434,7 +447,8 @@ impl Codec {
             let raw = r.take(n * 4)?;
             let users = PyTuple::new(
                 py,
-                raw.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
+                raw.chunks_exact(4)
+                    .map(|c| u32::from_le_bytes(c.try_into().expect("4 bytes"))),
             )?;
             let items = [
                 Self::opt(py, reached)?,
@@ -456,7 +470,11 @@ impl Codec {
             }
         }
         let none = || py.None().into_bound(py);
-        let drop_base = if base[0].is_nan() { PyTuple::empty(py) } else { PyTuple::new(py, base)? };
+        let drop_base = if base[0].is_nan() {
+            PyTuple::empty(py)
+        } else {
+            PyTuple::new(py, base)?
+        };
         let [plan, segment, name, owner]: [Bound<'py, PyAny>; 4] = strings.try_into().expect("four facts");
         let args: [Bound<'py, PyAny>; 49] = [
             account_id.into_bound(py),
@@ -469,12 +487,20 @@ impl Codec {
             segment,
             name,
             owner,
-            if arr.is_nan() { none() } else { arr.into_bound_py_any(py)? },
+            if arr.is_nan() {
+                none()
+            } else {
+                arr.into_bound_py_any(py)?
+            },
             currency.map_or_else(none, |s| s.into_bound(py)),
             Self::opt(py, renewal)?,
             contract.map_or_else(none, |s| s.into_bound(py)),
             facts_at.into_any(),
-            if nps_score == -1 { none() } else { nps_score.into_bound_py_any(py)? },
+            if nps_score == -1 {
+                none()
+            } else {
+                nps_score.into_bound_py_any(py)?
+            },
             Self::opt(py, nps_at)?,
             open_tickets.into_bound_py_any(py)?,
             Self::opt(py, sub_started)?,
@@ -486,14 +512,26 @@ impl Codec {
             (flags & 1 != 0).into_bound_py_any(py)?,
             (flags & 2 != 0).into_bound_py_any(py)?,
             self.band(py, last_band)?,
-            if published_score == -1 { none() } else { published_score.into_bound_py_any(py)? },
+            if published_score == -1 {
+                none()
+            } else {
+                published_score.into_bound_py_any(py)?
+            },
             self.band(py, published_band)?,
             published.into_any(),
             Self::opt(py, due)?,
             top_users.into_any(),
-            if ext_flags & 1 != 0 { key_user.into_bound_py_any(py)? } else { none() },
+            if ext_flags & 1 != 0 {
+                key_user.into_bound_py_any(py)?
+            } else {
+                none()
+            },
             Self::opt(py, key_since)?,
-            if pending == NO_DAY { none() } else { pending.into_bound_py_any(py)? },
+            if pending == NO_DAY {
+                none()
+            } else {
+                pending.into_bound_py_any(py)?
+            },
             drop_base.into_any(),
             dispersion.into_bound_py_any(py)?,
             Self::opt(py, poor_pending)?,
@@ -502,7 +540,11 @@ impl Codec {
             Self::opt(py, shown_drop)?,
             (ext_flags & 2 != 0).into_bound_py_any(py)?,
             history.into_any(),
-            if through == NO_DAY { none() } else { through.into_bound_py_any(py)? },
+            if through == NO_DAY {
+                none()
+            } else {
+                through.into_bound_py_any(py)?
+            },
             scored.into_any(),
             Self::opt(py, first_activity)?,
             milestones.into_any(),
@@ -547,22 +589,43 @@ impl Codec {
                 Err(_) => false,
             }
         };
-        for name in [intern!(py, "first_seen_ms"), intern!(py, "clock_ms"), intern!(py, "applied_offset")] {
+        for name in [
+            intern!(py, "first_seen_ms"),
+            intern!(py, "clock_ms"),
+            intern!(py, "applied_offset"),
+        ] {
             if !int64(&get(name)?, false) {
                 return Err(out_of_range(name.to_str()?));
             }
         }
-        for name in [intern!(py, "last_activity_ms"), intern!(py, "nps_at_ms"), intern!(py, "subscription_started_ms"), intern!(py, "subscription_cancelled_ms"), intern!(py, "quiet_since_ms"), intern!(py, "drop_since_ms"), intern!(py, "seats"), intern!(py, "due_ms"), intern!(py, "renewal_ms"), intern!(py, "first_activity_ms")] {
+        for name in [
+            intern!(py, "last_activity_ms"),
+            intern!(py, "nps_at_ms"),
+            intern!(py, "subscription_started_ms"),
+            intern!(py, "subscription_cancelled_ms"),
+            intern!(py, "quiet_since_ms"),
+            intern!(py, "drop_since_ms"),
+            intern!(py, "seats"),
+            intern!(py, "due_ms"),
+            intern!(py, "renewal_ms"),
+            intern!(py, "first_activity_ms"),
+        ] {
             if !int64(&get(name)?, true) {
                 return Err(out_of_range(name.to_str()?));
             }
         }
-        let in_range = |v: &Bound<'_, PyAny>, low: i64, high: i64| v.extract::<i64>().is_ok_and(|n| low <= n && n <= high);
+        let in_range = |v: &Bound<'_, PyAny>, low: i64, high: i64| {
+            v.extract::<i64>().is_ok_and(|n| low <= n && n <= high)
+        };
         let nps = get(intern!(py, "nps_score"))?;
         if !nps.is_none() && !in_range(&nps, 0, 127) {
             return Err(out_of_range("nps_score"));
         }
-        if !in_range(&get(intern!(py, "open_tickets"))?, i32::MIN.into(), i32::MAX.into()) {
+        if !in_range(
+            &get(intern!(py, "open_tickets"))?,
+            i32::MIN.into(),
+            i32::MAX.into(),
+        ) {
             return Err(out_of_range("open_tickets"));
         }
         let score = get(intern!(py, "published_score"))?;
@@ -570,23 +633,40 @@ impl Codec {
             return Err(out_of_range("published_score"));
         }
         let arr = get(intern!(py, "arr"))?;
-        if !arr.is_none() && !arr.extract::<f64>().is_ok_and(|v| (0.0..f64::INFINITY).contains(&v)) {
+        if !arr.is_none()
+            && !arr
+                .extract::<f64>()
+                .is_ok_and(|v| (0.0..f64::INFINITY).contains(&v))
+        {
             return Err(out_of_range("arr"));
         }
-        for name in [intern!(py, "account_id"), intern!(py, "plan"), intern!(py, "segment"), intern!(py, "name"), intern!(py, "owner"), intern!(py, "currency"), intern!(py, "contract")] {
+        for name in [
+            intern!(py, "account_id"),
+            intern!(py, "plan"),
+            intern!(py, "segment"),
+            intern!(py, "name"),
+            intern!(py, "owner"),
+            intern!(py, "currency"),
+            intern!(py, "contract"),
+        ] {
             let v = get(name)?;
             if v.is_none() {
                 continue;
             }
             let text = v.downcast::<PyString>()?;
             if text.len()? * 4 >= STR_NONE as usize && text.to_str()?.len() >= STR_NONE as usize {
-                return Err(PyValueError::new_err(format!("state field {} too long", name.to_str()?)));
+                return Err(PyValueError::new_err(format!(
+                    "state field {} too long",
+                    name.to_str()?
+                )));
             }
         }
         let facts_at = get(intern!(py, "facts_at_ms"))?;
         for (key, at) in facts_at.downcast::<PyDict>()?.iter() {
             if !at.extract::<i64>().is_ok_and(|n| n != i64::MIN) {
-                return Err(PyValueError::new_err(format!("state field facts_at_ms.{key} out of range")));
+                return Err(PyValueError::new_err(format!(
+                    "state field facts_at_ms.{key} out of range"
+                )));
             }
         }
         let count = |name: &Bound<'py, PyString>| -> PyResult<usize> { get(name)?.len() };
@@ -598,29 +678,48 @@ impl Codec {
         {
             return Err(PyValueError::new_err("state has too many buckets, ids or users"));
         }
-        for name in [intern!(py, "key_since_ms"), intern!(py, "poor_pending_ms"), intern!(py, "published_activity_ms"), intern!(py, "published_quiet_since_ms"), intern!(py, "published_drop_since_ms")] {
+        for name in [
+            intern!(py, "key_since_ms"),
+            intern!(py, "poor_pending_ms"),
+            intern!(py, "published_activity_ms"),
+            intern!(py, "published_quiet_since_ms"),
+            intern!(py, "published_drop_since_ms"),
+        ] {
             if !int64(&get(name)?, true) {
                 return Err(out_of_range(name.to_str()?));
             }
         }
         if !matches!(count(intern!(py, "drop_base"))?, 0 | 7) {
-            return Err(PyValueError::new_err("state field drop_base must hold 7 weekday means"));
+            return Err(PyValueError::new_err(
+                "state field drop_base must hold 7 weekday means",
+            ));
         }
         for day in get(intern!(py, "scored"))?.try_iter()? {
             let (d, score, parts): (Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>) = day?.extract()?;
-            if !(in_range(&d, i32::MIN.into(), i32::MAX.into()) && in_range(&score, 0, 255) && parts.len()? == PARTS) {
+            if !(in_range(&d, i32::MIN.into(), i32::MAX.into())
+                && in_range(&score, 0, 255)
+                && parts.len()? == PARTS)
+            {
                 return Err(out_of_range("scored"));
             }
         }
         let milestones = get(intern!(py, "milestones"))?;
         let milestones = milestones.downcast::<PyDict>()?;
-        if milestones.len() > 255 || !in_range(&get(intern!(py, "published_milestones"))?, 0, u16::MAX.into()) {
+        if milestones.len() > 255 || !in_range(&get(intern!(py, "published_milestones"))?, 0, u16::MAX.into())
+        {
             return Err(PyValueError::new_err("state has too many milestones"));
         }
         for (key, m) in milestones.iter() {
-            let (reached, events, users, _missed): (Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>, Bound<'_, PyAny>) =
-                m.extract()?;
-            if !in_range(&key, 0, u32::MAX.into()) || !in_range(&events, 0, u16::MAX.into()) || users.len()? > 255 {
+            let (reached, events, users, _missed): (
+                Bound<'_, PyAny>,
+                Bound<'_, PyAny>,
+                Bound<'_, PyAny>,
+                Bound<'_, PyAny>,
+            ) = m.extract()?;
+            if !in_range(&key, 0, u32::MAX.into())
+                || !in_range(&events, 0, u16::MAX.into())
+                || users.len()? > 255
+            {
                 return Err(out_of_range("milestones"));
             }
             if !int64(&reached, true) {
@@ -670,11 +769,17 @@ impl Codec {
                 None => Ok(NONE),
             }
         };
-        let mut w = Writer { out: Vec::with_capacity(1024) };
+        let mut w = Writer {
+            out: Vec::with_capacity(1024),
+        };
         w.put(&[VERSION]);
         w.put(&get(intern!(py, "first_seen_ms"))?.extract::<i64>()?.to_le_bytes());
         w.put(&get(intern!(py, "clock_ms"))?.extract::<i64>()?.to_le_bytes());
-        w.put(&get(intern!(py, "applied_offset"))?.extract::<i64>()?.to_le_bytes());
+        w.put(
+            &get(intern!(py, "applied_offset"))?
+                .extract::<i64>()?
+                .to_le_bytes(),
+        );
         w.put(&opt_i64(&get(intern!(py, "last_activity_ms"))?)?.to_le_bytes());
         w.put(&opt_i64(&get(intern!(py, "nps_at_ms"))?)?.to_le_bytes());
         let nps = get(intern!(py, "nps_score"))?;
@@ -693,7 +798,14 @@ impl Codec {
         w.put(&[u8::from(poor_open) | if unpublished { 2 } else { 0 }]);
         w.put(&[self.band_index(py, &get(intern!(py, "last_band"))?)?]);
         let score = get(intern!(py, "published_score"))?;
-        w.put(&(if score.is_none() { -1 } else { score.extract::<i16>()? }).to_le_bytes());
+        w.put(
+            &(if score.is_none() {
+                -1
+            } else {
+                score.extract::<i16>()?
+            })
+            .to_le_bytes(),
+        );
         w.put(&[self.band_index(py, &get(intern!(py, "published_band"))?)?]);
         for c in comps {
             w.put(&c.to_le_bytes());
@@ -743,13 +855,28 @@ impl Codec {
         let key_user = get(intern!(py, "key_user"))?;
         let published_poor = get(intern!(py, "published_poor"))?.is_truthy()?;
         w.put(&[u8::from(!key_user.is_none()) | if published_poor { 2 } else { 0 }]);
-        let key = if key_user.is_truthy()? { key_user.extract::<u64>()? } else { 0 };
+        let key = if key_user.is_truthy()? {
+            key_user.extract::<u64>()?
+        } else {
+            0
+        };
         w.put(&key.to_le_bytes());
         w.put(&opt_i64(&get(intern!(py, "key_since_ms"))?)?.to_le_bytes());
         let pending = get(intern!(py, "drop_pending_day"))?;
-        w.put(&(if pending.is_none() { NO_DAY } else { pending.extract::<i32>()? }).to_le_bytes());
+        w.put(
+            &(if pending.is_none() {
+                NO_DAY
+            } else {
+                pending.extract::<i32>()?
+            })
+            .to_le_bytes(),
+        );
         w.put(&opt_i64(&get(intern!(py, "poor_pending_ms"))?)?.to_le_bytes());
-        w.put(&get(intern!(py, "drop_dispersion"))?.extract::<f64>()?.to_le_bytes());
+        w.put(
+            &get(intern!(py, "drop_dispersion"))?
+                .extract::<f64>()?
+                .to_le_bytes(),
+        );
         let base = get(intern!(py, "drop_base"))?;
         if base.is_truthy()? {
             let base: Vec<f64> = base.extract()?;
@@ -783,7 +910,14 @@ impl Codec {
             w.put(&first_day.to_le_bytes());
         }
         let through = get(intern!(py, "history_through"))?;
-        w.put(&(if through.is_none() { NO_DAY } else { through.extract::<i32>()? }).to_le_bytes());
+        w.put(
+            &(if through.is_none() {
+                NO_DAY
+            } else {
+                through.extract::<i32>()?
+            })
+            .to_le_bytes(),
+        );
         let history = get(intern!(py, "history"))?;
         let history = history.downcast::<PyList>()?;
         w.put(&[count_u8(history.len())?]);
@@ -795,7 +929,14 @@ impl Codec {
         }
 
         let arr = get(intern!(py, "arr"))?;
-        w.put(&(if arr.is_none() { f64::NAN } else { arr.extract::<f64>()? }).to_le_bytes());
+        w.put(
+            &(if arr.is_none() {
+                f64::NAN
+            } else {
+                arr.extract::<f64>()?
+            })
+            .to_le_bytes(),
+        );
         w.put(&opt_i64(&get(intern!(py, "renewal_ms"))?)?.to_le_bytes());
         for key in REVENUE_FACTS {
             w.put(&fact(key)?.to_le_bytes());
@@ -819,7 +960,11 @@ impl Codec {
         }
 
         w.put(&opt_i64(&get(intern!(py, "first_activity_ms"))?)?.to_le_bytes());
-        w.put(&get(intern!(py, "published_milestones"))?.extract::<u16>()?.to_le_bytes());
+        w.put(
+            &get(intern!(py, "published_milestones"))?
+                .extract::<u16>()?
+                .to_le_bytes(),
+        );
         let milestones = get(intern!(py, "milestones"))?;
         let milestones = milestones.downcast::<PyDict>()?;
         w.put(&[count_u8(milestones.len())?]);
@@ -852,7 +997,9 @@ fn blake64(text: &str) -> u64 {
     let mut hasher = blake2::Blake2bVar::new(8).expect("8 is a valid BLAKE2b digest size");
     hasher.update(text.as_bytes());
     let mut out = [0u8; 8];
-    hasher.finalize_variable(&mut out).expect("the buffer has the digest's size");
+    hasher
+        .finalize_variable(&mut out)
+        .expect("the buffer has the digest's size");
     u64::from_le_bytes(out)
 }
 
@@ -919,7 +1066,11 @@ fn rhythm_parts<'py>(
     let mut share = [0.0f64; 7];
     let mut mean = [0.0f64; 7];
     let total_sum = total.iter().fold(0.0, |a, b| a + b);
-    let overall_mean = if observed != 0 { total_sum / observed as f64 } else { 0.0 };
+    let overall_mean = if observed != 0 {
+        total_sum / observed as f64
+    } else {
+        0.0
+    };
     for w in 0..7 {
         share[w] = if n[w] != 0 {
             let v = (active[w] as f64 + 0.5 * overall) / (n[w] as f64 + 0.5);
@@ -931,17 +1082,32 @@ fn rhythm_parts<'py>(
         } else {
             overall
         };
-        mean[w] = if n[w] != 0 { total[w] / n[w] as f64 } else { overall_mean };
+        mean[w] = if n[w] != 0 {
+            total[w] / n[w] as f64
+        } else {
+            overall_mean
+        };
     }
     let mut dispersion = 1.0;
     if xs.len() > 7 && overall_mean > 0.0 {
         let two = std::hint::black_box(2.0);
-        let squares = ws.iter().zip(&xs).fold(0.0, |acc, (&w, &x)| acc + unsafe { pow(x - mean[w], two) });
+        let squares = ws
+            .iter()
+            .zip(&xs)
+            .fold(0.0, |acc, (&w, &x)| acc + unsafe { pow(x - mean[w], two) });
         let residual = squares / (xs.len() - 7) as f64;
         let ratio = residual / overall_mean;
         dispersion = if ratio > 1.0 { ratio } else { 1.0 };
     }
-    (observed, active_days, PyTuple::new(py, share)?, PyTuple::new(py, mean)?, dispersion, total_sum).into_pyobject(py)
+    (
+        observed,
+        active_days,
+        PyTuple::new(py, share)?,
+        PyTuple::new(py, mean)?,
+        dispersion,
+        total_sum,
+    )
+        .into_pyobject(py)
 }
 
 /// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's days_from_civil).
@@ -965,7 +1131,9 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 }
 
 fn digits(b: &[u8]) -> Option<i64> {
-    b.iter().try_fold(0i64, |n, &c| c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0')))
+    b.iter().try_fold(0i64, |n, &c| {
+        c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+    })
 }
 
 /// Epoch milliseconds of an RFC 3339 timestamp with an offset, or None when it is not one.
@@ -999,7 +1167,11 @@ fn rfc3339(text: &[u8]) -> Option<i64> {
             return None;
         }
         for i in 0..6 {
-            micros = micros * 10 + rest.get(1 + i).filter(|_| i < n).map_or(0, |&c| i64::from(c - b'0'));
+            micros = micros * 10
+                + rest
+                    .get(1 + i)
+                    .filter(|_| i < n)
+                    .map_or(0, |&c| i64::from(c - b'0'));
         }
         rest = &rest[1 + n..];
     }
@@ -1018,7 +1190,11 @@ fn rfc3339(text: &[u8]) -> Option<i64> {
         }
         _ => return None,
     };
-    if !(1..=9999).contains(&year) || !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) {
+    if !(1..=9999).contains(&year)
+        || !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+    {
         return None;
     }
     if hour > 23 || minute > 59 || second > 59 {
