@@ -39,6 +39,11 @@ a version 1 to 3 one also as if its snapshot had shown nothing (what it showed i
 account's snapshot is republished the next time the worker looks at it.
 
 A typical ASCII account with a full window is about 2.7 KB; a fresh one about 300 bytes.
+
+The functions here are the format's definition. Where the ``churnwatch_native`` extension is installed
+(``native/``, built by ``make install``), :func:`encode_state`, :func:`decode_state` (of a current
+state), :func:`clone_state` and :func:`check_encodable` are its compiled versions, which must agree
+with the ``python_`` ones (tests/unit/core/test_native_codec.py).
 """
 
 from __future__ import annotations
