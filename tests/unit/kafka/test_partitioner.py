@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import churnwatch_native
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 from aiokafka.partitioner import murmur2 as aiokafka_murmur2
@@ -28,12 +27,16 @@ def test_partition_of_equals_the_producers_default_partitioner(account_id: str, 
 
 @given(st.binary(max_size=300))
 def test_the_compiled_murmur2_equals_the_python_one(data: bytes) -> None:
+    import churnwatch_native  # here: the other tests also run without it (test_python_fallback.py)
+
     assert churnwatch_native.murmur2(data) == murmur2(data)
 
 
 def test_the_worker_routes_with_the_compiled_partitioner_and_python_is_the_same_without_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    import churnwatch_native
+
     compiled = kafka_partitioner(12)
     assert compiled.func is churnwatch_native.partition_of_str  # type: ignore[attr-defined]
     monkeypatch.setattr(partitioner, "_native_partition_of", None)
