@@ -59,7 +59,9 @@ _TICKET_PENALTY = 15.0
 _FLOOR = 1.0  # a component of 0 counts as 1 in the geometric mean
 
 
-@dataclass(frozen=True, slots=True)
+# Component and Health are not frozen either: built for every score (a frozen dataclass sets each field
+# through object.__setattr__). Treated as immutable all the same.
+@dataclass(slots=True)
 class Component:
     """One explained part of the health score."""
 
@@ -70,7 +72,7 @@ class Component:
     explanation: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Health:
     """Health of one account at one instant."""
 
