@@ -27,6 +27,8 @@ class Codec:
         """Decode a current-version state; ValueError on any other, or on truncated or corrupt input."""
     def encode(self, s: Any) -> bytes:
         """Encode a state: the same bytes as ``streamer.core.state.python_encode_state``."""
+    def touch_user(self, users: list[Any], user: int, day: int, top: int) -> bool:
+        """``streamer.core.engine.python_touch_user`` on the list ``users``; False (unchanged) if declined."""
 
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of ``data``, as an unsigned int (``streamer.kafka.partitioner.murmur2``)."""

@@ -9,7 +9,7 @@
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple, PyType};
+use pyo3::types::{PyBytes, PyDict, PyFloat, PyList, PyString, PyTuple, PyType};
 use pyo3::IntoPyObjectExt;
 
 const VERSION: u8 = 6;
@@ -572,6 +572,98 @@ impl Codec {
             });
         }
         self.state.bind(py).call1(PyTuple::new(py, args)?)
+    }
+
+    /// Count an active `day` of `user` among the account's top users, the list `users` of at most `top`
+    /// entries (`streamer.core.engine.python_touch_user`, the reference: the same decay through the C
+    /// library's pow, the same ties). Returns False, having changed nothing, where it cannot give the
+    /// reference's answer in 64-bit numbers (an entry that is not an unsigned 64-bit user, a float and two
+    /// days, a weight that is not finite, a decay that overflows): the reference is then called.
+    fn touch_user(
+        &self,
+        py: Python<'_>,
+        users: &Bound<'_, PyList>,
+        user: &Bound<'_, PyAny>,
+        day: &Bound<'_, PyAny>,
+        top: usize,
+    ) -> PyResult<bool> {
+        const HALF_LIFE_DAYS: f64 = 28.0;
+        let (Ok(id), Ok(today)) = (user.extract::<u64>(), day.extract::<i64>()) else {
+            return Ok(false);
+        };
+        // weight * 0.5 ** ((day - last_day) / 28), as Python computes it; None where Python would raise
+        // or the 64-bit answer could differ.
+        let decayed = |weight: f64, last: i64| -> Option<f64> {
+            let age = today.checked_sub(last)?;
+            if age.unsigned_abs() > 1 << 53 || !weight.is_finite() {
+                return None;
+            }
+            // SAFETY: pow is the C library's, pure.
+            let factor = unsafe { pow(0.5, age as f64 / HALF_LIFE_DAYS) };
+            factor.is_finite().then_some(weight * factor)
+        };
+        let mut entries = Vec::with_capacity(users.len());
+        for entry in users.iter() {
+            let t = entry.downcast::<PyTuple>()?;
+            if t.len() != 4 {
+                return Ok(false);
+            }
+            let (Ok(u), Ok(weight), Ok(last)) = (
+                t.get_item(0)?.extract::<u64>(),
+                t.get_item(1)?.extract::<f64>(),
+                t.get_item(2)?.extract::<i64>(),
+            ) else {
+                return Ok(false);
+            };
+            if !t.get_item(1)?.is_exact_instance_of::<PyFloat>() {
+                return Ok(false);
+            }
+            entries.push((u, weight, last));
+        }
+        let cls = self.top_user.bind(py);
+        if let Some(i) = entries.iter().position(|&(u, _, _)| u == id) {
+            let (_, weight, last) = entries[i];
+            if today > last {
+                let Some(w) = decayed(weight, last) else {
+                    return Ok(false);
+                };
+                let first = users.get_item(i)?.downcast::<PyTuple>()?.get_item(3)?;
+                let w = PyFloat::new(py, w + 1.0).into_any();
+                users.set_item(
+                    i,
+                    named_tuple::<4>(py, cls, [user.clone(), w, day.clone(), first])?,
+                )?;
+            }
+            return Ok(true);
+        }
+        let one = || PyFloat::new(py, 1.0).into_any();
+        if entries.len() < top {
+            users.append(named_tuple::<4>(
+                py,
+                cls,
+                [user.clone(), one(), day.clone(), day.clone()],
+            )?)?;
+            return Ok(true);
+        }
+        // The weakest as of today gives its place up (the first of equals, as min does), and its weight.
+        let mut weakest: Option<(usize, f64, u64)> = None;
+        for (i, &(u, weight, last)) in entries.iter().enumerate() {
+            let Some(w) = decayed(weight, last) else {
+                return Ok(false);
+            };
+            if weakest.map_or(true, |(_, bw, bu)| w < bw || (w == bw && u < bu)) {
+                weakest = Some((i, w, u));
+            }
+        }
+        let Some((i, inherited, _)) = weakest else {
+            return Ok(false); // top is 0: nothing to give up
+        };
+        let w = PyFloat::new(py, inherited + 1.0).into_any();
+        users.set_item(
+            i,
+            named_tuple::<4>(py, cls, [user.clone(), w, day.clone(), day.clone()])?,
+        )?;
+        Ok(true)
     }
 
     /// Raise ValueError naming the field if the encoder could not encode the state (`check_encodable`,

@@ -80,6 +80,7 @@ from streamer.core.state import (
     USER_BITS,
     AccountState,
     DayBucket,
+    NATIVE_CODEC,
     MilestoneProgress,
     TopUser,
     bit_for,
@@ -737,8 +738,11 @@ def _apply_revenue(state: AccountState, props: Mapping[str, Any], t: int) -> Non
         state.renewal_ms, state.facts_at_ms["renewal_at"] = parse_renewal_at(renewal), t
 
 
-def _touch_user(state: AccountState, user: int, day: int) -> None:
-    """Count an active day of ``user`` among the top users (space-saving with decayed weights)."""
+def python_touch_user(state: AccountState, user: int, day: int) -> None:
+    """Count an active day of ``user`` among the top users (space-saving with decayed weights).
+
+    The reference of the compiled one (``churnwatch_native``), which must give the same floats.
+    """
     users = state.top_users
     for i, u in enumerate(users):
         if u.user == user:
@@ -758,6 +762,16 @@ def _touch_user(state: AccountState, user: int, day: int) -> None:
     )
     inherited = weakest.weight * 0.5 ** ((day - weakest.last_day) / _HALF_LIFE_DAYS)
     users[i] = TopUser(user, inherited + 1.0, day, day)
+
+
+# Compiled where the extension is installed (every event of a known user counts its day): it declines,
+# changing nothing, what it cannot answer exactly in 64-bit numbers, and the reference answers.
+_native_touch_user = NATIVE_CODEC.touch_user if NATIVE_CODEC is not None else None
+
+
+def _touch_user(state: AccountState, user: int, day: int) -> None:
+    if _native_touch_user is None or not _native_touch_user(state.top_users, user, day, TOP_USERS):
+        python_touch_user(state, user, day)
 
 
 def _recover(

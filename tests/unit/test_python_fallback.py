@@ -16,11 +16,12 @@ REPO = Path(__file__).resolve().parents[2]
 _RUN = """
 import sys
 sys.modules["churnwatch_native"] = None  # importing it now raises ImportError, as when it is not built
-from streamer.core import events, rhythm, state
+from streamer.core import engine, events, rhythm, state
 from streamer.kafka import partitioner
 assert state.NATIVE_CODEC is None and state.encode_state is state.python_encode_state
 assert events.rfc3339_ms is events.python_rfc3339_ms and rhythm._rhythm_parts is None
 assert state._blake64 is state.python_blake64 and partitioner._native_partition_of is None
+assert engine._native_touch_user is None
 import pytest
 sys.exit(pytest.main(sys.argv[1:]))
 """
