@@ -36,7 +36,8 @@ entries = st.builds(
 
 
 def _both(users: list[TopUser], user: int, day: int) -> tuple[list[TopUser], list[TopUser]]:
-    compiled, python = AccountState("a", 0, 0, top_users=list(users)), AccountState("a", 0, 0, top_users=list(users))
+    compiled = AccountState("a", 0, 0, top_users=list(users))
+    python = AccountState("a", 0, 0, top_users=list(users))
     engine._touch_user(compiled, user, day)
     engine.python_touch_user(python, user, day)
     return compiled.top_users, python.top_users
