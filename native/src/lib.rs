@@ -1096,8 +1096,134 @@ fn blake64(text: &str) -> u64 {
 }
 
 extern "C" {
-    // The C library's pow, which CPython's float ** calls: the same floats to the last bit.
+    // The C library's pow, exp and log, which CPython's float ** and math.exp and math.log call: the
+    // same floats to the last bit.
     fn pow(x: f64, y: f64) -> f64;
+    fn exp(x: f64) -> f64;
+    fn log(x: f64) -> f64;
+}
+
+/// CPython's `math.lgamma` (its own Lanczos approximation, not the C library's) for finite `x >= 1`,
+/// the same operations in the same order.
+#[allow(clippy::excessive_precision)]
+fn lgamma_from_one(x: f64) -> f64 {
+    const G: f64 = 6.024680040776729583740234375;
+    const NUM: [f64; 13] = [
+        23531376880.410759688572007674451636754734846804940,
+        42919803642.649098768957899047001988850926355848959,
+        35711959237.355668049440185451547166705960488635843,
+        17921034426.037209699919755754458931112671403265390,
+        6039542586.3520280050642916443072979210699388420708,
+        1439720407.3117216736632230727949123939715485786772,
+        248874557.86205415651146038641322942321632125127801,
+        31426415.585400194380614231628318205362874684987640,
+        2876370.6289353724412254090516208496135991145378768,
+        186056.26539522349504029498971604569928220784236328,
+        8071.6720023658162106380029022722506138218516325024,
+        210.82427775157934587250973392071336271166969580291,
+        2.5066282746310002701649081771338373386264310793408,
+    ];
+    const DEN: [f64; 13] = [
+        0.0,
+        39916800.0,
+        120543840.0,
+        150917976.0,
+        105258076.0,
+        45995730.0,
+        13339535.0,
+        2637558.0,
+        357423.0,
+        32670.0,
+        1925.0,
+        66.0,
+        1.0,
+    ];
+    if x == x.floor() && x <= 2.0 {
+        return 0.0; // lgamma(1) = lgamma(2) = 0
+    }
+    // The rational function L_g(x): in x below 5, in 1/x above (no overflow).
+    let (mut num, mut den) = (0.0f64, 0.0f64);
+    if x < 5.0 {
+        for i in (0..13).rev() {
+            num = num * x + NUM[i];
+            den = den * x + DEN[i];
+        }
+    } else {
+        for i in 0..13 {
+            num = num / x + NUM[i];
+            den = den / x + DEN[i];
+        }
+    }
+    // SAFETY: the C library's log, pure.
+    unsafe {
+        let mut r = log(num / den) - G;
+        r += (x - 0.5) * (log(x + G - 0.5) - 1.0);
+        r
+    }
+}
+
+/// `streamer.core.rhythm.python_gamma_q(a, x)`, the regularized upper gamma Q(a, x) (its reference: the
+/// same operations in the same order), for finite `a >= 1` and `x > 0`. None where the reference
+/// would raise (a zero division, exp overflowing) or is not asked this (other arguments): the
+/// reference is then called.
+#[pyfunction]
+fn gamma_q(a: f64, x: f64) -> Option<f64> {
+    if !(a.is_finite() && x.is_finite() && a >= 1.0 && x > 0.0) {
+        return None;
+    }
+    // math.exp: OverflowError where a finite argument overflows.
+    let checked_exp = |v: f64| {
+        // SAFETY: the C library's exp, pure.
+        let e = unsafe { exp(v) };
+        (v.is_finite() && e.is_finite()).then_some(e)
+    };
+    let gln = lgamma_from_one(a);
+    // SAFETY: the C library's log, pure; x > 0.
+    let log_x = unsafe { log(x) };
+    if x < a + 1.0 {
+        let mut term = 1.0 / a;
+        let mut total = term;
+        let mut ap = a;
+        for _ in 0..500 {
+            ap += 1.0;
+            term *= x / ap;
+            total += term;
+            if term.abs() < total.abs() * 1e-12 {
+                break;
+            }
+        }
+        let v = 1.0 - total * checked_exp(-x + a * log_x - gln)?;
+        return Some(if v > 0.0 { v } else { 0.0 }); // max(0.0, v)
+    }
+    const TINY: f64 = 1e-300;
+    let mut b = x + 1.0 - a;
+    if b == 0.0 {
+        return None; // ZeroDivisionError
+    }
+    let mut c = 1.0 / TINY;
+    let mut d = 1.0 / b;
+    let mut h = d;
+    for i in 1..500 {
+        let fi = i as f64;
+        let an = -fi * (fi - a);
+        b += 2.0;
+        d = an * d + b;
+        if d.abs() < TINY {
+            d = TINY;
+        }
+        c = b + an / c;
+        if c.abs() < TINY {
+            c = TINY;
+        }
+        d = 1.0 / d;
+        let delta = d * c;
+        h *= delta;
+        if (delta - 1.0).abs() < 1e-12 {
+            break;
+        }
+    }
+    let v = checked_exp(-x + a * log_x - gln)? * h;
+    Some(if v < 1.0 { v } else { 1.0 }) // min(1.0, v)
 }
 
 /// The parts of `streamer.core.rhythm.rhythm` (its reference): the days `first..=last` of the user-days
@@ -1349,6 +1475,7 @@ fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(rfc3339_ms, m)?)?;
     m.add_function(wrap_pyfunction!(blake64, m)?)?;
     m.add_function(wrap_pyfunction!(rhythm_parts, m)?)?;
+    m.add_function(wrap_pyfunction!(gamma_q, m)?)?;
     m.add("STATE_VERSION", VERSION)?;
     Ok(())
 }

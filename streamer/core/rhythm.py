@@ -32,6 +32,13 @@ try:  # compiled (native/, built by `make install`): every score computes three 
 except ImportError:  # pragma: no cover - exercised where the extension is not built
     _rhythm_parts = None
 
+_native_gamma_q: Callable[[float, float], float | None] | None
+try:  # compiled (native/, built by `make install`): three drop tests in every score
+    from churnwatch_native import gamma_q as _native_gamma_q
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _native_gamma_q = None
+
+
 __all__ = [
     "DropStat",
     "Rhythm",
@@ -172,10 +179,16 @@ def poisson_cdf(k: float, lam: float) -> float:
         return 1.0
     if k < 0:
         return 0.0
-    return _gamma_q(k + 1.0, lam)
+    if _native_gamma_q is not None:
+        q = _native_gamma_q(k + 1.0, lam)
+        if q is not None:
+            return q
+    return python_gamma_q(k + 1.0, lam)
 
 
-def _gamma_q(a: float, x: float) -> float:
+def python_gamma_q(a: float, x: float) -> float:
+    """The regularized upper gamma Q(a, x): the reference of the compiled one, which must agree to the
+    last bit (it declines what it cannot answer so, and this answers)."""
     # Numerical Recipes' gammq: the series below a + 1, the continued fraction above it.
     gln = math.lgamma(a)
     if x < a + 1.0:
