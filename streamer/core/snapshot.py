@@ -27,6 +27,12 @@ __all__ = ["SNAPSHOT_VERSION", "account_snapshot", "trend"]
 SNAPSHOT_VERSION = 2
 
 
+# A day's distinct users and features as shown: the rounded estimate, which depends only on how many bits
+# of its sketch are set (two of these per day of the window in every snapshot).
+_USERS = tuple(round(estimate_distinct((1 << n) - 1, USER_BITS)) for n in range(USER_BITS + 1))
+_FEATURES = tuple(round(estimate_distinct((1 << n) - 1, FEATURE_BITS)) for n in range(FEATURE_BITS + 1))
+
+
 def _at(ms: int | None) -> str | None:
     return ms_to_rfc3339(ms) if ms is not None else None
 
@@ -60,8 +66,8 @@ def account_snapshot(
         "to": _date(days[-1]),
         "events": [b.events if b else 0 for b in buckets],
         "weighted": [round(b.weight, 2) if b else 0.0 for b in buckets],
-        "users": [round(estimate_distinct(b.users, USER_BITS)) if b else 0 for b in buckets],
-        "features": [round(estimate_distinct(b.features, FEATURE_BITS)) if b else 0 for b in buckets],
+        "users": [_USERS[b.users.bit_count()] if b else 0 for b in buckets],
+        "features": [_FEATURES[b.features.bit_count()] if b else 0 for b in buckets],
     }
     return {
         "version": SNAPSHOT_VERSION,
