@@ -30,6 +30,22 @@ class Codec:
     def touch_user(self, users: list[Any], user: int, day: int, top: int) -> bool:
         """``streamer.core.engine.python_touch_user`` on the list ``users``; False (unchanged) if declined."""
 
+class EventParser:
+    """The common usage event's parser (``streamer.core.events.parse_event``)."""
+
+    def __init__(
+        self,
+        usage_event: type,
+        activity: Any,
+        reserved: list[str],
+        max_len: int,
+        max_bytes: int,
+        min_ms: int,
+        max_ms: int,
+    ) -> None: ...
+    def parse(self, raw: bytes) -> Any:
+        """The event ``python_parse_event`` reads from ``raw``, or None where this declines."""
+
 def murmur2(data: bytes) -> int:
     """Kafka's murmur2 of ``data``, as an unsigned int (``streamer.kafka.partitioner.murmur2``)."""
 

@@ -1,10 +1,14 @@
-//! The compiled parts of the worker's per-event path: the account state's binary codec (version 6) and
-//! Kafka's murmur2 partitioner.
+//! The compiled parts of the worker's per-event path: the account state's binary codec (version 6), the
+//! common usage event's parser (event.rs), timestamps, id hashes, an account's rhythm, the drop tests'
+//! tail probability, the top users' count and Kafka's murmur2 partitioner. Each has a Python reference
+//! (`python_…` in `streamer/core`) it is held to.
 //!
 //! The format and the reference implementation are `streamer/core/state.py`: `encode_state` and
 //! `decode_state` there are the readable definition, and this module must produce the same bytes and
 //! the same objects (tests/unit/test_native_codec.py holds the two to each other on random states).
 //! Only the current version is decoded here; older states go to the Python decoder.
+
+mod event;
 
 use pyo3::exceptions::{PyOverflowError, PyValueError};
 use pyo3::intern;
@@ -1470,6 +1474,7 @@ fn partition_of_str(partitions: u32, key: &str) -> PyResult<u32> {
 #[pymodule]
 fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Codec>()?;
+    m.add_class::<event::EventParser>()?;
     m.add_function(wrap_pyfunction!(murmur2, m)?)?;
     m.add_function(wrap_pyfunction!(partition_of_str, m)?)?;
     m.add_function(wrap_pyfunction!(rfc3339_ms, m)?)?;
