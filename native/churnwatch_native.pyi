@@ -58,6 +58,9 @@ def rfc3339_ms(value: str) -> int | None:
 def blake64(text: str) -> int:
     """The unsigned 64-bit BLAKE2b (digest size 8, little endian) of ``text``'s UTF-8."""
 
+def newest_day(days: dict[int, Any]) -> int:
+    """``max(days)``: the newest of an account's days."""
+
 def gamma_q(a: float, x: float) -> float | None:
     """``streamer.core.rhythm.python_gamma_q`` to the last bit; None where it declines (the reference answers)."""
 

@@ -1107,6 +1107,56 @@ extern "C" {
     fn log(x: f64) -> f64;
 }
 
+/// An exact `int` of 64 bits (signed or not, as `read` reads it), or None (another type, out of range).
+///
+/// # Safety
+/// `obj` is a valid object and the GIL is held.
+unsafe fn int64<T: PartialEq>(
+    obj: *mut pyo3::ffi::PyObject,
+    read: unsafe extern "C" fn(*mut pyo3::ffi::PyObject) -> T,
+    failed: T,
+) -> Option<T> {
+    if pyo3::ffi::PyLong_CheckExact(obj) == 0 {
+        return None;
+    }
+    let v = read(obj);
+    if v == failed && !pyo3::ffi::PyErr_Occurred().is_null() {
+        pyo3::ffi::PyErr_Clear(); // out of range: the caller falls back to Python
+        return None;
+    }
+    Some(v)
+}
+
+/// `max(days)` for a dict whose keys are all ints of 64 bits (an account's days), without comparing
+/// Python ints; for any other dict, what `max` itself returns or raises.
+#[pyfunction]
+fn newest_day<'py>(py: Python<'py>, days: &Bound<'py, PyDict>) -> PyResult<Bound<'py, PyAny>> {
+    let mut newest: Option<i64> = None;
+    let mut pos: pyo3::ffi::Py_ssize_t = 0;
+    let mut key: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    let mut value: *mut pyo3::ffi::PyObject = std::ptr::null_mut();
+    // SAFETY: the GIL is held and nothing runs Python code while the dict is walked; the borrowed keys
+    // are only read.
+    let exact = unsafe {
+        let mut exact = true;
+        while pyo3::ffi::PyDict_Next(days.as_ptr(), &mut pos, &mut key, &mut value) != 0 {
+            match int64(key, pyo3::ffi::PyLong_AsLongLong, -1) {
+                Some(day) => newest = Some(newest.map_or(day, |n| n.max(day))),
+                None => {
+                    exact = false;
+                    break;
+                }
+            }
+        }
+        exact
+    };
+    match newest {
+        Some(day) if exact => day.into_bound_py_any(py),
+        // Another key, or none (max raises ValueError).
+        _ => py.import("builtins")?.getattr("max")?.call1((days,)),
+    }
+}
+
 /// CPython's `math.lgamma` (its own Lanczos approximation, not the C library's) for finite `x >= 1`,
 /// the same operations in the same order.
 #[allow(clippy::excessive_precision)]
@@ -1481,6 +1531,7 @@ fn churnwatch_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(blake64, m)?)?;
     m.add_function(wrap_pyfunction!(rhythm_parts, m)?)?;
     m.add_function(wrap_pyfunction!(gamma_q, m)?)?;
+    m.add_function(wrap_pyfunction!(newest_day, m)?)?;
     m.add("STATE_VERSION", VERSION)?;
     Ok(())
 }

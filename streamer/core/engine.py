@@ -46,7 +46,7 @@ A cancelled account raises nothing more.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from enum import StrEnum
 from typing import Any
 
@@ -120,11 +120,20 @@ class Outcome(StrEnum):
     LATE = "late"
 
 
+# max(state.days), asked several times for every event: compiled where the extension is installed (it
+# reads the keys as 64-bit ints, and leaves any other dict to max).
+_newest_day: Callable[[dict[int, DayBucket]], int]
+try:
+    from churnwatch_native import newest_day as _newest_day
+except ImportError:  # pragma: no cover - exercised where the extension is not built
+    _newest_day = max
+
+
 def _horizon_day(state: AccountState, policy: Policy) -> int:
     """First UTC day still inside the window of the account's newest day (or its clock)."""
     newest = state.clock_ms // DAY_MS
     if state.days:
-        newest = max(newest, max(state.days))
+        newest = max(newest, _newest_day(state.days))
     return newest - policy.window_days + 1
 
 
@@ -610,7 +619,7 @@ def next_due_ms(state: AccountState, policy: Policy, ctx: Context = EMPTY_CONTEX
         m_due = max(m_due, state.clock_ms)
         due = m_due if due is None else min(due, m_due)
     clock_day = state.clock_ms // DAY_MS
-    if state.days and max(state.days) > clock_day - policy.window_days:
+    if state.days and _newest_day(state.days) > clock_day - policy.window_days:
         midnight = (clock_day + 1) * DAY_MS
         due = midnight if due is None else min(due, midnight)
     return due

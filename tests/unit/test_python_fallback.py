@@ -22,6 +22,7 @@ assert state.NATIVE_CODEC is None and state.encode_state is state.python_encode_
 assert events.rfc3339_ms is events.python_rfc3339_ms and rhythm._rhythm_parts is None
 assert state._blake64 is state.python_blake64 and partitioner._native_partition_of is None
 assert engine._native_touch_user is None and rhythm._native_gamma_q is None and events._native_parse is None
+assert engine._newest_day is max
 import pytest
 sys.exit(pytest.main(sys.argv[1:]))
 """

@@ -54,6 +54,7 @@ from streamer.core import engine, events, rhythm, state
 assert state.NATIVE_CODEC is None and events.rfc3339_ms is events.python_rfc3339_ms
 assert rhythm._rhythm_parts is None and state._blake64 is state.python_blake64
 assert engine._native_touch_user is None and rhythm._native_gamma_q is None and events._native_parse is None
+assert engine._newest_day is max
 from tests.unit.worker.test_compiled_equivalence import run
 for line in sys.stdin:
     sys.stdout.write(orjson.dumps(run(orjson.loads(line)), option=orjson.OPT_NON_STR_KEYS).decode() + "\\n")
