@@ -522,17 +522,8 @@ def parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:
 
 
 def python_parse_event(raw: bytes | str | Mapping[str, Any]) -> UsageEvent:
-    """:func:`parse_event` in Python: the reference of the compiled parser, and every shape it declines.
-
-    Args:
-        raw: JSON bytes/str or an already decoded mapping, in native or Segment shape.
-
-    Returns:
-        The validated event.
-
-    Raises:
-        InvalidEvent: On any schema violation, naming the field path and the rule.
-    """
+    """:func:`parse_event` in Python, with the same arguments, result and errors: the reference of the
+    compiled parser, and the reader of every shape it declines."""
     if isinstance(raw, bytes | bytearray | memoryview | str):
         if len(raw) > MAX_EVENT_BYTES:
             # A usage event is a few hundred bytes; one this large is a producer bug, and re-sending it
