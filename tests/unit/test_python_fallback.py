@@ -13,7 +13,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 
-_RUN = """
+# Run first in a process that must use the Python originals: every dispatch to a compiled part is
+# checked to have fallen back (tests/unit/worker/test_compiled_equivalence.py runs it too).
+WITHOUT_EXTENSION = """
 import sys
 sys.modules["churnwatch_native"] = None  # importing it now raises ImportError, as when it is not built
 from streamer.core import engine, events, rhythm, state
@@ -23,9 +25,15 @@ assert events.rfc3339_ms is events.python_rfc3339_ms and rhythm._rhythm_parts is
 assert state._blake64 is state.python_blake64 and partitioner._native_partition_of is None
 assert engine._native_touch_user is None and rhythm._native_gamma_q is None and events._native_parse is None
 assert engine._newest_day is max
+"""
+
+_RUN = (
+    WITHOUT_EXTENSION
+    + """
 import pytest
 sys.exit(pytest.main(sys.argv[1:]))
 """
+)
 
 
 def test_the_core_tests_pass_on_the_python_originals() -> None:

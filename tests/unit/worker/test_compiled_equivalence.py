@@ -30,6 +30,7 @@ from hypothesis import strategies as st
 
 from streamer.core import state
 from streamer.worker.processor import MemoryStore
+from tests.unit.test_python_fallback import WITHOUT_EXTENSION
 from tests.unit.worker.test_cache_equivalence import (
     EQUIVALENT,
     HOUR_MS,
@@ -46,20 +47,16 @@ REPO = Path(__file__).resolve().parents[3]
 _OFFSET = timezone(timedelta(hours=5, minutes=30))
 
 # The Python side: reads one history per line, writes what its processor wrote as one line.
-_CHILD = """
-import sys
-sys.modules["churnwatch_native"] = None  # importing it now raises ImportError, as when it is not built
+_CHILD = (
+    WITHOUT_EXTENSION
+    + """
 import orjson
-from streamer.core import engine, events, rhythm, state
-assert state.NATIVE_CODEC is None and events.rfc3339_ms is events.python_rfc3339_ms
-assert rhythm._rhythm_parts is None and state._blake64 is state.python_blake64
-assert engine._native_touch_user is None and rhythm._native_gamma_q is None and events._native_parse is None
-assert engine._newest_day is max
 from tests.unit.worker.test_compiled_equivalence import run
 for line in sys.stdin:
     sys.stdout.write(orjson.dumps(run(orjson.loads(line)), option=orjson.OPT_NON_STR_KEYS).decode() + "\\n")
     sys.stdout.flush()
 """
+)
 
 
 def _with_text_times(history: History) -> History:
