@@ -10,7 +10,8 @@ from collections.abc import Iterator
 
 import orjson
 
-from streamer.core.policy import DAY_MS, Band
+from streamer.core.engine import next_due_ms
+from streamer.core.policy import DAY_MS, Band, load_policy
 from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, DayBucket, encode_state
 
 FEATURES = [
@@ -131,7 +132,11 @@ def full_state(i: int, now_ms: int, days: int = 35, seed: int = 1) -> AccountSta
 
 
 def encoded_states(accounts: int, now_ms: int, days: int = 35) -> Iterator[tuple[str, bytes]]:
-    """``(account id, encoded state)`` for accounts ``0 .. accounts - 1``."""
+    """``(account id, encoded state)`` for accounts ``0 .. accounts - 1``, stored as a worker stores them:
+    with their next due point under the default rules (the next midnight at the latest, while a day is in
+    the window), which a restarted worker reads to rebuild its schedule."""
+    policies = load_policy(None)
     for i in range(accounts):
         state = full_state(i, now_ms, days)
+        state.due_ms = next_due_ms(state, policies.for_account(state.segment, state.plan))
         yield state.account_id, encode_state(state)
