@@ -535,6 +535,40 @@ def probe_round(stack: Stack, worker: WorkerProcess, timeout_s: float) -> float:
     raise RuntimeError("probes did not come back as health")
 
 
+# Accounts sent one event each before the in-service memory is read: twice the worker's default
+# decoded-state cache (state_cache_accounts), so the cache is full and evicting, as in service.
+BUSY_ACCOUNTS = 40_000
+
+
+def touch_accounts(stack: Stack, worker: WorkerProcess, count: int, timeout_s: float) -> float:
+    """One usage event to each of the stored accounts ``0 .. count - 1``; seconds until all were processed."""
+    before = worker.processed()
+    at = now_ms()
+    records = (
+        (
+            workload.account_id(i).encode(),
+            orjson.dumps(
+                {
+                    "event_id": f"busy-{i}",
+                    "account_id": workload.account_id(i),
+                    "event": "report_viewed",
+                    "timestamp": at,
+                    "user_id": f"u{i % 97}-1",
+                }
+            ),
+        )
+        for i in range(count)
+    )
+    started = time.monotonic()
+    asyncio.run(produce(stack.topics["events"], records, partition_for=kafka_partitioner(stack.partitions)))
+    while worker.processed() < before + count:
+        worker.check_alive()
+        if time.monotonic() - started > timeout_s:
+            raise RuntimeError(f"the worker processed {worker.processed() - before:.0f} of {count} events")
+        time.sleep(0.2)
+    return time.monotonic() - started
+
+
 def wait_tracked(worker: WorkerProcess, accounts: int, timeout_s: float) -> float | None:
     """Seconds from the worker's start until it tracks ``accounts`` accounts: every stored account read
     and scheduled (a restarted worker serves while it reads them); None on timeout."""
@@ -581,14 +615,24 @@ def measure_state(accounts: int) -> dict[str, Any]:
         out["rss_bytes_peak_after_cold_start"] = worker.rss_bytes()
         # The worker hands freed memory back every 30 s; measure once that has happened.
         time.sleep(35)
+        idle = worker.rss_bytes()
+        out["rss_bytes_idle"] = idle
+        out["rss_idle_per_account_bytes"] = round(idle / accounts)
+        say(
+            f"state: cold start {out['cold_start_seconds']}s (probe {probed:.1f}s), RSS"
+            f" {out['rss_bytes_peak_after_cold_start'] / 2**20:.0f} MiB, 35 s later {idle / 2**20:.0f} MiB"
+        )
+        # In service: accounts have events, so the worker holds decoded states in its cache (full and
+        # evicting) as well as every account's due point. Measured once the freed memory is handed back.
+        busy = min(accounts, BUSY_ACCOUNTS)
+        out["busy_accounts"] = busy
+        out["busy_seconds"] = round(touch_accounts(stack, worker, busy, 900), 1)
+        time.sleep(35)
         rss = worker.rss_bytes()
         out["rss_bytes"] = rss
         out["rss_per_account_bytes"] = round(rss / accounts)
         out["rss_marginal_per_account_bytes"] = round((rss - out["rss_bytes_empty"]) / accounts)
-        say(
-            f"state: cold start {out['cold_start_seconds']}s (probe {probed:.1f}s), RSS"
-            f" {out['rss_bytes_peak_after_cold_start'] / 2**20:.0f} MiB, 35 s later {rss / 2**20:.0f} MiB"
-        )
+        say(f"state: {busy:,} accounts had an event ({out['busy_seconds']}s), RSS {rss / 2**20:.0f} MiB")
         worker.stop()
         # Restart: same data dir, as after a deploy or a crash.
         say("state: restart on the same data dir")
