@@ -6,7 +6,7 @@ from bench import workload
 from streamer.core.policy import DAY_MS
 from streamer.core.state import decode_state, peek_state
 
-NOW = 1_796_448_575_293  # 2026-12-05T09:29:35.293Z
+NOW = 1_796_448_575_293  # 2026-12-05T05:29:35.293Z
 
 
 def test_seeded_states_carry_their_next_due_point() -> None:
