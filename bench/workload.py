@@ -12,7 +12,7 @@ import orjson
 
 from streamer.core.engine import next_due_ms
 from streamer.core.policy import DAY_MS, Band, load_policy
-from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, DayBucket, encode_state
+from streamer.core.state import FEATURE_BITS, USER_BITS, AccountState, DayBucket, encode_state, id_ring
 
 FEATURES = [
     "login",
@@ -123,7 +123,7 @@ def full_state(i: int, now_ms: int, days: int = 35, seed: int = 1) -> AccountSta
         features = bits(FEATURE_BITS) & bits(FEATURE_BITS) & bits(FEATURE_BITS) & bits(FEATURE_BITS)
         state.days[day] = DayBucket(events, float(events), users, features)
     state.last_activity_ms = now_ms - bits(21)
-    state.recent_ids = [bits(64) for _ in range(64)]
+    state.recent_ids = id_ring(bits(64) for _ in range(64))
     state.applied_offset = -1
     state.last_band = state.published_band = Band.GOOD
     state.published_score = 80

@@ -369,10 +369,7 @@ impl Codec {
         }
         let n = r.u16()? as usize;
         let raw = r.take(n.checked_mul(8).ok_or_else(|| corrupt("truncated"))?)?;
-        let recent_ids = PyList::empty(py);
-        for chunk in raw.chunks_exact(8) {
-            recent_ids.append(u64::from_le_bytes(chunk.try_into().expect("8 bytes")))?;
-        }
+        let recent_ids = PyBytes::new(py, raw);
 
         // The extension: key user, pending episodes, the drop test's frozen baseline, what was shown.
         let ext_flags = r.u8()?;
@@ -567,7 +564,7 @@ impl Codec {
                 "days" | "facts_at_ms" | "published_components" | "milestones" => {
                     value.downcast::<PyDict>()?.copy()?.into_any()
                 }
-                "recent_ids" | "top_users" | "history" | "scored" => {
+                "top_users" | "history" | "scored" => {
                     let list = value.downcast::<PyList>()?;
                     list.get_slice(0, list.len()).into_any()
                 }
@@ -767,12 +764,17 @@ impl Codec {
         }
         let count = |name: &Bound<'py, PyString>| -> PyResult<usize> { get(name)?.len() };
         if count(intern!(py, "days"))? >= STR_NONE as usize
-            || count(intern!(py, "recent_ids"))? >= STR_NONE as usize
+            || count(intern!(py, "recent_ids"))? >= 8 * STR_NONE as usize
             || count(intern!(py, "top_users"))? > 255
             || count(intern!(py, "history"))? > 255
             || count(intern!(py, "scored"))? > 255
         {
             return Err(PyValueError::new_err("state has too many buckets, ids or users"));
+        }
+        if count(intern!(py, "recent_ids"))? % 8 != 0 {
+            return Err(PyValueError::new_err(
+                "state field recent_ids is not whole 8-byte ids",
+            ));
         }
         for name in [
             intern!(py, "key_since_ms"),
@@ -941,12 +943,15 @@ impl Codec {
             w.put(&features.to_le_bytes());
         }
         let ids = get(intern!(py, "recent_ids"))?;
-        let ids = ids.downcast::<PyList>()?;
-        let n = u16::try_from(ids.len()).map_err(|_| PyValueError::new_err("too many ids"))?;
-        w.put(&n.to_le_bytes());
-        for id in ids.iter() {
-            w.put(&id.extract::<u64>()?.to_le_bytes());
+        let ids = ids.downcast::<PyBytes>()?.as_bytes();
+        if ids.len() % 8 != 0 {
+            return Err(PyValueError::new_err(
+                "state field recent_ids is not whole 8-byte ids",
+            ));
         }
+        let n = u16::try_from(ids.len() / 8).map_err(|_| PyValueError::new_err("too many ids"))?;
+        w.put(&n.to_le_bytes());
+        w.put(ids);
 
         let key_user = get(intern!(py, "key_user"))?;
         let published_poor = get(intern!(py, "published_poor"))?.is_truthy()?;

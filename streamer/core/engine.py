@@ -85,6 +85,7 @@ from streamer.core.state import (
     TopUser,
     bit_for,
     event_id_hash,
+    in_ring,
     milestone_key,
 )
 
@@ -846,16 +847,16 @@ def record_event(
         state = AccountState(account_id=event.account_id, first_seen_ms=t, clock_ms=t)
     elif event.account_id != state.account_id:
         raise ValueError(f"event for {event.account_id!r} applied to {state.account_id!r}")
-    h = event_id_hash(event.event_id)
-    if h in state.recent_ids:
+    h = event_id_hash(event.event_id).to_bytes(8, "little")
+    if in_ring(state.recent_ids, h):
         return state, Outcome.DUPLICATE, []
     day = t // DAY_MS
     if day < _horizon_day(state, policy):
         return state, Outcome.LATE, []
     alerts = advance(state, t, policy, ctx)
-    state.recent_ids.append(h)
-    if len(state.recent_ids) > policy.max_tracked_ids:
-        del state.recent_ids[: len(state.recent_ids) - policy.max_tracked_ids]
+    ids = state.recent_ids + h
+    keep = 8 * policy.max_tracked_ids
+    state.recent_ids = ids[len(ids) - keep :] if len(ids) > keep else ids
     state.first_seen_ms = min(state.first_seen_ms, t)
     if event.kind is EventKind.ACTIVITY and event.active:
         first = state.first_activity_ms

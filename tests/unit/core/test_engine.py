@@ -24,7 +24,7 @@ from streamer.core.engine import (
 from streamer.core.events import EventKind, UsageEvent
 from streamer.core.partition import EMPTY_CONTEXT
 from streamer.core.policy import DAY_MS, Policy
-from streamer.core.state import AccountState, decode_state, encode_state
+from streamer.core.state import AccountState, decode_state, encode_state, event_id_hash, id_ring
 
 POLICY = Policy()
 START = int(datetime(2026, 1, 5, tzinfo=UTC).timestamp() * 1000)
@@ -91,7 +91,7 @@ def test_duplicate_event_is_reported_and_changes_nothing() -> None:
 def test_dedup_ring_keeps_only_the_most_recent_ids() -> None:
     policy = Policy(max_tracked_ids=3)
     s, _ = feed(None, [act(START + i, i) for i in range(5)], policy)
-    assert len(s.recent_ids) == 3
+    assert s.recent_ids == id_ring(event_id_hash(f"e-{i}-{START + i}") for i in (2, 3, 4))
     _, outcome, _ = record_event(s, act(START, 0), policy)
     assert outcome is Outcome.COUNTED  # forgotten id: counted again
 

@@ -31,7 +31,10 @@ from streamer.core.state import (
     decode_state,
     encode_state,
     estimate_distinct,
+    id_ring,
+    in_ring,
     peek_state,
+    ring_ids,
 )
 
 POLICY = Policy()
@@ -101,7 +104,7 @@ def test_worst_case_encoding_matches_the_documented_size() -> None:
     s = AccountState(account_id=wide, first_seen_ms=T0, clock_ms=T0, seats=5)
     s.plan = s.segment = s.name = s.owner = wide
     s.days = {d: DayBucket(2**32 - 1, 1.5, 2**128 - 1, 2**64 - 1) for d in range(42)}
-    s.recent_ids = list(range(64))
+    s.recent_ids = id_ring(range(64))
     s.published_score, s.published_band = 50, Band.AVERAGE
     s.published_components = {"activity": 1.0}
     s.top_users = [TopUser(2**64 - 1 - i, 40.5, 9, 1) for i in range(5)]
@@ -185,7 +188,7 @@ def states(draw: st.DrawFn) -> AccountState:
     s.nps_score = draw(st.none() | st.integers(0, 10))
     s.open_tickets = draw(st.integers(-(2**31), 2**31 - 1))
     s.subscription_started_ms, s.subscription_cancelled_ms = draw(opt_ms), draw(opt_ms)
-    s.recent_ids = draw(st.lists(st.integers(0, 2**64 - 1), max_size=64))
+    s.recent_ids = id_ring(draw(st.lists(st.integers(0, 2**64 - 1), max_size=64)))
     s.applied_offset = draw(st.integers(-1, 2**62))
     s.quiet_since_ms, s.drop_since_ms = draw(opt_ms), draw(opt_ms)
     s.poor_open, s.last_band = draw(st.booleans()), draw(bands)
@@ -231,7 +234,7 @@ def _v2_state() -> AccountState:
     s.days[T0 // DAY_MS] = DayBucket(3, 3.0, 0b101, 0b11)
     s.published_components = {"activity": 50.0, "recency": 100.0, "sentiment": 70.0}
     s.seats, s.plan, s.facts_at_ms = 12, "pro", {"seats": T0, "plan": T0}
-    s.recent_ids, s.quiet_since_ms, s.due_ms = [7, 9], T0 + 1000, T0 + DAY_MS
+    s.recent_ids, s.quiet_since_ms, s.due_ms = id_ring([7, 9]), T0 + 1000, T0 + DAY_MS
     return s
 
 
@@ -340,7 +343,7 @@ def test_corrupt_state_bytes_raise_value_error(blob: bytes) -> None:
 def _full_state() -> AccountState:
     s = AccountState("acme", T0, T0 + 5)
     s.days = {T0 // DAY_MS - d: DayBucket(d + 1, d + 0.5, 1 << d, 1 << (d % 64)) for d in range(35)}
-    s.recent_ids = list(range(64))
+    s.recent_ids = id_ring(range(64))
     s.facts_at_ms = {"plan": T0, "seats": T0}
     s.published_components = {"activity": 50.0}
     s.scored = [Scored(T0 // DAY_MS, 60, bytes(32))]
@@ -353,7 +356,7 @@ def test_a_clone_is_independent_of_its_original() -> None:
     copy = clone_state(original)
     assert encode_state(copy) == encoded
     copy.days[T0 // DAY_MS] = DayBucket(99, 99.0, 0, 0)
-    copy.recent_ids.append(7)
+    copy.recent_ids += id_ring([7])
     copy.facts_at_ms["plan"] = 0
     copy.published_components["recency"] = 1.0
     copy.seats, copy.quiet_since_ms = 5, T0
@@ -468,3 +471,28 @@ def test_check_encodable_rejects_a_scored_day_the_encoder_cannot_write(entry: Sc
     s.scored = [entry]
     with pytest.raises(ValueError, match="scored"):
         check_encodable(s)
+
+
+# Ids of bytes 0 and 1 only: a run of eight that straddles two ids of the ring is common.
+_BINARY_IDS = st.binary(min_size=8, max_size=8).map(lambda b: bytes(x & 1 for x in b))
+
+
+@given(st.lists(_BINARY_IDS, max_size=12), _BINARY_IDS)
+def test_an_id_is_in_the_ring_when_it_is_one_of_its_ids_not_when_it_straddles_two(
+    ids: list[bytes], h: bytes
+) -> None:
+    ring = b"".join(ids)
+    assert in_ring(ring, h) is (h in ids)
+    assert id_ring(ring_ids(ring)) == ring
+
+
+def test_an_id_found_after_a_straddling_match_is_in_the_ring() -> None:
+    a, b = 0x0807060504030201, 0x100F0E0D0C0B0A09
+    ring = id_ring([a, b])
+    straddle = ring[4:12]
+    assert not in_ring(ring, straddle)
+    assert in_ring(ring + straddle, straddle)
+    assert ring_ids(ring + straddle) == [a, b, 0x0C0B0A0908070605]
+    # Fourteen zero bytes across two ids hold seven straddling matches of a zero id, and no id.
+    assert not in_ring(bytes([1, *[0] * 14, 1]), bytes(8))
+    assert in_ring(bytes([1, *[0] * 14, 1]) + bytes(8), bytes(8))
