@@ -295,7 +295,7 @@ class AccountState:
     subscription_started_ms: int | None = None
     subscription_cancelled_ms: int | None = None
     # The hashes of the most recent event ids (event_id_hash), oldest first, 8 bytes each (little endian):
-    # as stored, and a tenth of the memory of a list of ints in every decoded state.
+    # as stored, and a fifth of the memory of a list of ints in every decoded state.
     recent_ids: bytes = b""
     applied_offset: int = -1
     quiet_since_ms: int | None = None
