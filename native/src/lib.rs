@@ -80,6 +80,9 @@ const FIELDS: [&str; 49] = [
 const FACT_STRINGS: [&str; 4] = ["plan", "segment", "name", "owner"];
 const REVENUE_FACTS: [&str; 4] = ["arr", "currency", "renewal_at", "contract"];
 
+/// What the check and the encoder say of a ring of recent ids whose length is not a multiple of 8.
+const RING_NOT_WHOLE: &str = "state field recent_ids is not whole 8-byte ids";
+
 fn corrupt(what: &str) -> PyErr {
     PyValueError::new_err(format!("corrupt state: {what}"))
 }
@@ -772,9 +775,7 @@ impl Codec {
             return Err(PyValueError::new_err("state has too many buckets, ids or users"));
         }
         if count(intern!(py, "recent_ids"))? % 8 != 0 {
-            return Err(PyValueError::new_err(
-                "state field recent_ids is not whole 8-byte ids",
-            ));
+            return Err(PyValueError::new_err(RING_NOT_WHOLE));
         }
         for name in [
             intern!(py, "key_since_ms"),
@@ -945,9 +946,7 @@ impl Codec {
         let ids = get(intern!(py, "recent_ids"))?;
         let ids = ids.downcast::<PyBytes>()?.as_bytes();
         if ids.len() % 8 != 0 {
-            return Err(PyValueError::new_err(
-                "state field recent_ids is not whole 8-byte ids",
-            ));
+            return Err(PyValueError::new_err(RING_NOT_WHOLE));
         }
         let n = u16::try_from(ids.len() / 8).map_err(|_| PyValueError::new_err("too many ids"))?;
         w.put(&n.to_le_bytes());

@@ -155,6 +155,10 @@ def ring_ids(ring: bytes) -> list[int]:
     return [int.from_bytes(ring[i : i + 8], "little") for i in range(0, len(ring), 8)]
 
 
+# What the check and the encoder say of a ring whose length is not a multiple of 8.
+_RING_NOT_WHOLE = "state field recent_ids is not whole 8-byte ids"
+
+
 def in_ring(ring: bytes, h: bytes) -> bool:
     """Whether the 8-byte hash ``h`` is one of the hashes in ``ring`` (a match straddling two is not)."""
     i = ring.find(h)
@@ -450,7 +454,7 @@ def python_check_encodable(s: AccountState) -> None:
     ):
         raise ValueError("state has too many buckets, ids or users")
     if len(s.recent_ids) % 8:
-        raise ValueError("state field recent_ids is not whole 8-byte ids")
+        raise ValueError(_RING_NOT_WHOLE)
     for name in (
         "key_since_ms",
         "poor_pending_ms",
@@ -557,9 +561,9 @@ def python_encode_state(s: AccountState) -> bytes:
     out.append(_buckets_struct(len(days)).pack(*flat))
     ids = s.recent_ids
     if len(ids) % 8:
-        raise ValueError("state field recent_ids is not whole 8-byte ids")
+        raise ValueError(_RING_NOT_WHOLE)
     out.append(_STR.pack(len(ids) // 8))
-    out.append(bytes(ids))
+    out.append(ids)
     out.append(
         _EXTENSION.pack(
             (1 if s.key_user is not None else 0) | (2 if s.published_poor else 0),
